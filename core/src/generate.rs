@@ -1,0 +1,160 @@
+//! Streaming generation: prompt, then one token at a time, each piece of text handed
+//! to the caller as soon as it is complete.
+
+use std::ops::ControlFlow;
+use std::time::{Duration, Instant};
+
+use candle_core::Tensor;
+
+use crate::{CausalLM, Error, Result, Sampler, SamplingParams, Tokenizer};
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    /// The most tokens to generate (capped by the context length).
+    pub max_tokens: usize,
+    pub sampling: SamplingParams,
+    /// Leave control tokens (e.g. `<|im_end|>`) out of the streamed text.
+    pub skip_special: bool,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        Self {
+            max_tokens: 128,
+            sampling: SamplingParams::default(),
+            skip_special: true,
+        }
+    }
+}
+
+/// Why generation stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The model produced one of its eos ids.
+    Eos,
+    /// `max_tokens` were generated.
+    MaxTokens,
+    /// The context is full.
+    ContextFull,
+    /// The callback asked to stop.
+    Cancelled,
+}
+
+/// Timings of one generation.
+#[derive(Debug, Clone, Default)]
+pub struct GenerationStats {
+    pub prompt_tokens: usize,
+    pub generated_tokens: usize,
+    /// The prompt's forward pass.
+    pub prompt_time: Duration,
+    /// From the call to the first generated token.
+    pub time_to_first_token: Duration,
+    /// The forward passes after the first token.
+    pub decode_time: Duration,
+}
+
+impl GenerationStats {
+    /// Prompt tokens per second.
+    pub fn prompt_tokens_per_s(&self) -> f64 {
+        per_s(self.prompt_tokens, self.prompt_time)
+    }
+
+    /// Generated tokens per second after the first (each needs one forward pass).
+    pub fn decode_tokens_per_s(&self) -> f64 {
+        per_s(self.generated_tokens.saturating_sub(1), self.decode_time)
+    }
+}
+
+fn per_s(n: usize, d: Duration) -> f64 {
+    if d.is_zero() {
+        0.0
+    } else {
+        n as f64 / d.as_secs_f64()
+    }
+}
+
+/// The result of [`generate`].
+#[derive(Debug, Clone)]
+pub struct Generation {
+    /// The generated ids (the eos id, if it ended there, included).
+    pub ids: Vec<u32>,
+    /// The generated text.
+    pub text: String,
+    pub stop: StopReason,
+    pub stats: GenerationStats,
+}
+
+/// Generates from `prompt_ids` with a fresh KV cache, calling `on_piece(text, id)`
+/// for each piece of text as soon as it is complete; return `ControlFlow::Break` to stop.
+pub fn generate(
+    model: &mut dyn CausalLM,
+    tokenizer: &Tokenizer,
+    prompt_ids: &[u32],
+    options: &GenerateOptions,
+    mut on_piece: impl FnMut(&str) -> ControlFlow<()>,
+) -> Result<Generation> {
+    let _span = tracing::info_span!("generate", arch = model.architecture(), prompt_tokens = prompt_ids.len()).entered();
+    if prompt_ids.is_empty() {
+        return Err(Error::EmptyPrompt);
+    }
+    let ctx = model.context_length();
+    if prompt_ids.len() >= ctx {
+        return Err(Error::PromptTooLong {
+            prompt_tokens: prompt_ids.len(),
+            context_length: ctx,
+        });
+    }
+    let mut sampler = Sampler::new(options.sampling.clone())?;
+    let eos = model.eos_token_ids().to_vec();
+    let device = model.device().clone();
+    model.reset_cache()?;
+
+    let start = Instant::now();
+    let mut stats = GenerationStats {
+        prompt_tokens: prompt_ids.len(),
+        ..Default::default()
+    };
+    let mut history: Vec<u32> = prompt_ids.to_vec();
+    let mut stream = tokenizer.stream(options.skip_special);
+    let mut ids = Vec::new();
+    let mut text = String::new();
+    let input = Tensor::new(prompt_ids, &device)?.unsqueeze(0)?;
+    let mut logits = model.forward(&input, 0)?;
+    stats.prompt_time = start.elapsed();
+    let mut decode_start = None;
+    let stop = loop {
+        let next = sampler.sample(&logits, &history)?;
+        if ids.is_empty() {
+            stats.time_to_first_token = start.elapsed();
+            decode_start = Some(Instant::now());
+        }
+        ids.push(next);
+        history.push(next);
+        if eos.contains(&next) {
+            break StopReason::Eos;
+        }
+        if let Some(piece) = stream.push(next)? {
+            text.push_str(&piece);
+            if on_piece(&piece).is_break() {
+                break StopReason::Cancelled;
+            }
+        }
+        if ids.len() >= options.max_tokens {
+            break StopReason::MaxTokens;
+        }
+        if history.len() >= ctx {
+            break StopReason::ContextFull;
+        }
+        let input = Tensor::new(&[next], &device)?.unsqueeze(0)?;
+        logits = model.forward(&input, history.len() - 1)?;
+    };
+    if let Some(piece) = stream.finish()? {
+        text.push_str(&piece);
+        let _ = on_piece(&piece);
+    }
+    stats.generated_tokens = ids.len();
+    stats.decode_time = decode_start.map(|s| s.elapsed()).unwrap_or_default();
+    tracing::debug!(?stop, generated = ids.len(), "generation done");
+    Ok(Generation { ids, text, stop, stats })
+}

@@ -1,0 +1,116 @@
+//! config.json as transformers 4.x and 5.x write it.
+//!
+//! transformers 5.x moves `rope_theta` (and `rope_scaling`) into `rope_parameters`;
+//! reading only the 4.x key silently falls back to a default that is wrong for many
+//! models (SmolLM2 needs 100000, not 10000). These helpers read both.
+
+use serde_json::Value;
+
+use crate::source::SafetensorsSource;
+use crate::{Error, Result};
+
+impl SafetensorsSource {
+    /// `rope_theta` from the top level (4.x) or `rope_parameters.rope_theta` (5.x).
+    /// `documented_default` is the value the architecture's transformers config class
+    /// documents; `None` makes a missing value an error.
+    pub fn rope_theta(&self, documented_default: Option<f64>) -> Result<f64> {
+        let found = self
+            .config
+            .get("rope_theta")
+            .or_else(|| self.config.get("rope_parameters").and_then(|p| p.get("rope_theta")));
+        match (found, documented_default) {
+            (Some(v), _) => v.as_f64().ok_or_else(|| self.config_error("`rope_theta` should be a number", v)),
+            (None, Some(d)) => {
+                tracing::warn!(
+                    path = %self.config_path.display(),
+                    "config.json has no rope_theta (nor rope_parameters.rope_theta); using the architecture's documented default {d}"
+                );
+                Ok(d)
+            }
+            (None, None) => Err(Error::Config {
+                path: self.config_path.clone(),
+                what: "config".into(),
+                detail: "no `rope_theta` (transformers 4.x) nor `rope_parameters.rope_theta` (5.x)".into(),
+                hint: "add the model's rope_theta to config.json".into(),
+            }),
+        }
+    }
+
+    /// `rope_scaling` (4.x) or the scaling fields of `rope_parameters` (5.x), if any
+    /// scaling other than the default is configured.
+    pub fn rope_scaling(&self) -> Option<Value> {
+        if let Some(v) = self.config.get("rope_scaling").filter(|v| !v.is_null()) {
+            return Some(v.clone());
+        }
+        let p = self.config.get("rope_parameters")?;
+        match p.get("rope_type").and_then(|t| t.as_str()) {
+            None | Some("default") => None,
+            Some(_) => Some(p.clone()),
+        }
+    }
+
+    /// `eos_token_id` of config.json (an int or a list), then of generation_config.json.
+    pub fn eos_token_ids(&self) -> Vec<u32> {
+        let mut ids = ids_of(self.config.get("eos_token_id"));
+        let gen = self.dir.join("generation_config.json");
+        if let Ok(text) = std::fs::read_to_string(gen) {
+            if let Ok(v) = serde_json::from_str::<Value>(&text) {
+                ids.extend(ids_of(v.get("eos_token_id")));
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    fn config_error(&self, detail: &str, found: &Value) -> Error {
+        Error::Config {
+            path: self.config_path.clone(),
+            what: "config".into(),
+            detail: format!("{detail}, found {found}"),
+            hint: "fix config.json".into(),
+        }
+    }
+}
+
+fn ids_of(v: Option<&Value>) -> Vec<u32> {
+    match v {
+        Some(Value::Number(n)) => n.as_u64().map(|n| vec![n as u32]).unwrap_or_default(),
+        Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ModelSource;
+
+    fn dir_with(config: &str) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("config.json"), config).unwrap();
+        // A minimal valid safetensors file: empty header.
+        let header = b"{}      ";
+        let mut st = (header.len() as u64).to_le_bytes().to_vec();
+        st.extend_from_slice(header);
+        std::fs::write(d.path().join("model.safetensors"), st).unwrap();
+        d
+    }
+
+    fn theta(config: &str, default: Option<f64>) -> crate::Result<f64> {
+        let d = dir_with(config);
+        let src = ModelSource::open(d.path()).unwrap();
+        src.as_safetensors().unwrap().rope_theta(default)
+    }
+
+    #[test]
+    fn rope_theta_from_4x_and_5x() {
+        assert_eq!(theta(r#"{"rope_theta": 100000.0}"#, None).unwrap(), 100000.0);
+        assert_eq!(
+            theta(r#"{"rope_parameters": {"rope_theta": 100000.0, "rope_type": "default"}}"#, None).unwrap(),
+            100000.0
+        );
+        assert_eq!(theta(r#"{}"#, Some(10000.0)).unwrap(), 10000.0);
+        let err = theta(r#"{}"#, None).unwrap_err().to_string();
+        assert!(err.contains("rope_parameters.rope_theta"), "{err}");
+    }
+}

@@ -1,0 +1,110 @@
+//! The one model interface every architecture implements.
+
+use candle_core::{DType, Device, IndexOp, Tensor};
+
+use crate::Result;
+
+/// A causal language model with its own KV cache.
+///
+/// Every method is mandatory: there is no default that silently does nothing.
+/// `zoo-macros` derives the `Model` enum that delegates to these methods, and the
+/// conformance suite checks every implementation (shapes, cache consistency, reset).
+pub trait CausalLM: Send {
+    /// Runs `input_ids` (`[batch, seq]`, u32) placed at positions
+    /// `seqlen_offset..seqlen_offset + seq` and returns the logits of the last
+    /// position as f32 `[batch, vocab]`. The KV cache is extended by `seq` positions.
+    fn forward(&mut self, input_ids: &Tensor, seqlen_offset: usize) -> Result<Tensor>;
+
+    /// Empties the KV cache for real: the next forward at offset 0 sees nothing of
+    /// earlier calls.
+    fn reset_cache(&mut self) -> Result<()>;
+
+    /// The token ids that end generation (several models have more than one).
+    fn eos_token_ids(&self) -> &[u32];
+
+    /// The number of logits `forward` returns per row.
+    fn vocab_size(&self) -> usize;
+
+    /// The registry name of the architecture, e.g. `llama`.
+    fn architecture(&self) -> &'static str;
+
+    /// The most positions the model attends to (prompt plus generated tokens).
+    fn context_length(&self) -> usize;
+
+    /// The device the weights live on.
+    fn device(&self) -> &Device;
+}
+
+impl<M: CausalLM + ?Sized> CausalLM for Box<M> {
+    fn forward(&mut self, input_ids: &Tensor, seqlen_offset: usize) -> Result<Tensor> {
+        (**self).forward(input_ids, seqlen_offset)
+    }
+    fn reset_cache(&mut self) -> Result<()> {
+        (**self).reset_cache()
+    }
+    fn eos_token_ids(&self) -> &[u32] {
+        (**self).eos_token_ids()
+    }
+    fn vocab_size(&self) -> usize {
+        (**self).vocab_size()
+    }
+    fn architecture(&self) -> &'static str {
+        (**self).architecture()
+    }
+    fn context_length(&self) -> usize {
+        (**self).context_length()
+    }
+    fn device(&self) -> &Device {
+        (**self).device()
+    }
+}
+
+/// Normalises what candle's models return into the `[batch, vocab]` f32 logits of
+/// the last position: accepts `[batch, vocab]`, `[batch, seq, vocab]` and any float dtype.
+pub fn last_position_logits(logits: Tensor) -> Result<Tensor> {
+    let logits = match logits.rank() {
+        2 => logits,
+        3 => {
+            let seq = logits.dim(1)?;
+            logits.i((.., seq - 1, ..))?
+        }
+        r => {
+            return Err(candle_core::Error::Msg(format!(
+                "a model returned logits of rank {r} (shape {:?}); expected [batch, vocab] or [batch, seq, vocab]",
+                logits.shape()
+            ))
+            .into())
+        }
+    };
+    let logits = if logits.dtype() == DType::F32 {
+        logits
+    } else {
+        logits.to_dtype(DType::F32)?
+    };
+    Ok(logits.contiguous()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_position_of_rank3_is_taken_and_cast() {
+        let t = Tensor::arange(0f32, 12., &Device::Cpu)
+            .unwrap()
+            .reshape((1, 3, 4))
+            .unwrap()
+            .to_dtype(DType::BF16)
+            .unwrap();
+        let l = last_position_logits(t).unwrap();
+        assert_eq!(l.dims(), &[1, 4]);
+        assert_eq!(l.dtype(), DType::F32);
+        assert_eq!(l.to_vec2::<f32>().unwrap(), vec![vec![8., 9., 10., 11.]]);
+    }
+
+    #[test]
+    fn rank1_is_an_error() {
+        let t = Tensor::zeros(4, DType::F32, &Device::Cpu).unwrap();
+        assert!(last_position_logits(t).is_err());
+    }
+}

@@ -1,0 +1,253 @@
+//! The registry of architectures.
+//!
+//! Each architecture submits one [`ArchEntry`] through [`inventory`]; the entry is
+//! written by `#[register_model(...)]` from the facts in its attribute. Any crate
+//! linked into the program can submit entries, so a downstream crate registers its
+//! own architectures without touching zoo.
+//!
+//! Limits, as `inventory` states them: entries are collected before `main` runs, in
+//! no particular order ([`entries`] sorts them by name), and a crate that only
+//! submits entries must be linked: write `use their_crate as _;` if nothing else of
+//! it is used.
+
+use candle_core::Device;
+
+use crate::{CausalLM, Error, ModelSource, Result};
+
+/// The weight format an architecture's load function reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Format {
+    /// config.json + `*.safetensors` (+ tokenizer.json).
+    Safetensors,
+    /// A single GGUF file with its metadata and tokenizer.
+    Gguf,
+}
+
+impl Format {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Format::Safetensors => "safetensors",
+            Format::Gguf => "gguf",
+        }
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Loads a model from a checkpoint onto a device.
+pub type LoadFn = fn(&ModelSource, &Device) -> Result<Box<dyn CausalLM>>;
+
+/// One registered architecture: const data only (names, strings, a `fn` pointer).
+#[derive(Debug, Clone, Copy)]
+pub struct ArchEntry {
+    /// Registry name, unique: `llama`, `quantized-llama`.
+    pub name: &'static str,
+    /// One line saying what it is.
+    pub description: &'static str,
+    /// The format its load function reads.
+    pub format: Format,
+    /// config.json `architectures` strings it accepts (safetensors).
+    pub hf_architectures: &'static [&'static str],
+    /// config.json `model_type` strings it accepts (safetensors).
+    pub model_types: &'static [&'static str],
+    /// GGUF `general.architecture` strings it accepts (GGUF).
+    pub gguf_architectures: &'static [&'static str],
+    /// Where it was registered (`module_path!()`), for error messages.
+    pub module: &'static str,
+    /// Loads the model.
+    pub load: LoadFn,
+}
+
+inventory::collect!(ArchEntry);
+
+/// Implemented by `#[register_model]` for each registered model type.
+pub trait Registered: CausalLM + Sized + 'static {
+    /// The facts of the attribute.
+    const ENTRY: ArchEntry;
+    /// The attribute's load function, returning the concrete type.
+    fn load_registered(source: &ModelSource, device: &Device) -> Result<Self>;
+}
+
+/// Every registered architecture, sorted by name.
+pub fn entries() -> Vec<&'static ArchEntry> {
+    let mut v: Vec<&'static ArchEntry> = inventory::iter::<ArchEntry>.into_iter().collect();
+    v.sort_by(|a, b| a.name.cmp(b.name).then(a.module.cmp(b.module)));
+    v
+}
+
+/// The entry registered under `name`.
+pub fn find(name: &str) -> Result<&'static ArchEntry> {
+    let all = entries();
+    let hits: Vec<_> = all.iter().copied().filter(|e| e.name == name).collect();
+    match hits.as_slice() {
+        [one] => Ok(one),
+        [] => Err(unknown_name(name, all)),
+        many => Err(Error::AmbiguousArchitecture {
+            found: name.to_string(),
+            claimed_by: many.iter().map(|e| e.module).collect(),
+        }),
+    }
+}
+
+/// The entry that loads `source`: for safetensors the first config.json
+/// `architectures` string any entry claims, then `model_type`; for GGUF
+/// `general.architecture`.
+pub fn detect(source: &ModelSource) -> Result<&'static ArchEntry> {
+    detect_in(source, &entries())
+}
+
+pub(crate) fn detect_in(source: &ModelSource, all: &[&'static ArchEntry]) -> Result<&'static ArchEntry> {
+    let format = source.format();
+    let of_format: Vec<&'static ArchEntry> = all.iter().copied().filter(|e| e.format == format).collect();
+    let ids = source.architecture_ids();
+    let mut tried = Vec::new();
+    for (kind, s) in &ids {
+        let hits: Vec<&'static ArchEntry> = of_format
+            .iter()
+            .copied()
+            .filter(|e| match kind {
+                ArchId::HfArchitecture => e.hf_architectures.contains(&s.as_str()),
+                ArchId::HfModelType => e.model_types.contains(&s.as_str()),
+                ArchId::Gguf => e.gguf_architectures.contains(&s.as_str()),
+            })
+            .collect();
+        match hits.as_slice() {
+            [one] => return Ok(one),
+            [] => tried.push(s.clone()),
+            many => {
+                return Err(Error::AmbiguousArchitecture {
+                    found: s.clone(),
+                    claimed_by: many.iter().map(|e| e.name).collect(),
+                })
+            }
+        }
+    }
+    Err(unknown(tried, &of_format, Some(format)))
+}
+
+fn unknown(found: Vec<String>, candidates: &[&'static ArchEntry], format: Option<crate::Format>) -> Error {
+    let mut known: Vec<&'static str> = Vec::new();
+    for e in candidates {
+        let strings = match format {
+            Some(crate::Format::Gguf) => e.gguf_architectures.iter().copied().collect::<Vec<_>>(),
+            Some(crate::Format::Safetensors) => {
+                e.hf_architectures.iter().chain(e.model_types).copied().collect()
+            }
+            None => vec![e.name],
+        };
+        known.extend(strings);
+    }
+    let closest = found
+        .iter()
+        .flat_map(|f| known.iter().map(move |k| (strsim::normalized_levenshtein(&f.to_lowercase(), &k.to_lowercase()), *k)))
+        .filter(|(score, _)| *score >= 0.5)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| k);
+    Error::UnknownArchitecture {
+        found,
+        registered: candidates.iter().map(|e| e.name).collect(),
+        closest,
+    }
+}
+
+/// The error for a registry name that no entry of `candidates` has.
+pub fn unknown_name(name: &str, candidates: Vec<&'static ArchEntry>) -> Error {
+    unknown(vec![name.to_string()], &candidates, None)
+}
+
+/// Which architecture string a checkpoint declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchId {
+    /// An entry of config.json `architectures`.
+    HfArchitecture,
+    /// config.json `model_type`.
+    HfModelType,
+    /// GGUF `general.architecture`.
+    Gguf,
+}
+
+const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+const fn any_shared(a: &[&str], b: &[&str]) -> bool {
+    let mut i = 0;
+    while i < a.len() {
+        let mut j = 0;
+        while j < b.len() {
+            if str_eq(a[i], b[j]) {
+                return true;
+            }
+            j += 1;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Compile-time check used by the derived `Model` enum: no two entries share a name
+/// or claim the same HF/GGUF architecture string.
+pub const fn assert_distinct(a: &ArchEntry, b: &ArchEntry, message: &'static str) {
+    if str_eq(a.name, b.name)
+        || any_shared(a.hf_architectures, b.hf_architectures)
+        || any_shared(a.model_types, b.model_types)
+        || any_shared(a.gguf_architectures, b.gguf_architectures)
+    {
+        panic!("{}", message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn never(_: &ModelSource, _: &Device) -> Result<Box<dyn CausalLM>> {
+        unreachable!("not loaded in these tests")
+    }
+
+    const A: ArchEntry = ArchEntry {
+        name: "alpha",
+        description: "",
+        format: Format::Gguf,
+        hf_architectures: &[],
+        model_types: &[],
+        gguf_architectures: &["alpha"],
+        module: "a",
+        load: never,
+    };
+
+    #[test]
+    fn str_eq_is_exact() {
+        assert!(str_eq("llama", "llama"));
+        assert!(!str_eq("llama", "llama2"));
+        assert!(!str_eq("llamb", "llama"));
+        assert!(any_shared(&["x", "y"], &["z", "y"]));
+        assert!(!any_shared(&["x"], &[]));
+    }
+
+    #[test]
+    fn unknown_architecture_names_the_closest() {
+        let e = unknown(vec!["alpah".into()], &[&A], Some(Format::Gguf));
+        let msg = e.to_string();
+        assert!(msg.contains("`alpah`"), "{msg}");
+        assert!(msg.contains("registered: alpha"), "{msg}");
+        assert!(msg.contains("did you mean `alpha`?"), "{msg}");
+        let far = unknown(vec!["zzzzzzzz".into()], &[&A], Some(Format::Gguf)).to_string();
+        assert!(!far.contains("did you mean"), "{far}");
+    }
+}

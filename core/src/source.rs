@@ -1,0 +1,421 @@
+//! Format sniffing: what a path holds, decided by content rather than extension.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::quantized::gguf_file;
+
+use crate::registry::ArchId;
+use crate::{Error, Format, Result};
+
+/// A checkpoint on disk, opened and sniffed, ready for an architecture's load function.
+#[derive(Debug)]
+pub enum ModelSource {
+    Safetensors(SafetensorsSource),
+    Gguf(GgufSource),
+}
+
+/// A directory with config.json, `*.safetensors` and (usually) tokenizer.json.
+#[derive(Debug)]
+pub struct SafetensorsSource {
+    pub dir: PathBuf,
+    pub config_path: PathBuf,
+    /// config.json as read.
+    pub config: serde_json::Value,
+    /// The weight files, in order (one, or the shards named by the index).
+    pub weights: Vec<PathBuf>,
+    pub tokenizer_json: Option<PathBuf>,
+    pub tokenizer_config: Option<PathBuf>,
+}
+
+/// A GGUF file: its metadata and tensor directory, with the file memory-mapped.
+#[derive(Debug)]
+pub struct GgufSource {
+    pub path: PathBuf,
+    pub content: gguf_file::Content,
+    mmap: Arc<memmap2::Mmap>,
+}
+
+impl ModelSource {
+    /// Opens `path`: a `.gguf` file, a safetensors file (its directory is used) or a
+    /// model directory. The format is decided by content.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        if meta.is_dir() {
+            return SafetensorsSource::open_dir(path).map(ModelSource::Safetensors);
+        }
+        match sniff_file(path)? {
+            Sniffed::Gguf => GgufSource::open(path).map(ModelSource::Gguf),
+            Sniffed::Safetensors => {
+                let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                SafetensorsSource::open_dir(dir).map(ModelSource::Safetensors)
+            }
+        }
+    }
+
+    pub fn format(&self) -> Format {
+        match self {
+            ModelSource::Safetensors(_) => Format::Safetensors,
+            ModelSource::Gguf(_) => Format::Gguf,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        match self {
+            ModelSource::Safetensors(s) => &s.dir,
+            ModelSource::Gguf(g) => &g.path,
+        }
+    }
+
+    /// The architecture strings the checkpoint declares, in the order detection tries them.
+    pub fn architecture_ids(&self) -> Vec<(ArchId, String)> {
+        match self {
+            ModelSource::Safetensors(s) => {
+                let mut ids = Vec::new();
+                if let Some(a) = s.config.get("architectures").and_then(|v| v.as_array()) {
+                    ids.extend(a.iter().filter_map(|v| v.as_str()).map(|v| (ArchId::HfArchitecture, v.to_string())));
+                }
+                if let Some(t) = s.config.get("model_type").and_then(|v| v.as_str()) {
+                    ids.push((ArchId::HfModelType, t.to_string()));
+                }
+                ids
+            }
+            ModelSource::Gguf(g) => g
+                .architecture()
+                .map(|a| vec![(ArchId::Gguf, a.to_string())])
+                .unwrap_or_default(),
+        }
+    }
+
+    pub fn as_safetensors(&self) -> Option<&SafetensorsSource> {
+        match self {
+            ModelSource::Safetensors(s) => Some(s),
+            ModelSource::Gguf(_) => None,
+        }
+    }
+
+    pub fn as_gguf(&self) -> Option<&GgufSource> {
+        match self {
+            ModelSource::Gguf(g) => Some(g),
+            ModelSource::Safetensors(_) => None,
+        }
+    }
+
+    /// For load functions: the safetensors source, or an error saying the format is wrong.
+    pub fn expect_safetensors(&self, arch: &str) -> Result<&SafetensorsSource> {
+        self.as_safetensors().ok_or_else(|| wrong_format(self, arch, Format::Safetensors))
+    }
+
+    /// For load functions: the GGUF source, or an error saying the format is wrong.
+    pub fn expect_gguf(&self, arch: &str) -> Result<&GgufSource> {
+        self.as_gguf().ok_or_else(|| wrong_format(self, arch, Format::Gguf))
+    }
+}
+
+fn wrong_format(src: &ModelSource, arch: &str, want: Format) -> Error {
+    Error::Config {
+        path: src.path().to_path_buf(),
+        what: format!("{want} checkpoint"),
+        detail: format!("architecture `{arch}` loads {want}, but this is {}", src.format()),
+        hint: "load it through the registry (zoo::load), which picks the entry for its format".into(),
+    }
+}
+
+enum Sniffed {
+    Gguf,
+    Safetensors,
+}
+
+fn sniff_file(path: &Path) -> Result<Sniffed> {
+    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut head = [0u8; 16];
+    let n = read_up_to(&mut f, &mut head).map_err(|e| Error::io(path, e))?;
+    let head = &head[..n];
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(|e| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    let unsupported = |format, hint| Error::UnsupportedFormat {
+        path: path.to_path_buf(),
+        format,
+        hint,
+    };
+    if head.starts_with(b"GGUF") {
+        return Ok(Sniffed::Gguf);
+    }
+    if n >= 9 {
+        let header_len = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
+        if head[8] == b'{' && header_len.saturating_add(8) <= len {
+            return Ok(Sniffed::Safetensors);
+        }
+    }
+    // Older llama.cpp files: 'ggml', 'ggmf', 'ggjt' written as little-endian u32.
+    if [b"lmgg", b"fmgg", b"tjgg"].iter().any(|m| head.starts_with(*m)) {
+        return Err(unsupported(GGML_LEGACY, HINT_GGML));
+    }
+    if head.starts_with(b"PK\x03\x04") && matches!(ext.as_str(), "pt" | "pth" | "bin" | "ckpt") {
+        return Err(unsupported(PYTORCH, HINT_PYTORCH));
+    }
+    if head.first() == Some(&0x80) && matches!(head.get(1), Some(2..=5)) {
+        return Err(unsupported(PYTORCH, HINT_PYTORCH));
+    }
+    if head.starts_with(b"\x89HDF") {
+        return Err(unsupported(TENSORFLOW, HINT_TENSORFLOW));
+    }
+    match ext.as_str() {
+        "pt" | "pth" | "bin" | "ckpt" => return Err(unsupported(PYTORCH, HINT_PYTORCH)),
+        "pb" | "h5" => return Err(unsupported(TENSORFLOW, HINT_TENSORFLOW)),
+        "onnx" => return Err(unsupported(ONNX, HINT_ONNX)),
+        _ => {}
+    }
+    Err(Error::UnknownFormat {
+        path: path.to_path_buf(),
+        found: describe_bytes(head, len),
+    })
+}
+
+const PYTORCH: &str = "PyTorch pickle (.bin/.pt/.pth)";
+const HINT_PYTORCH: &str = "convert it to safetensors (transformers: `model.save_pretrained(dir, safe_serialization=True)`) or to GGUF (llama.cpp's convert_hf_to_gguf.py)";
+const TENSORFLOW: &str = "TensorFlow/Keras (.pb/.h5)";
+const HINT_TENSORFLOW: &str = "load it in transformers with `from_tf=True` and save it with `save_pretrained(dir, safe_serialization=True)`";
+const ONNX: &str = "ONNX";
+const HINT_ONNX: &str = "zoo runs safetensors and GGUF weights; export the original model to safetensors or GGUF instead";
+const GGML_LEGACY: &str = "legacy GGML (pre-GGUF llama.cpp)";
+const HINT_GGML: &str = "convert it to GGUF with llama.cpp's convert_llama_ggml_to_gguf.py, or fetch a GGUF build of the model";
+
+fn describe_bytes(head: &[u8], len: u64) -> String {
+    if head.is_empty() {
+        return "an empty file".into();
+    }
+    let hex: Vec<String> = head.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let text: String = head
+        .iter()
+        .take(8)
+        .map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '.' })
+        .collect();
+    format!("{len} bytes starting with {} ({text:?})", hex.join(" "))
+}
+
+fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+impl SafetensorsSource {
+    fn open_dir(dir: &Path) -> Result<Self> {
+        let config_path = dir.join("config.json");
+        if !config_path.is_file() {
+            if let Some(gguf) = first_with_ext(dir, "gguf") {
+                return Err(Error::MissingFile {
+                    path: dir.to_path_buf(),
+                    what: "config.json",
+                    hint: format!("this directory holds a GGUF file; pass the file itself: {}", gguf.display()),
+                });
+            }
+            return Err(Error::MissingFile {
+                path: dir.to_path_buf(),
+                what: "config.json",
+                hint: "a safetensors model directory needs the config.json that transformers writes beside the weights".into(),
+            });
+        }
+        let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
+        let config: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Config {
+            path: config_path.clone(),
+            what: "JSON file".into(),
+            detail: e.to_string(),
+            hint: "config.json must be the JSON that transformers writes".into(),
+        })?;
+        let weights = weight_files(dir)?;
+        let tokenizer_json = Some(dir.join("tokenizer.json")).filter(|p| p.is_file());
+        let tokenizer_config = Some(dir.join("tokenizer_config.json")).filter(|p| p.is_file());
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            config_path,
+            config,
+            weights,
+            tokenizer_json,
+            tokenizer_config,
+        })
+    }
+
+    /// Deserialises config.json into an architecture's config type, turning a missing
+    /// or mistyped field into an error that names it.
+    pub fn parse_config<T: serde::de::DeserializeOwned>(&self, arch: &str) -> Result<T> {
+        serde_json::from_value(self.config.clone()).map_err(|e| Error::Config {
+            path: self.config_path.clone(),
+            what: format!("`{arch}` config"),
+            detail: e.to_string(),
+            hint: "config.json must be the one transformers writes for this architecture (save_pretrained); add the missing field".into(),
+        })
+    }
+}
+
+fn first_with_ext(dir: &Path, ext: &str) -> Option<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some(ext))
+        .collect();
+    v.sort();
+    v.into_iter().next()
+}
+
+fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let index = dir.join("model.safetensors.index.json");
+    let files = if index.is_file() {
+        let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Config {
+            path: index.clone(),
+            what: "safetensors index".into(),
+            detail: e.to_string(),
+            hint: "the index must be JSON with a `weight_map`".into(),
+        })?;
+        let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| Error::Config {
+            path: index.clone(),
+            what: "safetensors index".into(),
+            detail: "no `weight_map` object".into(),
+            hint: "the index must map every tensor name to its shard file".into(),
+        })?;
+        let mut files: Vec<PathBuf> = map.values().filter_map(|f| f.as_str()).map(|f| dir.join(f)).collect();
+        files.sort();
+        files.dedup();
+        files
+    } else {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| Error::io(dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("safetensors"))
+            .collect();
+        files.sort();
+        files
+    };
+    if files.is_empty() {
+        for (name, format, hint) in [
+            ("pytorch_model.bin", PYTORCH, HINT_PYTORCH),
+            ("model.pt", PYTORCH, HINT_PYTORCH),
+            ("tf_model.h5", TENSORFLOW, HINT_TENSORFLOW),
+            ("model.onnx", ONNX, HINT_ONNX),
+        ] {
+            if dir.join(name).is_file() {
+                return Err(Error::UnsupportedFormat {
+                    path: dir.join(name),
+                    format,
+                    hint,
+                });
+            }
+        }
+        return Err(Error::MissingFile {
+            path: dir.to_path_buf(),
+            what: "*.safetensors weights",
+            hint: "put model.safetensors (or the shards and model.safetensors.index.json) beside config.json".into(),
+        });
+    }
+    for f in &files {
+        if !f.is_file() {
+            return Err(Error::MissingFile {
+                path: f.clone(),
+                what: "weight shard named by model.safetensors.index.json",
+                hint: "copy every shard the index names into the directory".into(),
+            });
+        }
+        if !matches!(sniff_file(f)?, Sniffed::Safetensors) {
+            return Err(Error::UnknownFormat {
+                path: f.clone(),
+                found: "a file named .safetensors without a safetensors header".into(),
+            });
+        }
+    }
+    Ok(files)
+}
+
+impl GgufSource {
+    /// Memory-maps and parses a GGUF file, checking that every tensor lies inside it.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        // SAFETY: the map is read-only; zoo does not write to model files while they
+        // are loaded, and documents that other programs must not either.
+        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let mut cursor = std::io::Cursor::new(&mmap[..]);
+        let content = gguf_file::Content::read(&mut cursor).map_err(|e| gguf_read_error(path, e))?;
+        let len = mmap.len() as u64;
+        let mut infos: Vec<(&String, &gguf_file::TensorInfo)> = content.tensor_infos.iter().collect();
+        infos.sort_by_key(|(_, i)| i.offset);
+        for (name, info) in infos {
+            let elems = info.shape.elem_count();
+            let block = info.ggml_dtype.block_size();
+            if elems % block != 0 {
+                return Err(Error::InvalidGguf {
+                    path: path.to_path_buf(),
+                    detail: format!("tensor `{name}` has {elems} elements, not a multiple of the {:?} block size {block}", info.ggml_dtype),
+                });
+            }
+            let size = (elems / block * info.ggml_dtype.type_size()) as u64;
+            let end = content.tensor_data_offset.saturating_add(info.offset).saturating_add(size);
+            if end > len {
+                return Err(Error::TruncatedGguf {
+                    path: path.to_path_buf(),
+                    detail: format!("tensor `{name}` ends at byte {end} but the file has {len} bytes"),
+                });
+            }
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            content,
+            mmap: Arc::new(mmap),
+        })
+    }
+
+    /// A reader over the mapped file, for `from_gguf(content, reader, device)`.
+    pub fn reader(&self) -> std::io::Cursor<&[u8]> {
+        std::io::Cursor::new(&self.mmap[..])
+    }
+
+    /// A fresh copy of the parsed header, for loaders that take the content by value
+    /// (candle's `from_gguf`). Parsing again from the mapped file costs milliseconds.
+    pub fn content_owned(&self) -> Result<gguf_file::Content> {
+        gguf_file::Content::read(&mut self.reader()).map_err(|e| gguf_read_error(&self.path, e))
+    }
+
+    /// The size of the file in bytes.
+    pub fn file_size(&self) -> u64 {
+        self.mmap.len() as u64
+    }
+
+    /// `general.architecture`.
+    pub fn architecture(&self) -> Option<&str> {
+        self.content
+            .metadata
+            .get("general.architecture")
+            .and_then(|v| v.to_string().ok())
+            .map(|s| s.as_str())
+    }
+}
+
+fn gguf_read_error(path: &Path, e: candle_core::Error) -> Error {
+    let text = e.to_string();
+    let eof = matches!(&e, candle_core::Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof)
+        || text.contains("remaining")
+        || text.contains("failed to fill whole buffer");
+    if eof {
+        Error::TruncatedGguf {
+            path: path.to_path_buf(),
+            detail: format!("the header ends early ({text})"),
+        }
+    } else {
+        Error::InvalidGguf {
+            path: path.to_path_buf(),
+            detail: text,
+        }
+    }
+}

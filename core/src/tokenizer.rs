@@ -1,0 +1,296 @@
+//! Tokenizers: tokenizer.json through `tokenizers`, and the tokenizer embedded in a
+//! GGUF file (`tokenizer.ggml.*`) rebuilt as a `tokenizers` pipeline that matches
+//! llama.cpp.
+
+use std::path::Path;
+
+use candle_core::quantized::gguf_file::Value;
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior};
+
+use crate::gguf::as_u64;
+use crate::source::GgufSource;
+use crate::{Error, ModelSource, Result};
+
+/// Where a tokenizer came from and which algorithm it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenizerKind {
+    /// A tokenizer.json read by `tokenizers`.
+    HfJson,
+    /// GGUF `tokenizer.ggml.model = gpt2`: byte-level BPE, with the named pre-tokenizer.
+    GgufBpe { pre: String },
+}
+
+impl std::fmt::Display for TokenizerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenizerKind::HfJson => f.write_str("tokenizer.json"),
+            TokenizerKind::GgufBpe { pre } => write!(f, "gguf bpe (gpt2, pre-tokenizer {pre})"),
+        }
+    }
+}
+
+/// A tokenizer with the BOS policy of its model.
+#[derive(Clone)]
+pub struct Tokenizer {
+    /// Special-token text is tokenized as plain text (llama.cpp's `parse_special = false`).
+    plain: tokenizers::Tokenizer,
+    /// Special-token text becomes the special token.
+    special: tokenizers::Tokenizer,
+    kind: TokenizerKind,
+    bos_id: Option<u32>,
+    add_bos: bool,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("kind", &self.kind)
+            .field("vocab_size", &self.vocab_size())
+            .field("bos_id", &self.bos_id)
+            .field("add_bos", &self.add_bos)
+            .finish()
+    }
+}
+
+/// The pre-tokenizer regexes llama.cpp applies for each `tokenizer.ggml.pre`, in order.
+fn bpe_pre_regexes(pre: &str) -> Option<&'static [&'static str]> {
+    const GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
+    const LLAMA3: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    const QWEN2: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    Some(match pre {
+        "gpt-2" | "gpt2" | "mpt" | "olmo" | "jais" | "trillion" => &[GPT2],
+        "starcoder" | "refact" | "command-r" | "smollm" | "codeshell" | "exaone" | "minerva-7b" => &[r"\p{N}", GPT2],
+        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "pixtral" | "dbrx" | "smaug-bpe" => &[LLAMA3],
+        "qwen2" | "stablelm2" | "deepseek-r1-qwen" | "megrez" => &[QWEN2],
+        _ => return None,
+    })
+}
+
+const SUPPORTED_PRE: &str = "gpt-2, mpt, olmo, jais, trillion, starcoder, refact, command-r, smollm, codeshell, exaone, minerva-7b, llama3, llama-bpe, falcon3, pixtral, dbrx, smaug-bpe, qwen2, stablelm2, deepseek-r1-qwen, megrez";
+
+impl Tokenizer {
+    /// The tokenizer of a checkpoint: tokenizer.json beside safetensors weights, or
+    /// the one embedded in a GGUF file.
+    pub fn for_source(source: &ModelSource) -> Result<Self> {
+        match source {
+            ModelSource::Safetensors(s) => match &s.tokenizer_json {
+                Some(p) => Self::from_file(p),
+                None => Err(Error::MissingFile {
+                    path: s.dir.clone(),
+                    what: "tokenizer.json",
+                    hint: "save the tokenizer beside the weights (transformers: `tokenizer.save_pretrained(dir)`)".into(),
+                }),
+            },
+            ModelSource::Gguf(g) => Self::from_gguf(g),
+        }
+    }
+
+    /// A tokenizer.json file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let tk = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| Error::Tokenizer(format!("cannot read {}: {e}", path.display())))?;
+        Ok(Self::from_parts(tk, TokenizerKind::HfJson, None, false))
+    }
+
+    /// The tokenizer embedded in a GGUF file.
+    pub fn from_gguf(g: &GgufSource) -> Result<Self> {
+        let model = g.str_opt("tokenizer.ggml.model")?.ok_or_else(|| Error::GgufMetadata {
+            path: g.path.clone(),
+            key: "tokenizer.ggml.model".into(),
+            problem: "is missing, so the file carries no tokenizer; pass a directory with tokenizer.json instead".into(),
+        })?;
+        match model {
+            "gpt2" => Self::gguf_bpe(g),
+            other => Err(Error::Tokenizer(format!(
+                "GGUF tokenizer model `{other}` is not supported yet (supported: gpt2); {}",
+                if other == "llama" {
+                    "SentencePiece-style (`llama`) GGUF tokenizers are planned; meanwhile use the model's tokenizer.json"
+                } else {
+                    "use the model's tokenizer.json"
+                }
+            ))),
+        }
+    }
+
+    fn gguf_bpe(g: &GgufSource) -> Result<Self> {
+        let pre = g.str_opt("tokenizer.ggml.pre")?.unwrap_or("default").to_string();
+        let regexes = bpe_pre_regexes(&pre).ok_or_else(|| {
+            Error::Tokenizer(format!(
+                "GGUF BPE pre-tokenizer `{pre}` is not supported (supported: {SUPPORTED_PRE}); please report it with the model's name"
+            ))
+        })?;
+        let tokens = g.str_array("tokenizer.ggml.tokens")?;
+        let merges = g.str_array("tokenizer.ggml.merges")?;
+        let types: Vec<u64> = match g.get("tokenizer.ggml.token_type") {
+            Some(Value::Array(a)) => a.iter().map(|v| as_u64(v).unwrap_or(1)).collect(),
+            _ => vec![1; tokens.len()],
+        };
+        let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.to_string(), i as u32)).collect();
+        let merges: Vec<(String, String)> = merges
+            .iter()
+            .map(|m| {
+                m.split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .ok_or_else(|| Error::Tokenizer(format!("GGUF merge `{m}` is not two tokens separated by a space")))
+            })
+            .collect::<Result<_>>()?;
+        let ignore_merges = matches!(pre.as_str(), "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "pixtral");
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .ignore_merges(ignore_merges)
+            .build()
+            .map_err(Error::tokenizer)?;
+        let mut tk = tokenizers::Tokenizer::new(bpe);
+        let mut pres: Vec<PreTokenizerWrapper> = regexes
+            .iter()
+            .map(|re| {
+                Split::new(SplitPattern::Regex(re.to_string()), SplitDelimiterBehavior::Isolated, false)
+                    .map(PreTokenizerWrapper::Split)
+                    .map_err(Error::tokenizer)
+            })
+            .collect::<Result<_>>()?;
+        pres.push(PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, false, false)));
+        tk.with_pre_tokenizer(Some(Sequence::new(pres)));
+        tk.with_decoder(Some(ByteLevelDecoder::default()));
+        // Control tokens (type 3) are special; user-defined tokens (type 4) are always
+        // matched as whole tokens, as llama.cpp does.
+        let mut specials = Vec::new();
+        let mut user = Vec::new();
+        for (t, ty) in tokens.iter().zip(&types) {
+            match ty {
+                3 => specials.push(AddedToken::from(t.to_string(), true)),
+                4 => user.push(AddedToken::from(t.to_string(), false)),
+                _ => {}
+            }
+        }
+        tk.add_special_tokens(&specials);
+        tk.add_tokens(&user);
+        let bos_id = g.u64_opt("tokenizer.ggml.bos_token_id")?.map(|v| v as u32);
+        // llama.cpp's default for BPE vocabularies is not to add BOS unless the file says so.
+        let add_bos = g.bool_opt("tokenizer.ggml.add_bos_token")?.unwrap_or(false);
+        Ok(Self::from_parts(tk, TokenizerKind::GgufBpe { pre }, bos_id, add_bos))
+    }
+
+    fn from_parts(tk: tokenizers::Tokenizer, kind: TokenizerKind, bos_id: Option<u32>, add_bos: bool) -> Self {
+        let mut plain = tk.clone();
+        plain.set_encode_special_tokens(true);
+        let mut special = tk;
+        special.set_encode_special_tokens(false);
+        Self {
+            plain,
+            special,
+            kind,
+            bos_id,
+            add_bos,
+        }
+    }
+
+    pub fn kind(&self) -> &TokenizerKind {
+        &self.kind
+    }
+
+    /// The vocabulary size, added tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.special.get_vocab_size(true)
+    }
+
+    /// The ids of `text` alone: no BOS, no post-processing. With `parse_special`,
+    /// special-token text (`<|im_start|>`) becomes the special token; without, it is
+    /// tokenized as text, like llama.cpp's `llama-tokenize` default.
+    pub fn encode(&self, text: &str, parse_special: bool) -> Result<Vec<u32>> {
+        let tk = if parse_special { &self.special } else { &self.plain };
+        let enc = tk.encode(text, false).map_err(Error::tokenizer)?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// The ids of a prompt as the model expects it: BOS where the model adds one,
+    /// special-token text parsed.
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        match self.kind {
+            TokenizerKind::HfJson => {
+                let enc = self.special.encode(text, true).map_err(Error::tokenizer)?;
+                Ok(enc.get_ids().to_vec())
+            }
+            _ => {
+                let mut ids = Vec::new();
+                if self.add_bos {
+                    ids.extend(self.bos_id);
+                }
+                ids.extend(self.encode(text, true)?);
+                Ok(ids)
+            }
+        }
+    }
+
+    /// Decodes `ids` to text; `skip_special` leaves out control tokens.
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
+        self.special.decode(ids, skip_special).map_err(Error::tokenizer)
+    }
+
+    /// The text of one token as the vocabulary spells it.
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.special.id_to_token(id)
+    }
+
+    /// A streaming detokenizer over this tokenizer.
+    pub fn stream(&self, skip_special: bool) -> TokenStream<'_> {
+        TokenStream {
+            tokenizer: self,
+            ids: Vec::new(),
+            prefix: 0,
+            read: 0,
+            skip_special,
+        }
+    }
+}
+
+/// Turns tokens into text pieces as they come, with the spaces decoding the whole
+/// sequence would give and never half a UTF-8 character.
+///
+/// Each step decodes a short window (the last emitted token(s) plus the new ones) and
+/// emits only what the new tokens added: decoding a token alone would lose its
+/// leading space with SentencePiece and split multi-byte characters with byte-level BPE.
+pub struct TokenStream<'a> {
+    tokenizer: &'a Tokenizer,
+    ids: Vec<u32>,
+    /// Start of the decode window.
+    prefix: usize,
+    /// End of what has been emitted.
+    read: usize,
+    skip_special: bool,
+}
+
+impl TokenStream<'_> {
+    /// Adds a token; returns the text it completes, if any.
+    pub fn push(&mut self, id: u32) -> Result<Option<String>> {
+        self.ids.push(id);
+        let before = self.tokenizer.decode(&self.ids[self.prefix..self.read], self.skip_special)?;
+        let now = self.tokenizer.decode(&self.ids[self.prefix..], self.skip_special)?;
+        if now.len() > before.len() && !now.ends_with('\u{FFFD}') && now.starts_with(&before) {
+            let piece = now[before.len()..].to_string();
+            self.prefix = self.read;
+            self.read = self.ids.len();
+            Ok(Some(piece))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// What is left when the stream ends (an incomplete character is emitted as U+FFFD).
+    pub fn finish(&mut self) -> Result<Option<String>> {
+        let before = self.tokenizer.decode(&self.ids[self.prefix..self.read], self.skip_special)?;
+        let now = self.tokenizer.decode(&self.ids[self.prefix..], self.skip_special)?;
+        self.prefix = self.ids.len();
+        self.read = self.ids.len();
+        if now.len() > before.len() && now.starts_with(&before) {
+            Ok(Some(now[before.len()..].to_string()))
+        } else {
+            Ok(None)
+        }
+    }
+}
