@@ -1,1 +1,49 @@
-fn main() {}
+//! `zoo`: run, tokenize, list, inspect, fetch and bench models from the command line.
+
+mod bench;
+mod commands;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "zoo", version, about = "Run LLMs of every registered architecture (safetensors or GGUF) on CPU")]
+struct Cli {
+    /// Log filter (also RUST_LOG), e.g. `info` or `zoo_core=debug`.
+    #[arg(long, global = true, default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text from a prompt, streaming it to stdout (speed figures go to stderr).
+    Run(commands::RunArgs),
+    /// Print the token ids of a text (no BOS, special-token text not parsed), like llama-tokenize.
+    Tokenize(commands::TokenizeArgs),
+    /// List the registered architectures.
+    List(commands::ListArgs),
+    /// Describe a checkpoint: format, architecture, parameters, quantization, tokenizer.
+    Inspect(commands::InspectArgs),
+    /// Fetch a known model into the cache and print its path.
+    Fetch(commands::FetchArgs),
+    /// Measure prompt processing and decode speed (a benchmark, comparable to llama-bench -p 128 -n 128).
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter = std::env::var("RUST_LOG").unwrap_or(cli.log);
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Run(a) => commands::run(a),
+        Command::Tokenize(a) => commands::tokenize(a),
+        Command::List(a) => commands::list(a),
+        Command::Inspect(a) => commands::inspect(a),
+        Command::Fetch(a) => commands::fetch(a),
+        Command::Bench(a) => bench::bench(a),
+    }
+}

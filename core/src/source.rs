@@ -419,3 +419,41 @@ fn gguf_read_error(path: &Path, e: candle_core::Error) -> Error {
         }
     }
 }
+
+impl SafetensorsSource {
+    /// Parameter count and the dtypes with their tensor counts, read from the
+    /// safetensors headers (no weights are read).
+    pub fn tensor_summary(&self) -> Result<(u64, Vec<(String, usize)>)> {
+        let mut params = 0u64;
+        let mut types: std::collections::BTreeMap<String, usize> = Default::default();
+        for f in &self.weights {
+            let mut file = File::open(f).map_err(|e| Error::io(f, e))?;
+            let mut len = [0u8; 8];
+            file.read_exact(&mut len).map_err(|e| Error::io(f, e))?;
+            let n = u64::from_le_bytes(len);
+            let size = file.metadata().map_err(|e| Error::io(f, e))?.len();
+            if n.saturating_add(8) > size {
+                return Err(Error::UnknownFormat {
+                    path: f.clone(),
+                    found: format!("a safetensors header of {n} bytes in a file of {size} bytes"),
+                });
+            }
+            let mut header = vec![0u8; n as usize];
+            file.read_exact(&mut header).map_err(|e| Error::io(f, e))?;
+            let v: serde_json::Value = serde_json::from_slice(&header).map_err(|e| Error::UnknownFormat {
+                path: f.clone(),
+                found: format!("a safetensors header that is not JSON ({e})"),
+            })?;
+            for (name, t) in v.as_object().into_iter().flatten() {
+                if name == "__metadata__" {
+                    continue;
+                }
+                let shape: Vec<u64> = t.get("shape").and_then(|s| s.as_array()).into_iter().flatten().filter_map(|d| d.as_u64()).collect();
+                params += shape.iter().product::<u64>();
+                let dtype = t.get("dtype").and_then(|d| d.as_str()).unwrap_or("?").to_string();
+                *types.entry(dtype).or_default() += 1;
+            }
+        }
+        Ok((params, types.into_iter().collect()))
+    }
+}

@@ -1,0 +1,118 @@
+//! `zoo bench`: prompt processing and decode speed, set up like llama.cpp's
+//! `llama-bench -p 128 -n 128` (random prompt tokens, one batch for the prompt, one
+//! token at a time for decode, fresh cache each repetition).
+
+use anyhow::Result;
+use clap::Args;
+use zoo::Tensor;
+
+use crate::commands::ModelArg;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    /// Prompt tokens.
+    #[arg(short = 'p', long, default_value_t = 128)]
+    pub prompt: usize,
+    /// Generated tokens.
+    #[arg(short = 'n', long, default_value_t = 128)]
+    pub gen: usize,
+    /// Repetitions (after one warm-up).
+    #[arg(short = 'r', long, default_value_t = 3)]
+    pub reps: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn mean_sd(v: &[f64]) -> (f64, f64) {
+    let m = v.iter().sum::<f64>() / v.len() as f64;
+    let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len().max(2) - 1) as f64;
+    (m, var.sqrt())
+}
+
+/// Peak resident set size of this process in bytes (Linux `VmHWM`).
+fn peak_rss() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+pub fn bench(a: BenchArgs) -> Result<()> {
+    let path = a.model.resolve()?;
+    let t = std::time::Instant::now();
+    let mut loaded = a.model.load()?;
+    let load_s = t.elapsed().as_secs_f64();
+    let model = &mut *loaded.model;
+    let vocab = model.vocab_size() as u64;
+    // A fixed pseudo-random prompt (xorshift), like llama-bench's random tokens.
+    let mut x = 0x2545F4914F6CDD1Du64;
+    let prompt: Vec<u32> = (0..a.prompt)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % vocab) as u32
+        })
+        .collect();
+    let device = model.device().clone();
+    let mut pp = Vec::new();
+    let mut tg = Vec::new();
+    for rep in 0..=a.reps {
+        model.reset_cache()?;
+        let input = Tensor::new(prompt.as_slice(), &device)?.unsqueeze(0)?;
+        let t = std::time::Instant::now();
+        let logits = model.forward(&input, 0)?;
+        let pp_s = t.elapsed().as_secs_f64();
+        let mut next = logits.argmax(1)?.to_vec1::<u32>()?[0];
+        let t = std::time::Instant::now();
+        for i in 0..a.gen {
+            let input = Tensor::new(&[next], &device)?.unsqueeze(0)?;
+            let logits = model.forward(&input, a.prompt + i)?;
+            next = logits.argmax(1)?.to_vec1::<u32>()?[0];
+        }
+        let tg_s = t.elapsed().as_secs_f64();
+        if rep > 0 {
+            pp.push(a.prompt as f64 / pp_s);
+            tg.push(a.gen as f64 / tg_s);
+        }
+        eprintln!(
+            "zoo bench: {} {}/{}: pp{} {:.1} tok/s, tg{} {:.1} tok/s",
+            if rep == 0 { "warm-up" } else { "rep" },
+            rep,
+            a.reps,
+            a.prompt,
+            a.prompt as f64 / pp_s,
+            a.gen,
+            a.gen as f64 / tg_s
+        );
+    }
+    let (pp_m, pp_sd) = mean_sd(&pp);
+    let (tg_m, tg_sd) = mean_sd(&tg);
+    let rss = peak_rss().unwrap_or(0);
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "model": path.display().to_string(),
+                "architecture": loaded.entry.name,
+                "threads": threads,
+                "load_s": load_s,
+                "pp": {"tokens": a.prompt, "tok_s": pp_m, "sd": pp_sd},
+                "tg": {"tokens": a.gen, "tok_s": tg_m, "sd": tg_sd},
+                "peak_rss_bytes": rss,
+            })
+        );
+    } else {
+        println!("| model | arch | threads | test | t/s |");
+        println!("| --- | --- | ---: | --- | ---: |");
+        let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        println!("| {name} | {} | {threads} | pp{} | {pp_m:.2} ± {pp_sd:.2} |", loaded.entry.name, a.prompt);
+        println!("| {name} | {} | {threads} | tg{} | {tg_m:.2} ± {tg_sd:.2} |", loaded.entry.name, a.gen);
+        println!("load {load_s:.2} s, peak RSS {:.1} MiB", rss as f64 / (1 << 20) as f64);
+    }
+    Ok(())
+}
