@@ -1,1 +1,256 @@
-//! placeholder
+//! Helpers of the zoo test suite: the recorded llama.cpp references, the real models,
+//! tiny deterministic checkpoints, and the greedy-continuation comparison.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+use zoo::{CausalLM, Device, Tensor};
+
+/// What llama.cpp produced on a real model (tests/data/reference/*.json).
+#[derive(Debug, Deserialize)]
+pub struct Reference {
+    pub model: String,
+    pub add_bos_token: bool,
+    pub tokenize: Vec<TokenizeCase>,
+    pub generate: Vec<GenerateCase>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TokenizeCase {
+    pub text: String,
+    pub ids: Vec<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct GenerateCase {
+    pub prompt: String,
+    pub prompt_ids: Vec<u32>,
+    pub continuation_ids: Vec<u32>,
+    pub continuation_text: String,
+}
+
+/// The directory of committed test data.
+pub fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data")
+}
+
+/// Reads `tests/data/reference/{name}.json`.
+pub fn reference(name: &str) -> Result<Reference> {
+    let p = data_dir().join("reference").join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// The path of a known real model, fetched into the cache on first use.
+pub fn real_model(name: &str) -> Result<PathBuf> {
+    let m = zoo::fetch::known(name).with_context(|| format!("{name} is not a known model"))?;
+    m.ensure(&mut |_| {}).with_context(|| {
+        format!("the real model `{name}` is needed by this test; fetch it with `cargo run -p zoo-cli -- fetch {name}`")
+    })
+}
+
+/// Where a greedy continuation first left the reference, with the logits there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Divergence {
+    pub position: usize,
+    pub reference_token: u32,
+    pub our_token: u32,
+    pub reference_logit: f32,
+    pub our_logit: f32,
+}
+
+impl Divergence {
+    /// How far the reference's token was behind ours, in logits.
+    pub fn gap(&self) -> f32 {
+        self.our_logit - self.reference_logit
+    }
+}
+
+/// Runs a greedy continuation of `prompt` teacher-forced on `reference` and returns
+/// the first position where our argmax differs, if any.
+pub fn first_divergence(model: &mut dyn CausalLM, prompt: &[u32], reference: &[u32]) -> Result<Option<Divergence>> {
+    model.reset_cache()?;
+    let device = model.device().clone();
+    let mut logits = model.forward(&Tensor::new(prompt, &device)?.unsqueeze(0)?, 0)?;
+    let mut pos = prompt.len();
+    for (i, &want) in reference.iter().enumerate() {
+        let row: Vec<f32> = logits.squeeze(0)?.to_vec1()?;
+        let ours = argmax(&row);
+        if ours != want {
+            return Ok(Some(Divergence {
+                position: i,
+                reference_token: want,
+                our_token: ours,
+                reference_logit: row[want as usize],
+                our_logit: row[ours as usize],
+            }));
+        }
+        logits = model.forward(&Tensor::new(&[want], &device)?.unsqueeze(0)?, pos)?;
+        pos += 1;
+    }
+    Ok(None)
+}
+
+/// The index of the largest value (the first one on ties, as llama.cpp's greedy sampler).
+pub fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, x) in v.iter().enumerate() {
+        if *x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// A deterministic pseudo-random stream (xorshift64*), for fixture weights.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.max(1))
+    }
+
+    pub fn next_f32(&mut self) -> f32 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let x = self.0.wrapping_mul(0x2545F4914F6CDD1D);
+        // Uniform in [-1, 1).
+        ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+
+    pub fn tensor(&mut self, shape: &[usize], scale: f32) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| self.next_f32() * scale).collect();
+        Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
+    }
+}
+
+/// GPT-2's byte-to-character map, for a byte-level tokenizer.json.
+fn bytes_to_unicode() -> Vec<char> {
+    let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
+    let mut cs = bs.clone();
+    let mut n = 0;
+    for b in 0..256u32 {
+        if !bs.contains(&b) {
+            bs.push(b);
+            cs.push(256 + n);
+            n += 1;
+        }
+    }
+    let mut out = vec![' '; 256];
+    for (b, c) in bs.into_iter().zip(cs) {
+        out[b as usize] = char::from_u32(c).expect("valid char");
+    }
+    out
+}
+
+/// A byte-level BPE tokenizer.json with the 256 byte tokens, `<s>` (256) and `</s>` (257).
+pub fn byte_tokenizer_json() -> serde_json::Value {
+    let mut vocab = serde_json::Map::new();
+    for (i, c) in bytes_to_unicode().into_iter().enumerate() {
+        vocab.insert(c.to_string(), i.into());
+    }
+    vocab.insert("<s>".into(), 256.into());
+    vocab.insert("</s>".into(), 257.into());
+    serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": [
+            {"id": 256, "content": "<s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+            {"id": 257, "content": "</s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}
+        ],
+        "normalizer": null,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
+        "post_processor": null,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                  "vocab": vocab, "merges": []}
+    })
+}
+
+/// The shape of a tiny Llama checkpoint.
+#[derive(Debug, Clone)]
+pub struct TinyLlama {
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub vocab: usize,
+    pub max_positions: usize,
+    pub rope_theta: f64,
+    pub seed: u64,
+}
+
+impl Default for TinyLlama {
+    fn default() -> Self {
+        Self {
+            hidden: 64,
+            intermediate: 128,
+            layers: 2,
+            heads: 4,
+            kv_heads: 2,
+            vocab: 258,
+            max_positions: 64,
+            rope_theta: 10_000.0,
+            seed: 42,
+        }
+    }
+}
+
+impl TinyLlama {
+    /// config.json as transformers 4.x writes it.
+    pub fn config(&self) -> serde_json::Value {
+        serde_json::json!({
+            "architectures": ["LlamaForCausalLM"],
+            "model_type": "llama",
+            "hidden_size": self.hidden,
+            "intermediate_size": self.intermediate,
+            "num_hidden_layers": self.layers,
+            "num_attention_heads": self.heads,
+            "num_key_value_heads": self.kv_heads,
+            "vocab_size": self.vocab,
+            "max_position_embeddings": self.max_positions,
+            "rms_norm_eps": 1e-5,
+            "rope_theta": self.rope_theta,
+            "bos_token_id": 256,
+            "eos_token_id": 257,
+            "tie_word_embeddings": false,
+            "torch_dtype": "float32"
+        })
+    }
+
+    /// Writes config.json (as given), model.safetensors and tokenizer.json into `dir`.
+    pub fn write(&self, dir: &Path, config: &serde_json::Value) -> Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let mut rng = Rng::new(self.seed);
+        let (h, i, v) = (self.hidden, self.intermediate, self.vocab);
+        let head_dim = h / self.heads;
+        let kv = self.kv_heads * head_dim;
+        let mut t: HashMap<String, Tensor> = HashMap::new();
+        t.insert("model.embed_tokens.weight".into(), rng.tensor(&[v, h], 0.5)?);
+        for l in 0..self.layers {
+            let p = format!("model.layers.{l}");
+            t.insert(format!("{p}.self_attn.q_proj.weight"), rng.tensor(&[h, h], 0.2)?);
+            t.insert(format!("{p}.self_attn.k_proj.weight"), rng.tensor(&[kv, h], 0.2)?);
+            t.insert(format!("{p}.self_attn.v_proj.weight"), rng.tensor(&[kv, h], 0.2)?);
+            t.insert(format!("{p}.self_attn.o_proj.weight"), rng.tensor(&[h, h], 0.2)?);
+            t.insert(format!("{p}.mlp.gate_proj.weight"), rng.tensor(&[i, h], 0.2)?);
+            t.insert(format!("{p}.mlp.up_proj.weight"), rng.tensor(&[i, h], 0.2)?);
+            t.insert(format!("{p}.mlp.down_proj.weight"), rng.tensor(&[h, i], 0.2)?);
+            t.insert(format!("{p}.input_layernorm.weight"), (rng.tensor(&[h], 0.1)? + 1.0)?);
+            t.insert(format!("{p}.post_attention_layernorm.weight"), (rng.tensor(&[h], 0.1)? + 1.0)?);
+        }
+        t.insert("model.norm.weight".into(), (rng.tensor(&[h], 0.1)? + 1.0)?);
+        t.insert("lm_head.weight".into(), rng.tensor(&[v, h], 0.5)?);
+        candle_core::safetensors::save(&t, dir.join("model.safetensors"))?;
+        std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(config)?)?;
+        std::fs::write(dir.join("tokenizer.json"), serde_json::to_string(&byte_tokenizer_json())?)?;
+        Ok(())
+    }
+}
