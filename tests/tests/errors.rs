@@ -1,0 +1,165 @@
+//! Bad input gets a typed error that says what was expected, what was found and what
+//! to do; never a panic, never silent success.
+
+use std::path::Path;
+
+use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use zoo::{Error, LoadOptions};
+use zoo_tests::TinyLlama;
+
+fn load_err(path: &Path) -> Error {
+    zoo::load(path, &LoadOptions::default()).err().expect("loading must fail")
+}
+
+/// A small valid GGUF: llama metadata and one Q8_0 tensor.
+fn write_gguf(path: &Path) {
+    let t = Tensor::arange(0f32, 256., &Device::Cpu).unwrap().reshape((8, 32)).unwrap();
+    let q = QTensor::quantize(&t, GgmlDType::Q8_0).unwrap();
+    let arch = gguf_file::Value::String("llama".into());
+    let mut f = std::fs::File::create(path).unwrap();
+    gguf_file::write(&mut f, &[("general.architecture", &arch)], &[("token_embd.weight", &q)]).unwrap();
+}
+
+#[test]
+fn truncated_gguf_in_the_tensor_data() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("model.gguf");
+    write_gguf(&p);
+    let bytes = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &bytes[..bytes.len() - 100]).unwrap();
+    let e = load_err(&p);
+    assert!(matches!(e, Error::TruncatedGguf { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("token_embd.weight") && msg.contains("fetch it again"), "{msg}");
+}
+
+#[test]
+fn truncated_gguf_in_the_header() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("model.gguf");
+    write_gguf(&p);
+    let bytes = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &bytes[..40]).unwrap();
+    let e = load_err(&p);
+    assert!(matches!(e, Error::TruncatedGguf { .. }), "{e}");
+    assert!(e.to_string().contains("header ends early"), "{e}");
+}
+
+#[test]
+fn wrong_magic() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("model.gguf");
+    std::fs::write(&p, b"GGUX\x03\x00\x00\x00 not a model at all").unwrap();
+    let e = load_err(&p);
+    assert!(matches!(e, Error::UnknownFormat { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("expected a GGUF file (magic `GGUF`)"), "{msg}");
+    assert!(msg.contains("47 47 55 58") && msg.contains("GGUX"), "{msg}");
+}
+
+#[test]
+fn empty_file() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("model.gguf");
+    std::fs::write(&p, b"").unwrap();
+    let e = load_err(&p);
+    assert!(e.to_string().contains("an empty file"), "{e}");
+}
+
+#[test]
+fn pytorch_checkpoint() {
+    let d = tempfile::tempdir().unwrap();
+    for name in ["model.pt", "weights.pth"] {
+        let p = d.path().join(name);
+        // A legacy pickle header (protocol 2).
+        std::fs::write(&p, b"\x80\x02}q\x00(X\x05\x00\x00\x00state").unwrap();
+        let e = load_err(&p);
+        assert!(matches!(e, Error::UnsupportedFormat { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(msg.contains("PyTorch") && msg.contains("safe_serialization=True"), "{msg}");
+    }
+    // A zip-format torch.save file.
+    let p = d.path().join("pytorch_model.bin");
+    std::fs::write(&p, b"PK\x03\x04archive/data.pkl").unwrap();
+    assert!(matches!(load_err(&p), Error::UnsupportedFormat { .. }));
+    // A directory holding only PyTorch weights.
+    let dir = d.path().join("hf");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("config.json"), TinyLlama::default().config().to_string()).unwrap();
+    std::fs::write(dir.join("pytorch_model.bin"), b"PK\x03\x04").unwrap();
+    let e = load_err(&dir);
+    assert!(matches!(e, Error::UnsupportedFormat { .. }), "{e}");
+}
+
+#[test]
+fn onnx_and_tensorflow() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("model.onnx");
+    std::fs::write(&p, b"\x08\x07\x12\x07pytorch").unwrap();
+    assert!(load_err(&p).to_string().contains("ONNX"));
+    let p = d.path().join("tf_model.h5");
+    std::fs::write(&p, b"\x89HDF\r\n\x1a\n").unwrap();
+    assert!(load_err(&p).to_string().contains("TensorFlow"));
+}
+
+#[test]
+fn config_missing_fields() {
+    let d = tempfile::tempdir().unwrap();
+    let tiny = TinyLlama::default();
+    let mut config = tiny.config();
+    config.as_object_mut().unwrap().remove("hidden_size");
+    tiny.write(d.path(), &config).unwrap();
+    let e = load_err(d.path());
+    assert!(matches!(e, Error::Config { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("missing field `hidden_size`"), "{msg}");
+    assert!(msg.contains("config.json"), "{msg}");
+}
+
+#[test]
+fn unknown_architecture_lists_registered_and_closest() {
+    let d = tempfile::tempdir().unwrap();
+    let tiny = TinyLlama::default();
+    let mut config = tiny.config();
+    config["architectures"] = serde_json::json!(["LlamaForCausalLMM"]);
+    config["model_type"] = serde_json::json!("llamma-x");
+    tiny.write(d.path(), &config).unwrap();
+    let e = load_err(d.path());
+    assert!(matches!(e, Error::UnknownArchitecture { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("`LlamaForCausalLMM`"), "{msg}");
+    assert!(msg.contains("registered: ") && msg.contains("llama"), "{msg}");
+    assert!(msg.contains("did you mean `LlamaForCausalLM`?"), "{msg}");
+}
+
+#[test]
+fn gguf_of_unknown_architecture() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("model.gguf");
+    let t = Tensor::zeros((4, 32), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let q = QTensor::quantize(&t, GgmlDType::F32).unwrap();
+    let arch = gguf_file::Value::String("mamba9".into());
+    let mut f = std::fs::File::create(&p).unwrap();
+    gguf_file::write(&mut f, &[("general.architecture", &arch)], &[("x", &q)]).unwrap();
+    drop(f);
+    let e = load_err(&p);
+    assert!(matches!(e, Error::UnknownArchitecture { .. }), "{e}");
+    assert!(e.to_string().contains("`mamba9`"), "{e}");
+}
+
+#[test]
+fn missing_config_and_missing_weights() {
+    let d = tempfile::tempdir().unwrap();
+    let e = load_err(d.path());
+    assert!(matches!(e, Error::MissingFile { what: "config.json", .. }), "{e}");
+    std::fs::write(d.path().join("config.json"), TinyLlama::default().config().to_string()).unwrap();
+    let e = load_err(d.path());
+    assert!(matches!(e, Error::MissingFile { what: "*.safetensors weights", .. }), "{e}");
+}
+
+#[test]
+fn missing_path() {
+    let e = load_err(Path::new("/nonexistent/zoo/model.gguf"));
+    assert!(matches!(e, Error::Io { .. }), "{e}");
+}
