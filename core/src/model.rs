@@ -9,6 +9,11 @@ use crate::Result;
 /// Every method is mandatory: there is no default that silently does nothing.
 /// `zoo-macros` derives the `Model` enum that delegates to these methods, and the
 /// conformance suite checks every implementation (shapes, cache consistency, reset).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not implement `CausalLM`",
+    label = "a model type must implement zoo::CausalLM",
+    note = "implement every method of CausalLM for `{Self}`: forward, reset_cache, eos_token_ids, vocab_size, architecture, context_length, device"
+)]
 pub trait CausalLM: Send {
     /// Runs `input_ids` (`[batch, seq]`, u32) placed at positions
     /// `seqlen_offset..seqlen_offset + seq` and returns the logits of the last

@@ -72,6 +72,11 @@ pub trait Registered: CausalLM + Sized + 'static {
     fn load_registered(source: &ModelSource, device: &Device) -> Result<Self>;
 }
 
+/// Boxes a registered model as the trait object the registry hands out.
+pub fn boxed<M: Registered>(model: M) -> Box<dyn CausalLM> {
+    Box::new(model)
+}
+
 /// Every registered architecture, sorted by name.
 pub fn entries() -> Vec<&'static ArchEntry> {
     let mut v: Vec<&'static ArchEntry> = inventory::iter::<ArchEntry>.into_iter().collect();

@@ -97,8 +97,7 @@ pub fn register_model(args: TokenStream, input: TokenStream) -> TokenStream {
                 source: &__zoo::ModelSource,
                 device: &__zoo::Device,
             ) -> __zoo::Result<__zoo::Box<dyn __zoo::CausalLM>> {
-                let model = __zoo_load(source, device)?;
-                __zoo::StdResult::Ok(__zoo::Box::new(model))
+                __zoo::StdResult::Ok(__zoo::boxed(__zoo_load(source, device)?))
             }
 
             #registered_impl

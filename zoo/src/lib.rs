@@ -16,7 +16,7 @@
 //! register more (see the `zoo-extra-arch` example crate) and [`load`] finds them.
 
 pub use zoo_core::*;
-pub use zoo_macros::register_model;
+pub use zoo_macros::{model_enum, register_model};
 pub use zoo_models::{Arch, Model};
 
 /// The architecture files of zoo-models.
