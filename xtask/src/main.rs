@@ -1,1 +1,69 @@
-fn main() {}
+//! `cargo xtask`: zoo's dev tasks.
+//!
+//! - `codegen [--check]`: write `models/src/arch.rs` from the `#[register_model]` files.
+//! - `bench --model PATH [-p 128 -n 128 -r 3]`: prompt and decode speed (release build).
+//! - `ci`: what `.ci/run` runs: codegen check, fetch the real models, the whole test suite.
+
+mod codegen;
+mod tidy;
+
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (task, rest) = args.split_first().map(|(t, r)| (t.as_str(), r)).unwrap_or(("help", &[]));
+    match task {
+        "codegen" => codegen::generate(rest.iter().any(|a| a == "--check")),
+        "bench" => bench(rest),
+        "ci" => ci(),
+        _ => {
+            eprintln!("usage: cargo xtask <codegen [--check] | bench --model PATH [-p N -n N -r N] | ci>");
+            if task == "help" || task == "--help" {
+                Ok(())
+            } else {
+                bail!("unknown task `{task}`")
+            }
+        }
+    }
+}
+
+/// The workspace root.
+pub fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is in the workspace").to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn run(mut c: Command) -> Result<()> {
+    eprintln!("xtask: {c:?}");
+    let status = c.status().with_context(|| format!("running {c:?}"))?;
+    if !status.success() {
+        bail!("{c:?} failed: {status}");
+    }
+    Ok(())
+}
+
+/// A benchmark, not a test: builds `zoo` in release mode and runs `zoo bench`.
+fn bench(args: &[String]) -> Result<()> {
+    let mut c = cargo();
+    c.args(["run", "--release", "--quiet", "-p", "zoo-cli", "--bin", "zoo", "--", "bench"]).args(args);
+    run(c)
+}
+
+/// The CI job: generated code fresh, real models fetched, every test with snapshots in
+/// check mode.
+fn ci() -> Result<()> {
+    codegen::generate(true)?;
+    let mut fetch = cargo();
+    fetch.args(["run", "--quiet", "-p", "zoo-cli", "--bin", "zoo", "--", "fetch", "smollm2"]);
+    run(fetch)?;
+    let mut test = cargo();
+    test.args(["test", "--workspace", "--no-fail-fast"]).env("INSTA_UPDATE", "no").env("CI", "true");
+    run(test)
+}
