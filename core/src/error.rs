@@ -100,11 +100,22 @@ fn unknown_arch_message(
     let found = if found.is_empty() {
         "no architecture at all (no `architectures`/`model_type` in config.json, or no `general.architecture` in the GGUF)".to_string()
     } else {
-        format!("architecture {}", found.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", "))
+        format!(
+            "architecture {}",
+            found
+                .iter()
+                .map(|s| format!("`{s}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
     };
     let mut msg = format!(
         "unknown {found}; registered: {}",
-        if registered.is_empty() { "none".to_string() } else { registered.join(", ") }
+        if registered.is_empty() {
+            "none".to_string()
+        } else {
+            registered.join(", ")
+        }
     );
     if let Some(c) = closest {
         msg.push_str(&format!("; did you mean `{c}`?"));

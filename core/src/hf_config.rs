@@ -14,12 +14,15 @@ impl SafetensorsSource {
     /// `documented_default` is the value the architecture's transformers config class
     /// documents; `None` makes a missing value an error.
     pub fn rope_theta(&self, documented_default: Option<f64>) -> Result<f64> {
-        let found = self
-            .config
-            .get("rope_theta")
-            .or_else(|| self.config.get("rope_parameters").and_then(|p| p.get("rope_theta")));
+        let found = self.config.get("rope_theta").or_else(|| {
+            self.config
+                .get("rope_parameters")
+                .and_then(|p| p.get("rope_theta"))
+        });
         match (found, documented_default) {
-            (Some(v), _) => v.as_f64().ok_or_else(|| self.config_error("`rope_theta` should be a number", v)),
+            (Some(v), _) => v
+                .as_f64()
+                .ok_or_else(|| self.config_error("`rope_theta` should be a number", v)),
             (None, Some(d)) => {
                 tracing::warn!(
                     path = %self.config_path.display(),
@@ -30,7 +33,8 @@ impl SafetensorsSource {
             (None, None) => Err(Error::Config {
                 path: self.config_path.clone(),
                 what: "config".into(),
-                detail: "no `rope_theta` (transformers 4.x) nor `rope_parameters.rope_theta` (5.x)".into(),
+                detail: "no `rope_theta` (transformers 4.x) nor `rope_parameters.rope_theta` (5.x)"
+                    .into(),
                 hint: "add the model's rope_theta to config.json".into(),
             }),
         }
@@ -76,7 +80,11 @@ impl SafetensorsSource {
 fn ids_of(v: Option<&Value>) -> Vec<u32> {
     match v {
         Some(Value::Number(n)) => n.as_u64().map(|n| vec![n as u32]).unwrap_or_default(),
-        Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_u64())
+            .map(|x| x as u32)
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -104,9 +112,16 @@ mod tests {
 
     #[test]
     fn rope_theta_from_4x_and_5x() {
-        assert_eq!(theta(r#"{"rope_theta": 100000.0}"#, None).unwrap(), 100000.0);
         assert_eq!(
-            theta(r#"{"rope_parameters": {"rope_theta": 100000.0, "rope_type": "default"}}"#, None).unwrap(),
+            theta(r#"{"rope_theta": 100000.0}"#, None).unwrap(),
+            100000.0
+        );
+        assert_eq!(
+            theta(
+                r#"{"rope_parameters": {"rope_theta": 100000.0, "rope_type": "default"}}"#,
+                None
+            )
+            .unwrap(),
             100000.0
         );
         assert_eq!(theta(r#"{}"#, Some(10000.0)).unwrap(), 10000.0);

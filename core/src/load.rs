@@ -57,5 +57,9 @@ pub fn load(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Loaded> {
     let tokenizer = Tokenizer::for_source(&source)?;
     let model = (entry.load)(&source, &options.device)?;
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "loaded");
-    Ok(Loaded { model, tokenizer, entry })
+    Ok(Loaded {
+        model,
+        tokenizer,
+        entry,
+    })
 }

@@ -105,9 +105,13 @@ pub fn detect(source: &ModelSource) -> Result<&'static ArchEntry> {
     detect_in(source, &entries())
 }
 
-pub(crate) fn detect_in(source: &ModelSource, all: &[&'static ArchEntry]) -> Result<&'static ArchEntry> {
+pub(crate) fn detect_in(
+    source: &ModelSource,
+    all: &[&'static ArchEntry],
+) -> Result<&'static ArchEntry> {
     let format = source.format();
-    let of_format: Vec<&'static ArchEntry> = all.iter().copied().filter(|e| e.format == format).collect();
+    let of_format: Vec<&'static ArchEntry> =
+        all.iter().copied().filter(|e| e.format == format).collect();
     let ids = source.architecture_ids();
     let mut tried = Vec::new();
     for (kind, s) in &ids {
@@ -134,21 +138,35 @@ pub(crate) fn detect_in(source: &ModelSource, all: &[&'static ArchEntry]) -> Res
     Err(unknown(tried, &of_format, Some(format)))
 }
 
-fn unknown(found: Vec<String>, candidates: &[&'static ArchEntry], format: Option<crate::Format>) -> Error {
+fn unknown(
+    found: Vec<String>,
+    candidates: &[&'static ArchEntry],
+    format: Option<crate::Format>,
+) -> Error {
     let mut known: Vec<&'static str> = Vec::new();
     for e in candidates {
         let strings = match format {
             Some(crate::Format::Gguf) => e.gguf_architectures.iter().copied().collect::<Vec<_>>(),
-            Some(crate::Format::Safetensors) => {
-                e.hf_architectures.iter().chain(e.model_types).copied().collect()
-            }
+            Some(crate::Format::Safetensors) => e
+                .hf_architectures
+                .iter()
+                .chain(e.model_types)
+                .copied()
+                .collect(),
             None => vec![e.name],
         };
         known.extend(strings);
     }
     let closest = found
         .iter()
-        .flat_map(|f| known.iter().map(move |k| (strsim::normalized_levenshtein(&f.to_lowercase(), &k.to_lowercase()), *k)))
+        .flat_map(|f| {
+            known.iter().map(move |k| {
+                (
+                    strsim::normalized_levenshtein(&f.to_lowercase(), &k.to_lowercase()),
+                    *k,
+                )
+            })
+        })
         .filter(|(score, _)| *score >= 0.5)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, k)| k);

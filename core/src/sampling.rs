@@ -44,7 +44,10 @@ impl SamplingParams {
     /// Checks the values, saying which is out of range.
     pub fn validate(&self) -> Result<()> {
         if !self.temperature.is_finite() || self.temperature < 0.0 {
-            return Err(Error::Sampling(format!("temperature must be >= 0, got {}", self.temperature)));
+            return Err(Error::Sampling(format!(
+                "temperature must be >= 0, got {}",
+                self.temperature
+            )));
         }
         if let Some(p) = self.top_p {
             if !(p > 0.0 && p <= 1.0) {
@@ -55,7 +58,10 @@ impl SamplingParams {
             return Err(Error::Sampling("top_k must be at least 1".into()));
         }
         if !self.repeat_penalty.is_finite() || self.repeat_penalty <= 0.0 {
-            return Err(Error::Sampling(format!("repeat_penalty must be > 0, got {}", self.repeat_penalty)));
+            return Err(Error::Sampling(format!(
+                "repeat_penalty must be > 0, got {}",
+                self.repeat_penalty
+            )));
         }
         Ok(())
     }
@@ -78,7 +84,11 @@ impl Sampler {
                 (None, None) => Sampling::All { temperature: t },
                 (Some(k), None) => Sampling::TopK { k, temperature: t },
                 (None, Some(p)) => Sampling::TopP { p, temperature: t },
-                (Some(k), Some(p)) => Sampling::TopKThenTopP { k, p, temperature: t },
+                (Some(k), Some(p)) => Sampling::TopKThenTopP {
+                    k,
+                    p,
+                    temperature: t,
+                },
             }
         };
         let processor = LogitsProcessor::from_sampling(params.seed, sampling);
@@ -91,7 +101,11 @@ impl Sampler {
         let logits = logits.flatten_all()?;
         let logits = if self.params.repeat_penalty != 1.0 && !history.is_empty() {
             let start = history.len().saturating_sub(self.params.repeat_last_n);
-            candle_transformers::utils::apply_repeat_penalty(&logits, self.params.repeat_penalty, &history[start..])?
+            candle_transformers::utils::apply_repeat_penalty(
+                &logits,
+                self.params.repeat_penalty,
+                &history[start..],
+            )?
         } else {
             logits
         };
@@ -134,7 +148,9 @@ mod tests {
         };
         let draw = |p: &SamplingParams| {
             let mut s = Sampler::new(p.clone()).unwrap();
-            (0..32).map(|_| s.sample(&logits(), &[]).unwrap()).collect::<Vec<_>>()
+            (0..32)
+                .map(|_| s.sample(&logits(), &[]).unwrap())
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(&params), draw(&params));
         assert!(draw(&params).iter().all(|&t| t < 4));
@@ -156,10 +172,22 @@ mod tests {
     #[test]
     fn bad_params_are_rejected() {
         for p in [
-            SamplingParams { temperature: -1.0, ..Default::default() },
-            SamplingParams { top_p: Some(1.5), ..Default::default() },
-            SamplingParams { top_k: Some(0), ..Default::default() },
-            SamplingParams { repeat_penalty: 0.0, ..Default::default() },
+            SamplingParams {
+                temperature: -1.0,
+                ..Default::default()
+            },
+            SamplingParams {
+                top_p: Some(1.5),
+                ..Default::default()
+            },
+            SamplingParams {
+                top_k: Some(0),
+                ..Default::default()
+            },
+            SamplingParams {
+                repeat_penalty: 0.0,
+                ..Default::default()
+            },
         ] {
             assert!(matches!(Sampler::new(p), Err(Error::Sampling(_))));
         }

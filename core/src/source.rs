@@ -50,7 +50,10 @@ impl ModelSource {
         match sniff_file(path)? {
             Sniffed::Gguf => GgufSource::open(path).map(ModelSource::Gguf),
             Sniffed::Safetensors => {
-                let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                let dir = path
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
                 SafetensorsSource::open_dir(dir).map(ModelSource::Safetensors)
             }
         }
@@ -76,7 +79,11 @@ impl ModelSource {
             ModelSource::Safetensors(s) => {
                 let mut ids = Vec::new();
                 if let Some(a) = s.config.get("architectures").and_then(|v| v.as_array()) {
-                    ids.extend(a.iter().filter_map(|v| v.as_str()).map(|v| (ArchId::HfArchitecture, v.to_string())));
+                    ids.extend(
+                        a.iter()
+                            .filter_map(|v| v.as_str())
+                            .map(|v| (ArchId::HfArchitecture, v.to_string())),
+                    );
                 }
                 if let Some(t) = s.config.get("model_type").and_then(|v| v.as_str()) {
                     ids.push((ArchId::HfModelType, t.to_string()));
@@ -106,12 +113,14 @@ impl ModelSource {
 
     /// For load functions: the safetensors source, or an error saying the format is wrong.
     pub fn expect_safetensors(&self, arch: &str) -> Result<&SafetensorsSource> {
-        self.as_safetensors().ok_or_else(|| wrong_format(self, arch, Format::Safetensors))
+        self.as_safetensors()
+            .ok_or_else(|| wrong_format(self, arch, Format::Safetensors))
     }
 
     /// For load functions: the GGUF source, or an error saying the format is wrong.
     pub fn expect_gguf(&self, arch: &str) -> Result<&GgufSource> {
-        self.as_gguf().ok_or_else(|| wrong_format(self, arch, Format::Gguf))
+        self.as_gguf()
+            .ok_or_else(|| wrong_format(self, arch, Format::Gguf))
     }
 }
 
@@ -119,8 +128,12 @@ fn wrong_format(src: &ModelSource, arch: &str, want: Format) -> Error {
     Error::Config {
         path: src.path().to_path_buf(),
         what: format!("{want} checkpoint"),
-        detail: format!("architecture `{arch}` loads {want}, but this is {}", src.format()),
-        hint: "load it through the registry (zoo::load), which picks the entry for its format".into(),
+        detail: format!(
+            "architecture `{arch}` loads {want}, but this is {}",
+            src.format()
+        ),
+        hint: "load it through the registry (zoo::load), which picks the entry for its format"
+            .into(),
     }
 }
 
@@ -155,7 +168,10 @@ fn sniff_file(path: &Path) -> Result<Sniffed> {
         }
     }
     // Older llama.cpp files: 'ggml', 'ggmf', 'ggjt' written as little-endian u32.
-    if [b"lmgg", b"fmgg", b"tjgg"].iter().any(|m| head.starts_with(*m)) {
+    if [b"lmgg", b"fmgg", b"tjgg"]
+        .iter()
+        .any(|m| head.starts_with(*m))
+    {
         return Err(unsupported(GGML_LEGACY, HINT_GGML));
     }
     if head.starts_with(b"PK\x03\x04") && matches!(ext.as_str(), "pt" | "pth" | "bin" | "ckpt") {
@@ -196,7 +212,13 @@ fn describe_bytes(head: &[u8], len: u64) -> String {
     let text: String = head
         .iter()
         .take(8)
-        .map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '.' })
+        .map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                b as char
+            } else {
+                '.'
+            }
+        })
         .collect();
     format!("{len} bytes starting with {} ({text:?})", hex.join(" "))
 }
@@ -220,7 +242,10 @@ impl SafetensorsSource {
                 return Err(Error::MissingFile {
                     path: dir.to_path_buf(),
                     what: "config.json",
-                    hint: format!("this directory holds a GGUF file; pass the file itself: {}", gguf.display()),
+                    hint: format!(
+                        "this directory holds a GGUF file; pass the file itself: {}",
+                        gguf.display()
+                    ),
                 });
             }
             return Err(Error::MissingFile {
@@ -281,13 +306,20 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
             detail: e.to_string(),
             hint: "the index must be JSON with a `weight_map`".into(),
         })?;
-        let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| Error::Config {
-            path: index.clone(),
-            what: "safetensors index".into(),
-            detail: "no `weight_map` object".into(),
-            hint: "the index must map every tensor name to its shard file".into(),
-        })?;
-        let mut files: Vec<PathBuf> = map.values().filter_map(|f| f.as_str()).map(|f| dir.join(f)).collect();
+        let map = v
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| Error::Config {
+                path: index.clone(),
+                what: "safetensors index".into(),
+                detail: "no `weight_map` object".into(),
+                hint: "the index must map every tensor name to its shard file".into(),
+            })?;
+        let mut files: Vec<PathBuf> = map
+            .values()
+            .filter_map(|f| f.as_str())
+            .map(|f| dir.join(f))
+            .collect();
         files.sort();
         files.dedup();
         files
@@ -347,9 +379,11 @@ impl GgufSource {
         // are loaded, and documents that other programs must not either.
         let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
         let mut cursor = std::io::Cursor::new(&mmap[..]);
-        let content = gguf_file::Content::read(&mut cursor).map_err(|e| gguf_read_error(path, e))?;
+        let content =
+            gguf_file::Content::read(&mut cursor).map_err(|e| gguf_read_error(path, e))?;
         let len = mmap.len() as u64;
-        let mut infos: Vec<(&String, &gguf_file::TensorInfo)> = content.tensor_infos.iter().collect();
+        let mut infos: Vec<(&String, &gguf_file::TensorInfo)> =
+            content.tensor_infos.iter().collect();
         infos.sort_by_key(|(_, i)| i.offset);
         for (name, info) in infos {
             let elems = info.shape.elem_count();
@@ -361,11 +395,16 @@ impl GgufSource {
                 });
             }
             let size = (elems / block * info.ggml_dtype.type_size()) as u64;
-            let end = content.tensor_data_offset.saturating_add(info.offset).saturating_add(size);
+            let end = content
+                .tensor_data_offset
+                .saturating_add(info.offset)
+                .saturating_add(size);
             if end > len {
                 return Err(Error::TruncatedGguf {
                     path: path.to_path_buf(),
-                    detail: format!("tensor `{name}` ends at byte {end} but the file has {len} bytes"),
+                    detail: format!(
+                        "tensor `{name}` ends at byte {end} but the file has {len} bytes"
+                    ),
                 });
             }
         }
@@ -440,17 +479,28 @@ impl SafetensorsSource {
             }
             let mut header = vec![0u8; n as usize];
             file.read_exact(&mut header).map_err(|e| Error::io(f, e))?;
-            let v: serde_json::Value = serde_json::from_slice(&header).map_err(|e| Error::UnknownFormat {
-                path: f.clone(),
-                found: format!("a safetensors header that is not JSON ({e})"),
-            })?;
+            let v: serde_json::Value =
+                serde_json::from_slice(&header).map_err(|e| Error::UnknownFormat {
+                    path: f.clone(),
+                    found: format!("a safetensors header that is not JSON ({e})"),
+                })?;
             for (name, t) in v.as_object().into_iter().flatten() {
                 if name == "__metadata__" {
                     continue;
                 }
-                let shape: Vec<u64> = t.get("shape").and_then(|s| s.as_array()).into_iter().flatten().filter_map(|d| d.as_u64()).collect();
+                let shape: Vec<u64> = t
+                    .get("shape")
+                    .and_then(|s| s.as_array())
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|d| d.as_u64())
+                    .collect();
                 params += shape.iter().product::<u64>();
-                let dtype = t.get("dtype").and_then(|d| d.as_str()).unwrap_or("?").to_string();
+                let dtype = t
+                    .get("dtype")
+                    .and_then(|d| d.as_str())
+                    .unwrap_or("?")
+                    .to_string();
                 *types.entry(dtype).or_default() += 1;
             }
         }

@@ -64,8 +64,12 @@ fn bpe_pre_regexes(pre: &str) -> Option<&'static [&'static str]> {
     const QWEN2: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
     Some(match pre {
         "gpt-2" | "gpt2" | "mpt" | "olmo" | "jais" | "trillion" => &[GPT2],
-        "starcoder" | "refact" | "command-r" | "smollm" | "codeshell" | "exaone" | "minerva-7b" => &[r"\p{N}", GPT2],
-        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "pixtral" | "dbrx" | "smaug-bpe" => &[LLAMA3],
+        "starcoder" | "refact" | "command-r" | "smollm" | "codeshell" | "exaone" | "minerva-7b" => {
+            &[r"\p{N}", GPT2]
+        }
+        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "pixtral" | "dbrx" | "smaug-bpe" => {
+            &[LLAMA3]
+        }
         "qwen2" | "stablelm2" | "deepseek-r1-qwen" | "megrez" => &[QWEN2],
         _ => return None,
     })
@@ -118,7 +122,10 @@ impl Tokenizer {
     }
 
     fn gguf_bpe(g: &GgufSource) -> Result<Self> {
-        let pre = g.str_opt("tokenizer.ggml.pre")?.unwrap_or("default").to_string();
+        let pre = g
+            .str_opt("tokenizer.ggml.pre")?
+            .unwrap_or("default")
+            .to_string();
         let regexes = bpe_pre_regexes(&pre).ok_or_else(|| {
             Error::Tokenizer(format!(
                 "GGUF BPE pre-tokenizer `{pre}` is not supported (supported: {SUPPORTED_PRE}); please report it with the model's name"
@@ -130,16 +137,27 @@ impl Tokenizer {
             Some(Value::Array(a)) => a.iter().map(|v| as_u64(v).unwrap_or(1)).collect(),
             _ => vec![1; tokens.len()],
         };
-        let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.to_string(), i as u32)).collect();
+        let vocab: tokenizers::models::bpe::Vocab = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.to_string(), i as u32))
+            .collect();
         let merges: Vec<(String, String)> = merges
             .iter()
             .map(|m| {
                 m.split_once(' ')
                     .map(|(a, b)| (a.to_string(), b.to_string()))
-                    .ok_or_else(|| Error::Tokenizer(format!("GGUF merge `{m}` is not two tokens separated by a space")))
+                    .ok_or_else(|| {
+                        Error::Tokenizer(format!(
+                            "GGUF merge `{m}` is not two tokens separated by a space"
+                        ))
+                    })
             })
             .collect::<Result<_>>()?;
-        let ignore_merges = matches!(pre.as_str(), "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "pixtral");
+        let ignore_merges = matches!(
+            pre.as_str(),
+            "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "pixtral"
+        );
         let bpe = BPE::builder()
             .vocab_and_merges(vocab, merges)
             .ignore_merges(ignore_merges)
@@ -149,12 +167,18 @@ impl Tokenizer {
         let mut pres: Vec<PreTokenizerWrapper> = regexes
             .iter()
             .map(|re| {
-                Split::new(SplitPattern::Regex(re.to_string()), SplitDelimiterBehavior::Isolated, false)
-                    .map(PreTokenizerWrapper::Split)
-                    .map_err(Error::tokenizer)
+                Split::new(
+                    SplitPattern::Regex(re.to_string()),
+                    SplitDelimiterBehavior::Isolated,
+                    false,
+                )
+                .map(PreTokenizerWrapper::Split)
+                .map_err(Error::tokenizer)
             })
             .collect::<Result<_>>()?;
-        pres.push(PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, false, false)));
+        pres.push(PreTokenizerWrapper::ByteLevel(ByteLevel::new(
+            false, false, false,
+        )));
         tk.with_pre_tokenizer(Some(Sequence::new(pres)));
         tk.with_decoder(Some(ByteLevelDecoder::default()));
         // Control tokens (type 3) are special; user-defined tokens (type 4) are always
@@ -173,10 +197,20 @@ impl Tokenizer {
         let bos_id = g.u64_opt("tokenizer.ggml.bos_token_id")?.map(|v| v as u32);
         // llama.cpp's default for BPE vocabularies is not to add BOS unless the file says so.
         let add_bos = g.bool_opt("tokenizer.ggml.add_bos_token")?.unwrap_or(false);
-        Ok(Self::from_parts(tk, TokenizerKind::GgufBpe { pre }, bos_id, add_bos))
+        Ok(Self::from_parts(
+            tk,
+            TokenizerKind::GgufBpe { pre },
+            bos_id,
+            add_bos,
+        ))
     }
 
-    fn from_parts(tk: tokenizers::Tokenizer, kind: TokenizerKind, bos_id: Option<u32>, add_bos: bool) -> Self {
+    fn from_parts(
+        tk: tokenizers::Tokenizer,
+        kind: TokenizerKind,
+        bos_id: Option<u32>,
+        add_bos: bool,
+    ) -> Self {
         let mut plain = tk.clone();
         plain.set_encode_special_tokens(true);
         let mut special = tk;
@@ -203,7 +237,11 @@ impl Tokenizer {
     /// special-token text (`<|im_start|>`) becomes the special token; without, it is
     /// tokenized as text, like llama.cpp's `llama-tokenize` default.
     pub fn encode(&self, text: &str, parse_special: bool) -> Result<Vec<u32>> {
-        let tk = if parse_special { &self.special } else { &self.plain };
+        let tk = if parse_special {
+            &self.special
+        } else {
+            &self.plain
+        };
         let enc = tk.encode(text, false).map_err(Error::tokenizer)?;
         Ok(enc.get_ids().to_vec())
     }
@@ -229,7 +267,9 @@ impl Tokenizer {
 
     /// Decodes `ids` to text; `skip_special` leaves out control tokens.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
-        self.special.decode(ids, skip_special).map_err(Error::tokenizer)
+        self.special
+            .decode(ids, skip_special)
+            .map_err(Error::tokenizer)
     }
 
     /// The text of one token as the vocabulary spells it.
@@ -269,8 +309,12 @@ impl TokenStream<'_> {
     /// Adds a token; returns the text it completes, if any.
     pub fn push(&mut self, id: u32) -> Result<Option<String>> {
         self.ids.push(id);
-        let before = self.tokenizer.decode(&self.ids[self.prefix..self.read], self.skip_special)?;
-        let now = self.tokenizer.decode(&self.ids[self.prefix..], self.skip_special)?;
+        let before = self
+            .tokenizer
+            .decode(&self.ids[self.prefix..self.read], self.skip_special)?;
+        let now = self
+            .tokenizer
+            .decode(&self.ids[self.prefix..], self.skip_special)?;
         if now.len() > before.len() && !now.ends_with('\u{FFFD}') && now.starts_with(&before) {
             let piece = now[before.len()..].to_string();
             self.prefix = self.read;
@@ -283,8 +327,12 @@ impl TokenStream<'_> {
 
     /// What is left when the stream ends (an incomplete character is emitted as U+FFFD).
     pub fn finish(&mut self) -> Result<Option<String>> {
-        let before = self.tokenizer.decode(&self.ids[self.prefix..self.read], self.skip_special)?;
-        let now = self.tokenizer.decode(&self.ids[self.prefix..], self.skip_special)?;
+        let before = self
+            .tokenizer
+            .decode(&self.ids[self.prefix..self.read], self.skip_special)?;
+        let now = self
+            .tokenizer
+            .decode(&self.ids[self.prefix..], self.skip_special)?;
         self.prefix = self.ids.len();
         self.read = self.ids.len();
         if now.len() > before.len() && now.starts_with(&before) {

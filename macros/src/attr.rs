@@ -6,7 +6,8 @@ use syn::{Ident, LitStr, Path};
 
 use crate::ctxt::Ctxt;
 
-pub const KEYS: &str = "name, format, hf_architectures, model_types, gguf_architectures, load, description, crate";
+pub const KEYS: &str =
+    "name, format, hf_architectures, model_types, gguf_architectures, load, description, crate";
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -55,7 +56,10 @@ impl Attr {
                 match $value {
                     Ok(v) => {
                         if self.$field.is_some() {
-                            cx.error_spanned_by(&key, format!("duplicate `{key_name}`; give each key once"));
+                            cx.error_spanned_by(
+                                &key,
+                                format!("duplicate `{key_name}`; give each key once"),
+                            );
                         } else {
                             self.$field = Some(v);
                         }
@@ -71,20 +75,28 @@ impl Attr {
             "crate" => set!(krate, meta.value().and_then(|v| v.parse::<Path>())),
             "format" => set!(
                 format,
-                meta.value().and_then(|v| v.parse::<Ident>()).and_then(|i| match i.to_string().as_str() {
-                    "safetensors" => Ok((Format::Safetensors, i)),
-                    "gguf" => Ok((Format::Gguf, i)),
-                    other => Err(syn::Error::new(
-                        i.span(),
-                        format!("unknown format `{other}`; expected `safetensors` or `gguf`"),
-                    )),
+                meta.value().and_then(|v| v.parse::<Ident>()).and_then(|i| {
+                    match i.to_string().as_str() {
+                        "safetensors" => Ok((Format::Safetensors, i)),
+                        "gguf" => Ok((Format::Gguf, i)),
+                        other => Err(syn::Error::new(
+                            i.span(),
+                            format!("unknown format `{other}`; expected `safetensors` or `gguf`"),
+                        )),
+                    }
                 })
             ),
             "hf_architectures" => set!(hf_architectures, parse_list(&meta)),
             "model_types" => set!(model_types, parse_list(&meta)),
             "gguf_architectures" => set!(gguf_architectures, parse_list(&meta)),
             _ => {
-                cx.error_spanned_by(&key, format!("unknown key `{}`; expected one of {KEYS}", quote::quote!(#key)));
+                cx.error_spanned_by(
+                    &key,
+                    format!(
+                        "unknown key `{}`; expected one of {KEYS}",
+                        quote::quote!(#key)
+                    ),
+                );
                 // Skip the value so the next keys are still checked.
                 if let Ok(v) = meta.value() {
                     let _ = v.parse::<syn::Expr>();
@@ -96,13 +108,20 @@ impl Attr {
     /// Checks what the keys say together; reports every problem.
     pub fn validate(&self, cx: &mut Ctxt, item_span: Span) {
         let missing = |cx: &mut Ctxt, key: &str, example: &str| {
-            cx.error_at(item_span, format!("missing `{key}` in #[register_model]; add `{key} = {example}`"))
+            cx.error_at(
+                item_span,
+                format!("missing `{key}` in #[register_model]; add `{key} = {example}`"),
+            )
         };
         match &self.name {
             None => missing(cx, "name", "\"my-arch\""),
             Some(n) => {
                 let v = n.value();
-                if v.is_empty() || !v.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c)) {
+                if v.is_empty()
+                    || !v
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c))
+                {
                     cx.error_spanned_by(n, "registry names are lowercase ascii letters, digits, `-`, `_` and `.`; rename it");
                 }
             }
@@ -124,7 +143,10 @@ impl Attr {
                 }
             }
             Format::Gguf => {
-                for (list, key) in [(&self.hf_architectures, "hf_architectures"), (&self.model_types, "model_types")] {
+                for (list, key) in [
+                    (&self.hf_architectures, "hf_architectures"),
+                    (&self.model_types, "model_types"),
+                ] {
                     if let Some((_, span)) = list {
                         cx.error_at(*span, format!("`{key}` is for `format = safetensors`; a GGUF model is found by `gguf_architectures`"));
                     }
@@ -145,11 +167,17 @@ fn parse_list(meta: &ParseNestedMeta) -> syn::Result<(Vec<LitStr>, Span)> {
     let items: Vec<LitStr> = items.into_iter().collect();
     let span = meta.path.span();
     if items.is_empty() {
-        return Err(syn::Error::new(bracket.span.join(), "empty list; name at least one string or leave the key out"));
+        return Err(syn::Error::new(
+            bracket.span.join(),
+            "empty list; name at least one string or leave the key out",
+        ));
     }
     for (i, a) in items.iter().enumerate() {
         if items[..i].iter().any(|b| b.value() == a.value()) {
-            return Err(syn::Error::new(a.span(), format!("`{}` is listed twice; list it once", a.value())));
+            return Err(syn::Error::new(
+                a.span(),
+                format!("`{}` is listed twice; list it once", a.value()),
+            ));
         }
         if a.value().is_empty() {
             return Err(syn::Error::new(a.span(), "empty architecture string"));

@@ -12,7 +12,8 @@ pub struct Ctxt {
 
 impl Ctxt {
     pub fn error_spanned_by(&mut self, tokens: impl ToTokens, msg: impl Display) {
-        self.errors.push(syn::Error::new_spanned(tokens.into_token_stream(), msg));
+        self.errors
+            .push(syn::Error::new_spanned(tokens.into_token_stream(), msg));
     }
 
     pub fn error_at(&mut self, span: proc_macro2::Span, msg: impl Display) {
@@ -28,6 +29,9 @@ impl Ctxt {
     }
 
     pub fn into_compile_errors(self) -> TokenStream {
-        self.errors.into_iter().map(|e| e.to_compile_error()).collect()
+        self.errors
+            .into_iter()
+            .map(|e| e.to_compile_error())
+            .collect()
     }
 }

@@ -40,11 +40,15 @@ pub fn register_model(args: TokenStream, input: TokenStream) -> TokenStream {
         return out;
     }
 
-    let krate = attr.krate.clone().unwrap_or_else(|| syn::parse_quote!(::zoo));
+    let krate = attr
+        .krate
+        .clone()
+        .unwrap_or_else(|| syn::parse_quote!(::zoo));
     let name = attr.name.as_ref().expect("validated");
-    let description = attr.description.clone().unwrap_or_else(|| {
-        LitStr::new(&first_doc_line(attrs).unwrap_or_default(), ident.span())
-    });
+    let description = attr
+        .description
+        .clone()
+        .unwrap_or_else(|| LitStr::new(&first_doc_line(attrs).unwrap_or_default(), ident.span()));
     let format = match attr.format.as_ref().expect("validated").0 {
         Format::Safetensors => quote!(__zoo::Format::Safetensors),
         Format::Gguf => quote!(__zoo::Format::Gguf),
@@ -123,9 +127,10 @@ fn first_doc_line(attrs: &[syn::Attribute]) -> Option<String> {
         }
         match &a.meta {
             syn::Meta::NameValue(nv) => match &nv.value {
-                syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) => {
-                    Some(s.value().trim().to_string()).filter(|s| !s.is_empty())
-                }
+                syn::Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Str(s),
+                    ..
+                }) => Some(s.value().trim().to_string()).filter(|s| !s.is_empty()),
                 _ => None,
             },
             _ => None,

@@ -44,14 +44,32 @@ pub fn expand(input: TokenStream) -> TokenStream {
     let paths: Vec<&Path> = input.models.iter().collect();
     let mut variants = Vec::new();
     for (i, p) in paths.iter().enumerate() {
-        let v = p.segments.last().expect("a path has a segment").ident.clone();
-        if let Some(prev) = paths[..i].iter().find(|q| q.segments.last().map(|s| &s.ident) == Some(&v)) {
-            cx.error_spanned_by(p, format!("two models are named `{v}` ({} and {}); give each model type its own name", quote!(#prev), quote!(#p)));
+        let v = p
+            .segments
+            .last()
+            .expect("a path has a segment")
+            .ident
+            .clone();
+        if let Some(prev) = paths[..i]
+            .iter()
+            .find(|q| q.segments.last().map(|s| &s.ident) == Some(&v))
+        {
+            cx.error_spanned_by(
+                p,
+                format!(
+                    "two models are named `{v}` ({} and {}); give each model type its own name",
+                    quote!(#prev),
+                    quote!(#p)
+                ),
+            );
         }
         variants.push(v);
     }
     if paths.is_empty() {
-        cx.error_at(proc_macro2::Span::call_site(), "model_enum! needs at least one registered model type");
+        cx.error_at(
+            proc_macro2::Span::call_site(),
+            "model_enum! needs at least one registered model type",
+        );
     }
     if cx.has_errors() {
         return cx.into_compile_errors();
@@ -91,7 +109,10 @@ pub fn expand(input: TokenStream) -> TokenStream {
     let ctx = delegate(quote!(context_length()));
     let device = delegate(quote!(device()));
     let arch_of = variants.iter().map(|v| quote!(Model::#v(_) => Arch::#v));
-    let entry_arms = variants.iter().zip(&paths).map(|(v, p)| quote!(Arch::#v => &<#p as __zoo::Registered>::ENTRY));
+    let entry_arms = variants
+        .iter()
+        .zip(&paths)
+        .map(|(v, p)| quote!(Arch::#v => &<#p as __zoo::Registered>::ENTRY));
     let load_arms = variants.iter().zip(&paths).map(|(v, p)| {
         quote!(Arch::#v => Model::#v(<#p as __zoo::Registered>::load_registered(source, device)?))
     });

@@ -70,7 +70,11 @@ impl Divergence {
 
 /// Runs a greedy continuation of `prompt` teacher-forced on `reference` and returns
 /// the first position where our argmax differs, if any.
-pub fn first_divergence(model: &mut dyn CausalLM, prompt: &[u32], reference: &[u32]) -> Result<Option<Divergence>> {
+pub fn first_divergence(
+    model: &mut dyn CausalLM,
+    prompt: &[u32],
+    reference: &[u32],
+) -> Result<Option<Divergence>> {
     model.reset_cache()?;
     let device = model.device().clone();
     let mut logits = model.forward(&Tensor::new(prompt, &device)?.unsqueeze(0)?, 0)?;
@@ -130,7 +134,10 @@ impl Rng {
 
 /// GPT-2's byte-to-character map, for a byte-level tokenizer.json.
 fn bytes_to_unicode() -> Vec<char> {
-    let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
+    let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32)
+        .chain(0xA1..=0xAC)
+        .chain(0xAE..=0xFF)
+        .collect();
     let mut cs = bs.clone();
     let mut n = 0;
     for b in 0..256u32 {
@@ -233,24 +240,57 @@ impl TinyLlama {
         let head_dim = h / self.heads;
         let kv = self.kv_heads * head_dim;
         let mut t: HashMap<String, Tensor> = HashMap::new();
-        t.insert("model.embed_tokens.weight".into(), rng.tensor(&[v, h], 0.5)?);
+        t.insert(
+            "model.embed_tokens.weight".into(),
+            rng.tensor(&[v, h], 0.5)?,
+        );
         for l in 0..self.layers {
             let p = format!("model.layers.{l}");
-            t.insert(format!("{p}.self_attn.q_proj.weight"), rng.tensor(&[h, h], 0.2)?);
-            t.insert(format!("{p}.self_attn.k_proj.weight"), rng.tensor(&[kv, h], 0.2)?);
-            t.insert(format!("{p}.self_attn.v_proj.weight"), rng.tensor(&[kv, h], 0.2)?);
-            t.insert(format!("{p}.self_attn.o_proj.weight"), rng.tensor(&[h, h], 0.2)?);
-            t.insert(format!("{p}.mlp.gate_proj.weight"), rng.tensor(&[i, h], 0.2)?);
+            t.insert(
+                format!("{p}.self_attn.q_proj.weight"),
+                rng.tensor(&[h, h], 0.2)?,
+            );
+            t.insert(
+                format!("{p}.self_attn.k_proj.weight"),
+                rng.tensor(&[kv, h], 0.2)?,
+            );
+            t.insert(
+                format!("{p}.self_attn.v_proj.weight"),
+                rng.tensor(&[kv, h], 0.2)?,
+            );
+            t.insert(
+                format!("{p}.self_attn.o_proj.weight"),
+                rng.tensor(&[h, h], 0.2)?,
+            );
+            t.insert(
+                format!("{p}.mlp.gate_proj.weight"),
+                rng.tensor(&[i, h], 0.2)?,
+            );
             t.insert(format!("{p}.mlp.up_proj.weight"), rng.tensor(&[i, h], 0.2)?);
-            t.insert(format!("{p}.mlp.down_proj.weight"), rng.tensor(&[h, i], 0.2)?);
-            t.insert(format!("{p}.input_layernorm.weight"), (rng.tensor(&[h], 0.1)? + 1.0)?);
-            t.insert(format!("{p}.post_attention_layernorm.weight"), (rng.tensor(&[h], 0.1)? + 1.0)?);
+            t.insert(
+                format!("{p}.mlp.down_proj.weight"),
+                rng.tensor(&[h, i], 0.2)?,
+            );
+            t.insert(
+                format!("{p}.input_layernorm.weight"),
+                (rng.tensor(&[h], 0.1)? + 1.0)?,
+            );
+            t.insert(
+                format!("{p}.post_attention_layernorm.weight"),
+                (rng.tensor(&[h], 0.1)? + 1.0)?,
+            );
         }
         t.insert("model.norm.weight".into(), (rng.tensor(&[h], 0.1)? + 1.0)?);
         t.insert("lm_head.weight".into(), rng.tensor(&[v, h], 0.5)?);
         candle_core::safetensors::save(&t, dir.join("model.safetensors"))?;
-        std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(config)?)?;
-        std::fs::write(dir.join("tokenizer.json"), serde_json::to_string(&byte_tokenizer_json())?)?;
+        std::fs::write(
+            dir.join("config.json"),
+            serde_json::to_string_pretty(config)?,
+        )?;
+        std::fs::write(
+            dir.join("tokenizer.json"),
+            serde_json::to_string(&byte_tokenizer_json())?,
+        )?;
         Ok(())
     }
 }

@@ -9,16 +9,26 @@ use zoo::{Error, LoadOptions};
 use zoo_tests::TinyLlama;
 
 fn load_err(path: &Path) -> Error {
-    zoo::load(path, &LoadOptions::default()).err().expect("loading must fail")
+    zoo::load(path, &LoadOptions::default())
+        .err()
+        .expect("loading must fail")
 }
 
 /// A small valid GGUF: llama metadata and one Q8_0 tensor.
 fn write_gguf(path: &Path) {
-    let t = Tensor::arange(0f32, 256., &Device::Cpu).unwrap().reshape((8, 32)).unwrap();
+    let t = Tensor::arange(0f32, 256., &Device::Cpu)
+        .unwrap()
+        .reshape((8, 32))
+        .unwrap();
     let q = QTensor::quantize(&t, GgmlDType::Q8_0).unwrap();
     let arch = gguf_file::Value::String("llama".into());
     let mut f = std::fs::File::create(path).unwrap();
-    gguf_file::write(&mut f, &[("general.architecture", &arch)], &[("token_embd.weight", &q)]).unwrap();
+    gguf_file::write(
+        &mut f,
+        &[("general.architecture", &arch)],
+        &[("token_embd.weight", &q)],
+    )
+    .unwrap();
 }
 
 #[test]
@@ -31,7 +41,10 @@ fn truncated_gguf_in_the_tensor_data() {
     let e = load_err(&p);
     assert!(matches!(e, Error::TruncatedGguf { .. }), "{e}");
     let msg = e.to_string();
-    assert!(msg.contains("token_embd.weight") && msg.contains("fetch it again"), "{msg}");
+    assert!(
+        msg.contains("token_embd.weight") && msg.contains("fetch it again"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -77,7 +90,10 @@ fn pytorch_checkpoint() {
         let e = load_err(&p);
         assert!(matches!(e, Error::UnsupportedFormat { .. }), "{e}");
         let msg = e.to_string();
-        assert!(msg.contains("PyTorch") && msg.contains("safe_serialization=True"), "{msg}");
+        assert!(
+            msg.contains("PyTorch") && msg.contains("safe_serialization=True"),
+            "{msg}"
+        );
     }
     // A zip-format torch.save file.
     let p = d.path().join("pytorch_model.bin");
@@ -86,7 +102,11 @@ fn pytorch_checkpoint() {
     // A directory holding only PyTorch weights.
     let dir = d.path().join("hf");
     std::fs::create_dir(&dir).unwrap();
-    std::fs::write(dir.join("config.json"), TinyLlama::default().config().to_string()).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        TinyLlama::default().config().to_string(),
+    )
+    .unwrap();
     std::fs::write(dir.join("pytorch_model.bin"), b"PK\x03\x04").unwrap();
     let e = load_err(&dir);
     assert!(matches!(e, Error::UnsupportedFormat { .. }), "{e}");
@@ -129,7 +149,10 @@ fn unknown_architecture_lists_registered_and_closest() {
     assert!(matches!(e, Error::UnknownArchitecture { .. }), "{e}");
     let msg = e.to_string();
     assert!(msg.contains("`LlamaForCausalLMM`"), "{msg}");
-    assert!(msg.contains("registered: ") && msg.contains("llama"), "{msg}");
+    assert!(
+        msg.contains("registered: ") && msg.contains("llama"),
+        "{msg}"
+    );
     assert!(msg.contains("did you mean `LlamaForCausalLM`?"), "{msg}");
 }
 
@@ -152,10 +175,32 @@ fn gguf_of_unknown_architecture() {
 fn missing_config_and_missing_weights() {
     let d = tempfile::tempdir().unwrap();
     let e = load_err(d.path());
-    assert!(matches!(e, Error::MissingFile { what: "config.json", .. }), "{e}");
-    std::fs::write(d.path().join("config.json"), TinyLlama::default().config().to_string()).unwrap();
+    assert!(
+        matches!(
+            e,
+            Error::MissingFile {
+                what: "config.json",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    std::fs::write(
+        d.path().join("config.json"),
+        TinyLlama::default().config().to_string(),
+    )
+    .unwrap();
     let e = load_err(d.path());
-    assert!(matches!(e, Error::MissingFile { what: "*.safetensors weights", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::MissingFile {
+                what: "*.safetensors weights",
+                ..
+            }
+        ),
+        "{e}"
+    );
 }
 
 #[test]

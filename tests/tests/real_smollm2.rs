@@ -45,10 +45,17 @@ fn tokenization_matches_llama_cpp_exactly() {
     for case in &r.tokenize {
         let ids = m.tokenizer.encode(&case.text, false).unwrap();
         if ids != case.ids {
-            failures.push(format!("{:?}\n  llama.cpp: {:?}\n  zoo:       {:?}", case.text, case.ids, ids));
+            failures.push(format!(
+                "{:?}\n  llama.cpp: {:?}\n  zoo:       {:?}",
+                case.text, case.ids, ids
+            ));
         }
     }
-    assert!(failures.is_empty(), "tokenization differs:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "tokenization differs:\n{}",
+        failures.join("\n")
+    );
     assert_eq!(r.tokenize.len(), 10);
 }
 
@@ -58,7 +65,12 @@ fn prompt_ids_match_llama_cpp() {
     let m = model();
     assert!(!r.add_bos_token);
     for case in &r.generate {
-        assert_eq!(m.tokenizer.encode_prompt(&case.prompt).unwrap(), case.prompt_ids, "{:?}", case.prompt);
+        assert_eq!(
+            m.tokenizer.encode_prompt(&case.prompt).unwrap(),
+            case.prompt_ids,
+            "{:?}",
+            case.prompt
+        );
     }
 }
 
@@ -69,7 +81,11 @@ fn greedy_continuations_match_llama_cpp_up_to_a_near_tie() {
     for case in &r.generate {
         let d = first_divergence(&mut *m.model, &case.prompt_ids, &case.continuation_ids).unwrap();
         match d {
-            None => eprintln!("{:?}: all {} tokens identical", case.prompt, case.continuation_ids.len()),
+            None => eprintln!(
+                "{:?}: all {} tokens identical",
+                case.prompt,
+                case.continuation_ids.len()
+            ),
             Some(d) => {
                 eprintln!(
                     "{:?}: first difference at position {} of {}: llama.cpp {} (logit {:.4}), zoo {} (logit {:.4}), gap {:.4}",
@@ -105,16 +121,31 @@ fn generate_streams_the_reference_text() {
         max_tokens: 12,
         ..Default::default()
     };
-    let g = zoo::generate(&mut *m.model, &m.tokenizer, &case.prompt_ids, &options, |p| {
-        pieces.push(p.to_string());
-        ControlFlow::Continue(())
-    })
+    let g = zoo::generate(
+        &mut *m.model,
+        &m.tokenizer,
+        &case.prompt_ids,
+        &options,
+        |p| {
+            pieces.push(p.to_string());
+            ControlFlow::Continue(())
+        },
+    )
     .unwrap();
     assert_eq!(g.ids, case.continuation_ids[..12]);
     assert_eq!(g.stop, StopReason::MaxTokens);
     assert_eq!(pieces.concat(), g.text);
-    assert!(case.continuation_text.starts_with(&g.text), "{:?} vs {:?}", g.text, case.continuation_text);
-    assert!(pieces.len() >= 10, "text came in {} pieces, not as tokens came", pieces.len());
+    assert!(
+        case.continuation_text.starts_with(&g.text),
+        "{:?} vs {:?}",
+        g.text,
+        case.continuation_text
+    );
+    assert!(
+        pieces.len() >= 10,
+        "text came in {} pieces, not as tokens came",
+        pieces.len()
+    );
     assert_eq!(g.stats.prompt_tokens, case.prompt_ids.len());
     assert_eq!(g.stats.generated_tokens, 12);
     assert!(g.stats.decode_tokens_per_s() > 0.0 && g.stats.prompt_tokens_per_s() > 0.0);
@@ -130,7 +161,11 @@ fn streamed_detokenization_keeps_spaces_and_never_splits_utf8() {
         let mut pieces = Vec::new();
         for &id in &case.ids {
             if let Some(p) = stream.push(id).unwrap() {
-                assert!(!p.contains('\u{FFFD}'), "{:?}: piece {p:?} splits a character", case.text);
+                assert!(
+                    !p.contains('\u{FFFD}'),
+                    "{:?}: piece {p:?} splits a character",
+                    case.text
+                );
                 pieces.push(p);
             }
         }
@@ -149,6 +184,22 @@ fn prompt_longer_than_the_context_is_an_error() {
     let mut m = model();
     let m = &mut *m;
     let ids = vec![504u32; m.model.context_length() + 1];
-    let err = zoo::generate(&mut *m.model, &m.tokenizer, &ids, &Default::default(), |_| ControlFlow::Continue(())).unwrap_err();
-    assert!(matches!(err, zoo::Error::PromptTooLong { prompt_tokens: 8193, context_length: 8192 }), "{err}");
+    let err = zoo::generate(
+        &mut *m.model,
+        &m.tokenizer,
+        &ids,
+        &Default::default(),
+        |_| ControlFlow::Continue(()),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            zoo::Error::PromptTooLong {
+                prompt_tokens: 8193,
+                context_length: 8192
+            }
+        ),
+        "{err}"
+    );
 }

@@ -41,10 +41,25 @@ fn every_built_in_architecture_is_registered_once() {
 
 #[test]
 fn lookups_by_declared_strings() {
-    assert_eq!(Arch::from_hf_architecture("LlamaForCausalLM").map(Arch::name), Some("llama"));
-    assert_eq!(Arch::from_model_type("llama").map(Arch::name), Some("llama"));
-    assert_eq!(Arch::from_gguf_architecture("llama").map(Arch::name), Some("quantized-llama"));
-    assert_eq!(Arch::from_gguf_architecture("llama").unwrap().entry().format, Format::Gguf);
+    assert_eq!(
+        Arch::from_hf_architecture("LlamaForCausalLM").map(Arch::name),
+        Some("llama")
+    );
+    assert_eq!(
+        Arch::from_model_type("llama").map(Arch::name),
+        Some("llama")
+    );
+    assert_eq!(
+        Arch::from_gguf_architecture("llama").map(Arch::name),
+        Some("quantized-llama")
+    );
+    assert_eq!(
+        Arch::from_gguf_architecture("llama")
+            .unwrap()
+            .entry()
+            .format,
+        Format::Gguf
+    );
     assert!(Arch::from_hf_architecture("GPT2LMHeadModel").is_none());
     let e = Arch::from_str("lama").unwrap_err().to_string();
     assert!(e.contains("did you mean `llama`?"), "{e}");
@@ -64,13 +79,21 @@ fn downstream_crate_registers_and_loads_its_own_architecture() {
         table[i * v + (i + 1) % v] = 5.0;
     }
     let t = Tensor::from_vec(table, (v, v), &Device::Cpu).unwrap();
-    candle_core::safetensors::save(&[("bigram.weight", t)].into_iter().collect(), d.path().join("model.safetensors")).unwrap();
+    candle_core::safetensors::save(
+        &[("bigram.weight", t)].into_iter().collect(),
+        d.path().join("model.safetensors"),
+    )
+    .unwrap();
     std::fs::write(
         d.path().join("config.json"),
         serde_json::json!({"architectures": ["ToyBigramForCausalLM"], "vocab_size": v, "max_position_embeddings": 32, "eos_token_id": 257}).to_string(),
     )
     .unwrap();
-    std::fs::write(d.path().join("tokenizer.json"), byte_tokenizer_json().to_string()).unwrap();
+    std::fs::write(
+        d.path().join("tokenizer.json"),
+        byte_tokenizer_json().to_string(),
+    )
+    .unwrap();
 
     let mut l = zoo::load(d.path(), &Default::default()).unwrap();
     assert_eq!(l.entry.name, "toy-bigram");
@@ -80,10 +103,16 @@ fn downstream_crate_registers_and_loads_its_own_architecture() {
         max_tokens: 5,
         ..Default::default()
     };
-    let g = zoo::generate(&mut *l.model, &l.tokenizer, &ids, &opts, |_| ControlFlow::Continue(())).unwrap();
+    let g = zoo::generate(&mut *l.model, &l.tokenizer, &ids, &opts, |_| {
+        ControlFlow::Continue(())
+    })
+    .unwrap();
     assert_eq!(g.text, "bcdef");
     // The model's state really resets.
     l.model.reset_cache().unwrap();
-    let e = l.model.forward(&Tensor::new(&[[1u32]], &Device::Cpu).unwrap(), 3).unwrap_err();
+    let e = l
+        .model
+        .forward(&Tensor::new(&[[1u32]], &Device::Cpu).unwrap(), 3)
+        .unwrap_err();
     assert!(e.to_string().contains("empty cache"), "{e}");
 }

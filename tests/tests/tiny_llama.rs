@@ -11,7 +11,8 @@ use zoo_tests::TinyLlama;
 fn load(config: Option<serde_json::Value>) -> (tempfile::TempDir, zoo::Loaded) {
     let d = tempfile::tempdir().unwrap();
     let tiny = TinyLlama::default();
-    tiny.write(d.path(), &config.unwrap_or_else(|| tiny.config())).unwrap();
+    tiny.write(d.path(), &config.unwrap_or_else(|| tiny.config()))
+        .unwrap();
     let loaded = zoo::load(d.path(), &LoadOptions::default()).unwrap();
     (d, loaded)
 }
@@ -25,7 +26,10 @@ fn logits(m: &mut dyn CausalLM, ids: &[u32], offset: usize) -> Vec<f32> {
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 const PROMPT: &[u32] = &[256, 72, 101, 108, 108, 111, 32, 119];
@@ -77,7 +81,12 @@ fn generation_is_repeatable_and_ends() {
         max_tokens: 10,
         ..Default::default()
     };
-    let mut run = || zoo::generate(&mut *l.model, &l.tokenizer, PROMPT, &opts, |_| ControlFlow::Continue(())).unwrap();
+    let mut run = || {
+        zoo::generate(&mut *l.model, &l.tokenizer, PROMPT, &opts, |_| {
+            ControlFlow::Continue(())
+        })
+        .unwrap()
+    };
     let a = run();
     let b = run();
     assert_eq!(a.ids, b.ids);
@@ -88,8 +97,24 @@ fn generation_is_repeatable_and_ends() {
 fn prompt_longer_than_the_context() {
     let (_d, mut l) = load(None);
     let ids = vec![65u32; 64];
-    let e = zoo::generate(&mut *l.model, &l.tokenizer, &ids, &Default::default(), |_| ControlFlow::Continue(())).unwrap_err();
-    assert!(matches!(e, zoo::Error::PromptTooLong { prompt_tokens: 64, context_length: 64 }), "{e}");
+    let e = zoo::generate(
+        &mut *l.model,
+        &l.tokenizer,
+        &ids,
+        &Default::default(),
+        |_| ControlFlow::Continue(()),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            zoo::Error::PromptTooLong {
+                prompt_tokens: 64,
+                context_length: 64
+            }
+        ),
+        "{e}"
+    );
     assert!(e.to_string().contains("shorten the prompt"));
 }
 
@@ -115,6 +140,12 @@ fn transformers_5_rope_parameters_are_read() {
     let a = run(v4);
     let b = run(v5);
     let c = run(default_theta);
-    assert_eq!(a, b, "rope_parameters.rope_theta (5.x) must equal rope_theta (4.x)");
-    assert!(max_diff(&a, &c) > 1e-3, "rope_theta must matter, else this test proves nothing");
+    assert_eq!(
+        a, b,
+        "rope_parameters.rope_theta (5.x) must equal rope_theta (4.x)"
+    );
+    assert!(
+        max_diff(&a, &c) > 1e-3,
+        "rope_theta must matter, else this test proves nothing"
+    );
 }

@@ -19,7 +19,10 @@ pub fn generate(check: bool) -> Result<()> {
         return Ok(());
     }
     if check {
-        bail!("{} is stale: run `cargo xtask codegen` and commit", target.display());
+        bail!(
+            "{} is stale: run `cargo xtask codegen` and commit",
+            target.display()
+        );
     }
     std::fs::write(&target, text).with_context(|| format!("writing {}", target.display()))?;
     eprintln!("xtask: wrote {}", target.display());
@@ -36,7 +39,11 @@ pub fn registered_models(dir: &Path) -> Result<Vec<(String, String)>> {
     files.sort();
     let mut out = Vec::new();
     for f in files {
-        let module = f.file_stem().and_then(|s| s.to_str()).context("file name")?.to_string();
+        let module = f
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .context("file name")?
+            .to_string();
         let src = std::fs::read_to_string(&f)?;
         let file = syn::parse_file(&src).with_context(|| format!("parsing {}", f.display()))?;
         let types: Vec<String> = file
@@ -50,7 +57,12 @@ pub fn registered_models(dir: &Path) -> Result<Vec<(String, String)>> {
                 };
                 attrs
                     .iter()
-                    .any(|a| a.path().segments.last().is_some_and(|s| s.ident == "register_model"))
+                    .any(|a| {
+                        a.path()
+                            .segments
+                            .last()
+                            .is_some_and(|s| s.ident == "register_model")
+                    })
                     .then(|| ident.to_string())
             })
             .collect();

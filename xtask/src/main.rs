@@ -13,13 +13,18 @@ use anyhow::{bail, Context, Result};
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (task, rest) = args.split_first().map(|(t, r)| (t.as_str(), r)).unwrap_or(("help", &[]));
+    let (task, rest) = args
+        .split_first()
+        .map(|(t, r)| (t.as_str(), r))
+        .unwrap_or(("help", &[]));
     match task {
         "codegen" => codegen::generate(rest.iter().any(|a| a == "--check")),
         "bench" => bench(rest),
         "ci" => ci(),
         _ => {
-            eprintln!("usage: cargo xtask <codegen [--check] | bench --model PATH [-p N -n N -r N] | ci>");
+            eprintln!(
+                "usage: cargo xtask <codegen [--check] | bench --model PATH [-p N -n N -r N] | ci>"
+            );
             if task == "help" || task == "--help" {
                 Ok(())
             } else {
@@ -31,7 +36,10 @@ fn main() -> Result<()> {
 
 /// The workspace root.
 pub fn root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is in the workspace").to_path_buf()
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is in the workspace")
+        .to_path_buf()
 }
 
 fn cargo() -> Command {
@@ -52,7 +60,18 @@ fn run(mut c: Command) -> Result<()> {
 /// A benchmark, not a test: builds `zoo` in release mode and runs `zoo bench`.
 fn bench(args: &[String]) -> Result<()> {
     let mut c = cargo();
-    c.args(["run", "--release", "--quiet", "-p", "zoo-cli", "--bin", "zoo", "--", "bench"]).args(args);
+    c.args([
+        "run",
+        "--release",
+        "--quiet",
+        "-p",
+        "zoo-cli",
+        "--bin",
+        "zoo",
+        "--",
+        "bench",
+    ])
+    .args(args);
     run(c)
 }
 
@@ -61,9 +80,13 @@ fn bench(args: &[String]) -> Result<()> {
 fn ci() -> Result<()> {
     codegen::generate(true)?;
     let mut fetch = cargo();
-    fetch.args(["run", "--quiet", "-p", "zoo-cli", "--bin", "zoo", "--", "fetch", "smollm2"]);
+    fetch.args([
+        "run", "--quiet", "-p", "zoo-cli", "--bin", "zoo", "--", "fetch", "smollm2",
+    ]);
     run(fetch)?;
     let mut test = cargo();
-    test.args(["test", "--workspace", "--no-fail-fast"]).env("INSTA_UPDATE", "no").env("CI", "true");
+    test.args(["test", "--workspace", "--no-fail-fast"])
+        .env("INSTA_UPDATE", "no")
+        .env("CI", "true");
     run(test)
 }

@@ -33,7 +33,10 @@ mod tests {
             .filter(|p| !p.components().any(|c| c.as_os_str() == "ui"))
             .filter(|p| !std::fs::read_to_string(p).unwrap().starts_with("//!"))
             .collect();
-        assert!(bad.is_empty(), "files without a leading `//!` doc comment: {bad:#?}");
+        assert!(
+            bad.is_empty(),
+            "files without a leading `//!` doc comment: {bad:#?}"
+        );
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //! so a forward of one token continues from it, and a reset really forgets it.
 
 use zoo::registry::Registered;
-use zoo::{last_position_logits, register_model, CausalLM, Device, Error, ModelSource, Result, Tensor};
+use zoo::{
+    last_position_logits, register_model, CausalLM, Device, Error, ModelSource, Result, Tensor,
+};
 
 /// A bigram language model (an example of an out-of-tree architecture).
 #[register_model(
@@ -39,12 +41,15 @@ impl ToyBigram {
         let src = source.expect_safetensors(Self::ENTRY.name)?;
         let cfg: Config = src.parse_config(Self::ENTRY.name)?;
         let tensors = candle_core::safetensors::load(&src.weights[0], device)?;
-        let table = tensors.get("bigram.weight").cloned().ok_or_else(|| Error::Config {
-            path: src.weights[0].clone(),
-            what: "toy-bigram checkpoint".into(),
-            detail: "no tensor `bigram.weight`".into(),
-            hint: "save the table as `bigram.weight`".into(),
-        })?;
+        let table = tensors
+            .get("bigram.weight")
+            .cloned()
+            .ok_or_else(|| Error::Config {
+                path: src.weights[0].clone(),
+                what: "toy-bigram checkpoint".into(),
+                detail: "no tensor `bigram.weight`".into(),
+                hint: "save the table as `bigram.weight`".into(),
+            })?;
         if table.dims() != [cfg.vocab_size, cfg.vocab_size] {
             return Err(candle_core::Error::Msg(format!(
                 "bigram.weight has shape {:?}, expected [{v}, {v}]",
@@ -66,7 +71,10 @@ impl ToyBigram {
 impl CausalLM for ToyBigram {
     fn forward(&mut self, input_ids: &Tensor, seqlen_offset: usize) -> Result<Tensor> {
         if seqlen_offset > 0 && self.last.is_none() {
-            return Err(candle_core::Error::Msg(format!("forward at offset {seqlen_offset} with an empty cache")).into());
+            return Err(candle_core::Error::Msg(format!(
+                "forward at offset {seqlen_offset} with an empty cache"
+            ))
+            .into());
         }
         let last_col = input_ids.dim(1)? - 1;
         let last = input_ids.narrow(1, last_col, 1)?.squeeze(1)?;

@@ -15,7 +15,6 @@ use zoo_core::registry::Registered;
 use zoo_core::{last_position_logits, CausalLM, Error, ModelSource, Result};
 use zoo_macros::register_model;
 
-
 /// Llama (safetensors, f32 on CPU).
 #[register_model(
     name = "llama",
@@ -101,7 +100,11 @@ impl Llama {
             max_position_embeddings: hf.max_position_embeddings,
             tie_word_embeddings: hf.tie_word_embeddings,
         };
-        let dtype = if device.is_cpu() { DType::F32 } else { DType::BF16 };
+        let dtype = if device.is_cpu() {
+            DType::F32
+        } else {
+            DType::BF16
+        };
         // SAFETY: the files are memory-mapped read-only; they must not change while loaded.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&src.weights, dtype, device)? };
         let model = candle_llama::Llama::load(vb, &config)?;
@@ -119,7 +122,10 @@ impl Llama {
 
 impl CausalLM for Llama {
     fn forward(&mut self, input_ids: &Tensor, seqlen_offset: usize) -> Result<Tensor> {
-        last_position_logits(self.model.forward(input_ids, seqlen_offset, &mut self.cache)?)
+        last_position_logits(
+            self.model
+                .forward(input_ids, seqlen_offset, &mut self.cache)?,
+        )
     }
 
     fn reset_cache(&mut self) -> Result<()> {

@@ -11,7 +11,6 @@ use zoo_core::registry::Registered;
 use zoo_core::{last_position_logits, CausalLM, ModelSource, Result};
 use zoo_macros::register_model;
 
-
 /// Llama (GGUF, quantized weights).
 #[register_model(
     name = "quantized-llama",
