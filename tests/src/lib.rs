@@ -294,3 +294,54 @@ impl TinyLlama {
         Ok(())
     }
 }
+
+/// llama.cpp's vocab-only GGUFs with their test inputs and expected ids
+/// (`vendor/llama.cpp/models/ggml-vocab-*`), from the source distribution of
+/// `llama-cpp-python==0.3.36`, fetched once with `pip download --no-deps` into the cache.
+pub fn llama_cpp_vocab_dir() -> Result<PathBuf> {
+    const VERSION: &str = "0.3.36";
+    let root = zoo::fetch::cache_dir().join(format!("llama-cpp-python-{VERSION}"));
+    let models = root.join(format!("llama_cpp_python-{VERSION}/vendor/llama.cpp/models"));
+    if models.join("ggml-vocab-gpt-2.gguf.out").is_file() {
+        return Ok(models);
+    }
+    std::fs::create_dir_all(&root)?;
+    let python = std::env::var("ZOO_PYTHON").unwrap_or_else(|_| "python3".into());
+    let sdist = root.join(format!("llama_cpp_python-{VERSION}.tar.gz"));
+    if !sdist.is_file() {
+        let status = std::process::Command::new(&python)
+            .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--no-binary", "llama-cpp-python", "-d"])
+            .arg(&root)
+            .arg(format!("llama-cpp-python=={VERSION}"))
+            .status()
+            .with_context(|| format!("running {python} -m pip"))?;
+        anyhow::ensure!(status.success(), "pip download of llama-cpp-python=={VERSION} failed");
+    }
+    // Unpack only the vocab files, with Python's tarfile (no code from the package runs).
+    let script = "import sys, tarfile\n\
+        t = tarfile.open(sys.argv[1])\n\
+        ms = [m for m in t.getmembers() if '/vendor/llama.cpp/models/ggml-vocab-' in m.name and m.isfile()]\n\
+        t.extractall(sys.argv[2], members=ms, filter='data')\n";
+    let status = std::process::Command::new(&python).arg("-c").arg(script).arg(&sdist).arg(&root).status()?;
+    anyhow::ensure!(status.success(), "unpacking {} failed", sdist.display());
+    Ok(models)
+}
+
+/// The cases of one `ggml-vocab-*.gguf`: `(input, expected ids)`, parsed as
+/// llama.cpp's test-tokenizer-0 does.
+pub fn vocab_cases(gguf: &Path) -> Result<Vec<(String, Vec<u32>)>> {
+    let inp = std::fs::read_to_string(format!("{}.inp", gguf.display()))?;
+    let out = std::fs::read_to_string(format!("{}.out", gguf.display()))?;
+    let inputs: Vec<&str> = inp.split("\n__ggml_vocab_test__\n").collect();
+    let outputs: Vec<&str> = out.split('\n').collect();
+    let mut cases = Vec::new();
+    for (i, text) in inputs.iter().enumerate() {
+        if i == inputs.len() - 1 && text.is_empty() {
+            break;
+        }
+        let line = outputs.get(i).with_context(|| format!("{}: no output line {i}", gguf.display()))?;
+        let ids = line.split_whitespace().map(|t| t.parse::<u32>()).collect::<std::result::Result<Vec<_>, _>>()?;
+        cases.push((text.to_string(), ids));
+    }
+    Ok(cases)
+}
