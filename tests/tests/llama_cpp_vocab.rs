@@ -16,14 +16,32 @@ fn llama_cpp_vocab_vectors() {
         .filter(|p| std::path::Path::new(&format!("{}.inp", p.display())).is_file())
         .collect();
     vocabs.sort();
-    assert!(vocabs.len() >= 10, "only {} vocab files in {}", vocabs.len(), dir.display());
+    assert!(
+        vocabs.len() >= 10,
+        "only {} vocab files in {}",
+        vocabs.len(),
+        dir.display()
+    );
     let mut status = Vec::new();
     let mut failures = Vec::new();
     for path in &vocabs {
-        let name = path.file_name().unwrap().to_string_lossy().replace("ggml-vocab-", "").replace(".gguf", "");
+        let name = path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .replace("ggml-vocab-", "")
+            .replace(".gguf", "");
         let g = GgufSource::open(path).unwrap();
-        let kind = g.str_opt("tokenizer.ggml.model").unwrap().unwrap_or("?").to_string();
-        let pre = g.str_opt("tokenizer.ggml.pre").unwrap().unwrap_or("-").to_string();
+        let kind = g
+            .str_opt("tokenizer.ggml.model")
+            .unwrap()
+            .unwrap_or("?")
+            .to_string();
+        let pre = g
+            .str_opt("tokenizer.ggml.pre")
+            .unwrap()
+            .unwrap_or("-")
+            .to_string();
         let tk = match Tokenizer::from_gguf(&g) {
             Ok(t) => t,
             Err(e) => {
@@ -38,12 +56,22 @@ fn llama_cpp_vocab_vectors() {
             if &got != want {
                 bad += 1;
                 if bad <= 3 {
-                    failures.push(format!("{name}: {text:?}\n  llama.cpp: {want:?}\n  zoo:       {got:?}"));
+                    failures.push(format!(
+                        "{name}: {text:?}\n  llama.cpp: {want:?}\n  zoo:       {got:?}"
+                    ));
                 }
             }
         }
-        status.push(format!("{name}: {kind}/{pre}: {} of {} pass", cases.len() - bad, cases.len()));
+        status.push(format!(
+            "{name}: {kind}/{pre}: {} of {} pass",
+            cases.len() - bad,
+            cases.len()
+        ));
     }
     insta::assert_snapshot!("llama_cpp_vocab_status", status.join("\n"));
-    assert!(failures.is_empty(), "a supported tokenizer differs from llama.cpp:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "a supported tokenizer differs from llama.cpp:\n{}",
+        failures.join("\n")
+    );
 }

@@ -1,0 +1,68 @@
+//! The real Gemma 3 270M Q4_K_M GGUF (SentencePiece-style tokenizer) against what
+//! llama.cpp produced on it (tests/data/reference/gemma3-270m-q4_k_m.json).
+//! Generation checks join when the gemma3 architecture is registered.
+
+use zoo::{ModelSource, Tokenizer, TokenizerKind};
+use zoo_tests::{real_model, reference};
+
+const REFERENCE: &str = "gemma3-270m-q4_k_m";
+
+fn tokenizer() -> Tokenizer {
+    let path = real_model("gemma3").unwrap();
+    Tokenizer::for_source(&ModelSource::open(path).unwrap()).unwrap()
+}
+
+#[test]
+fn tokenization_and_prompt_ids_match_llama_cpp_exactly() {
+    let r = reference(REFERENCE).unwrap();
+    let tk = tokenizer();
+    assert_eq!(
+        tk.kind(),
+        &TokenizerKind::GgufSpm {
+            add_space_prefix: false
+        }
+    );
+    let mut failures = Vec::new();
+    for case in &r.tokenize {
+        let ids = tk.encode(&case.text, false).unwrap();
+        if ids != case.ids {
+            failures.push(format!(
+                "{:?}\n  llama.cpp: {:?}\n  zoo:       {:?}",
+                case.text, case.ids, ids
+            ));
+        }
+    }
+    assert!(r.add_bos_token);
+    for case in &r.generate {
+        let ids = tk.encode_prompt(&case.prompt).unwrap();
+        if ids != case.prompt_ids {
+            failures.push(format!(
+                "prompt {:?}\n  llama.cpp: {:?}\n  zoo:       {:?}",
+                case.prompt, case.prompt_ids, ids
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "tokenization differs:\n{}",
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn streamed_detokenization_after_a_prompt_keeps_the_space() {
+    let r = reference(REFERENCE).unwrap();
+    let tk = tokenizer();
+    for case in &r.generate {
+        let mut stream = tk.stream_after(&case.prompt_ids, true);
+        let mut text = String::new();
+        for &id in &case.continuation_ids {
+            if let Some(p) = stream.push(id).unwrap() {
+                assert!(!p.contains('\u{FFFD}'), "{p:?}");
+                text.push_str(&p);
+            }
+        }
+        text.extend(stream.finish().unwrap());
+        assert_eq!(text, case.continuation_text, "{:?}", case.prompt);
+    }
+}
