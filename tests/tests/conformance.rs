@@ -1,0 +1,252 @@
+//! The conformance suite: every registered architecture, checked automatically
+//! against its committed fixtures and the references recorded from an independent
+//! implementation (HF transformers for safetensors, llama.cpp for GGUF).
+//!
+//! No architecture is listed here: the suite walks the registry. An architecture
+//! without fixtures or references fails with a message that says what to add.
+//!
+//! For each fixture variant (`tests/fixtures/<arch>/<variant>/`), `check` runs:
+//! 1. load through the registry by auto-detection (no architecture given);
+//! 2. logits `[batch, vocab]`, f32, finite;
+//! 3. KV cache: prompt then one token at a time equals a full forward;
+//! 4. reset: the same prompt after a reset gives the same logits and tokens, and a
+//!    second prompt after the first equals it on a fresh model (no pollution);
+//! 5. eos ids and vocab size agree with config.json / GGUF metadata;
+//! 6. parity with the reference: last-position logits within the variant's tolerance
+//!    and the 16-token greedy continuation identical;
+//! 7. a named insta snapshot of the greedy ids and a rounded logits summary.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, ensure, Context, Result};
+use libtest_mimic::{Arguments, Failed, Trial};
+use serde::Deserialize;
+use zoo::{ArchEntry, CausalLM, Format, ModelSource, Tensor};
+
+#[derive(Deserialize)]
+struct Reference {
+    implementation: String,
+    cases: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+struct Case {
+    prompt: Vec<u32>,
+    last_logits: Vec<f32>,
+    greedy: Vec<u32>,
+}
+
+/// How close our logits must be to the reference's, by weight type.
+///
+/// - f32: both sides compute in f32; only summation order differs, well under 1e-4.
+/// - f16: llama.cpp rounds the activations to f16 before its f16 dot products
+///   (11-bit mantissa, relative error ~5e-4 per value); candle multiplies the f16
+///   weights in f32. Over two layers of width 64 that moves logits of magnitude ~3 by
+///   a few 1e-3; 2e-2 leaves room without hiding a wrong computation (a wrong RoPE or
+///   norm moves them by whole units).
+/// - q8_0, q4_0, q4_k_m: both runtimes quantize the activations to 8 bits per block of
+///   32 and use the same integer dot products; what differs is the order of the float
+///   accumulation of block sums, and llama.cpp's f16 rounding of the attention K/V
+///   cache, so 2e-2 as for f16.
+fn tolerance(variant: &str) -> f32 {
+    match variant {
+        "f32" => 1e-4,
+        _ => 2e-2,
+    }
+}
+
+/// Tolerance of check 3 (our own incremental vs full forward), by weight type.
+fn kv_tolerance(variant: &str) -> f32 {
+    match variant {
+        "f32" => 1e-4,
+        _ => 1e-3,
+    }
+}
+
+fn fixtures_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+fn variants(arch: &str) -> Vec<PathBuf> {
+    let dir = fixtures_root().join(arch);
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn checkpoint(entry: &ArchEntry, dir: &Path) -> PathBuf {
+    match entry.format {
+        Format::Gguf => dir.join("model.gguf"),
+        Format::Safetensors => dir.to_path_buf(),
+    }
+}
+
+fn forward(m: &mut dyn CausalLM, ids: &[u32], offset: usize) -> Result<Vec<f32>> {
+    let t = Tensor::new(ids, m.device())?.unsqueeze(0)?;
+    let l = m.forward(&t, offset)?;
+    ensure!(l.dims() == [1, m.vocab_size()], "logits shape {:?}, expected [1, {}]", l.dims(), m.vocab_size());
+    ensure!(l.dtype() == zoo::DType::F32, "logits dtype {:?}, expected f32", l.dtype());
+    let v: Vec<f32> = l.squeeze(0)?.to_vec1()?;
+    ensure!(v.iter().all(|x| x.is_finite()), "non-finite logits");
+    Ok(v)
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    zoo_tests::argmax(v)
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    if a.len() != b.len() {
+        return f32::INFINITY;
+    }
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// Greedy continuation with the KV cache, from a reset; returns ids and the logits
+/// that chose each.
+fn greedy(m: &mut dyn CausalLM, prompt: &[u32], n: usize) -> Result<(Vec<u32>, Vec<Vec<f32>>)> {
+    m.reset_cache()?;
+    let mut logits = forward(m, prompt, 0)?;
+    let mut ids = Vec::new();
+    let mut all = Vec::new();
+    for i in 0..n {
+        let next = argmax(&logits);
+        ids.push(next);
+        all.push(logits);
+        logits = forward(m, &[next], prompt.len() + i)?;
+    }
+    Ok((ids, all))
+}
+
+fn round(x: f32, digits: i32) -> f64 {
+    let p = 10f64.powi(digits);
+    (x as f64 * p).round() / p
+}
+
+/// The seven checks on one fixture variant. Returns the max logit difference against
+/// the reference.
+fn check(entry: &'static ArchEntry, dir: &Path) -> Result<f32> {
+    let variant = dir.file_name().and_then(|n| n.to_str()).context("variant name")?.to_string();
+    let reference: Reference = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("reference.json"))
+            .map_err(|_| anyhow!("{} has no reference.json: run `cargo xtask refgen {}` and commit", dir.display(), entry.name))?,
+    )?;
+    let path = checkpoint(entry, dir);
+
+    // 1. Detection through the registry, from the fixture alone.
+    let mut loaded = zoo::load(&path, &Default::default())?;
+    ensure!(loaded.entry.name == entry.name, "detected as `{}`, expected `{}`", loaded.entry.name, entry.name);
+    let m = &mut *loaded.model;
+    ensure!(m.architecture() == entry.name, "architecture() is `{}`", m.architecture());
+
+    // 5. eos ids and vocab size agree with the checkpoint's own metadata.
+    let source = ModelSource::open(&path)?;
+    let (want_vocab, want_eos) = match &source {
+        ModelSource::Safetensors(s) => (
+            s.config["vocab_size"].as_u64().context("vocab_size")? as usize,
+            s.eos_token_ids(),
+        ),
+        ModelSource::Gguf(g) => (
+            g.vocab_size()?,
+            vec![g.u64("tokenizer.ggml.eos_token_id")? as u32],
+        ),
+    };
+    ensure!(m.vocab_size() == want_vocab, "vocab_size() {} but the checkpoint says {want_vocab}", m.vocab_size());
+    for e in &want_eos {
+        ensure!(m.eos_token_ids().contains(e), "eos id {e} of the checkpoint missing from {:?}", m.eos_token_ids());
+    }
+
+    let mut worst = 0f32;
+    let mut summary = Vec::new();
+    for case in &reference.cases {
+        // 2. Shapes (inside `forward`) and 3. KV cache against a full forward.
+        m.reset_cache()?;
+        let full = forward(m, &case.prompt, 0)?;
+        m.reset_cache()?;
+        let split = case.prompt.len() / 2;
+        let mut inc = forward(m, &case.prompt[..split], 0)?;
+        for (i, &t) in case.prompt.iter().enumerate().skip(split) {
+            inc = forward(m, &[t], i)?;
+        }
+        let d = max_diff(&full, &inc);
+        ensure!(d <= kv_tolerance(&variant), "incremental decode differs from the full forward by {d}");
+
+        // 6. Parity with the reference.
+        let d = max_diff(&full, &case.last_logits);
+        worst = worst.max(d);
+        ensure!(
+            d <= tolerance(&variant),
+            "logits differ from {} by {d} (tolerance {}) for prompt {:?}",
+            reference.implementation,
+            tolerance(&variant),
+            case.prompt
+        );
+        let (ids, _) = greedy(m, &case.prompt, case.greedy.len())?;
+        ensure!(ids == case.greedy, "greedy continuation {ids:?} differs from {}'s {:?}", reference.implementation, case.greedy);
+
+        // 4. Reset really resets.
+        let (again, _) = greedy(m, &case.prompt, case.greedy.len())?;
+        ensure!(again == ids, "after reset the greedy continuation changed: {again:?} vs {ids:?}");
+        m.reset_cache()?;
+        ensure!(forward(m, &case.prompt, 0)? == full, "after reset the logits changed");
+
+        let mut top: Vec<(u32, f32)> = full.iter().copied().enumerate().map(|(i, x)| (i as u32, x)).collect();
+        top.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let mean = full.iter().sum::<f32>() / full.len() as f32;
+        summary.push(serde_json::json!({
+            "prompt": case.prompt,
+            "greedy": ids,
+            "top5": top[..5].iter().map(|(i, x)| (i, round(*x, 2))).collect::<Vec<_>>(),
+            "mean": round(mean, 2),
+        }));
+    }
+
+    // 4. No pollution: the last prompt after all the others equals it on a fresh model.
+    let last = &reference.cases.last().context("no cases")?.prompt;
+    m.reset_cache()?;
+    let polluted = forward(m, last, 0)?;
+    let mut fresh = zoo::load(&path, &Default::default())?;
+    ensure!(forward(&mut *fresh.model, last, 0)? == polluted, "a prompt after others differs from the same prompt on a fresh model");
+
+    // 7. Snapshot.
+    insta::with_settings!({ snapshot_path => "snapshots/conformance", prepend_module_to_snapshot => false }, {
+        insta::assert_json_snapshot!(format!("{}__{variant}", entry.name), summary);
+    });
+    Ok(worst)
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let mut trials = Vec::new();
+    let mut uncovered = Vec::new();
+    for entry in zoo::registry::entries() {
+        let vs = variants(entry.name);
+        if vs.is_empty() {
+            uncovered.push(entry.name);
+            continue;
+        }
+        for dir in vs {
+            let name = format!("{}::{}", entry.name, dir.file_name().unwrap().to_string_lossy());
+            trials.push(Trial::test(name, move || {
+                let worst = check(entry, &dir).map_err(|e| Failed::from(format!("{e:#}")))?;
+                eprintln!("conformance {}/{}: max |logit - reference| = {worst:.2e}", entry.name, dir.file_name().unwrap().to_string_lossy());
+                Ok(())
+            }));
+        }
+    }
+    trials.push(Trial::test("every_registered_architecture_has_fixtures", move || {
+        if uncovered.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "no conformance fixtures for {}: add tests/fixtures/<name>/spec.json, run `cargo xtask fixtures <name>` and `cargo xtask refgen <name>`, and commit (docs/conformance.md)",
+                uncovered.join(", ")
+            )
+            .into())
+        }
+    }));
+    libtest_mimic::run(&args, trials).exit();
+}
+

@@ -1,0 +1,234 @@
+"""Fixtures and references for zoo's conformance suite, made with independent code.
+
+Run through `cargo xtask fixtures` and `cargo xtask refgen` (which pass the registry as
+JSON); see docs/conformance.md. Safetensors fixtures are written by HF transformers
+(`from_config` with seeded weights, `save_pretrained`); GGUF fixtures are converted from
+them by llama.cpp's own `convert_hf_to_gguf.py` and quantized by llama.cpp
+(`llama_model_quantize` through llama-cpp-python). References are the logits of
+transformers (PyTorch, CPU, f32) for safetensors and of llama.cpp (llama-cpp-python,
+CPU) for GGUF.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+PROMPTS = [
+    [256, 72, 101, 108, 108, 111, 44, 32, 119, 111, 114, 108, 100],
+    [256, 84, 104, 101],
+    [256, 49, 50, 51, 52, 53, 54, 55, 56, 57, 48, 33, 63],
+]
+GREEDY_TOKENS = 16
+BYTE_VOCAB = 258  # 256 byte tokens, <s> = 256, </s> = 257
+
+
+def bytes_to_unicode():
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAC + 1)) + list(range(0xAE, 0xFF + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    out = [None] * 256
+    for b, c in zip(bs, cs):
+        out[b] = chr(c)
+    return out
+
+
+def write_tokenizer(d: Path):
+    vocab = {c: i for i, c in enumerate(bytes_to_unicode())}
+    vocab["<s>"] = 256
+    vocab["</s>"] = 257
+    special = lambda i, c: {"id": i, "content": c, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False, "special": True}
+    tok = {
+        "version": "1.0", "truncation": None, "padding": None,
+        "added_tokens": [special(256, "<s>"), special(257, "</s>")],
+        "normalizer": None,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
+        "post_processor": None,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+        "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                  "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                  "vocab": vocab, "merges": []},
+    }
+    (d / "tokenizer.json").write_text(json.dumps(tok, ensure_ascii=False))
+    (d / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>",
+        "add_bos_token": False, "add_eos_token": False, "model_max_length": 64,
+    }))
+
+
+def versions():
+    import torch, transformers
+    v = {"python": sys.version.split()[0], "torch": torch.__version__, "transformers": transformers.__version__}
+    try:
+        import llama_cpp
+        v["llama_cpp_python"] = llama_cpp.__version__
+    except ImportError:
+        pass
+    return v
+
+
+def hf_checkpoint(spec: dict, out: Path):
+    """A tiny HF checkpoint of spec['hf_model_type'] with seeded random weights."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+    cfg = dict(spec.get("config", {}))
+    cfg.setdefault("vocab_size", BYTE_VOCAB)
+    cfg.setdefault("bos_token_id", 256)
+    cfg.setdefault("eos_token_id", 257)
+    config = AutoConfig.for_model(spec["hf_model_type"], **cfg)
+    torch.manual_seed(spec.get("seed", 0))
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    scale = spec.get("init_std", 0.2)
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters()):
+            if p.dim() == 1:  # norms and biases: around their defaults, not exactly
+                p.add_(torch.randn_like(p) * 0.1)
+            else:
+                p.copy_(torch.randn_like(p) * scale)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    model.save_pretrained(out, safe_serialization=True)
+    write_tokenizer(out)
+    return model
+
+
+def hf_reference(d: Path):
+    import torch
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32)
+    model.eval()
+    cases = []
+    with torch.no_grad():
+        for p in PROMPTS:
+            ids = torch.tensor([p])
+            logits = model(ids).logits[0, -1].tolist()
+            seq = list(p)
+            greedy = []
+            for _ in range(GREEDY_TOKENS):
+                nxt = int(model(torch.tensor([seq])).logits[0, -1].argmax())
+                greedy.append(nxt)
+                seq.append(nxt)
+            cases.append({"prompt": p, "last_logits": logits, "greedy": greedy})
+    return {"implementation": "transformers (PyTorch, CPU, f32, no KV cache)", "versions": versions(), "cases": cases}
+
+
+def llama_cpp_dir() -> Path:
+    d = os.environ.get("ZOO_LLAMA_CPP_DIR")
+    if not d:
+        sys.exit("set ZOO_LLAMA_CPP_DIR to the vendor/llama.cpp directory of the llama-cpp-python==0.3.36 sdist")
+    return Path(d)
+
+
+def convert_to_gguf(hf_dir: Path, out: Path, outtype: str):
+    lc = llama_cpp_dir()
+    driver = f"""
+import sys
+sys.path.insert(0, {str(lc)!r}); sys.path.insert(0, {str(lc / 'gguf-py')!r})
+import conversion.base as base
+# The fixtures' byte-level tokenizer is no model llama.cpp knows by hash; it is plain GPT-2 BPE.
+base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "gpt-2"
+for mod in list(sys.modules.values()):
+    pass
+import conversion
+import importlib, pkgutil
+for m in pkgutil.iter_modules(conversion.__path__):
+    try:
+        mm = importlib.import_module("conversion." + m.name)
+    except Exception:
+        continue
+    for v in vars(mm).values():
+        if isinstance(v, type) and issubclass(v, base.TextModel) and "set_vocab" in vars(v):
+            v.set_vocab = base.TextModel._set_vocab_gpt2
+sys.argv = ["convert_hf_to_gguf.py", {str(hf_dir)!r}, "--outfile", {str(out)!r}, "--outtype", {outtype!r}]
+import runpy
+runpy.run_path({str(lc / 'convert_hf_to_gguf.py')!r}, run_name="__main__")
+"""
+    subprocess.run([sys.executable, "-c", driver], check=True)
+
+
+QUANT_FTYPES = {"q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q4_k_m": 15, "q6_k": 18}
+
+
+def quantize(src: Path, out: Path, qtype: str):
+    import llama_cpp
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = QUANT_FTYPES[qtype]
+    params.nthread = 2
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(out).encode(), params)
+    if rc != 0:
+        sys.exit(f"llama_model_quantize failed ({rc}) for {src} -> {out}")
+
+
+def gguf_reference(path: Path):
+    import llama_cpp
+    import numpy as np
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=64, n_threads=2, n_batch=64, logits_all=True, verbose=False, seed=0)
+    cases = []
+    for p in PROMPTS:
+        llm.reset()
+        llm.eval(p)
+        logits = np.array(llm.scores[len(p) - 1], dtype=np.float32)
+        greedy = []
+        nxt = int(logits.argmax())
+        for _ in range(GREEDY_TOKENS):
+            greedy.append(nxt)
+            llm.eval([nxt])
+            nxt = int(np.array(llm.scores[llm.n_tokens - 1]).argmax())
+        cases.append({"prompt": p, "last_logits": logits.tolist(), "greedy": greedy})
+    return {"implementation": "llama.cpp (llama-cpp-python, CPU)", "versions": versions(), "cases": cases}
+
+
+def fixtures(entries, root: Path):
+    by_name = {e["name"]: e for e in entries}
+    for e in entries:
+        spec_path = root / e["name"] / "spec.json"
+        if not spec_path.is_file():
+            sys.exit(f"architecture `{e['name']}` has no fixture spec: add {spec_path} (see docs/conformance.md)")
+        spec = json.loads(spec_path.read_text())
+        for variant in spec["variants"]:
+            vdir = root / e["name"] / variant["name"]
+            print(f"fixtures: {e['name']}/{variant['name']}", flush=True)
+            info = {"spec": variant, "made_by": versions()}
+            if e["format"] == "safetensors":
+                hf_checkpoint(variant, vdir)
+                info["how"] = "transformers AutoModelForCausalLM.from_config, seeded normal weights, save_pretrained"
+            else:
+                with tempfile.TemporaryDirectory() as tmp:
+                    tmp = Path(tmp)
+                    hf_checkpoint(variant, tmp / "hf")
+                    vdir.mkdir(parents=True, exist_ok=True)
+                    q = variant["gguf_type"]
+                    out = vdir / "model.gguf"
+                    if q in ("f32", "f16", "q8_0"):
+                        convert_to_gguf(tmp / "hf", out, q)
+                    else:
+                        convert_to_gguf(tmp / "hf", tmp / "f32.gguf", "f32")
+                        quantize(tmp / "f32.gguf", out, q)
+                info["how"] = f"transformers checkpoint converted by llama.cpp convert_hf_to_gguf.py, type {variant['gguf_type']}"
+            (vdir / "fixture.json").write_text(json.dumps(info, indent=1) + "\n")
+
+
+def refgen(entries, root: Path):
+    for e in entries:
+        for vdir in sorted(p for p in (root / e["name"]).iterdir() if p.is_dir()):
+            print(f"refgen: {e['name']}/{vdir.name}", flush=True)
+            ref = hf_reference(vdir) if e["format"] == "safetensors" else gguf_reference(vdir / "model.gguf")
+            (vdir / "reference.json").write_text(json.dumps(ref) + "\n")
+
+
+if __name__ == "__main__":
+    task, entries_json, root = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+    entries = json.loads(Path(entries_json).read_text())
+    only = sys.argv[4:]
+    if only:
+        entries = [e for e in entries if e["name"] in only]
+    {"fixtures": fixtures, "refgen": refgen}[task](entries, root)
