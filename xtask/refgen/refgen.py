@@ -23,7 +23,10 @@ PROMPTS = [
     [256, 49, 50, 51, 52, 53, 54, 55, 56, 57, 48, 33, 63],
 ]
 GREEDY_TOKENS = 16
-BYTE_VOCAB = 258  # 256 byte tokens, <s> = 256, </s> = 257
+# 256 byte tokens, <s> = 256, </s> = 257, then the merged tokens of MERGES (llama.cpp
+# refuses a BPE vocabulary without merges).
+MERGES = [("Ġ", "t"), ("h", "e")]
+BYTE_VOCAB = 258 + len(MERGES)
 
 
 def bytes_to_unicode():
@@ -45,6 +48,8 @@ def write_tokenizer(d: Path):
     vocab = {c: i for i, c in enumerate(bytes_to_unicode())}
     vocab["<s>"] = 256
     vocab["</s>"] = 257
+    for i, (a, b) in enumerate(MERGES):
+        vocab[a + b] = 258 + i
     special = lambda i, c: {"id": i, "content": c, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False, "special": True}
     tok = {
         "version": "1.0", "truncation": None, "padding": None,
@@ -55,7 +60,7 @@ def write_tokenizer(d: Path):
         "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
         "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
                   "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
-                  "vocab": vocab, "merges": []},
+                  "vocab": vocab, "merges": [[a, b] for a, b in MERGES]},
     }
     (d / "tokenizer.json").write_text(json.dumps(tok, ensure_ascii=False))
     (d / "tokenizer_config.json").write_text(json.dumps({
@@ -171,7 +176,10 @@ def quantize(src: Path, out: Path, qtype: str):
 def gguf_reference(path: Path):
     import llama_cpp
     import numpy as np
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=64, n_threads=2, n_batch=64, logits_all=True, verbose=False, seed=0)
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=64, n_threads=2, n_batch=64, logits_all=True, verbose=False, seed=0,
+                          # f32 K/V cache and no flash attention: the reference keeps full precision
+                          # where llama.cpp would otherwise round the cache to f16.
+                          type_k=0, type_v=0, flash_attn=False)
     cases = []
     for p in PROMPTS:
         llm.reset()
