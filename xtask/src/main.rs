@@ -2,9 +2,13 @@
 //!
 //! - `codegen [--check]`: write `models/src/arch.rs` from the `#[register_model]` files.
 //! - `bench --model PATH [-p 128 -n 128 -r 3]`: prompt and decode speed (release build).
+//! - `fixtures [NAME...]`: write the conformance fixtures (tests/fixtures) with transformers
+//!   and llama.cpp.
+//! - `refgen [NAME...]`: record the reference logits next to them (docs/conformance.md).
 //! - `ci`: what `.ci/run` runs: codegen check, fetch the real models, the whole test suite.
 
 mod codegen;
+mod refgen;
 mod tidy;
 
 use std::process::Command;
@@ -20,10 +24,11 @@ fn main() -> Result<()> {
     match task {
         "codegen" => codegen::generate(rest.iter().any(|a| a == "--check")),
         "bench" => bench(rest),
+        "fixtures" | "refgen" => refgen::refgen(task, rest),
         "ci" => ci(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <codegen [--check] | bench --model PATH [-p N -n N -r N] | ci>"
+                "usage: cargo xtask <codegen [--check] | bench --model PATH [-p N -n N -r N] | fixtures [NAME...] | refgen [NAME...] | ci>"
             );
             if task == "help" || task == "--help" {
                 Ok(())
