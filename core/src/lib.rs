@@ -21,7 +21,7 @@ pub use candle_core::{DType, Device, Tensor};
 pub use error::{Error, Result};
 pub use generate::{generate, GenerateOptions, Generation, GenerationStats, StopReason};
 pub use load::{load, LoadOptions, Loaded};
-pub use model::{last_position_logits, CausalLM};
+pub use model::{last_position_logits, CausalLM, ModelInfo};
 pub use registry::{ArchEntry, Format};
 pub use sampling::{Sampler, SamplingParams};
 pub use source::ModelSource;

@@ -113,3 +113,25 @@ mod tests {
         assert!(last_position_logits(t).is_err());
     }
 }
+
+/// The facts every [`CausalLM`] reports besides its forward pass, read once at load.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    /// Every token id that ends generation.
+    pub eos_token_ids: Vec<u32>,
+    pub vocab_size: usize,
+    pub context_length: usize,
+    pub device: candle_core::Device,
+}
+
+impl ModelInfo {
+    /// From a GGUF's `tokenizer.ggml.*` and `<arch>.context_length` metadata.
+    pub fn from_gguf(g: &crate::source::GgufSource, device: &candle_core::Device) -> Result<Self> {
+        Ok(Self {
+            eos_token_ids: g.eos_token_ids()?,
+            vocab_size: g.vocab_size()?,
+            context_length: g.context_length()?,
+            device: device.clone(),
+        })
+    }
+}

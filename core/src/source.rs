@@ -426,6 +426,30 @@ impl GgufSource {
         gguf_file::Content::read(&mut self.reader()).map_err(|e| gguf_read_error(&self.path, e))
     }
 
+    /// Whether the file has a tensor of this name.
+    pub fn has_tensor(&self, name: &str) -> bool {
+        self.content.tensor_infos.contains_key(name)
+    }
+
+    /// Reads one tensor (still quantized) onto `device`; a missing tensor is an
+    /// [`Error::InvalidGguf`] that names it.
+    pub fn tensor(
+        &self,
+        name: &str,
+        device: &candle_core::Device,
+    ) -> Result<candle_core::quantized::QTensor> {
+        if !self.has_tensor(name) {
+            return Err(Error::InvalidGguf {
+                path: self.path.clone(),
+                detail: format!(
+                    "no tensor `{name}` (architecture `{}`); the file may come from a newer or different converter",
+                    self.architecture().unwrap_or("?")
+                ),
+            });
+        }
+        Ok(self.content.tensor(&mut self.reader(), name, device)?)
+    }
+
     /// The size of the file in bytes.
     pub fn file_size(&self) -> u64 {
         self.mmap.len() as u64

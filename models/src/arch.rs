@@ -4,9 +4,13 @@
 //! `#[register_model]` attributes.
 
 pub mod llama;
+pub mod quantized_gemma3;
 pub mod quantized_llama;
+pub mod quantized_qwen2;
 
 zoo_macros::model_enum! {
     llama::Llama,
+    quantized_gemma3::QuantizedGemma3,
     quantized_llama::QuantizedLlama,
+    quantized_qwen2::QuantizedQwen2,
 }

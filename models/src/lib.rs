@@ -11,5 +11,6 @@
 extern crate zoo_core as zoo;
 
 pub mod arch;
+pub mod layers;
 
 pub use arch::{Arch, Model};

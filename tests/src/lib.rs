@@ -369,3 +369,70 @@ pub fn vocab_cases(gguf: &Path) -> Result<Vec<(String, Vec<u32>)>> {
     }
     Ok(cases)
 }
+
+/// Every text of `r.tokenize` and every prompt of `r.generate` whose ids differ from
+/// llama.cpp's, described for an assertion message.
+pub fn tokenization_failures(tk: &zoo::Tokenizer, r: &Reference) -> Vec<String> {
+    let mut failures = Vec::new();
+    for case in &r.tokenize {
+        let ids = tk.encode(&case.text, false).unwrap();
+        if ids != case.ids {
+            failures.push(format!(
+                "{:?}\n  llama.cpp: {:?}\n  zoo:       {:?}",
+                case.text, case.ids, ids
+            ));
+        }
+    }
+    for case in &r.generate {
+        let ids = tk.encode_prompt(&case.prompt).unwrap();
+        if ids != case.prompt_ids {
+            failures.push(format!(
+                "prompt {:?}\n  llama.cpp: {:?}\n  zoo:       {:?}",
+                case.prompt, case.prompt_ids, ids
+            ));
+        }
+    }
+    failures
+}
+
+/// Follows llama.cpp's greedy continuation of every reference prompt and fails if zoo
+/// leaves it other than at a near tie (our logit for llama.cpp's token within
+/// `near_tie` of our argmax). Prints the first divergence of each prompt.
+pub fn assert_greedy_matches_up_to_near_tie(
+    model: &mut dyn CausalLM,
+    r: &Reference,
+    near_tie: f32,
+) {
+    for case in &r.generate {
+        let d = first_divergence(model, &case.prompt_ids, &case.continuation_ids).unwrap();
+        match d {
+            None => eprintln!(
+                "{}: {:?}: all {} tokens identical",
+                r.model,
+                case.prompt,
+                case.continuation_ids.len()
+            ),
+            Some(d) => {
+                eprintln!(
+                    "{}: {:?}: first difference at position {} of {}: llama.cpp {} (logit {:.4}), zoo {} (logit {:.4}), gap {:.4}",
+                    r.model,
+                    case.prompt,
+                    d.position,
+                    case.continuation_ids.len(),
+                    d.reference_token,
+                    d.reference_logit,
+                    d.our_token,
+                    d.our_logit,
+                    d.gap()
+                );
+                assert!(
+                    d.gap() <= near_tie,
+                    "{:?}: zoo leaves llama.cpp's greedy path at position {} by a logit gap of {} (> {near_tie}): {d:?}",
+                    case.prompt,
+                    d.position,
+                    d.gap()
+                );
+            }
+        }
+    }
+}

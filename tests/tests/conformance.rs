@@ -13,7 +13,8 @@
 //!    second prompt after the first equals it on a fresh model (no pollution);
 //! 5. eos ids and vocab size agree with config.json / GGUF metadata;
 //! 6. parity with the reference: last-position logits within the variant's tolerance
-//!    and the 16-token greedy continuation identical;
+//!    and the 16-token greedy continuation identical (up to a near tie within that
+//!    tolerance, reported);
 //! 7. a named insta snapshot of the greedy ids and a rounded logits summary.
 
 use std::path::{Path, PathBuf};
@@ -91,6 +92,58 @@ fn checkpoint(entry: &ArchEntry, dir: &Path) -> PathBuf {
     }
 }
 
+/// `reference.json`, then any `reference.<implementation>.json` beside it (the f32 GGUF
+/// fixtures also carry transformers' logits for the checkpoint they were converted from).
+fn references(entry: &ArchEntry, dir: &Path) -> Result<Vec<Reference>> {
+    let main = dir.join("reference.json");
+    let mut paths = vec![main.clone()];
+    let mut extra: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            n.starts_with("reference.") && n.ends_with(".json") && *p != main
+        })
+        .collect();
+    extra.sort();
+    paths.extend(extra);
+    paths
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p).map_err(|_| {
+                anyhow!(
+                    "{} is missing: run `cargo xtask refgen {}` and commit",
+                    p.display(),
+                    entry.name
+                )
+            })?;
+            serde_json::from_str(&text).with_context(|| format!("reading {}", p.display()))
+        })
+        .collect()
+}
+
+/// A fixture's own tolerance against llama.cpp, from `tolerance` in its spec (which
+/// must say why in `tolerance_why`).
+fn tolerance_override(dir: &Path) -> Result<Option<f32>> {
+    let Ok(text) = std::fs::read_to_string(dir.join("fixture.json")) else {
+        return Ok(None);
+    };
+    let v: serde_json::Value = serde_json::from_str(&text)?;
+    let spec = &v["spec"];
+    match spec.get("tolerance") {
+        None => Ok(None),
+        Some(t) => {
+            ensure!(
+                spec.get("tolerance_why")
+                    .and_then(|w| w.as_str())
+                    .is_some_and(|w| !w.is_empty()),
+                "{}: a `tolerance` needs its reason in `tolerance_why`",
+                dir.display()
+            );
+            Ok(Some(t.as_f64().context("tolerance is a number")? as f32))
+        }
+    }
+}
+
 fn forward(m: &mut dyn CausalLM, ids: &[u32], offset: usize) -> Result<Vec<f32>> {
     let t = Tensor::new(ids, m.device())?.unsqueeze(0)?;
     let l = m.forward(&t, offset)?;
@@ -153,15 +206,8 @@ fn check(entry: &'static ArchEntry, dir: &Path) -> Result<f32> {
         .and_then(|n| n.to_str())
         .context("variant name")?
         .to_string();
-    let reference: Reference = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("reference.json")).map_err(|_| {
-            anyhow!(
-                "{} has no reference.json: run `cargo xtask refgen {}` and commit",
-                dir.display(),
-                entry.name
-            )
-        })?,
-    )?;
+    let references = references(entry, dir)?;
+    let override_tol = tolerance_override(dir)?;
     let path = checkpoint(entry, dir);
 
     // 1. Detection through the registry, from the fixture alone.
@@ -206,70 +252,89 @@ fn check(entry: &'static ArchEntry, dir: &Path) -> Result<f32> {
 
     let mut worst = 0f32;
     let mut summary = Vec::new();
-    for case in &reference.cases {
-        // 2. Shapes (inside `forward`) and 3. KV cache against a full forward.
-        m.reset_cache()?;
-        let full = forward(m, &case.prompt, 0)?;
-        m.reset_cache()?;
-        let split = case.prompt.len() / 2;
-        let mut inc = forward(m, &case.prompt[..split], 0)?;
-        for (i, &t) in case.prompt.iter().enumerate().skip(split) {
-            inc = forward(m, &[t], i)?;
+    for (i, reference) in references.iter().enumerate() {
+        // Against transformers (exact math) the weight type's own tolerance holds; against
+        // llama.cpp a fixture's spec may widen it, with its reason written there.
+        let tol = match &override_tol {
+            Some(t) if reference.implementation.starts_with("llama.cpp") => *t,
+            _ => tolerance(&variant),
+        };
+        for case in &reference.cases {
+            // 2. Shapes (inside `forward`) and 3. KV cache against a full forward.
+            m.reset_cache()?;
+            let full = forward(m, &case.prompt, 0)?;
+            m.reset_cache()?;
+            let split = case.prompt.len() / 2;
+            let mut inc = forward(m, &case.prompt[..split], 0)?;
+            for (i, &t) in case.prompt.iter().enumerate().skip(split) {
+                inc = forward(m, &[t], i)?;
+            }
+            let d = max_diff(&full, &inc);
+            ensure!(
+                d <= kv_tolerance(&variant),
+                "incremental decode differs from the full forward by {d}"
+            );
+
+            // 6. Parity with the reference.
+            let d = max_diff(&full, &case.last_logits);
+            worst = worst.max(d);
+            ensure!(
+                d <= tol,
+                "logits differ from {} by {d} (tolerance {tol}) for prompt {:?}",
+                reference.implementation,
+                case.prompt
+            );
+            let (ids, chose) = greedy(m, &case.prompt, case.greedy.len())?;
+            if let Some(p) = ids.iter().zip(&case.greedy).position(|(a, b)| a != b) {
+                // Random tiny models have flat logits; a different argmax is rounding only
+                // if the reference's token is within the tolerance of ours at that step.
+                let gap = chose[p][ids[p] as usize] - chose[p][case.greedy[p] as usize];
+                ensure!(
+                    ids.len() == case.greedy.len() && gap <= tol,
+                    "greedy continuation {ids:?} differs from {}'s {:?} at step {p}, where our logit for its token is {gap} below ours (tolerance {tol})",
+                    reference.implementation,
+                    case.greedy
+                );
+                eprintln!(
+                    "conformance {}/{variant}: greedy leaves {} at step {p} on a near tie (gap {gap:.2e})",
+                    entry.name, reference.implementation
+                );
+            }
+            if i > 0 {
+                continue;
+            }
+
+            // 4. Reset really resets.
+            let (again, _) = greedy(m, &case.prompt, case.greedy.len())?;
+            ensure!(
+                again == ids,
+                "after reset the greedy continuation changed: {again:?} vs {ids:?}"
+            );
+            m.reset_cache()?;
+            ensure!(
+                forward(m, &case.prompt, 0)? == full,
+                "after reset the logits changed"
+            );
+
+            let mut top: Vec<(u32, f32)> = full
+                .iter()
+                .copied()
+                .enumerate()
+                .map(|(i, x)| (i as u32, x))
+                .collect();
+            top.sort_by(|a, b| b.1.total_cmp(&a.1));
+            let mean = full.iter().sum::<f32>() / full.len() as f32;
+            summary.push(serde_json::json!({
+                "prompt": case.prompt,
+                "greedy": ids,
+                "top5": top[..5].iter().map(|(i, x)| (i, round(*x, 2))).collect::<Vec<_>>(),
+                "mean": round(mean, 2),
+            }));
         }
-        let d = max_diff(&full, &inc);
-        ensure!(
-            d <= kv_tolerance(&variant),
-            "incremental decode differs from the full forward by {d}"
-        );
-
-        // 6. Parity with the reference.
-        let d = max_diff(&full, &case.last_logits);
-        worst = worst.max(d);
-        ensure!(
-            d <= tolerance(&variant),
-            "logits differ from {} by {d} (tolerance {}) for prompt {:?}",
-            reference.implementation,
-            tolerance(&variant),
-            case.prompt
-        );
-        let (ids, _) = greedy(m, &case.prompt, case.greedy.len())?;
-        ensure!(
-            ids == case.greedy,
-            "greedy continuation {ids:?} differs from {}'s {:?}",
-            reference.implementation,
-            case.greedy
-        );
-
-        // 4. Reset really resets.
-        let (again, _) = greedy(m, &case.prompt, case.greedy.len())?;
-        ensure!(
-            again == ids,
-            "after reset the greedy continuation changed: {again:?} vs {ids:?}"
-        );
-        m.reset_cache()?;
-        ensure!(
-            forward(m, &case.prompt, 0)? == full,
-            "after reset the logits changed"
-        );
-
-        let mut top: Vec<(u32, f32)> = full
-            .iter()
-            .copied()
-            .enumerate()
-            .map(|(i, x)| (i as u32, x))
-            .collect();
-        top.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let mean = full.iter().sum::<f32>() / full.len() as f32;
-        summary.push(serde_json::json!({
-            "prompt": case.prompt,
-            "greedy": ids,
-            "top5": top[..5].iter().map(|(i, x)| (i, round(*x, 2))).collect::<Vec<_>>(),
-            "mean": round(mean, 2),
-        }));
     }
 
     // 4. No pollution: the last prompt after all the others equals it on a fresh model.
-    let last = &reference.cases.last().context("no cases")?.prompt;
+    let last = &references[0].cases.last().context("no cases")?.prompt;
     m.reset_cache()?;
     let polluted = forward(m, last, 0)?;
     let mut fresh = zoo::load(&path, &Default::default())?;

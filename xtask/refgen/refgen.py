@@ -141,8 +141,11 @@ sys.path.insert(0, {str(lc)!r}); sys.path.insert(0, {str(lc / 'gguf-py')!r})
 import conversion.base as base
 # The fixtures' byte-level tokenizer is no model llama.cpp knows by hash; it is plain GPT-2 BPE.
 base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "gpt-2"
-for mod in list(sys.modules.values()):
-    pass
+# transformers 5 picks a tokenizer class by model type (Qwen2Tokenizer adds its own
+# special tokens); the fixtures' tokenizer.json is exactly what it says, nothing more.
+import transformers
+transformers.AutoTokenizer.from_pretrained = staticmethod(
+    lambda d, *a, **k: transformers.PreTrainedTokenizerFast.from_pretrained(d, *a, **k))
 import conversion
 import importlib, pkgutil
 for m in pkgutil.iter_modules(conversion.__path__):
@@ -229,7 +232,19 @@ def refgen(entries, root: Path):
     for e in entries:
         for vdir in sorted(p for p in (root / e["name"]).iterdir() if p.is_dir()):
             print(f"refgen: {e['name']}/{vdir.name}", flush=True)
-            ref = hf_reference(vdir) if e["format"] == "safetensors" else gguf_reference(vdir / "model.gguf")
+            if e["format"] == "safetensors":
+                ref = hf_reference(vdir)
+            else:
+                ref = gguf_reference(vdir / "model.gguf")
+                spec = json.loads((vdir / "fixture.json").read_text())["spec"]
+                if spec["gguf_type"] == "f32":
+                    # The unquantized GGUF also against transformers on the checkpoint it
+                    # was converted from (rebuilt from the same seed): exact math on both
+                    # sides, so llama.cpp's own approximations cannot hide a difference.
+                    with tempfile.TemporaryDirectory() as tmp:
+                        hf_checkpoint(spec, Path(tmp) / "hf")
+                        hf = hf_reference(Path(tmp) / "hf")
+                    (vdir / "reference.transformers.json").write_text(json.dumps(hf) + "\n")
             (vdir / "reference.json").write_text(json.dumps(ref) + "\n")
 
 

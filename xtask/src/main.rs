@@ -5,7 +5,8 @@
 //! - `fixtures [NAME...]`: write the conformance fixtures (tests/fixtures) with transformers
 //!   and llama.cpp.
 //! - `refgen [NAME...]`: record the reference logits next to them (docs/conformance.md).
-//! - `ci`: what `.ci/run` runs: codegen check, fetch the real models, the whole test suite.
+//! - `ci`: what `.ci/run` runs: codegen check, the whole test suite (which fetches the
+//!   real models it needs).
 
 mod codegen;
 mod refgen;
@@ -80,15 +81,12 @@ fn bench(args: &[String]) -> Result<()> {
     run(c)
 }
 
-/// The CI job: generated code fresh, real models fetched, every test with snapshots in
-/// check mode.
+/// The CI job: generated code fresh, then every test with snapshots in check mode. The
+/// real models are fetched by the tests that need them (`zoo_tests::real_model`, once,
+/// under a lock); a separate `cargo run` here would build the dependencies a second
+/// time with other features.
 fn ci() -> Result<()> {
     codegen::generate(true)?;
-    let mut fetch = cargo();
-    fetch.args([
-        "run", "--quiet", "-p", "zoo-cli", "--bin", "zoo", "--", "fetch", "smollm2",
-    ]);
-    run(fetch)?;
     let mut test = cargo();
     test.args(["test", "--workspace", "--no-fail-fast"])
         .env("INSTA_UPDATE", "no")
