@@ -40,6 +40,112 @@ impl SafetensorsSource {
         }
     }
 
+    /// config.json as transformers 4.x writes it, whichever version wrote it: the
+    /// 5.x `rope_parameters` are copied back to `rope_theta` (and, for models with
+    /// per-layer-type bases, `full_attention` to `rope_theta` and `sliding_attention`
+    /// to `rope_local_base_freq`; `partial_rotary_factor` too), `_sliding_window_pattern` to
+    /// `sliding_window_pattern`. A missing `rope_theta` gets `documented_default` (see
+    /// [`Self::rope_theta`]). candle-transformers' config types read the result.
+    pub fn normalised_config(&self, documented_default: Option<f64>) -> Result<Value> {
+        let mut v = self.config.clone();
+        let obj = v
+            .as_object_mut()
+            .ok_or_else(|| self.config_error("config.json should be an object", &self.config))?;
+        let params = obj.get("rope_parameters").cloned().unwrap_or(Value::Null);
+        let theta_of = |p: &Value| p.get("rope_theta").filter(|t| t.is_number()).cloned();
+        if !obj.contains_key("rope_theta") {
+            if let Some(t) =
+                theta_of(&params).or_else(|| params.get("full_attention").and_then(theta_of))
+            {
+                obj.insert("rope_theta".into(), t);
+            }
+        }
+        if !obj.contains_key("rope_local_base_freq") {
+            if let Some(t) = params.get("sliding_attention").and_then(theta_of) {
+                obj.insert("rope_local_base_freq".into(), t);
+            }
+        }
+        if !obj.contains_key("partial_rotary_factor") {
+            if let Some(f) = params
+                .get("partial_rotary_factor")
+                .filter(|f| f.is_number())
+            {
+                obj.insert("partial_rotary_factor".into(), f.clone());
+            }
+        }
+        if !obj.contains_key("sliding_window_pattern") {
+            if let Some(p) = obj.get("_sliding_window_pattern").cloned() {
+                obj.insert("sliding_window_pattern".into(), p);
+            }
+        }
+        if !obj.contains_key("rope_theta") {
+            let t = self.rope_theta(documented_default)?;
+            obj.insert("rope_theta".into(), t.into());
+        }
+        Ok(v)
+    }
+
+    /// Deserialises a (normalised, possibly patched) config into an architecture's
+    /// config type; a missing or mistyped field is an error that names it.
+    pub fn parse_config_value<T: serde::de::DeserializeOwned>(
+        &self,
+        arch: &str,
+        v: Value,
+    ) -> Result<T> {
+        serde_json::from_value(v).map_err(|e| Error::Config {
+            path: self.config_path.clone(),
+            what: format!("`{arch}` config"),
+            detail: e.to_string(),
+            hint: "config.json must be the one transformers writes for this architecture (save_pretrained); add the missing field".into(),
+        })
+    }
+
+    /// The facts of [`crate::ModelInfo`] from config.json: eos ids (config or
+    /// generation_config; none is an error), `vocab_size`, `max_position_embeddings`
+    /// (or `default_context` where the architecture documents one).
+    pub fn model_info(
+        &self,
+        arch: &str,
+        default_context: Option<usize>,
+        device: &candle_core::Device,
+    ) -> Result<crate::ModelInfo> {
+        let eos = self.eos_token_ids();
+        if eos.is_empty() {
+            return Err(Error::Config {
+                path: self.config_path.clone(),
+                what: format!("`{arch}` config"),
+                detail: "no `eos_token_id` in config.json or generation_config.json".into(),
+                hint: "add the model's eos_token_id to config.json".into(),
+            });
+        }
+        let usize_of = |key: &str| {
+            self.config
+                .get(key)
+                .and_then(|v| v.as_u64())
+                .map(|v| v as usize)
+        };
+        let vocab_size = usize_of("vocab_size").ok_or_else(|| Error::Config {
+            path: self.config_path.clone(),
+            what: format!("`{arch}` config"),
+            detail: "no `vocab_size`".into(),
+            hint: "add vocab_size to config.json".into(),
+        })?;
+        let context_length = usize_of("max_position_embeddings")
+            .or(default_context)
+            .ok_or_else(|| Error::Config {
+                path: self.config_path.clone(),
+                what: format!("`{arch}` config"),
+                detail: "no `max_position_embeddings`".into(),
+                hint: "add max_position_embeddings to config.json".into(),
+            })?;
+        Ok(crate::ModelInfo {
+            eos_token_ids: eos,
+            vocab_size,
+            context_length,
+            device: device.clone(),
+        })
+    }
+
     /// `rope_scaling` (4.x) or the scaling fields of `rope_parameters` (5.x), if any
     /// scaling other than the default is configured.
     pub fn rope_scaling(&self) -> Option<Value> {

@@ -277,12 +277,24 @@ impl SafetensorsSource {
     /// Deserialises config.json into an architecture's config type, turning a missing
     /// or mistyped field into an error that names it.
     pub fn parse_config<T: serde::de::DeserializeOwned>(&self, arch: &str) -> Result<T> {
-        serde_json::from_value(self.config.clone()).map_err(|e| Error::Config {
-            path: self.config_path.clone(),
-            what: format!("`{arch}` config"),
-            detail: e.to_string(),
-            hint: "config.json must be the one transformers writes for this architecture (save_pretrained); add the missing field".into(),
-        })
+        self.parse_config_value(arch, self.config.clone())
+    }
+
+    /// Memory-maps the weights for candle: f32 on CPU, bf16 on an accelerator.
+    pub fn var_builder(
+        &self,
+        device: &candle_core::Device,
+    ) -> Result<(candle_nn::VarBuilder<'static>, candle_core::DType)> {
+        let dtype = if device.is_cpu() {
+            candle_core::DType::F32
+        } else {
+            candle_core::DType::BF16
+        };
+        // SAFETY: the files are memory-mapped read-only; they must not change while loaded.
+        let vb = unsafe {
+            candle_nn::VarBuilder::from_mmaped_safetensors(&self.weights, dtype, device)?
+        };
+        Ok((vb, dtype))
     }
 }
 

@@ -3,14 +3,32 @@
 //! Every architecture file of `src/arch/` and the `Model` enum derived from their
 //! `#[register_model]` attributes.
 
+pub mod gemma;
+pub mod gemma2;
+pub mod gemma3;
 pub mod llama;
+pub mod mistral;
+pub mod mixtral;
+pub mod phi;
+pub mod phi3;
 pub mod quantized_gemma3;
 pub mod quantized_llama;
 pub mod quantized_qwen2;
+pub mod qwen2;
+pub mod qwen3;
 
 zoo_macros::model_enum! {
+    gemma::Gemma,
+    gemma2::Gemma2,
+    gemma3::Gemma3,
     llama::Llama,
+    mistral::Mistral,
+    mixtral::Mixtral,
+    phi::Phi,
+    phi3::Phi3,
     quantized_gemma3::QuantizedGemma3,
     quantized_llama::QuantizedLlama,
     quantized_qwen2::QuantizedQwen2,
+    qwen2::Qwen2,
+    qwen3::Qwen3,
 }

@@ -22,7 +22,6 @@ use std::sync::Arc;
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 use zoo_core::registry::Registered;
-use zoo_core::source::GgufSource;
 use zoo_core::{last_position_logits, CausalLM, ModelInfo, ModelSource, Result};
 use zoo_macros::register_model;
 
@@ -38,6 +37,13 @@ use crate::layers::{
     load = QuantizedGemma3::load,
 )]
 pub struct QuantizedGemma3 {
+    decoder: Gemma3Decoder,
+    info: ModelInfo,
+}
+
+/// The Gemma 3 text decoder, whatever the weights' format: the GGUF file here and the
+/// safetensors form (`gemma3.rs`) both build it, so both get the fixes listed above.
+pub(crate) struct Gemma3Decoder {
     embed: Arc<QTensor>,
     embed_scale: f64,
     layers: Vec<Layer>,
@@ -46,7 +52,6 @@ pub struct QuantizedGemma3 {
     rope_local: RopeTable,
     rope_global: RopeTable,
     hp: Hparams,
-    info: ModelInfo,
 }
 
 struct Layer {
@@ -74,23 +79,27 @@ const SLIDING_WINDOW_PATTERN: usize = 6;
 const DEFAULT_ROPE_BASE: f64 = 1_000_000.0;
 const DEFAULT_ROPE_BASE_LOCAL: f64 = 10_000.0;
 
-struct Hparams {
-    heads: usize,
-    kv_heads: usize,
-    head_dim: usize,
-    eps: f64,
+/// What the decoder needs to know, from GGUF metadata or config.json.
+pub(crate) struct Hparams {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub eps: f64,
+    pub blocks: usize,
+    pub hidden: usize,
+    pub window: usize,
+    /// Which layers are local (sliding-window).
+    pub local: Vec<bool>,
+    pub rope_base: f64,
+    pub rope_base_local: f64,
+    /// Linear RoPE scaling factor of the global layers.
+    pub rope_scale: f64,
+    /// `1/sqrt(query_pre_attn_scalar)`.
+    pub attn_scale: f64,
 }
 
-fn qmatmul(g: &GgufSource, name: &str, device: &Device) -> Result<QMatMul> {
-    Ok(QMatMul::from_arc(Arc::new(g.tensor(name, device)?))?)
-}
-
-fn norm(g: &GgufSource, name: &str, eps: f64, device: &Device) -> Result<RmsNorm> {
-    Ok(RmsNorm::new(
-        g.tensor(name, device)?.dequantize(device)?,
-        eps,
-    ))
-}
+/// A weight by its llama.cpp name (`blk.0.attn_q.weight`), still quantized or as f32.
+pub(crate) type Weights<'a> = dyn Fn(&str) -> Result<QTensor> + 'a;
 
 impl QuantizedGemma3 {
     /// Loads the tensors and hyper-parameters from the GGUF file.
@@ -98,70 +107,120 @@ impl QuantizedGemma3 {
         let g = source.expect_gguf(Self::ENTRY.name)?;
         let info = ModelInfo::from_gguf(g, device)?;
         let key = |s: &str| format!("gemma3.{s}");
+        let blocks = g.u64(&key("block_count"))? as usize;
+        let head_dim = g.u64(&key("attention.key_length"))? as usize;
         let hp = Hparams {
             heads: g.u64(&key("attention.head_count"))? as usize,
             kv_heads: g.u64(&key("attention.head_count_kv"))? as usize,
-            head_dim: g.u64(&key("attention.key_length"))? as usize,
+            head_dim,
             eps: g.f64(&key("attention.layer_norm_rms_epsilon"))?,
+            blocks,
+            hidden: g.u64(&key("embedding_length"))? as usize,
+            window: g.u64(&key("attention.sliding_window"))? as usize,
+            local: (0..blocks)
+                .map(|i| (i + 1) % SLIDING_WINDOW_PATTERN != 0)
+                .collect(),
+            rope_base: g
+                .f64_opt(&key("rope.freq_base"))?
+                .unwrap_or(DEFAULT_ROPE_BASE),
+            rope_base_local: g
+                .f64_opt(&key("rope.local_freq_base"))?
+                .unwrap_or(DEFAULT_ROPE_BASE_LOCAL),
+            rope_scale: g.f64_opt(&key("rope.scaling.factor"))?.unwrap_or(1.0),
+            // llama.cpp writes no query_pre_attn_scalar: it uses the head size for every
+            // released text model but the 27B (hidden / heads), as here.
+            attn_scale: 1.0 / (head_dim as f64).sqrt(),
         };
-        let blocks = g.u64(&key("block_count"))? as usize;
-        let hidden = g.u64(&key("embedding_length"))? as usize;
-        let window = g.u64(&key("attention.sliding_window"))? as usize;
-        let rope_base = g
-            .f64_opt(&key("rope.freq_base"))?
-            .unwrap_or(DEFAULT_ROPE_BASE);
-        let rope_base_local = g
-            .f64_opt(&key("rope.local_freq_base"))?
-            .unwrap_or(DEFAULT_ROPE_BASE_LOCAL);
-        // Linear RoPE scaling applies to the global layers only (llama.cpp keeps the
-        // local layers' frequency scale at 1).
-        let scale = g.f64_opt(&key("rope.scaling.factor"))?.unwrap_or(1.0);
-        let position_scale = if scale > 0.0 { 1.0 / scale } else { 1.0 };
+        let weights = |name: &str| g.tensor(name, device);
+        let has = |name: &str| g.has_tensor(name);
+        let decoder = Gemma3Decoder::new(hp, &weights, &has, device)?;
+        Ok(Self { decoder, info })
+    }
+}
 
-        let embed = Arc::new(g.tensor("token_embd.weight", device)?);
-        let output = if g.has_tensor("output.weight") {
-            qmatmul(g, "output.weight", device)?
+impl Gemma3Decoder {
+    /// Builds the decoder from weights named as llama.cpp names them. Norm weights are
+    /// llama.cpp's (`1 + w` already added).
+    pub(crate) fn new(
+        hp: Hparams,
+        weights: &Weights,
+        has: &dyn Fn(&str) -> bool,
+        device: &Device,
+    ) -> Result<Self> {
+        let qmatmul =
+            |name: &str| -> Result<QMatMul> { Ok(QMatMul::from_arc(Arc::new(weights(name)?))?) };
+        let norm = |name: &str| -> Result<RmsNorm> {
+            Ok(RmsNorm::new(weights(name)?.dequantize(device)?, hp.eps))
+        };
+        let embed = Arc::new(weights("token_embd.weight")?);
+        let output = if has("output.weight") {
+            qmatmul("output.weight")?
         } else {
             QMatMul::from_arc(embed.clone())?
         };
-        let mut layers = Vec::with_capacity(blocks);
-        for i in 0..blocks {
+        let mut layers = Vec::with_capacity(hp.blocks);
+        for i in 0..hp.blocks {
             let p = |s: &str| format!("blk.{i}.{s}.weight");
-            let local = (i + 1) % SLIDING_WINDOW_PATTERN != 0;
             layers.push(Layer {
-                q: qmatmul(g, &p("attn_q"), device)?,
-                k: qmatmul(g, &p("attn_k"), device)?,
-                v: qmatmul(g, &p("attn_v"), device)?,
-                o: qmatmul(g, &p("attn_output"), device)?,
-                q_norm: norm(g, &p("attn_q_norm"), hp.eps, device)?,
-                k_norm: norm(g, &p("attn_k_norm"), hp.eps, device)?,
-                attn_norm: norm(g, &p("attn_norm"), hp.eps, device)?,
-                post_attn_norm: norm(g, &p("post_attention_norm"), hp.eps, device)?,
-                ffn_norm: norm(g, &p("ffn_norm"), hp.eps, device)?,
-                post_ffn_norm: norm(g, &p("post_ffw_norm"), hp.eps, device)?,
-                gate: qmatmul(g, &p("ffn_gate"), device)?,
-                up: qmatmul(g, &p("ffn_up"), device)?,
-                down: qmatmul(g, &p("ffn_down"), device)?,
-                window: local.then_some(window),
+                q: qmatmul(&p("attn_q"))?,
+                k: qmatmul(&p("attn_k"))?,
+                v: qmatmul(&p("attn_v"))?,
+                o: qmatmul(&p("attn_output"))?,
+                q_norm: norm(&p("attn_q_norm"))?,
+                k_norm: norm(&p("attn_k_norm"))?,
+                attn_norm: norm(&p("attn_norm"))?,
+                post_attn_norm: norm(&p("post_attention_norm"))?,
+                ffn_norm: norm(&p("ffn_norm"))?,
+                post_ffn_norm: norm(&p("post_ffw_norm"))?,
+                gate: qmatmul(&p("ffn_gate"))?,
+                up: qmatmul(&p("ffn_up"))?,
+                down: qmatmul(&p("ffn_down"))?,
+                window: hp.local[i].then_some(hp.window),
                 cache: KvCache::default(),
             });
         }
+        // Linear RoPE scaling applies to the global layers only (llama.cpp and
+        // transformers keep the local layers' frequency scale at 1).
+        let position_scale = if hp.rope_scale > 0.0 {
+            1.0 / hp.rope_scale
+        } else {
+            1.0
+        };
         Ok(Self {
             embed,
-            embed_scale: (hidden as f64).sqrt(),
-            norm: norm(g, "output_norm.weight", hp.eps, device)?,
+            embed_scale: (hp.hidden as f64).sqrt(),
+            norm: norm("output_norm.weight")?,
             output,
-            rope_local: RopeTable::new(hp.head_dim, rope_base_local as f32, 1.0, device)?,
+            rope_local: RopeTable::new(hp.head_dim, hp.rope_base_local as f32, 1.0, device)?,
             rope_global: RopeTable::new(
                 hp.head_dim,
-                rope_base as f32,
+                hp.rope_base as f32,
                 position_scale as f32,
                 device,
             )?,
             layers,
             hp,
-            info,
         })
+    }
+
+    pub(crate) fn forward(&mut self, input_ids: &Tensor, offset: usize) -> Result<Tensor> {
+        let mut x = (self.embed.embedding(input_ids)? * self.embed_scale)?;
+        for layer in &mut self.layers {
+            let rope = if layer.window.is_some() {
+                &mut self.rope_local
+            } else {
+                &mut self.rope_global
+            };
+            x = layer.forward(&x, offset, &self.hp, rope)?;
+        }
+        let x = self.norm.forward(&last_position(&x)?)?;
+        last_position_logits(self.output.forward(&x)?)
+    }
+
+    pub(crate) fn reset(&mut self) {
+        for layer in &mut self.layers {
+            layer.cache.clear();
+        }
     }
 }
 
@@ -181,10 +240,7 @@ impl Layer {
         let k = rope.apply(&self.k_norm.forward(&k)?, offset)?;
         let (k, v) = self.cache.append(k, v.contiguous()?, offset)?;
         let mask = causal_mask(x.dim(1)?, offset, self.window, x.device())?;
-        // Gemma 3 scales queries by 1/sqrt(query_pre_attn_scalar), which llama.cpp
-        // writes as the head size for every released text model but the 27B.
-        let scale = 1.0 / (hp.head_dim as f64).sqrt();
-        let a = attention(&q, &k, &v, mask.as_ref(), scale, None)?;
+        let a = attention(&q, &k, &v, mask.as_ref(), hp.attn_scale, None)?;
         let a = self
             .post_attn_norm
             .forward(&self.o.forward(&merge_heads(&a)?)?)?;
@@ -199,23 +255,11 @@ impl Layer {
 
 impl CausalLM for QuantizedGemma3 {
     fn forward(&mut self, input_ids: &Tensor, seqlen_offset: usize) -> Result<Tensor> {
-        let mut x = (self.embed.embedding(input_ids)? * self.embed_scale)?;
-        for layer in &mut self.layers {
-            let rope = if layer.window.is_some() {
-                &mut self.rope_local
-            } else {
-                &mut self.rope_global
-            };
-            x = layer.forward(&x, seqlen_offset, &self.hp, rope)?;
-        }
-        let x = self.norm.forward(&last_position(&x)?)?;
-        last_position_logits(self.output.forward(&x)?)
+        self.decoder.forward(input_ids, seqlen_offset)
     }
 
     fn reset_cache(&mut self) -> Result<()> {
-        for layer in &mut self.layers {
-            layer.cache.clear();
-        }
+        self.decoder.reset();
         Ok(())
     }
 
