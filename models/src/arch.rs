@@ -11,9 +11,12 @@ pub mod mistral;
 pub mod mixtral;
 pub mod phi;
 pub mod phi3;
+pub mod quantized_gemma;
+pub mod quantized_gemma2;
 pub mod quantized_gemma3;
 pub mod quantized_llama;
 pub mod quantized_qwen2;
+pub mod quantized_qwen3;
 pub mod qwen2;
 pub mod qwen3;
 
@@ -26,9 +29,12 @@ zoo_macros::model_enum! {
     mixtral::Mixtral,
     phi::Phi,
     phi3::Phi3,
+    quantized_gemma::QuantizedGemma,
+    quantized_gemma2::QuantizedGemma2,
     quantized_gemma3::QuantizedGemma3,
     quantized_llama::QuantizedLlama,
     quantized_qwen2::QuantizedQwen2,
+    quantized_qwen3::QuantizedQwen3,
     qwen2::Qwen2,
     qwen3::Qwen3,
 }

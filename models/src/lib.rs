@@ -11,6 +11,7 @@
 extern crate zoo_core as zoo;
 
 pub mod arch;
+pub(crate) mod gemma_decoder;
 pub mod layers;
 
 pub use arch::{Arch, Model};

@@ -199,8 +199,8 @@ fn round(x: f32, digits: i32) -> f64 {
 }
 
 /// The seven checks on one fixture variant. Returns the max logit difference against
-/// the reference.
-fn check(entry: &'static ArchEntry, dir: &Path) -> Result<f32> {
+/// each reference.
+fn check(entry: &'static ArchEntry, dir: &Path) -> Result<Vec<(String, f32)>> {
     let variant = dir
         .file_name()
         .and_then(|n| n.to_str())
@@ -250,9 +250,10 @@ fn check(entry: &'static ArchEntry, dir: &Path) -> Result<f32> {
         );
     }
 
-    let mut worst = 0f32;
+    let mut worst: Vec<(String, f32)> = Vec::new();
     let mut summary = Vec::new();
     for (i, reference) in references.iter().enumerate() {
+        worst.push((reference.implementation.clone(), 0.0));
         // Against transformers (exact math) the weight type's own tolerance holds; against
         // llama.cpp a fixture's spec may widen it, with its reason written there.
         let tol = match &override_tol {
@@ -277,7 +278,7 @@ fn check(entry: &'static ArchEntry, dir: &Path) -> Result<f32> {
 
             // 6. Parity with the reference.
             let d = max_diff(&full, &case.last_logits);
-            worst = worst.max(d);
+            worst[i].1 = worst[i].1.max(d);
             ensure!(
                 d <= tol,
                 "logits differ from {} by {d} (tolerance {tol}) for prompt {:?}",
@@ -368,11 +369,13 @@ fn main() {
             );
             trials.push(Trial::test(name, move || {
                 let worst = check(entry, &dir).map_err(|e| Failed::from(format!("{e:#}")))?;
-                eprintln!(
-                    "conformance {}/{}: max |logit - reference| = {worst:.2e}",
-                    entry.name,
-                    dir.file_name().unwrap().to_string_lossy()
-                );
+                for (implementation, d) in worst {
+                    eprintln!(
+                        "conformance {}/{}: max |logit - reference| = {d:.2e} against {implementation}",
+                        entry.name,
+                        dir.file_name().unwrap().to_string_lossy()
+                    );
+                }
                 Ok(())
             }));
         }

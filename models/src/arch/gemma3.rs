@@ -1,8 +1,8 @@
 //! Gemma 3 from safetensors (`Gemma3ForCausalLM`, the text models such as 270M and 1B).
 //!
 //! Paper: "Gemma 3 Technical Report" (Gemma Team, 2025). Reference implementation:
-//! transformers' `modeling_gemma3.py`. Built on the decoder of `quantized_gemma3.rs`
-//! (weights kept as f32), not on candle-transformers 0.11.1's `gemma3`, whose
+//! transformers' `modeling_gemma3.py`. Built on zoo's Gemma decoder (`gemma_decoder.rs`,
+//! weights kept as f32), not on candle-transformers 0.11.1's `gemma3`, whose
 //! sliding-window mask admits one key too many inside a forward call (`i - j <= w`
 //! where transformers has `i - j < w`).
 
@@ -13,7 +13,7 @@ use zoo_core::registry::Registered;
 use zoo_core::{CausalLM, Error, ModelInfo, ModelSource, Result};
 use zoo_macros::register_model;
 
-use super::quantized_gemma3::{Gemma3Decoder, Hparams};
+use crate::gemma_decoder::{GemmaDecoder, Hparams};
 
 /// Gemma 3 text (safetensors, f32 on CPU).
 #[register_model(
@@ -24,7 +24,7 @@ use super::quantized_gemma3::{Gemma3Decoder, Hparams};
     load = Gemma3::load,
 )]
 pub struct Gemma3 {
-    decoder: Gemma3Decoder,
+    decoder: GemmaDecoder,
     info: ModelInfo,
 }
 
@@ -94,7 +94,7 @@ impl Gemma3 {
                 let pattern = config["sliding_window_pattern"]
                     .as_u64()
                     .map_or(DEFAULT_SLIDING_WINDOW_PATTERN, |p| p as usize);
-                (0..blocks).map(|i| (i + 1) % pattern != 0).collect()
+                crate::gemma_decoder::local_layers(blocks, pattern)
             }
         };
         if local.len() != blocks {
@@ -137,6 +137,8 @@ impl Gemma3 {
                 .unwrap_or(DEFAULT_ROPE_LOCAL_BASE),
             rope_scale,
             attn_scale: 1.0 / (int("query_pre_attn_scalar")? as f64).sqrt(),
+            attn_softcap: config["attn_logit_softcapping"].as_f64(),
+            final_softcap: config["final_logit_softcapping"].as_f64(),
         };
         // SAFETY: read-only maps of files that must not change while loaded.
         let st = unsafe { MmapedSafetensors::multi(&src.weights)? };
@@ -149,7 +151,7 @@ impl Gemma3 {
             Ok(QTensor::quantize(&t, GgmlDType::F32)?)
         };
         let has = |name: &str| st.get(&hf_name(name)).is_ok();
-        let decoder = Gemma3Decoder::new(hp, &weights, &has, device)?;
+        let decoder = GemmaDecoder::new(hp, &weights, &has, device)?;
         Ok(Self { decoder, info })
     }
 }

@@ -1,0 +1,259 @@
+//! The Gemma decoder (Gemma 1, 2 and 3 text models), shared by their GGUF and
+//! safetensors files, on candle's quantized matmul (f32 weights are wrapped as f32
+//! `QTensor`s).
+//!
+//! One implementation instead of candle-transformers 0.11.1's five, which between them
+//! use SiLU where Gemma uses GELU (`quantized_gemma3`, candle issue 3745), lack
+//! `clear_kv_cache`, mask the sliding window with one key too many or not at all during
+//! decode, and build 131,072-position rotary tables per layer with an f32 copy of the
+//! 262k-token embedding. Here: GELU (tanh approximation); a KV cache that a reset
+//! empties; the window as transformers and llama.cpp define it (`i - j < w`); two rotary
+//! tables (local and global base) shared by all layers and grown with the positions
+//! used; the embedding kept quantized (rows dequantized on lookup, reused as the tied
+//! output).
+//!
+//! What differs between the generations is data ([`Hparams`] and which weights exist):
+//! Gemma 2 adds post-norms, attention and final logit soft-capping and local layers;
+//! Gemma 3 replaces soft-capping with q/k norms.
+
+use std::sync::Arc;
+
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{Device, Module, Tensor};
+use zoo_core::{last_position_logits, Result};
+
+use crate::layers::{
+    attention, causal_mask, last_position, merge_heads, split_heads, KvCache, RmsNorm, RopeTable,
+};
+
+/// A weight by its llama.cpp name (`blk.0.attn_q.weight`), still quantized or as f32.
+pub(crate) type Weights<'a> = dyn Fn(&str) -> Result<QTensor> + 'a;
+
+/// What the decoder needs to know, from GGUF metadata or config.json.
+pub(crate) struct Hparams {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub eps: f64,
+    pub blocks: usize,
+    pub hidden: usize,
+    pub window: usize,
+    /// Which layers are local (sliding-window).
+    pub local: Vec<bool>,
+    pub rope_base: f64,
+    pub rope_base_local: f64,
+    /// Linear RoPE scaling factor of the global layers.
+    pub rope_scale: f64,
+    /// `1/sqrt(query_pre_attn_scalar)`.
+    pub attn_scale: f64,
+    /// Gemma 2: `tanh(x / cap) * cap` on attention scores and on the final logits.
+    pub attn_softcap: Option<f64>,
+    pub final_softcap: Option<f64>,
+}
+
+/// llama.cpp's rule for which layers are local: `il % pattern < pattern - 1` (Gemma 2:
+/// pattern 2, even layers; Gemma 3: pattern 6, five local then one global).
+pub(crate) fn local_layers(blocks: usize, pattern: usize) -> Vec<bool> {
+    (0..blocks)
+        .map(|i| pattern > 1 && i % pattern < pattern - 1)
+        .collect()
+}
+
+pub(crate) struct GemmaDecoder {
+    embed: Arc<QTensor>,
+    embed_scale: f64,
+    layers: Vec<Layer>,
+    norm: RmsNorm,
+    output: QMatMul,
+    rope_local: RopeTable,
+    rope_global: RopeTable,
+    hp: Hparams,
+}
+
+struct Layer {
+    q: QMatMul,
+    k: QMatMul,
+    v: QMatMul,
+    o: QMatMul,
+    /// Gemma 3 only.
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
+    attn_norm: RmsNorm,
+    /// Gemma 2 and 3.
+    post_attn_norm: Option<RmsNorm>,
+    ffn_norm: RmsNorm,
+    post_ffn_norm: Option<RmsNorm>,
+    gate: QMatMul,
+    up: QMatMul,
+    down: QMatMul,
+    /// `Some(window)` for local (sliding-window) layers, `None` for global ones.
+    window: Option<usize>,
+    cache: KvCache,
+}
+
+fn apply(norm: &Option<RmsNorm>, x: Tensor) -> Result<Tensor> {
+    Ok(match norm {
+        Some(n) => n.forward(&x)?,
+        None => x,
+    })
+}
+
+impl Layer {
+    fn forward(
+        &mut self,
+        x: &Tensor,
+        offset: usize,
+        hp: &Hparams,
+        rope: &mut RopeTable,
+    ) -> Result<Tensor> {
+        let h = self.attn_norm.forward(x)?;
+        let q = split_heads(&self.q.forward(&h)?, hp.heads, hp.head_dim)?;
+        let k = split_heads(&self.k.forward(&h)?, hp.kv_heads, hp.head_dim)?;
+        let v = split_heads(&self.v.forward(&h)?, hp.kv_heads, hp.head_dim)?;
+        let q = rope.apply(&apply(&self.q_norm, q)?, offset)?;
+        let k = rope.apply(&apply(&self.k_norm, k)?, offset)?;
+        let (k, v) = self.cache.append(k, v.contiguous()?, offset)?;
+        let mask = causal_mask(x.dim(1)?, offset, self.window, x.device())?;
+        let a = attention(&q, &k, &v, mask.as_ref(), hp.attn_scale, hp.attn_softcap)?;
+        let a = apply(&self.post_attn_norm, self.o.forward(&merge_heads(&a)?)?)?;
+        let x = (x + a)?;
+        let h = self.ffn_norm.forward(&x)?;
+        // GELU (tanh approximation), as transformers' gelu_pytorch_tanh and llama.cpp.
+        let f = (self.gate.forward(&h)?.gelu()? * self.up.forward(&h)?)?;
+        let f = apply(&self.post_ffn_norm, self.down.forward(&f)?)?;
+        Ok((x + f)?)
+    }
+}
+
+impl GemmaDecoder {
+    /// Builds the decoder from weights named as llama.cpp names them; `has` tells which
+    /// exist. Norm weights are llama.cpp's (`1 + w` already added).
+    pub(crate) fn new(
+        hp: Hparams,
+        weights: &Weights,
+        has: &dyn Fn(&str) -> bool,
+        device: &Device,
+    ) -> Result<Self> {
+        let qmatmul =
+            |name: &str| -> Result<QMatMul> { Ok(QMatMul::from_arc(Arc::new(weights(name)?))?) };
+        let norm = |name: &str| -> Result<RmsNorm> {
+            Ok(RmsNorm::new(weights(name)?.dequantize(device)?, hp.eps))
+        };
+        let opt_norm = |name: &str| -> Result<Option<RmsNorm>> {
+            if has(name) {
+                norm(name).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let embed = Arc::new(weights("token_embd.weight")?);
+        let output = if has("output.weight") {
+            qmatmul("output.weight")?
+        } else {
+            QMatMul::from_arc(embed.clone())?
+        };
+        let mut layers = Vec::with_capacity(hp.blocks);
+        for i in 0..hp.blocks {
+            let p = |s: &str| format!("blk.{i}.{s}.weight");
+            layers.push(Layer {
+                q: qmatmul(&p("attn_q"))?,
+                k: qmatmul(&p("attn_k"))?,
+                v: qmatmul(&p("attn_v"))?,
+                o: qmatmul(&p("attn_output"))?,
+                q_norm: opt_norm(&p("attn_q_norm"))?,
+                k_norm: opt_norm(&p("attn_k_norm"))?,
+                attn_norm: norm(&p("attn_norm"))?,
+                post_attn_norm: opt_norm(&p("post_attention_norm"))?,
+                ffn_norm: norm(&p("ffn_norm"))?,
+                post_ffn_norm: opt_norm(&p("post_ffw_norm"))?,
+                gate: qmatmul(&p("ffn_gate"))?,
+                up: qmatmul(&p("ffn_up"))?,
+                down: qmatmul(&p("ffn_down"))?,
+                window: hp.local[i].then_some(hp.window),
+                cache: KvCache::default(),
+            });
+        }
+        // Linear RoPE scaling applies to the global layers only (llama.cpp and
+        // transformers keep the local layers' frequency scale at 1).
+        let position_scale = if hp.rope_scale > 0.0 {
+            1.0 / hp.rope_scale
+        } else {
+            1.0
+        };
+        Ok(Self {
+            embed,
+            embed_scale: (hp.hidden as f64).sqrt(),
+            norm: norm("output_norm.weight")?,
+            output,
+            rope_local: RopeTable::new(hp.head_dim, hp.rope_base_local as f32, 1.0, device)?,
+            rope_global: RopeTable::new(
+                hp.head_dim,
+                hp.rope_base as f32,
+                position_scale as f32,
+                device,
+            )?,
+            layers,
+            hp,
+        })
+    }
+
+    pub(crate) fn forward(&mut self, input_ids: &Tensor, offset: usize) -> Result<Tensor> {
+        let mut x = (self.embed.embedding(input_ids)? * self.embed_scale)?;
+        for layer in &mut self.layers {
+            let rope = if layer.window.is_some() {
+                &mut self.rope_local
+            } else {
+                &mut self.rope_global
+            };
+            x = layer.forward(&x, offset, &self.hp, rope)?;
+        }
+        let x = self.norm.forward(&last_position(&x)?)?;
+        let mut logits = self.output.forward(&x)?;
+        if let Some(cap) = self.hp.final_softcap {
+            logits = ((logits / cap)?.tanh()? * cap)?;
+        }
+        last_position_logits(logits)
+    }
+
+    pub(crate) fn reset(&mut self) {
+        for layer in &mut self.layers {
+            layer.cache.clear();
+        }
+    }
+}
+
+/// Hyper-parameters of a Gemma GGUF, under the `prefix` of its `general.architecture`.
+pub(crate) fn gguf_hparams(
+    g: &zoo_core::source::GgufSource,
+    prefix: &str,
+    default_pattern: usize,
+    default_rope_base: f64,
+    default_rope_base_local: f64,
+) -> Result<Hparams> {
+    let key = |s: &str| format!("{prefix}.{s}");
+    let blocks = g.u64(&key("block_count"))? as usize;
+    let head_dim = g.u64(&key("attention.key_length"))? as usize;
+    let softcap = |s: &str| -> Result<Option<f64>> { Ok(g.f64_opt(&key(s))?.filter(|c| *c > 0.0)) };
+    Ok(Hparams {
+        heads: g.u64(&key("attention.head_count"))? as usize,
+        kv_heads: g.u64(&key("attention.head_count_kv"))? as usize,
+        head_dim,
+        eps: g.f64(&key("attention.layer_norm_rms_epsilon"))?,
+        blocks,
+        hidden: g.u64(&key("embedding_length"))? as usize,
+        window: g.u64_opt(&key("attention.sliding_window"))?.unwrap_or(0) as usize,
+        local: local_layers(blocks, default_pattern),
+        rope_base: g
+            .f64_opt(&key("rope.freq_base"))?
+            .unwrap_or(default_rope_base),
+        rope_base_local: g
+            .f64_opt(&key("rope.local_freq_base"))?
+            .unwrap_or(default_rope_base_local),
+        rope_scale: g.f64_opt(&key("rope.scaling.factor"))?.unwrap_or(1.0),
+        // llama.cpp writes no query_pre_attn_scalar: it uses the head size for every
+        // released text model but the 27B ones (hidden / heads), as here.
+        attn_scale: 1.0 / (head_dim as f64).sqrt(),
+        attn_softcap: softcap("attn_logit_softcapping")?,
+        final_softcap: softcap("final_logit_softcapping")?,
+    })
+}
