@@ -15,7 +15,7 @@ use proc_macro::TokenStream;
 
 /// Registers a model type as an architecture of zoo.
 ///
-/// ```ignore
+/// ```text
 /// #[register_model(
 ///     name = "llama",
 ///     format = safetensors,

@@ -1,0 +1,238 @@
+//! Phi-2 (and Phi-1.5) from GGUF (`general.architecture = phi2`).
+//!
+//! Paper: "Textbooks Are All You Need II: phi-1.5 technical report" (Li et al., 2023).
+//! Reference implementation: llama.cpp (`src/models/phi2.cpp`) and transformers'
+//! `modeling_phi.py`: layer norm with bias, attention and MLP in parallel from the same
+//! normed input, partial rotary embeddings, GELU (tanh approximation).
+//!
+//! Our own forward pass on candle's quantized matmul, not candle-transformers 0.11.1's
+//! `quantized_phi`, which has no `clear_kv_cache` (its cache can only be replaced by
+//! reloading the model) and a fixed RoPE base.
+
+use std::sync::Arc;
+
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{Device, Module, Tensor};
+use zoo_core::registry::Registered;
+use zoo_core::{last_position_logits, CausalLM, ModelInfo, ModelSource, Result};
+use zoo_macros::register_model;
+
+use crate::layers::{
+    attention, causal_mask, last_position, merge_heads, split_heads, KvCache, RopeTable,
+};
+
+/// Phi-2 / Phi-1.5 (GGUF, quantized weights).
+#[register_model(
+    name = "quantized-phi",
+    format = gguf,
+    gguf_architectures = ["phi2"],
+    load = QuantizedPhi::load,
+)]
+pub struct QuantizedPhi {
+    embed: Arc<QTensor>,
+    layers: Vec<Layer>,
+    norm: LayerNorm,
+    output: Linear,
+    rope: RopeTable,
+    rope_dim: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    info: ModelInfo,
+}
+
+struct Linear {
+    weight: QMatMul,
+    bias: Option<Tensor>,
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = self.weight.forward(x)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f32,
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, self.eps)
+    }
+}
+
+/// llama.cpp writes Phi-2's attention input projections fused (older converters) or
+/// separate (current `convert_hf_to_gguf.py`); both load.
+enum Qkv {
+    /// q, k and v in that order.
+    Fused(Linear),
+    Separate(Linear, Linear, Linear),
+}
+
+struct Layer {
+    norm: LayerNorm,
+    qkv: Qkv,
+    o: Linear,
+    up: Linear,
+    down: Linear,
+    cache: KvCache,
+}
+
+/// transformers' PhiConfig default.
+const DEFAULT_ROPE_BASE: f64 = 10_000.0;
+
+impl QuantizedPhi {
+    /// Loads the tensors and hyper-parameters from the GGUF file.
+    pub fn load(source: &ModelSource, device: &Device) -> Result<Self> {
+        let g = source.expect_gguf(Self::ENTRY.name)?;
+        let info = ModelInfo::from_gguf(g, device)?;
+        let heads = g.u64("phi2.attention.head_count")? as usize;
+        let kv_heads = g
+            .u64_opt("phi2.attention.head_count_kv")?
+            .map_or(heads, |h| h as usize);
+        let hidden = g.u64("phi2.embedding_length")? as usize;
+        let head_dim = hidden / heads;
+        let eps = g.f64("phi2.attention.layer_norm_epsilon")? as f32;
+        let base = g
+            .f64_opt("phi2.rope.freq_base")?
+            .unwrap_or(DEFAULT_ROPE_BASE);
+        let rope_dim = g.u64("phi2.rope.dimension_count")? as usize;
+        let dense =
+            |name: &str| -> Result<Tensor> { Ok(g.tensor(name, device)?.dequantize(device)?) };
+        let linear = |name: &str| -> Result<Linear> {
+            Ok(Linear {
+                weight: QMatMul::from_arc(Arc::new(g.tensor(&format!("{name}.weight"), device)?))?,
+                bias: if g.has_tensor(&format!("{name}.bias")) {
+                    Some(dense(&format!("{name}.bias"))?)
+                } else {
+                    None
+                },
+            })
+        };
+        let norm = |name: &str| -> Result<LayerNorm> {
+            Ok(LayerNorm {
+                weight: dense(&format!("{name}.weight"))?,
+                bias: dense(&format!("{name}.bias"))?,
+                eps,
+            })
+        };
+        let embed = Arc::new(g.tensor("token_embd.weight", device)?);
+        let output = if g.has_tensor("output.weight") {
+            linear("output")?
+        } else {
+            Linear {
+                weight: QMatMul::from_arc(embed.clone())?,
+                bias: None,
+            }
+        };
+        let blocks = g.u64("phi2.block_count")? as usize;
+        let mut layers = Vec::with_capacity(blocks);
+        for i in 0..blocks {
+            let p = |s: &str| format!("blk.{i}.{s}");
+            layers.push(Layer {
+                norm: norm(&p("attn_norm"))?,
+                qkv: if g.has_tensor(&p("attn_qkv.weight")) {
+                    Qkv::Fused(linear(&p("attn_qkv"))?)
+                } else {
+                    Qkv::Separate(
+                        linear(&p("attn_q"))?,
+                        linear(&p("attn_k"))?,
+                        linear(&p("attn_v"))?,
+                    )
+                },
+                o: linear(&p("attn_output"))?,
+                up: linear(&p("ffn_up"))?,
+                down: linear(&p("ffn_down"))?,
+                cache: KvCache::default(),
+            });
+        }
+        Ok(Self {
+            embed,
+            layers,
+            norm: norm("output_norm")?,
+            output,
+            rope: RopeTable::new(rope_dim, base as f32, 1.0, device)?,
+            rope_dim,
+            heads,
+            kv_heads,
+            head_dim,
+            info,
+        })
+    }
+
+    /// Rotates the first `rope_dim` features of each head, leaves the rest.
+    fn partial_rope(&mut self, x: &Tensor, offset: usize) -> Result<Tensor> {
+        let rot = self.rope.apply(&x.narrow(3, 0, self.rope_dim)?, offset)?;
+        let pass = x.narrow(3, self.rope_dim, self.head_dim - self.rope_dim)?;
+        Ok(Tensor::cat(&[&rot, &pass], 3)?)
+    }
+}
+
+impl CausalLM for QuantizedPhi {
+    fn forward(&mut self, input_ids: &Tensor, seqlen_offset: usize) -> Result<Tensor> {
+        let (h, kvh, hd) = (self.heads, self.kv_heads, self.head_dim);
+        let mut x = self.embed.embedding(input_ids)?;
+        let mask = causal_mask(input_ids.dim(1)?, seqlen_offset, None, x.device())?;
+        for i in 0..self.layers.len() {
+            let n = self.layers[i].norm.forward(&x)?;
+            let (q, k, v) = match &self.layers[i].qkv {
+                Qkv::Fused(qkv) => {
+                    let qkv = qkv.forward(&n)?;
+                    (
+                        qkv.narrow(2, 0, h * hd)?,
+                        qkv.narrow(2, h * hd, kvh * hd)?,
+                        qkv.narrow(2, (h + kvh) * hd, kvh * hd)?,
+                    )
+                }
+                Qkv::Separate(q, k, v) => (q.forward(&n)?, k.forward(&n)?, v.forward(&n)?),
+            };
+            let q = split_heads(&q, h, hd)?;
+            let k = split_heads(&k, kvh, hd)?;
+            let v = split_heads(&v, kvh, hd)?;
+            let q = self.partial_rope(&q, seqlen_offset)?;
+            let k = self.partial_rope(&k, seqlen_offset)?;
+            let layer = &mut self.layers[i];
+            let (k, v) = layer.cache.append(k, v.contiguous()?, seqlen_offset)?;
+            let a = attention(&q, &k, &v, mask.as_ref(), 1.0 / (hd as f64).sqrt(), None)?;
+            let a = layer.o.forward(&merge_heads(&a)?)?;
+            let f = layer.down.forward(&layer.up.forward(&n)?.gelu()?)?;
+            x = ((x + a)? + f)?;
+        }
+        let x = self.norm.forward(&last_position(&x)?)?;
+        last_position_logits(self.output.forward(&x)?)
+    }
+
+    fn reset_cache(&mut self) -> Result<()> {
+        for layer in &mut self.layers {
+            layer.cache.clear();
+        }
+        Ok(())
+    }
+
+    fn eos_token_ids(&self) -> &[u32] {
+        &self.info.eos_token_ids
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.info.vocab_size
+    }
+
+    fn architecture(&self) -> &'static str {
+        Self::ENTRY.name
+    }
+
+    fn context_length(&self) -> usize {
+        self.info.context_length
+    }
+
+    fn device(&self) -> &Device {
+        &self.info.device
+    }
+}
