@@ -64,7 +64,7 @@ pub enum Error {
         closest: Option<&'static str>,
     },
 
-    #[error("architecture `{found}` is claimed by {} registered models ({}); register it only once", .claimed_by.len(), .claimed_by.join(", "))]
+    #[error("architecture `{found}` is claimed by {} registered models ({}) and the file does not tell which; choose one with `--arch NAME` (LoadOptions::architecture)", .claimed_by.len(), .claimed_by.join(", "))]
     AmbiguousArchitecture {
         found: String,
         claimed_by: Vec<&'static str>,

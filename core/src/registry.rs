@@ -60,6 +60,10 @@ pub struct ArchEntry {
     pub module: &'static str,
     /// Loads the model.
     pub load: LoadFn,
+    /// For a string several entries accept (GGUF `llama` is Llama, Mistral and Mixtral):
+    /// whether this entry claims the file, from its content. An entry without it is
+    /// the fallback when no entry claims the file.
+    pub detect: Option<fn(&ModelSource) -> bool>,
 }
 
 inventory::collect!(ArchEntry);
@@ -124,6 +128,11 @@ pub(crate) fn detect_in(
                 ArchId::Gguf => e.gguf_architectures.contains(&s.as_str()),
             })
             .collect();
+        let hits = if hits.len() > 1 {
+            resolve_shared(source, hits)
+        } else {
+            hits
+        };
         match hits.as_slice() {
             [one] => return Ok(one),
             [] => tried.push(s.clone()),
@@ -136,6 +145,29 @@ pub(crate) fn detect_in(
         }
     }
     Err(unknown(tried, &of_format, Some(format)))
+}
+
+/// Several entries accept the same string: those whose `detect` claims the file, else
+/// those without `detect` (the fallback), else all of them (an ambiguity error).
+fn resolve_shared(source: &ModelSource, hits: Vec<&'static ArchEntry>) -> Vec<&'static ArchEntry> {
+    let claimed: Vec<_> = hits
+        .iter()
+        .copied()
+        .filter(|e| e.detect.is_some_and(|d| d(source)))
+        .collect();
+    if !claimed.is_empty() {
+        return claimed;
+    }
+    let fallback: Vec<_> = hits
+        .iter()
+        .copied()
+        .filter(|e| e.detect.is_none())
+        .collect();
+    if fallback.is_empty() {
+        hits
+    } else {
+        fallback
+    }
 }
 
 fn unknown(
@@ -226,10 +258,13 @@ const fn any_shared(a: &[&str], b: &[&str]) -> bool {
 /// Compile-time check used by the derived `Model` enum: no two entries share a name
 /// or claim the same HF/GGUF architecture string.
 pub const fn assert_distinct(a: &ArchEntry, b: &ArchEntry, message: &'static str) {
+    // Sharing a string is allowed when one of the two tells the files apart (`detect`).
+    let told_apart = a.detect.is_some() || b.detect.is_some();
     if str_eq(a.name, b.name)
-        || any_shared(a.hf_architectures, b.hf_architectures)
-        || any_shared(a.model_types, b.model_types)
-        || any_shared(a.gguf_architectures, b.gguf_architectures)
+        || (!told_apart
+            && (any_shared(a.hf_architectures, b.hf_architectures)
+                || any_shared(a.model_types, b.model_types)
+                || any_shared(a.gguf_architectures, b.gguf_architectures)))
     {
         panic!("{}", message);
     }
@@ -252,7 +287,70 @@ mod tests {
         gguf_architectures: &["alpha"],
         module: "a",
         load: never,
+        detect: None,
     };
+
+    fn yes(_: &ModelSource) -> bool {
+        true
+    }
+    fn no(_: &ModelSource) -> bool {
+        false
+    }
+
+    #[test]
+    fn a_shared_string_goes_to_the_entry_that_claims_the_file() {
+        let dir = std::env::temp_dir().join(format!("zoo-registry-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("x.gguf");
+        // A minimal GGUF: magic, version 3, no tensors, one key general.architecture.
+        let mut b = b"GGUF".to_vec();
+        b.extend(3u32.to_le_bytes());
+        b.extend(0u64.to_le_bytes());
+        b.extend(1u64.to_le_bytes());
+        let key = b"general.architecture";
+        b.extend((key.len() as u64).to_le_bytes());
+        b.extend(key);
+        b.extend(8u32.to_le_bytes());
+        b.extend(5u64.to_le_bytes());
+        b.extend(b"alpha");
+        std::fs::write(&path, b).unwrap();
+        let source = ModelSource::open(&path).unwrap();
+
+        const FALLBACK: ArchEntry = ArchEntry {
+            name: "fallback",
+            ..A
+        };
+        const CLAIMS: ArchEntry = ArchEntry {
+            name: "claims",
+            detect: Some(yes),
+            ..A
+        };
+        const DECLINES: ArchEntry = ArchEntry {
+            name: "declines",
+            detect: Some(no),
+            ..A
+        };
+        let pick = |all: &[&'static ArchEntry]| detect_in(&source, all).map(|e| e.name);
+        assert_eq!(pick(&[&FALLBACK, &CLAIMS]).unwrap(), "claims");
+        assert_eq!(pick(&[&FALLBACK, &DECLINES]).unwrap(), "fallback");
+        const CLAIMS2: ArchEntry = ArchEntry {
+            name: "claims2",
+            ..CLAIMS
+        };
+        let err = pick(&[&CLAIMS, &CLAIMS2]).unwrap_err().to_string();
+        assert!(
+            err.contains("claims, claims2") && err.contains("--arch"),
+            "{err}"
+        );
+        const DECLINES2: ArchEntry = ArchEntry {
+            name: "declines2",
+            ..DECLINES
+        };
+        assert!(pick(&[&DECLINES, &DECLINES2]).is_err());
+        // The const check lets two entries share a string only when one can tell.
+        assert_distinct(&FALLBACK, &CLAIMS, "");
+        std::fs::remove_dir_all(&dir).ok();
+    }
 
     #[test]
     fn str_eq_is_exact() {

@@ -7,7 +7,7 @@ use syn::{Ident, LitStr, Path};
 use crate::ctxt::Ctxt;
 
 pub const KEYS: &str =
-    "name, format, hf_architectures, model_types, gguf_architectures, load, description, crate";
+    "name, format, hf_architectures, model_types, gguf_architectures, load, detect, description, crate";
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -22,6 +22,7 @@ pub struct Attr {
     pub model_types: Option<(Vec<LitStr>, Span)>,
     pub gguf_architectures: Option<(Vec<LitStr>, Span)>,
     pub load: Option<Path>,
+    pub detect: Option<Path>,
     pub description: Option<LitStr>,
     pub krate: Option<Path>,
 }
@@ -35,6 +36,7 @@ impl Attr {
             model_types: None,
             gguf_architectures: None,
             load: None,
+            detect: None,
             description: None,
             krate: None,
         };
@@ -72,6 +74,7 @@ impl Attr {
             "name" => set!(name, meta.value().and_then(|v| v.parse::<LitStr>())),
             "description" => set!(description, meta.value().and_then(|v| v.parse::<LitStr>())),
             "load" => set!(load, meta.value().and_then(|v| v.parse::<Path>())),
+            "detect" => set!(detect, meta.value().and_then(|v| v.parse::<Path>())),
             "crate" => set!(krate, meta.value().and_then(|v| v.parse::<Path>())),
             "format" => set!(
                 format,

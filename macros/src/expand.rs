@@ -61,6 +61,16 @@ pub fn register_model(args: TokenStream, input: TokenStream) -> TokenStream {
     let mt = list(&attr.model_types);
     let gg = list(&attr.gguf_architectures);
     let load = replace_self(attr.load.clone().expect("validated"), ident);
+    let detect = match &attr.detect {
+        Some(d) => {
+            let d = replace_self(d.clone(), ident);
+            quote_spanned! {d.span()=> ::core::option::Option::Some({
+                let f: fn(&__zoo::ModelSource) -> bool = #d;
+                f
+            })}
+        }
+        None => quote!(::core::option::Option::None),
+    };
     let load_span = load.span();
     // The bound is spanned at the type's name so a missing `CausalLM` impl points there.
     let registered_impl = quote_spanned! {ident.span()=>
@@ -74,6 +84,7 @@ pub fn register_model(args: TokenStream, input: TokenStream) -> TokenStream {
                 gguf_architectures: #gg,
                 module: ::core::module_path!(),
                 load: __zoo_load_dyn,
+                detect: #detect,
             };
             fn load_registered(
                 source: &__zoo::ModelSource,

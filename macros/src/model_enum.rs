@@ -81,7 +81,7 @@ pub fn expand(input: TokenStream) -> TokenStream {
         for j in (i + 1)..paths.len() {
             let (a, b) = (paths[i], paths[j]);
             let msg = format!(
-                "`{}` and `{}` claim the same registry name or the same HF/GGUF architecture string in #[register_model]; give each string to one model",
+                "`{}` and `{}` claim the same registry name or the same HF/GGUF architecture string in #[register_model]; give each string to one model, or let one tell their files apart with `detect = path::to_fn`",
                 quote!(#a).to_string().replace(' ', ""),
                 quote!(#b).to_string().replace(' ', "")
             );

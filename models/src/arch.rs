@@ -15,6 +15,8 @@ pub mod quantized_gemma;
 pub mod quantized_gemma2;
 pub mod quantized_gemma3;
 pub mod quantized_llama;
+pub mod quantized_mistral;
+pub mod quantized_mixtral;
 pub mod quantized_phi;
 pub mod quantized_phi3;
 pub mod quantized_qwen2;
@@ -35,6 +37,8 @@ zoo_macros::model_enum! {
     quantized_gemma2::QuantizedGemma2,
     quantized_gemma3::QuantizedGemma3,
     quantized_llama::QuantizedLlama,
+    quantized_mistral::QuantizedMistral,
+    quantized_mixtral::QuantizedMixtral,
     quantized_phi::QuantizedPhi,
     quantized_phi3::QuantizedPhi3,
     quantized_qwen2::QuantizedQwen2,

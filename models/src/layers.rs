@@ -60,6 +60,16 @@ impl RopeTable {
         let sin = self.sin.narrow(0, offset, seq)?;
         candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin)
     }
+
+    /// As [`Self::apply`] with GPT-J's interleaved pairs, which llama.cpp's `llama`
+    /// GGUFs use (the converter permutes q/k rows to make NeoX checkpoints fit it).
+    pub fn apply_interleaved(&mut self, x: &Tensor, offset: usize) -> Result<Tensor> {
+        let seq = x.dim(2)?;
+        self.ensure(offset + seq)?;
+        let cos = self.cos.narrow(0, offset, seq)?;
+        let sin = self.sin.narrow(0, offset, seq)?;
+        candle_nn::rotary_emb::rope_i(&x.contiguous()?, &cos, &sin)
+    }
 }
 
 /// The additive attention mask for `seq` queries at positions `offset..offset + seq`

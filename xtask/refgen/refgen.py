@@ -215,14 +215,17 @@ def fixtures(entries, root: Path):
             else:
                 with tempfile.TemporaryDirectory() as tmp:
                     tmp = Path(tmp)
-                    hf_checkpoint(variant, tmp / "hf")
+                    # The directory's name becomes the GGUF's general.name, as it does for
+                    # real checkpoints ("Mistral", "Mixtral", ...).
+                    hf = tmp / variant["hf_model_type"]
+                    hf_checkpoint(variant, hf)
                     vdir.mkdir(parents=True, exist_ok=True)
                     q = variant["gguf_type"]
                     out = vdir / "model.gguf"
                     if q in ("f32", "f16", "q8_0"):
-                        convert_to_gguf(tmp / "hf", out, q)
+                        convert_to_gguf(hf, out, q)
                     else:
-                        convert_to_gguf(tmp / "hf", tmp / "f32.gguf", "f32")
+                        convert_to_gguf(hf, tmp / "f32.gguf", "f32")
                         quantize(tmp / "f32.gguf", out, q)
                 info["how"] = f"transformers checkpoint converted by llama.cpp convert_hf_to_gguf.py, type {variant['gguf_type']}"
             (vdir / "fixture.json").write_text(json.dumps(info, indent=1) + "\n")
