@@ -9,6 +9,8 @@ pub mod gemma3;
 pub mod llama;
 pub mod mistral;
 pub mod mixtral;
+pub mod olmo;
+pub mod olmo2;
 pub mod phi;
 pub mod phi3;
 pub mod quantized_gemma;
@@ -23,6 +25,7 @@ pub mod quantized_qwen2;
 pub mod quantized_qwen3;
 pub mod qwen2;
 pub mod qwen3;
+pub mod starcoder2;
 
 zoo_macros::model_enum! {
     gemma::Gemma,
@@ -31,6 +34,8 @@ zoo_macros::model_enum! {
     llama::Llama,
     mistral::Mistral,
     mixtral::Mixtral,
+    olmo::Olmo,
+    olmo2::Olmo2,
     phi::Phi,
     phi3::Phi3,
     quantized_gemma::QuantizedGemma,
@@ -45,4 +50,5 @@ zoo_macros::model_enum! {
     quantized_qwen3::QuantizedQwen3,
     qwen2::Qwen2,
     qwen3::Qwen3,
+    starcoder2::Starcoder2,
 }

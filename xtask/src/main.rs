@@ -5,10 +5,13 @@
 //! - `fixtures [NAME...]`: write the conformance fixtures (tests/fixtures) with transformers
 //!   and llama.cpp.
 //! - `refgen [NAME...]`: record the reference logits next to them (docs/conformance.md).
+//! - `new-arch NAME --candle MODULE ...`: scaffold an architecture file and its fixture
+//!   spec (docs/adding-an-architecture.md).
 //! - `ci`: what `.ci/run` runs: codegen check, the whole test suite (which fetches the
 //!   real models it needs).
 
 mod codegen;
+mod new_arch;
 mod refgen;
 mod tidy;
 
@@ -26,10 +29,11 @@ fn main() -> Result<()> {
         "codegen" => codegen::generate(rest.iter().any(|a| a == "--check")),
         "bench" => bench(rest),
         "fixtures" | "refgen" => refgen::refgen(task, rest),
+        "new-arch" => new_arch::new_arch(rest),
         "ci" => ci(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <codegen [--check] | bench --model PATH [-p N -n N -r N] | fixtures [NAME...] | refgen [NAME...] | ci>"
+                "usage: cargo xtask <codegen [--check] | bench --model PATH [-p N -n N -r N] | new-arch NAME ... | fixtures [NAME...] | refgen [NAME...] | ci>"
             );
             if task == "help" || task == "--help" {
                 Ok(())

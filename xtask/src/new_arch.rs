@@ -1,0 +1,317 @@
+//! `cargo xtask new-arch NAME ...`: scaffolds an architecture — its one file in
+//! `models/src/arch/`, its fixture spec in `tests/fixtures/NAME/spec.json` — and runs
+//! codegen; with `--generate` also the fixtures, the references and the conformance
+//! run that writes its snapshots. See docs/adding-an-architecture.md.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::{cargo, codegen, root, run};
+
+struct Opts {
+    name: String,
+    format: String,
+    candle: String,
+    hf_arch: Option<String>,
+    model_type: Option<String>,
+    gguf_arch: Option<String>,
+    hf_model_type: Option<String>,
+    generate: bool,
+}
+
+const USAGE: &str = "usage: cargo xtask new-arch NAME --candle MODULE \
+    (--hf-arch Arch --model-type type | --format gguf --gguf-arch arch --hf-model-type type) [--generate]";
+
+fn parse(args: &[String]) -> Result<Opts> {
+    let mut it = args.iter();
+    let name = it.next().context(USAGE)?.clone();
+    if name.starts_with('-') {
+        bail!("{USAGE}");
+    }
+    let mut o = Opts {
+        name,
+        format: "safetensors".into(),
+        candle: String::new(),
+        hf_arch: None,
+        model_type: None,
+        gguf_arch: None,
+        hf_model_type: None,
+        generate: false,
+    };
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .cloned()
+                .with_context(|| format!("{flag} needs a value; {USAGE}"))
+        };
+        match flag.as_str() {
+            "--format" => o.format = value()?,
+            "--candle" => o.candle = value()?,
+            "--hf-arch" => o.hf_arch = Some(value()?),
+            "--model-type" => o.model_type = Some(value()?),
+            "--gguf-arch" => o.gguf_arch = Some(value()?),
+            "--hf-model-type" => o.hf_model_type = Some(value()?),
+            "--generate" => o.generate = true,
+            other => bail!("unknown option `{other}`; {USAGE}"),
+        }
+    }
+    if o.candle.is_empty() {
+        bail!("--candle MODULE (the candle-transformers module to build on) is required; {USAGE}");
+    }
+    if !o
+        .name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        bail!(
+            "registry names are lowercase ascii letters, digits and `-`: `{}`",
+            o.name
+        );
+    }
+    match o.format.as_str() {
+        "safetensors" if o.hf_arch.is_none() && o.model_type.is_none() => {
+            bail!("a safetensors architecture needs --hf-arch and/or --model-type (config.json strings)")
+        }
+        "gguf" if o.gguf_arch.is_none() || o.hf_model_type.is_none() => {
+            bail!("a gguf architecture needs --gguf-arch (general.architecture) and --hf-model-type (the transformers model its fixtures are converted from)")
+        }
+        "safetensors" | "gguf" => {}
+        f => bail!("unknown format `{f}`; expected safetensors or gguf"),
+    }
+    Ok(o)
+}
+
+fn camel(name: &str) -> String {
+    name.split('-')
+        .map(|p| {
+            let mut c = p.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+fn list(v: &Option<String>) -> String {
+    v.as_ref().map(|s| format!("\"{s}\"")).unwrap_or_default()
+}
+
+fn arch_file(o: &Opts) -> String {
+    let ty = camel(&o.name);
+    let common_impl = format!(
+        r#"    fn eos_token_ids(&self) -> &[u32] {{
+        &self.info.eos_token_ids
+    }}
+
+    fn vocab_size(&self) -> usize {{
+        self.info.vocab_size
+    }}
+
+    fn architecture(&self) -> &'static str {{
+        Self::ENTRY.name
+    }}
+
+    fn context_length(&self) -> usize {{
+        self.info.context_length
+    }}
+
+    fn device(&self) -> &Device {{
+        &self.info.device
+    }}
+}}
+"#
+    );
+    if o.format == "gguf" {
+        let g = o.gguf_arch.as_deref().unwrap_or_default();
+        format!(
+            r#"//! {ty} from GGUF (`general.architecture = {g}`).
+//!
+//! Reference implementation: llama.cpp. Built on candle-transformers' `{candle}`.
+//! (Scaffolded by `cargo xtask new-arch`; say here what differs from candle and why.)
+
+use candle_core::{{Device, Tensor}};
+use candle_transformers::models::{candle}::ModelWeights;
+use zoo_core::registry::Registered;
+use zoo_core::{{last_position_logits, CausalLM, ModelInfo, ModelSource, Result}};
+use zoo_macros::register_model;
+
+/// {ty} (GGUF, quantized weights).
+#[register_model(
+    name = "{name}",
+    format = gguf,
+    gguf_architectures = ["{g}"],
+    load = {ty}::load,
+)]
+pub struct {ty} {{
+    weights: ModelWeights,
+    info: ModelInfo,
+}}
+
+impl {ty} {{
+    /// Loads the tensors and hyper-parameters from the GGUF file.
+    pub fn load(source: &ModelSource, device: &Device) -> Result<Self> {{
+        let g = source.expect_gguf(Self::ENTRY.name)?;
+        let info = ModelInfo::from_gguf(g, device)?;
+        let weights = ModelWeights::from_gguf(g.content_owned()?, &mut g.reader(), device)?;
+        Ok(Self {{ weights, info }})
+    }}
+}}
+
+impl CausalLM for {ty} {{
+    fn forward(&mut self, input_ids: &Tensor, seqlen_offset: usize) -> Result<Tensor> {{
+        last_position_logits(self.weights.forward(input_ids, seqlen_offset)?)
+    }}
+
+    fn reset_cache(&mut self) -> Result<()> {{
+        self.weights.clear_kv_cache();
+        Ok(())
+    }}
+
+{common_impl}"#,
+            candle = o.candle,
+            name = o.name,
+        )
+    } else {
+        format!(
+            r#"//! {ty} from safetensors ({archs}).
+//!
+//! Reference implementation: transformers. Built on candle-transformers' `{candle}`.
+//! (Scaffolded by `cargo xtask new-arch`; say here what differs from candle and why.)
+
+use candle_core::{{Device, Tensor}};
+use candle_transformers::models::{candle} as candle_model;
+use zoo_core::registry::Registered;
+use zoo_core::{{last_position_logits, CausalLM, ModelInfo, ModelSource, Result}};
+use zoo_macros::register_model;
+
+/// {ty} (safetensors, f32 on CPU).
+#[register_model(
+    name = "{name}",
+    format = safetensors,
+    hf_architectures = [{hf}],
+    model_types = [{mt}],
+    load = {ty}::load,
+)]
+pub struct {ty} {{
+    model: candle_model::Model,
+    info: ModelInfo,
+}}
+
+impl {ty} {{
+    /// Loads config.json and the safetensors weights (memory-mapped).
+    pub fn load(source: &ModelSource, device: &Device) -> Result<Self> {{
+        let src = source.expect_safetensors(Self::ENTRY.name)?;
+        let info = src.model_info(Self::ENTRY.name, None, device)?;
+        // `None`: a config.json without rope_theta is an error. Put the default the
+        // architecture's transformers config documents here if it has one.
+        let config = src.normalised_config(None)?;
+        let config: candle_model::Config = src.parse_config_value(Self::ENTRY.name, config)?;
+        let (vb, _dtype) = src.var_builder(device)?;
+        let model = candle_model::Model::new(&config, vb)?;
+        Ok(Self {{ model, info }})
+    }}
+}}
+
+impl CausalLM for {ty} {{
+    fn forward(&mut self, input_ids: &Tensor, seqlen_offset: usize) -> Result<Tensor> {{
+        last_position_logits(self.model.forward(input_ids, seqlen_offset)?)
+    }}
+
+    fn reset_cache(&mut self) -> Result<()> {{
+        self.model.clear_kv_cache();
+        Ok(())
+    }}
+
+{common_impl}"#,
+            archs = [o.hf_arch.as_deref(), o.model_type.as_deref()]
+                .into_iter()
+                .flatten()
+                .map(|s| format!("`{s}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            candle = o.candle,
+            name = o.name,
+            hf = list(&o.hf_arch),
+            mt = list(&o.model_type),
+        )
+    }
+}
+
+fn spec(o: &Opts) -> String {
+    let model_type = o
+        .hf_model_type
+        .clone()
+        .or_else(|| o.model_type.clone())
+        .unwrap_or_else(|| o.name.clone());
+    let config = r#"{"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64, "rope_theta": 10000.0}"#;
+    let variants: Vec<String> = if o.format == "gguf" {
+        let big = config
+            .replace("\"hidden_size\": 64", "\"hidden_size\": 256")
+            .replace("\"intermediate_size\": 128", "\"intermediate_size\": 512");
+        [("f32", config.to_string()), ("q8_0", config.to_string()), ("q4_k_m", big)]
+            .iter()
+            .map(|(q, c)| format!(r#"  {{"name": "{q}", "gguf_type": "{q}", "hf_model_type": "{model_type}", "seed": 1, "config": {c}}}"#))
+            .collect()
+    } else {
+        vec![format!(
+            r#"  {{"name": "f32", "hf_model_type": "{model_type}", "seed": 1, "config": {config}}}"#
+        )]
+    };
+    format!("{{\"variants\": [\n{}\n]}}\n", variants.join(",\n"))
+}
+
+fn write_new(path: &Path, text: &str) -> Result<()> {
+    if path.exists() {
+        bail!("{} exists; new-arch does not overwrite", path.display());
+    }
+    std::fs::create_dir_all(path.parent().unwrap())?;
+    std::fs::write(path, text)?;
+    eprintln!("xtask: wrote {}", path.display());
+    Ok(())
+}
+
+pub fn new_arch(args: &[String]) -> Result<()> {
+    let o = parse(args)?;
+    let file = root()
+        .join("models/src/arch")
+        .join(format!("{}.rs", o.name.replace('-', "_")));
+    write_new(&file, &arch_file(&o))?;
+    write_new(
+        &root()
+            .join("tests/fixtures")
+            .join(&o.name)
+            .join("spec.json"),
+        &spec(&o),
+    )?;
+    codegen::generate(false)?;
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all"]);
+    run(fmt)?;
+    if o.generate {
+        crate::refgen::refgen("fixtures", std::slice::from_ref(&o.name))?;
+        crate::refgen::refgen("refgen", std::slice::from_ref(&o.name))?;
+        for test in ["conformance", "registry"] {
+            let mut c = cargo();
+            c.args(["test", "-p", "zoo-tests", "--test", test])
+                .env("INSTA_UPDATE", "always");
+            if test == "conformance" {
+                c.args(["--", &format!("{}::", o.name)]);
+            }
+            run(c)?;
+        }
+        eprintln!("xtask: {} scaffolded, fixtures and references recorded, snapshots written; review `git status` and `git diff`, then commit", o.name);
+    } else {
+        eprintln!(
+            "xtask: next: `cargo xtask fixtures {n}`, `cargo xtask refgen {n}`, `cargo test -p zoo-tests --test conformance -- {n}::` (then `cargo insta review`), or rerun with --generate",
+            n = o.name
+        );
+    }
+    let _ = Command::new("git")
+        .arg("status")
+        .arg("--short")
+        .current_dir(root())
+        .status();
+    Ok(())
+}
