@@ -61,4 +61,55 @@ mod tests {
         }
         assert!(bad.is_empty(), "trailing whitespace: {bad:#?}");
     }
+
+    /// insta in check mode fails on a missing snapshot but not on an orphaned one: a
+    /// snapshot whose test or fixture is gone must be deleted, not kept as if reviewed.
+    #[test]
+    fn no_orphaned_snapshots() {
+        let tests = crate::root().join("tests/tests");
+        let mut orphans = Vec::new();
+        let conformance = tests.join("snapshots/conformance");
+        for e in std::fs::read_dir(&conformance).unwrap() {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            let Some((arch, variant)) = name.strip_suffix(".snap").and_then(|n| n.split_once("__"))
+            else {
+                orphans.push(name);
+                continue;
+            };
+            let fixture = crate::root()
+                .join("tests/fixtures")
+                .join(arch)
+                .join(variant);
+            if !fixture.join("spec.json").exists() && !fixture.is_dir() {
+                orphans.push(format!(
+                    "conformance/{name} (no tests/fixtures/{arch}/{variant})"
+                ));
+            }
+        }
+        for e in std::fs::read_dir(tests.join("snapshots")).unwrap() {
+            let e = e.unwrap();
+            if e.path().is_dir() {
+                continue;
+            }
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some((module, snap)) = name.strip_suffix(".snap").and_then(|n| n.split_once("__"))
+            else {
+                orphans.push(format!(
+                    "{name} (not a reviewed snapshot; delete .snap.new/.pending-snap files)"
+                ));
+                continue;
+            };
+            let source =
+                std::fs::read_to_string(tests.join(format!("{module}.rs"))).unwrap_or_default();
+            if !source.contains(snap) {
+                orphans.push(format!(
+                    "{name} (nothing in tests/tests/{module}.rs names `{snap}`)"
+                ));
+            }
+        }
+        assert!(
+            orphans.is_empty(),
+            "orphaned snapshots, delete them: {orphans:#?}"
+        );
+    }
 }
