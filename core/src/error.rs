@@ -73,6 +73,12 @@ pub enum Error {
     #[error("tokenizer: {0}")]
     Tokenizer(String),
 
+    #[error("{} has no chat template (GGUF `tokenizer.chat_template` or `chat_template` in tokenizer_config.json); this is likely a base model: use `zoo run` for plain completion, or give a template with `--template FILE`", .path.display())]
+    NoChatTemplate { path: std::path::PathBuf },
+
+    #[error("chat template: {0}")]
+    ChatTemplate(String),
+
     #[error("the prompt has {prompt_tokens} tokens but the model's context holds {context_length}; shorten the prompt (or ask for fewer tokens)")]
     PromptTooLong {
         prompt_tokens: usize,

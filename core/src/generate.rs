@@ -16,6 +16,9 @@ pub struct GenerateOptions {
     pub sampling: SamplingParams,
     /// Leave control tokens (e.g. `<|im_end|>`) out of the streamed text.
     pub skip_special: bool,
+    /// Stop when the text contains one of these; it is matched across token boundaries
+    /// and never streamed (text that may begin one is held back until it cannot).
+    pub stop: Vec<String>,
 }
 
 impl Default for GenerateOptions {
@@ -24,6 +27,7 @@ impl Default for GenerateOptions {
             max_tokens: 128,
             sampling: SamplingParams::default(),
             skip_special: true,
+            stop: Vec::new(),
         }
     }
 }
@@ -39,6 +43,68 @@ pub enum StopReason {
     ContextFull,
     /// The callback asked to stop.
     Cancelled,
+    /// The text reached one of the stop strings.
+    StopString,
+}
+
+/// Holds back streamed text that could be the start of a stop string.
+#[derive(Debug, Clone, Default)]
+pub struct StopMatcher {
+    stops: Vec<String>,
+    pending: String,
+}
+
+impl StopMatcher {
+    pub fn new(stops: &[String]) -> Self {
+        Self {
+            stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(),
+            pending: String::new(),
+        }
+    }
+
+    /// Adds a piece; returns the text that is now safe to show and whether a stop
+    /// string was reached (the text before it is returned, the rest dropped).
+    pub fn push(&mut self, piece: &str) -> (String, bool) {
+        self.pending.push_str(piece);
+        let first = self
+            .stops
+            .iter()
+            .filter_map(|s| self.pending.find(s.as_str()))
+            .min();
+        if let Some(at) = first {
+            let out = self.pending[..at].to_string();
+            self.pending.clear();
+            return (out, true);
+        }
+        let hold = self
+            .stops
+            .iter()
+            .map(|s| longest_suffix_prefix(&self.pending, s))
+            .max()
+            .unwrap_or(0);
+        let cut = self.pending.len() - hold;
+        let out = self.pending[..cut].to_string();
+        self.pending.drain(..cut);
+        (out, false)
+    }
+
+    /// What was held back, at the end of generation.
+    pub fn finish(&mut self) -> String {
+        std::mem::take(&mut self.pending)
+    }
+}
+
+/// The length of the longest suffix of `text` that is a proper prefix of `stop`, at a
+/// character boundary.
+fn longest_suffix_prefix(text: &str, stop: &str) -> usize {
+    let max = text.len().min(stop.len().saturating_sub(1));
+    (1..=max)
+        .rev()
+        .find(|&n| {
+            let start = text.len() - n;
+            text.is_char_boundary(start) && stop.as_bytes().starts_with(&text.as_bytes()[start..])
+        })
+        .unwrap_or(0)
 }
 
 /// Timings of one generation.
@@ -124,6 +190,7 @@ pub fn generate(
     let mut stream = tokenizer.stream_after(prompt_ids, options.skip_special);
     let mut ids = Vec::new();
     let mut text = String::new();
+    let mut stops = StopMatcher::new(&options.stop);
     let input = Tensor::new(prompt_ids, &device)?.unsqueeze(0)?;
     let mut logits = model.forward(&input, 0)?;
     stats.prompt_time = start.elapsed();
@@ -140,9 +207,15 @@ pub fn generate(
             break StopReason::Eos;
         }
         if let Some(piece) = stream.push(next)? {
-            text.push_str(&piece);
-            if on_piece(&piece).is_break() {
-                break StopReason::Cancelled;
+            let (piece, stopped) = stops.push(&piece);
+            if !piece.is_empty() {
+                text.push_str(&piece);
+                if on_piece(&piece).is_break() {
+                    break StopReason::Cancelled;
+                }
+            }
+            if stopped {
+                break StopReason::StopString;
             }
         }
         if ids.len() >= options.max_tokens {
@@ -154,9 +227,13 @@ pub fn generate(
         let input = Tensor::new(&[next], &device)?.unsqueeze(0)?;
         logits = model.forward(&input, history.len() - 1)?;
     };
-    if let Some(piece) = stream.finish()? {
-        text.push_str(&piece);
-        let _ = on_piece(&piece);
+    if stop != StopReason::StopString {
+        let mut rest = stops.push(&stream.finish()?.unwrap_or_default()).0;
+        rest.push_str(&stops.finish());
+        if !rest.is_empty() {
+            text.push_str(&rest);
+            let _ = on_piece(&rest);
+        }
     }
     stats.generated_tokens = ids.len();
     stats.decode_time = decode_start.map(|s| s.elapsed()).unwrap_or_default();
@@ -167,4 +244,59 @@ pub fn generate(
         stop,
         stats,
     })
+}
+
+#[cfg(test)]
+mod stop_tests {
+    use super::*;
+
+    fn run(stops: &[&str], pieces: &[&str]) -> (Vec<String>, bool) {
+        let stops: Vec<String> = stops.iter().map(|s| s.to_string()).collect();
+        let mut m = StopMatcher::new(&stops);
+        let mut out = Vec::new();
+        for p in pieces {
+            let (o, stopped) = m.push(p);
+            if !o.is_empty() {
+                out.push(o);
+            }
+            if stopped {
+                return (out, true);
+            }
+        }
+        let rest = m.finish();
+        if !rest.is_empty() {
+            out.push(rest);
+        }
+        (out, false)
+    }
+
+    #[test]
+    fn a_stop_string_split_across_tokens_is_matched_and_never_shown() {
+        let (out, stopped) = run(
+            &["\nUser:"],
+            &["Hello", " there", "\n", "Us", "er:", " more"],
+        );
+        assert!(stopped);
+        assert_eq!(out.concat(), "Hello there");
+    }
+
+    #[test]
+    fn held_back_text_is_released_when_it_cannot_start_a_stop() {
+        let (out, stopped) = run(&["END"], &["a E", "N", "x", " b"]);
+        assert!(!stopped);
+        assert_eq!(out, vec!["a ", "ENx", " b"]);
+    }
+
+    #[test]
+    fn text_after_the_stop_in_the_same_piece_is_dropped() {
+        let (out, stopped) = run(&["###"], &["one ### two"]);
+        assert!(stopped);
+        assert_eq!(out.concat(), "one ");
+    }
+
+    #[test]
+    fn multibyte_text_is_not_split() {
+        let (out, _) = run(&["é!"], &["café", " ok"]);
+        assert_eq!(out.concat(), "café ok");
+    }
 }

@@ -5,6 +5,7 @@
 //! Architectures live in `zoo-models` (one file each) and register themselves with
 //! `#[register_model(...)]` from `zoo-macros`; this crate never names an architecture.
 
+pub mod chat;
 pub mod error;
 pub mod fetch;
 pub mod generate;
@@ -18,6 +19,7 @@ pub mod source;
 pub mod tokenizer;
 
 pub use candle_core::{DType, Device, Tensor};
+pub use chat::{ChatTemplate, Message};
 pub use error::{Error, Result};
 pub use generate::{generate, GenerateOptions, Generation, GenerationStats, StopReason};
 pub use load::{load, LoadOptions, Loaded};

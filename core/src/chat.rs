@@ -1,0 +1,202 @@
+//! Chat templates: the Jinja template a model ships (GGUF `tokenizer.chat_template`,
+//! or `chat_template` in tokenizer_config.json), rendered the way HF transformers'
+//! `apply_chat_template` renders it: `messages`, `add_generation_prompt`, `bos_token`,
+//! `eos_token`, `raise_exception(...)`, `trim_blocks` and `lstrip_blocks`, Python string
+//! methods (`.strip()`, `.startswith()`...) through minijinja's pycompat.
+//!
+//! A model without a template is an error that says so ([`Error::NoChatTemplate`]);
+//! nothing is guessed. A caller may pass a template of its own ([`ChatTemplate::new`]).
+
+use serde::{Deserialize, Serialize};
+
+use crate::source::ModelSource;
+use crate::{Error, Result};
+
+/// One message of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: String,
+    pub content: String,
+}
+
+impl Message {
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        Self {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+}
+
+/// A chat template with the special-token texts it may refer to.
+#[derive(Debug, Clone)]
+pub struct ChatTemplate {
+    source: String,
+    bos_token: String,
+    eos_token: String,
+}
+
+impl ChatTemplate {
+    /// A template from its Jinja source; fails if it does not compile.
+    pub fn new(source: impl Into<String>, bos_token: &str, eos_token: &str) -> Result<Self> {
+        let t = Self {
+            source: source.into(),
+            bos_token: bos_token.into(),
+            eos_token: eos_token.into(),
+        };
+        t.env()?;
+        Ok(t)
+    }
+
+    /// The template the model ships, or [`Error::NoChatTemplate`].
+    pub fn for_source(source: &ModelSource) -> Result<Self> {
+        match source {
+            ModelSource::Gguf(g) => {
+                let Some(text) = g.str_opt("tokenizer.chat_template")? else {
+                    return Err(Error::NoChatTemplate {
+                        path: g.path.clone(),
+                    });
+                };
+                let token = |key: &str| -> Result<String> {
+                    let Some(id) = g.u64_opt(key)? else {
+                        return Ok(String::new());
+                    };
+                    let tokens = g.str_array("tokenizer.ggml.tokens")?;
+                    Ok(tokens
+                        .get(id as usize)
+                        .map(|s| s.to_string())
+                        .unwrap_or_default())
+                };
+                Self::new(
+                    text,
+                    &token("tokenizer.ggml.bos_token_id")?,
+                    &token("tokenizer.ggml.eos_token_id")?,
+                )
+            }
+            ModelSource::Safetensors(s) => {
+                let no_template = || Error::NoChatTemplate {
+                    path: s.dir.clone(),
+                };
+                let path = s.tokenizer_config.as_ref().ok_or_else(no_template)?;
+                let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+                let cfg: serde_json::Value =
+                    serde_json::from_str(&text).map_err(|e| Error::Config {
+                        path: path.clone(),
+                        what: "tokenizer_config.json".into(),
+                        detail: e.to_string(),
+                        hint: "it must be valid JSON".into(),
+                    })?;
+                let template = match &cfg["chat_template"] {
+                    serde_json::Value::String(t) => t.clone(),
+                    // A list of named templates: the one called "default".
+                    serde_json::Value::Array(list) => list
+                        .iter()
+                        .find(|t| t["name"] == "default")
+                        .and_then(|t| t["template"].as_str())
+                        .ok_or_else(no_template)?
+                        .to_string(),
+                    _ => {
+                        // transformers 4.43+ may keep it beside: chat_template.jinja.
+                        let jinja = s.dir.join("chat_template.jinja");
+                        std::fs::read_to_string(&jinja).map_err(|_| no_template())?
+                    }
+                };
+                let token = |key: &str| match &cfg[key] {
+                    serde_json::Value::String(t) => t.clone(),
+                    v => v["content"].as_str().unwrap_or_default().to_string(),
+                };
+                Self::new(template, &token("bos_token"), &token("eos_token"))
+            }
+        }
+    }
+
+    fn env(&self) -> Result<minijinja::Environment<'static>> {
+        let mut env = minijinja::Environment::new();
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    msg,
+                ))
+            },
+        );
+        env.add_template_owned("chat", self.source.clone())
+            .map_err(|e| Error::ChatTemplate(format!("the template does not compile: {e}")))?;
+        Ok(env)
+    }
+
+    /// The prompt text for `messages`; with `add_generation_prompt`, ending where the
+    /// assistant's answer starts.
+    pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        let env = self.env()?;
+        let t = env.get_template("chat").expect("added in env()");
+        t.render(minijinja::context! {
+            messages => messages,
+            add_generation_prompt => add_generation_prompt,
+            bos_token => self.bos_token,
+            eos_token => self.eos_token,
+            tools => (),
+        })
+        .map_err(|e| Error::ChatTemplate(format!("rendering failed: {e}")))
+    }
+
+    /// The BOS text this template may write itself (so the prompt's ids get no second
+    /// BOS).
+    pub fn bos_token(&self) -> &str {
+        &self.bos_token
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+    #[test]
+    fn renders_chatml_with_the_generation_prompt() {
+        let t = ChatTemplate::new(CHATML, "", "<|im_end|>").unwrap();
+        let s = t
+            .render(
+                &[
+                    Message::new("system", "Be brief."),
+                    Message::new("user", "Hi"),
+                ],
+                true,
+            )
+            .unwrap();
+        assert_eq!(
+            s,
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+        );
+        let s = t.render(&[Message::new("user", "Hi")], false).unwrap();
+        assert!(!s.ends_with("assistant\n"));
+    }
+
+    #[test]
+    fn raise_exception_and_python_methods_work_as_in_transformers() {
+        let src = "{% if messages[0]['role'] != 'user' %}{{ raise_exception('Conversation roles must start with user') }}{% endif %}{{ bos_token }}{{ messages[0]['content'].strip().upper() }}";
+        let t = ChatTemplate::new(src, "<s>", "</s>").unwrap();
+        assert_eq!(
+            t.render(&[Message::new("user", "  hi ")], false).unwrap(),
+            "<s>HI"
+        );
+        let e = t
+            .render(&[Message::new("assistant", "x")], false)
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("Conversation roles must start with user"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_template_that_does_not_compile_is_an_error() {
+        assert!(ChatTemplate::new("{% for %}", "", "").is_err());
+    }
+}
