@@ -151,6 +151,7 @@ pub fn run(a: RunArgs) -> Result<()> {
             seed: a.seed,
         },
         skip_special: true,
+        stop: Vec::new(),
     };
     let mut out = std::io::stdout().lock();
     write!(out, "{}", a.prompt)?;

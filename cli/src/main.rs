@@ -2,6 +2,7 @@
 
 mod bench;
 mod commands;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -31,6 +32,8 @@ enum Command {
     Inspect(commands::InspectArgs),
     /// Fetch a known model into the cache and print its path.
     Fetch(commands::FetchArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API (completions, chat, SSE streaming, metrics).
+    Serve(serve::ServeArgs),
     /// Measure prompt processing and decode speed (a benchmark, comparable to llama-bench -p 128 -n 128).
     Bench(bench::BenchArgs),
 }
@@ -49,5 +52,6 @@ fn main() -> anyhow::Result<()> {
         Command::Inspect(a) => commands::inspect(a),
         Command::Fetch(a) => commands::fetch(a),
         Command::Bench(a) => bench::bench(a),
+        Command::Serve(a) => serve::serve(a),
     }
 }

@@ -394,6 +394,18 @@ impl Tokenizer {
         }
     }
 
+    /// The ids of a rendered chat template: special-token text parsed, BOS added where
+    /// the model adds one unless the template already wrote it (`template_bos`).
+    pub fn encode_chat(&self, rendered: &str, template_bos: &str) -> Result<Vec<u32>> {
+        let mut ids = Vec::new();
+        let writes_bos = !template_bos.is_empty() && rendered.starts_with(template_bos);
+        if self.add_bos && !writes_bos {
+            ids.extend(self.bos_id);
+        }
+        ids.extend(self.encode(rendered, true)?);
+        Ok(ids)
+    }
+
     /// Decodes `ids` to text; `skip_special` leaves out control tokens.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
         self.special
