@@ -436,3 +436,40 @@ pub fn assert_greedy_matches_up_to_near_tie(
         }
     }
 }
+
+/// The pinned `openai` package (and its httpx) for the end-to-end server test.
+pub const OPENAI_PACKAGE: &str = "openai==3.54.0";
+
+/// A Python with [`OPENAI_PACKAGE`]: `$ZOO_OPENAI_PYTHON`, else a virtual environment
+/// in the zoo cache made once with pip (under a lock, as the real models are fetched).
+pub fn openai_python() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("ZOO_OPENAI_PYTHON") {
+        return Ok(PathBuf::from(p));
+    }
+    let venv = zoo::fetch::cache_dir().join("openai-venv");
+    let python = venv.join("bin/python");
+    let ready = venv.join(format!(".ready-{OPENAI_PACKAGE}"));
+    if ready.is_file() {
+        return Ok(python);
+    }
+    std::fs::create_dir_all(zoo::fetch::cache_dir())?;
+    let system = std::env::var("ZOO_PYTHON").unwrap_or_else(|_| "python3".into());
+    let run = |c: &mut std::process::Command| -> Result<()> {
+        let s = c.status().with_context(|| format!("running {c:?}"))?;
+        anyhow::ensure!(s.success(), "{c:?} failed: {s}");
+        Ok(())
+    };
+    run(std::process::Command::new(&system)
+        .args(["-m", "venv"])
+        .arg(&venv))?;
+    run(std::process::Command::new(&python).args([
+        "-m",
+        "pip",
+        "install",
+        "--disable-pip-version-check",
+        "-q",
+        OPENAI_PACKAGE,
+    ]))?;
+    std::fs::write(&ready, "")?;
+    Ok(python)
+}

@@ -1,0 +1,107 @@
+"""Drives a running `zoo serve` with the official `openai` package (and httpx for a
+client that hangs up mid-stream). Usage: openai_e2e.py BASE_URL. Prints one JSON line
+of load-test figures; any failed check raises."""
+
+import asyncio
+import json
+import re
+import statistics
+import sys
+import time
+
+try:  # the HTTP client openai itself uses (httpx2 in openai 3.x)
+    import httpx2 as httpx
+except ImportError:
+    import httpx
+import openai
+
+base = sys.argv[1]
+client = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0)
+
+
+def generated_tokens():
+    text = httpx.get(base + "/metrics").text
+    return int(re.search(r"^zoo_generated_tokens_total (\d+)$", text, re.M).group(1))
+
+
+# 1. A completion.
+first = client.completions.create(model="zoo", prompt="The capital of France is", max_tokens=8, temperature=0)
+assert first.choices[0].text.strip().startswith("Paris"), first
+assert first.usage.completion_tokens == 8, first.usage
+
+# 2. A streamed chat completion, equal to the same request unstreamed.
+messages = [{"role": "user", "content": "Say hi in three words."}]
+pieces = []
+finish = None
+for chunk in client.chat.completions.create(model="zoo", messages=messages, max_tokens=12, temperature=0, stream=True):
+    if chunk.choices and chunk.choices[0].delta.content:
+        pieces.append(chunk.choices[0].delta.content)
+    if chunk.choices and chunk.choices[0].finish_reason:
+        finish = chunk.choices[0].finish_reason
+assert len(pieces) >= 3 and finish in ("stop", "length"), (pieces, finish)
+whole = client.chat.completions.create(model="zoo", messages=messages, max_tokens=12, temperature=0)
+assert whole.choices[0].message.content == "".join(pieces), (whole, pieces)
+
+# 3. A bad request is a 400 with an OpenAI error body.
+try:
+    client.completions.create(model="zoo", prompt="x", temperature=7)
+    raise AssertionError("temperature 7 was accepted")
+except openai.BadRequestError as e:
+    assert e.status_code == 400 and "temperature" in str(e), e
+
+# 4. A client that disconnects mid-stream: its generation stops, the next request is
+# unaffected.
+before = generated_tokens()
+with httpx.stream("POST", base + "/v1/completions", timeout=60,
+                  json={"prompt": "Once upon a time", "max_tokens": 400, "temperature": 0, "stream": True}) as r:
+    seen = 0
+    for line in r.iter_lines():
+        if line.startswith("data:"):
+            seen += 1
+        if seen >= 3:
+            break
+after = client.completions.create(model="zoo", prompt="The capital of France is", max_tokens=8, temperature=0)
+assert after.choices[0].text == first.choices[0].text, (after, first)
+cancelled_tokens = generated_tokens() - before - 8
+assert cancelled_tokens < 100, f"the disconnected request went on for {cancelled_tokens} tokens"
+
+# 5. Load: 64 concurrent streamed chat requests.
+async def one(ac, i):
+    t0 = time.perf_counter()
+    ttft = None
+    n = 0
+    try:
+        stream = await ac.chat.completions.create(
+            model="zoo", messages=[{"role": "user", "content": f"Count to {i % 5 + 2}."}],
+            max_tokens=16, temperature=0, stream=True)
+        async for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                if ttft is None:
+                    ttft = time.perf_counter() - t0
+                n += 1
+        return ("ok", ttft, n)
+    except openai.RateLimitError:
+        return ("429", None, 0)
+    except Exception as e:  # noqa: BLE001 - reported and failed below
+        return ("fail", repr(e), 0)
+
+
+async def load():
+    ac = openai.AsyncOpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=600)
+    t0 = time.perf_counter()
+    results = await asyncio.gather(*(one(ac, i) for i in range(64)))
+    return results, time.perf_counter() - t0
+
+
+results, wall = asyncio.run(load())
+ok = [r for r in results if r[0] == "ok"]
+failed = [r for r in results if r[0] == "fail"]
+rejected = sum(1 for r in results if r[0] == "429")
+ttfts = sorted(r[1] for r in ok if r[1] is not None)
+tokens = sum(r[2] for r in ok)
+p = lambda q: ttfts[min(len(ttfts) - 1, int(q * len(ttfts)))] if ttfts else None
+print(json.dumps({"requests": 64, "ok": len(ok), "rejected_429": rejected, "failed": len(failed),
+                  "wall_s": round(wall, 2), "tokens": tokens, "tokens_per_s": round(tokens / wall, 1),
+                  "ttft_p50_s": p(0.5), "ttft_p99_s": p(0.99)}))
+assert not failed, failed
+assert ok, "no request succeeded"
