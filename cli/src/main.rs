@@ -1,6 +1,7 @@
 //! `zoo`: run, tokenize, list, inspect, fetch and bench models from the command line.
 
 mod bench;
+mod chat;
 mod commands;
 mod serve;
 
@@ -32,6 +33,8 @@ enum Command {
     Inspect(commands::InspectArgs),
     /// Fetch a known model into the cache and print its path.
     Fetch(commands::FetchArgs),
+    /// Chat in the terminal with the model's chat template (history kept; Ctrl-C stops an answer).
+    Chat(chat::ChatArgs),
     /// Serve the model over an OpenAI-compatible HTTP API (completions, chat, SSE streaming, metrics).
     Serve(serve::ServeArgs),
     /// Measure prompt processing and decode speed (a benchmark, comparable to llama-bench -p 128 -n 128).
@@ -44,6 +47,7 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
         Command::Run(a) => commands::run(a),
@@ -53,5 +57,6 @@ fn main() -> anyhow::Result<()> {
         Command::Fetch(a) => commands::fetch(a),
         Command::Bench(a) => bench::bench(a),
         Command::Serve(a) => serve::serve(a),
+        Command::Chat(a) => chat::chat(a),
     }
 }
