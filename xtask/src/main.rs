@@ -67,8 +67,12 @@ fn run(mut c: Command) -> Result<()> {
     Ok(())
 }
 
-/// A benchmark, not a test: builds `zoo` in release mode and runs `zoo bench`.
+/// A benchmark, not a test: builds `zoo` in release mode and runs `zoo bench`; with
+/// `--llama-cpp`, also llama.cpp (through llama-cpp-python, the refgen environment) on
+/// the same file with the same settings, in the same run, and prints the ratios.
 fn bench(args: &[String]) -> Result<()> {
+    let compare = args.iter().any(|a| a == "--llama-cpp");
+    let args: Vec<&String> = args.iter().filter(|a| *a != "--llama-cpp").collect();
     let mut c = cargo();
     c.args([
         "run",
@@ -81,8 +85,67 @@ fn bench(args: &[String]) -> Result<()> {
         "--",
         "bench",
     ])
-    .args(args);
-    run(c)
+    .args(&args);
+    if !compare {
+        return run(c);
+    }
+    c.arg("--json");
+    eprintln!("xtask: {c:?}");
+    let out = c.output().context("running zoo bench")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "zoo bench failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let zoo: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let get = |k: &str, default: &str| -> String {
+        args.iter()
+            .position(|a| a.as_str() == k)
+            .and_then(|i| args.get(i + 1))
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| default.to_string())
+    };
+    let threads = zoo["threads"].as_u64().unwrap_or(2).to_string();
+    let python = refgen::python()?;
+    let out = std::process::Command::new(python)
+        .arg(root().join("xtask/refgen/llama_bench.py"))
+        .arg(zoo["model"].as_str().context("model path")?)
+        .args([
+            get("-p", "128"),
+            get("-n", "128"),
+            get("-r", "3"),
+            threads.clone(),
+        ])
+        .output()
+        .context("running llama_bench.py")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "llama.cpp bench failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lc: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let f = |v: &serde_json::Value, p: &[&str]| {
+        p.iter().fold(v, |v, k| &v[*k]).as_f64().unwrap_or(f64::NAN)
+    };
+    let mib = |b: f64| b / (1u64 << 20) as f64;
+    println!(
+        "model: {}  threads: {threads}",
+        zoo["model"].as_str().unwrap_or("?")
+    );
+    println!("| | zoo | llama.cpp | zoo / llama.cpp |");
+    println!("| --- | ---: | ---: | ---: |");
+    for (label, path) in [("pp tok/s", ["pp", "tok_s"]), ("tg tok/s", ["tg", "tok_s"])] {
+        let (z, l) = (f(&zoo, &path), f(&lc, &path));
+        println!("| {label} | {z:.1} | {l:.1} | {:.2}x |", z / l);
+    }
+    let (z, l) = (
+        mib(f(&zoo, &["peak_rss_bytes"])),
+        mib(f(&lc, &["peak_rss_bytes"])),
+    );
+    println!("| peak RSS MiB | {z:.0} | {l:.0} | {:.2}x |", z / l);
+    let (z, l) = (f(&zoo, &["load_s"]), f(&lc, &["load_s"]));
+    println!("| load s | {z:.2} | {l:.2} | {:.2}x |", z / l);
+    Ok(())
 }
 
 /// The CI job: generated code fresh, then every test with snapshots in check mode. The

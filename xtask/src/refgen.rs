@@ -131,6 +131,12 @@ fn registry_json() -> Result<PathBuf> {
     Ok(path)
 }
 
+/// The refgen Python (with llama-cpp-python), made on first use.
+pub fn python() -> Result<PathBuf> {
+    let lcp = llama_cpp_python_src()?;
+    refgen_python(&lcp)
+}
+
 /// `task` is `fixtures` or `refgen`; `names` restricts it to some architectures.
 pub fn refgen(task: &str, names: &[String]) -> Result<()> {
     let lcp = llama_cpp_python_src()?;
