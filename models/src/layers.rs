@@ -51,6 +51,22 @@ impl RopeTable {
         Ok(())
     }
 
+    /// Divides each frequency by its factor (llama.cpp's `rope_freqs` tensor, written
+    /// for Llama 3.1-style long-context scaling).
+    pub fn with_factors(mut self, factors: &[f32]) -> Result<Self> {
+        if factors.len() != self.inv_freq.len() {
+            candle_core::bail!(
+                "{} rope frequency factors for {} frequencies",
+                factors.len(),
+                self.inv_freq.len()
+            );
+        }
+        for (f, k) in self.inv_freq.iter_mut().zip(factors) {
+            *f /= k;
+        }
+        Ok(self)
+    }
+
     /// Rotates `x` of shape `[batch, heads, seq, head_dim]` for positions
     /// `offset..offset + seq`.
     pub fn apply(&mut self, x: &Tensor, offset: usize) -> Result<Tensor> {

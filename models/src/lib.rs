@@ -13,5 +13,6 @@ extern crate zoo_core as zoo;
 pub mod arch;
 pub(crate) mod gemma_decoder;
 pub mod layers;
+pub(crate) mod llama_decoder;
 
 pub use arch::{Arch, Model};

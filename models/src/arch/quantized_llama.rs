@@ -1,15 +1,17 @@
 //! Llama from GGUF (`general.architecture = llama`): the quantized forms llama.cpp
-//! writes for Llama-family checkpoints, SmolLM2 among them.
+//! writes for Llama-family checkpoints, SmolLM2 among them. The fallback for `llama`
+//! files that neither quantized-mistral nor quantized-mixtral claims.
 //!
 //! Paper: "LLaMA: Open and Efficient Foundation Language Models" (Touvron et al., 2023).
-//! Reference implementation: llama.cpp (`src/models/llama.cpp`). Built on
-//! candle-transformers' `quantized_llama`.
+//! Reference implementation: llama.cpp (`src/models/llama.cpp`). Built on zoo's
+//! Llama decoder (`llama_decoder.rs`; see there why not candle's `quantized_llama`).
 
 use candle_core::{Device, Tensor};
-use candle_transformers::models::quantized_llama::ModelWeights;
 use zoo_core::registry::Registered;
-use zoo_core::{last_position_logits, CausalLM, ModelSource, Result};
+use zoo_core::{CausalLM, ModelInfo, ModelSource, Result};
 use zoo_macros::register_model;
+
+use crate::llama_decoder::LlamaDecoder;
 
 /// Llama (GGUF, quantized weights).
 #[register_model(
@@ -19,47 +21,39 @@ use zoo_macros::register_model;
     load = QuantizedLlama::load,
 )]
 pub struct QuantizedLlama {
-    weights: ModelWeights,
-    eos: Vec<u32>,
-    vocab_size: usize,
-    context_length: usize,
-    device: Device,
+    decoder: LlamaDecoder,
+    info: ModelInfo,
 }
+
+/// transformers' LlamaConfig default.
+const DEFAULT_ROPE_BASE: f64 = 10_000.0;
 
 impl QuantizedLlama {
     /// Loads the tensors and hyper-parameters from the GGUF file.
     pub fn load(source: &ModelSource, device: &Device) -> Result<Self> {
         let g = source.expect_gguf(Self::ENTRY.name)?;
-        let eos = g.eos_token_ids()?;
-        let vocab_size = g.vocab_size()?;
-        let context_length = g.context_length()?;
-        let weights = ModelWeights::from_gguf(g.content_owned()?, &mut g.reader(), device)?;
-        Ok(Self {
-            weights,
-            eos,
-            vocab_size,
-            context_length,
-            device: device.clone(),
-        })
+        let info = ModelInfo::from_gguf(g, device)?;
+        let decoder = LlamaDecoder::from_gguf(g, "llama", true, DEFAULT_ROPE_BASE, device)?;
+        Ok(Self { decoder, info })
     }
 }
 
 impl CausalLM for QuantizedLlama {
     fn forward(&mut self, input_ids: &Tensor, seqlen_offset: usize) -> Result<Tensor> {
-        last_position_logits(self.weights.forward(input_ids, seqlen_offset)?)
+        self.decoder.forward(input_ids, seqlen_offset)
     }
 
     fn reset_cache(&mut self) -> Result<()> {
-        self.weights.clear_kv_cache();
+        self.decoder.reset();
         Ok(())
     }
 
     fn eos_token_ids(&self) -> &[u32] {
-        &self.eos
+        &self.info.eos_token_ids
     }
 
     fn vocab_size(&self) -> usize {
-        self.vocab_size
+        self.info.vocab_size
     }
 
     fn architecture(&self) -> &'static str {
@@ -67,10 +61,10 @@ impl CausalLM for QuantizedLlama {
     }
 
     fn context_length(&self) -> usize {
-        self.context_length
+        self.info.context_length
     }
 
     fn device(&self) -> &Device {
-        &self.device
+        &self.info.device
     }
 }

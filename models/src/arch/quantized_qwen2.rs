@@ -1,14 +1,16 @@
 //! Qwen2 / Qwen2.5 from GGUF (`general.architecture = qwen2`), e.g. Qwen2.5-Coder.
 //!
 //! Paper: "Qwen2 Technical Report" (Yang et al., 2024). Reference implementation:
-//! llama.cpp (`src/models/qwen2.cpp`). Built on candle-transformers'
-//! `quantized_qwen2` (Llama-like with biases on q/k/v).
+//! llama.cpp (`src/models/qwen2.cpp`): Llama-like with biases on q/k/v and NeoX rotary
+//! halves. Built on zoo's Llama decoder (`llama_decoder.rs`): candle's
+//! `quantized_qwen2` expands the 151,936-token embedding to f32 (519 MiB for 0.5B).
 
 use candle_core::{Device, Tensor};
-use candle_transformers::models::quantized_qwen2::ModelWeights;
 use zoo_core::registry::Registered;
-use zoo_core::{last_position_logits, CausalLM, ModelInfo, ModelSource, Result};
+use zoo_core::{CausalLM, ModelInfo, ModelSource, Result};
 use zoo_macros::register_model;
+
+use crate::llama_decoder::LlamaDecoder;
 
 /// Qwen2 / Qwen2.5 (GGUF, quantized weights).
 #[register_model(
@@ -18,27 +20,30 @@ use zoo_macros::register_model;
     load = QuantizedQwen2::load,
 )]
 pub struct QuantizedQwen2 {
-    weights: ModelWeights,
+    decoder: LlamaDecoder,
     info: ModelInfo,
 }
+
+/// transformers' Qwen2Config default.
+const DEFAULT_ROPE_BASE: f64 = 10_000.0;
 
 impl QuantizedQwen2 {
     /// Loads the tensors and hyper-parameters from the GGUF file.
     pub fn load(source: &ModelSource, device: &Device) -> Result<Self> {
         let g = source.expect_gguf(Self::ENTRY.name)?;
         let info = ModelInfo::from_gguf(g, device)?;
-        let weights = ModelWeights::from_gguf(g.content_owned()?, &mut g.reader(), device)?;
-        Ok(Self { weights, info })
+        let decoder = LlamaDecoder::from_gguf(g, "qwen2", false, DEFAULT_ROPE_BASE, device)?;
+        Ok(Self { decoder, info })
     }
 }
 
 impl CausalLM for QuantizedQwen2 {
     fn forward(&mut self, input_ids: &Tensor, seqlen_offset: usize) -> Result<Tensor> {
-        last_position_logits(self.weights.forward(input_ids, seqlen_offset)?)
+        self.decoder.forward(input_ids, seqlen_offset)
     }
 
     fn reset_cache(&mut self) -> Result<()> {
-        self.weights.clear_kv_cache();
+        self.decoder.reset();
         Ok(())
     }
 

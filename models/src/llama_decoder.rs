@@ -1,0 +1,307 @@
+//! The decoder of llama.cpp's Llama-like GGUFs (`llama` — Llama, Mistral, Mixtral —
+//! and `qwen2`), shared by their files, on candle's quantized matmul.
+//!
+//! Instead of candle-transformers 0.11.1's `quantized_llama` / `quantized_qwen2`, which
+//! expand the token embedding to f32 (Qwen2.5: 519 MiB), keep rotary tables for the
+//! whole context, ignore Llama 3.1's `rope_freqs` and read only the old per-expert
+//! tensors of Mixtral: here the embedding stays quantized (rows dequantized on lookup,
+//! reused as the tied output), one rotary table grows with the positions used, and both
+//! expert layouts load.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use candle_core::quantized::{QMatMul, QStorage, QTensor};
+use candle_core::{DType, Device, Module, Tensor, D};
+use zoo_core::source::GgufSource;
+use zoo_core::{last_position_logits, Error, Result};
+
+use crate::layers::{
+    attention, causal_mask, last_position, merge_heads, split_heads, KvCache, RmsNorm, RopeTable,
+};
+
+/// A projection with an optional bias (Qwen2 has them on q, k and v).
+struct Linear {
+    weight: QMatMul,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = self.weight.forward(x)?;
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
+}
+
+struct Expert {
+    gate: QMatMul,
+    up: QMatMul,
+    down: QMatMul,
+}
+
+impl Expert {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let h = (candle_nn::ops::silu(&self.gate.forward(x)?)? * self.up.forward(x)?)?;
+        Ok(self.down.forward(&h)?)
+    }
+}
+
+enum Ffn {
+    Dense(Expert),
+    /// Softmax over the router's logits, the top `used` experts, their weights
+    /// renormalised to sum to one (llama.cpp and transformers' Mixtral).
+    Moe {
+        router: QMatMul,
+        experts: Vec<Expert>,
+        used: usize,
+    },
+}
+
+struct Layer {
+    attn_norm: RmsNorm,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: QMatMul,
+    ffn_norm: RmsNorm,
+    ffn: Ffn,
+    cache: KvCache,
+}
+
+pub(crate) struct LlamaDecoder {
+    embed: Arc<QTensor>,
+    layers: Vec<Layer>,
+    norm: RmsNorm,
+    output: QMatMul,
+    rope: RopeTable,
+    /// llama.cpp's `llama` files pair rotary dimensions GPT-J style (its converter
+    /// permutes q/k rows); `qwen2` files keep NeoX halves.
+    interleaved: bool,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+/// Expert `e` of a stacked `[experts, rows, cols]` tensor, as its own 2-D tensor.
+fn expert_slice(t: &QTensor, e: usize, device: &Device) -> Result<QTensor> {
+    let (n, rows, cols) = t.shape().dims3()?;
+    let data = t.data()?;
+    let per = data.len() / n;
+    let storage = QStorage::from_data(
+        Cow::Borrowed(&data[e * per..(e + 1) * per]),
+        device,
+        t.dtype(),
+    )?;
+    Ok(QTensor::new(storage, (rows, cols))?)
+}
+
+fn qm(t: QTensor) -> Result<QMatMul> {
+    Ok(QMatMul::from_arc(Arc::new(t))?)
+}
+
+impl LlamaDecoder {
+    /// Reads a `prefix` (`llama`, `qwen2`) GGUF. `default_rope_base` is the
+    /// architecture's documented default when the file has no `rope.freq_base`.
+    pub(crate) fn from_gguf(
+        g: &GgufSource,
+        prefix: &str,
+        interleaved: bool,
+        default_rope_base: f64,
+        device: &Device,
+    ) -> Result<Self> {
+        let key = |s: &str| format!("{prefix}.{s}");
+        let heads = g.u64(&key("attention.head_count"))? as usize;
+        let kv_heads = g
+            .u64_opt(&key("attention.head_count_kv"))?
+            .map_or(heads, |h| h as usize);
+        let hidden = g.u64(&key("embedding_length"))? as usize;
+        let head_dim = g
+            .u64_opt(&key("attention.key_length"))?
+            .map_or(hidden / heads, |d| d as usize);
+        let eps = g.f64(&key("attention.layer_norm_rms_epsilon"))?;
+        let base = g
+            .f64_opt(&key("rope.freq_base"))?
+            .unwrap_or(default_rope_base);
+        let n_experts = g.u64_opt(&key("expert_count"))?.unwrap_or(0) as usize;
+        let used = g.u64_opt(&key("expert_used_count"))?.unwrap_or(0) as usize;
+        if n_experts > 0 && (used == 0 || used > n_experts) {
+            return Err(Error::InvalidGguf {
+                path: g.path.clone(),
+                detail: format!("{prefix}.expert_used_count {used} with {n_experts} experts"),
+            });
+        }
+        let tensor = |name: &str| g.tensor(name, device);
+        let dense = |name: &str| -> Result<Tensor> { Ok(tensor(name)?.dequantize(device)?) };
+        let norm = |name: &str| -> Result<RmsNorm> { Ok(RmsNorm::new(dense(name)?, eps)) };
+        let linear = |name: &str| -> Result<Linear> {
+            let bias = format!("{name}.bias");
+            Ok(Linear {
+                weight: qm(tensor(&format!("{name}.weight"))?)?,
+                bias: if g.has_tensor(&bias) {
+                    Some(dense(&bias)?)
+                } else {
+                    None
+                },
+            })
+        };
+        let embed = Arc::new(tensor("token_embd.weight")?);
+        let output = if g.has_tensor("output.weight") {
+            qm(tensor("output.weight")?)?
+        } else {
+            QMatMul::from_arc(embed.clone())?
+        };
+        let mut rope = RopeTable::new(head_dim, base as f32, 1.0, device)?;
+        if g.has_tensor("rope_freqs.weight") {
+            let f: Vec<f32> = dense("rope_freqs.weight")?
+                .to_dtype(DType::F32)?
+                .to_vec1()?;
+            rope = rope.with_factors(&f)?;
+        }
+        let blocks = g.u64(&key("block_count"))? as usize;
+        let mut layers = Vec::with_capacity(blocks);
+        for i in 0..blocks {
+            let p = |s: &str| format!("blk.{i}.{s}");
+            let ffn = if n_experts == 0 {
+                Ffn::Dense(Expert {
+                    gate: qm(tensor(&p("ffn_gate.weight"))?)?,
+                    up: qm(tensor(&p("ffn_up.weight"))?)?,
+                    down: qm(tensor(&p("ffn_down.weight"))?)?,
+                })
+            } else {
+                let experts = if g.has_tensor(&p("ffn_gate_exps.weight")) {
+                    let (gate, up, down) = (
+                        tensor(&p("ffn_gate_exps.weight"))?,
+                        tensor(&p("ffn_up_exps.weight"))?,
+                        tensor(&p("ffn_down_exps.weight"))?,
+                    );
+                    (0..n_experts)
+                        .map(|e| {
+                            Ok(Expert {
+                                gate: qm(expert_slice(&gate, e, device)?)?,
+                                up: qm(expert_slice(&up, e, device)?)?,
+                                down: qm(expert_slice(&down, e, device)?)?,
+                            })
+                        })
+                        .collect::<Result<Vec<_>>>()?
+                } else {
+                    (0..n_experts)
+                        .map(|e| {
+                            Ok(Expert {
+                                gate: qm(tensor(&p(&format!("ffn_gate.{e}.weight")))?)?,
+                                up: qm(tensor(&p(&format!("ffn_up.{e}.weight")))?)?,
+                                down: qm(tensor(&p(&format!("ffn_down.{e}.weight")))?)?,
+                            })
+                        })
+                        .collect::<Result<Vec<_>>>()?
+                };
+                Ffn::Moe {
+                    router: qm(tensor(&p("ffn_gate_inp.weight"))?)?,
+                    experts,
+                    used,
+                }
+            };
+            layers.push(Layer {
+                attn_norm: norm(&p("attn_norm.weight"))?,
+                q: linear(&p("attn_q"))?,
+                k: linear(&p("attn_k"))?,
+                v: linear(&p("attn_v"))?,
+                o: qm(tensor(&p("attn_output.weight"))?)?,
+                ffn_norm: norm(&p("ffn_norm.weight"))?,
+                ffn,
+                cache: KvCache::default(),
+            });
+        }
+        Ok(Self {
+            embed,
+            layers,
+            norm: norm("output_norm.weight")?,
+            output,
+            rope,
+            interleaved,
+            heads,
+            kv_heads,
+            head_dim,
+        })
+    }
+
+    fn rotate(&mut self, x: &Tensor, offset: usize) -> Result<Tensor> {
+        Ok(if self.interleaved {
+            self.rope.apply_interleaved(x, offset)?
+        } else {
+            self.rope.apply(x, offset)?
+        })
+    }
+
+    pub(crate) fn forward(&mut self, input_ids: &Tensor, offset: usize) -> Result<Tensor> {
+        let (h, kvh, hd) = (self.heads, self.kv_heads, self.head_dim);
+        let (b, s) = input_ids.dims2()?;
+        let mut x = self.embed.embedding(input_ids)?;
+        let mask = causal_mask(s, offset, None, x.device())?;
+        for i in 0..self.layers.len() {
+            let n = self.layers[i].attn_norm.forward(&x)?;
+            let q = split_heads(&self.layers[i].q.forward(&n)?, h, hd)?;
+            let k = split_heads(&self.layers[i].k.forward(&n)?, kvh, hd)?;
+            let v = split_heads(&self.layers[i].v.forward(&n)?, kvh, hd)?;
+            let q = self.rotate(&q, offset)?;
+            let k = self.rotate(&k, offset)?;
+            let layer = &mut self.layers[i];
+            let (k, v) = layer.cache.append(k, v.contiguous()?, offset)?;
+            let a = attention(&q, &k, &v, mask.as_ref(), 1.0 / (hd as f64).sqrt(), None)?;
+            x = (x + layer.o.forward(&merge_heads(&a)?)?)?;
+            let n = layer.ffn_norm.forward(&x)?;
+            let f = match &layer.ffn {
+                Ffn::Dense(e) => e.forward(&n)?,
+                Ffn::Moe {
+                    router,
+                    experts,
+                    used,
+                } => {
+                    let hidden = n.dim(2)?;
+                    moe(router, experts, *used, &n.reshape((b * s, hidden))?)?
+                        .reshape((b, s, hidden))?
+                }
+            };
+            x = (x + f)?;
+        }
+        let x = self.norm.forward(&last_position(&x)?)?;
+        last_position_logits(self.output.forward(&x)?)
+    }
+
+    pub(crate) fn reset(&mut self) {
+        for layer in &mut self.layers {
+            layer.cache.clear();
+        }
+    }
+}
+
+/// The sparse feed-forward of `x` (`[tokens, hidden]`).
+fn moe(router: &QMatMul, experts: &[Expert], k: usize, x: &Tensor) -> Result<Tensor> {
+    let probs = candle_nn::ops::softmax_last_dim(&router.forward(x)?)?;
+    let probs: Vec<Vec<f32>> = probs.to_dtype(DType::F32)?.to_vec2()?;
+    // For each expert, the tokens routed to it and their renormalised weights.
+    let mut routed: Vec<(Vec<u32>, Vec<f32>)> = vec![(Vec::new(), Vec::new()); experts.len()];
+    for (t, p) in probs.iter().enumerate() {
+        let mut order: Vec<usize> = (0..p.len()).collect();
+        order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+        let top = &order[..k];
+        let sum: f32 = top.iter().map(|&e| p[e]).sum();
+        for &e in top {
+            routed[e].0.push(t as u32);
+            routed[e].1.push(p[e] / sum);
+        }
+    }
+    let mut out = x.zeros_like()?;
+    for (expert, (tokens, weights)) in experts.iter().zip(routed) {
+        if tokens.is_empty() {
+            continue;
+        }
+        let idx = Tensor::new(tokens.as_slice(), x.device())?;
+        let y = expert.forward(&x.index_select(&idx, 0)?)?;
+        let w = Tensor::new(weights.as_slice(), x.device())?.unsqueeze(D::Minus1)?;
+        out = out.index_add(&idx, &y.broadcast_mul(&w)?, 0)?;
+    }
+    Ok(out)
+}
