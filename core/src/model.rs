@@ -135,3 +135,43 @@ impl ModelInfo {
         })
     }
 }
+
+/// Writes the five [`CausalLM`] methods that report facts (`eos_token_ids`,
+/// `vocab_size`, `architecture`, `context_length`, `device`) from a [`ModelInfo`] field
+/// and the type's registry entry, inside an `impl CausalLM` block:
+///
+/// ```text
+/// impl CausalLM for MyModel {
+///     fn forward(&mut self, ids: &Tensor, offset: usize) -> Result<Tensor> { ... }
+///     fn reset_cache(&mut self) -> Result<()> { ... }
+///     zoo::causal_lm_info!(info);
+/// }
+/// ```
+///
+/// The trait keeps every method mandatory; this only saves writing the same five
+/// lines in every architecture file. `forward` and `reset_cache` are always written
+/// by hand.
+#[macro_export]
+macro_rules! causal_lm_info {
+    ($field:ident) => {
+        fn eos_token_ids(&self) -> &[u32] {
+            &self.$field.eos_token_ids
+        }
+
+        fn vocab_size(&self) -> usize {
+            self.$field.vocab_size
+        }
+
+        fn architecture(&self) -> &'static str {
+            <Self as $crate::registry::Registered>::ENTRY.name
+        }
+
+        fn context_length(&self) -> usize {
+            self.$field.context_length
+        }
+
+        fn device(&self) -> &$crate::Device {
+            &self.$field.device
+        }
+    };
+}

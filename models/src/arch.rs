@@ -6,6 +6,7 @@
 pub mod gemma;
 pub mod gemma2;
 pub mod gemma3;
+pub mod helium;
 pub mod llama;
 pub mod mistral;
 pub mod mixtral;
@@ -31,6 +32,7 @@ zoo_macros::model_enum! {
     gemma::Gemma,
     gemma2::Gemma2,
     gemma3::Gemma3,
+    helium::Helium,
     llama::Llama,
     mistral::Mistral,
     mixtral::Mixtral,

@@ -100,29 +100,7 @@ fn list(v: &Option<String>) -> String {
 
 fn arch_file(o: &Opts) -> String {
     let ty = camel(&o.name);
-    let common_impl = format!(
-        r#"    fn eos_token_ids(&self) -> &[u32] {{
-        &self.info.eos_token_ids
-    }}
-
-    fn vocab_size(&self) -> usize {{
-        self.info.vocab_size
-    }}
-
-    fn architecture(&self) -> &'static str {{
-        Self::ENTRY.name
-    }}
-
-    fn context_length(&self) -> usize {{
-        self.info.context_length
-    }}
-
-    fn device(&self) -> &Device {{
-        &self.info.device
-    }}
-}}
-"#
-    );
+    let common_impl = "    zoo_core::causal_lm_info!(info);\n}\n";
     if o.format == "gguf" {
         let g = o.gguf_arch.as_deref().unwrap_or_default();
         format!(
@@ -245,11 +223,12 @@ fn spec(o: &Opts) -> String {
         .clone()
         .or_else(|| o.model_type.clone())
         .unwrap_or_else(|| o.name.clone());
-    let config = r#"{"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64, "rope_theta": 10000.0}"#;
+    let config = r#"{"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64, "rope_theta": 10000.0, "head_dim": 16}"#;
     let variants: Vec<String> = if o.format == "gguf" {
         let big = config
             .replace("\"hidden_size\": 64", "\"hidden_size\": 256")
-            .replace("\"intermediate_size\": 128", "\"intermediate_size\": 512");
+            .replace("\"intermediate_size\": 128", "\"intermediate_size\": 512")
+            .replace("\"head_dim\": 16", "\"head_dim\": 64");
         [("f32", config.to_string()), ("q8_0", config.to_string()), ("q4_k_m", big)]
             .iter()
             .map(|(q, c)| format!(r#"  {{"name": "{q}", "gguf_type": "{q}", "hf_model_type": "{model_type}", "seed": 1, "config": {c}}}"#))

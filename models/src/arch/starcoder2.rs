@@ -47,23 +47,5 @@ impl CausalLM for Starcoder2 {
         Ok(())
     }
 
-    fn eos_token_ids(&self) -> &[u32] {
-        &self.info.eos_token_ids
-    }
-
-    fn vocab_size(&self) -> usize {
-        self.info.vocab_size
-    }
-
-    fn architecture(&self) -> &'static str {
-        Self::ENTRY.name
-    }
-
-    fn context_length(&self) -> usize {
-        self.info.context_length
-    }
-
-    fn device(&self) -> &Device {
-        &self.info.device
-    }
+    zoo_core::causal_lm_info!(info);
 }
