@@ -18,13 +18,16 @@
 
 use std::sync::Arc;
 
-use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::quantized::QTensor;
 use candle_core::{Device, Module, Tensor};
 use zoo_core::{last_position_logits, Result};
 
 use crate::layers::{
-    attention, causal_mask, last_position, merge_heads, split_heads, KvCache, RmsNorm, RopeTable,
+    attention, causal_mask, last_position, merge_heads, split_heads, KvCache, QLinear, RmsNorm,
+    RopeTable,
 };
+
+type QMatMul = QLinear;
 
 /// A weight by its llama.cpp name (`blk.0.attn_q.weight`), still quantized or as f32.
 pub(crate) type Weights<'a> = dyn Fn(&str) -> Result<QTensor> + 'a;
@@ -135,7 +138,7 @@ impl GemmaDecoder {
         device: &Device,
     ) -> Result<Self> {
         let qmatmul =
-            |name: &str| -> Result<QMatMul> { Ok(QMatMul::from_arc(Arc::new(weights(name)?))?) };
+            |name: &str| -> Result<QMatMul> { Ok(QLinear::new(Arc::new(weights(name)?))?) };
         let norm = |name: &str| -> Result<RmsNorm> {
             Ok(RmsNorm::new(weights(name)?.dequantize(device)?, hp.eps))
         };
@@ -150,7 +153,7 @@ impl GemmaDecoder {
         let output = if has("output.weight") {
             qmatmul("output.weight")?
         } else {
-            QMatMul::from_arc(embed.clone())?
+            QLinear::new(embed.clone())?
         };
         let mut layers = Vec::with_capacity(hp.blocks);
         for i in 0..hp.blocks {

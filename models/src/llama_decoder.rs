@@ -11,14 +11,17 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use candle_core::quantized::{QMatMul, QStorage, QTensor};
+use candle_core::quantized::{QStorage, QTensor};
 use candle_core::{DType, Device, Module, Tensor, D};
 use zoo_core::source::GgufSource;
 use zoo_core::{last_position_logits, Error, Result};
 
 use crate::layers::{
-    attention, causal_mask, last_position, merge_heads, split_heads, KvCache, RmsNorm, RopeTable,
+    attention, causal_mask, last_position, merge_heads, split_heads, KvCache, QLinear, RmsNorm,
+    RopeTable,
 };
+
+type QMatMul = QLinear;
 
 /// A projection with an optional bias (Qwen2 has them on q, k and v).
 struct Linear {
@@ -99,7 +102,7 @@ fn expert_slice(t: &QTensor, e: usize, device: &Device) -> Result<QTensor> {
 }
 
 fn qm(t: QTensor) -> Result<QMatMul> {
-    Ok(QMatMul::from_arc(Arc::new(t))?)
+    QLinear::new(Arc::new(t)).map_err(Into::into)
 }
 
 impl LlamaDecoder {
@@ -151,7 +154,7 @@ impl LlamaDecoder {
         let output = if g.has_tensor("output.weight") {
             qm(tensor("output.weight")?)?
         } else {
-            QMatMul::from_arc(embed.clone())?
+            QLinear::new(embed.clone())?
         };
         let mut rope = RopeTable::new(head_dim, base as f32, 1.0, device)?;
         if g.has_tensor("rope_freqs.weight") {
