@@ -11,7 +11,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
@@ -133,7 +133,7 @@ struct AppState {
     context_length: usize,
     jobs: std::sync::mpsc::SyncSender<Job>,
     /// Requests admitted and not yet finished (waiting or running).
-    in_flight: AtomicUsize,
+    in_flight: Arc<AtomicUsize>,
     queue_depth: usize,
     tokenizer: zoo::Tokenizer,
     template: Option<ChatTemplate>,
@@ -601,16 +601,13 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 fn worker(
     mut loaded: zoo::Loaded,
     jobs: std::sync::mpsc::Receiver<Job>,
-    state: Arc<Mutex<Option<Arc<AppState>>>>,
+    in_flight: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
     timeout: Duration,
 ) {
     while let Ok(job) = jobs.recv() {
-        let app = state.lock().unwrap().clone();
         let done = || {
-            if let Some(app) = &app {
-                app.in_flight.fetch_sub(1, Ordering::SeqCst);
-            }
+            in_flight.fetch_sub(1, Ordering::SeqCst);
         };
         if job.tx.is_closed() {
             done();
@@ -701,24 +698,22 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         itl: Histogram::new(LATENCY_BUCKETS),
     });
     let (jobs_tx, jobs_rx) = std::sync::mpsc::sync_channel(a.queue_depth + 1);
-    let shared = Arc::new(Mutex::new(None));
+    let in_flight = Arc::new(AtomicUsize::new(0));
     let state = Arc::new(AppState {
         model_id,
         context_length: loaded.model.context_length(),
         jobs: jobs_tx,
-        in_flight: AtomicUsize::new(0),
+        in_flight: in_flight.clone(),
         queue_depth: a.queue_depth,
         tokenizer: loaded.tokenizer.clone(),
         template,
         template_error,
         metrics: metrics.clone(),
     });
-    *shared.lock().unwrap() = Some(state.clone());
     let timeout = Duration::from_secs(a.timeout_s);
-    let worker_shared = shared.clone();
     std::thread::Builder::new()
         .name("zoo-model".into())
-        .spawn(move || worker(loaded, jobs_rx, worker_shared, metrics, timeout))?;
+        .spawn(move || worker(loaded, jobs_rx, in_flight, metrics, timeout))?;
 
     let app = Router::new()
         .route("/v1/completions", post(|State(s): State<Arc<AppState>>, body: Bytes| handle(s, body, Kind::Completion)))

@@ -27,8 +27,6 @@ use crate::layers::{
     RopeTable,
 };
 
-type QMatMul = QLinear;
-
 /// A weight by its llama.cpp name (`blk.0.attn_q.weight`), still quantized or as f32.
 pub(crate) type Weights<'a> = dyn Fn(&str) -> Result<QTensor> + 'a;
 
@@ -67,17 +65,17 @@ pub(crate) struct GemmaDecoder {
     embed_scale: f64,
     layers: Vec<Layer>,
     norm: RmsNorm,
-    output: QMatMul,
+    output: QLinear,
     rope_local: RopeTable,
     rope_global: RopeTable,
     hp: Hparams,
 }
 
 struct Layer {
-    q: QMatMul,
-    k: QMatMul,
-    v: QMatMul,
-    o: QMatMul,
+    q: QLinear,
+    k: QLinear,
+    v: QLinear,
+    o: QLinear,
     /// Gemma 3 only.
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
@@ -86,9 +84,9 @@ struct Layer {
     post_attn_norm: Option<RmsNorm>,
     ffn_norm: RmsNorm,
     post_ffn_norm: Option<RmsNorm>,
-    gate: QMatMul,
-    up: QMatMul,
-    down: QMatMul,
+    gate: QLinear,
+    up: QLinear,
+    down: QLinear,
     /// `Some(window)` for local (sliding-window) layers, `None` for global ones.
     window: Option<usize>,
     cache: KvCache,
@@ -108,6 +106,7 @@ impl Layer {
         offset: usize,
         hp: &Hparams,
         rope: &mut RopeTable,
+        mask: Option<&Tensor>,
     ) -> Result<Tensor> {
         let h = self.attn_norm.forward(x)?;
         let q = split_heads(&self.q.forward(&h)?, hp.heads, hp.head_dim)?;
@@ -116,8 +115,7 @@ impl Layer {
         let q = rope.apply(&apply(&self.q_norm, q)?, offset)?;
         let k = rope.apply(&apply(&self.k_norm, k)?, offset)?;
         let (k, v) = self.cache.append(k, v.contiguous()?, offset)?;
-        let mask = causal_mask(x.dim(1)?, offset, self.window, x.device())?;
-        let a = attention(&q, &k, &v, mask.as_ref(), hp.attn_scale, hp.attn_softcap)?;
+        let a = attention(&q, &k, &v, mask, hp.attn_scale, hp.attn_softcap)?;
         let a = apply(&self.post_attn_norm, self.o.forward(&merge_heads(&a)?)?)?;
         let x = (x + a)?;
         let h = self.ffn_norm.forward(&x)?;
@@ -138,7 +136,7 @@ impl GemmaDecoder {
         device: &Device,
     ) -> Result<Self> {
         let qmatmul =
-            |name: &str| -> Result<QMatMul> { Ok(QLinear::new(Arc::new(weights(name)?))?) };
+            |name: &str| -> Result<QLinear> { Ok(QLinear::new(Arc::new(weights(name)?))?) };
         let norm = |name: &str| -> Result<RmsNorm> {
             Ok(RmsNorm::new(weights(name)?.dequantize(device)?, hp.eps))
         };
@@ -202,13 +200,17 @@ impl GemmaDecoder {
 
     pub(crate) fn forward(&mut self, input_ids: &Tensor, offset: usize) -> Result<Tensor> {
         let mut x = (self.embed.embedding(input_ids)? * self.embed_scale)?;
+        // One mask for the local layers and one for the global ones, not one per layer.
+        let seq = input_ids.dim(1)?;
+        let local = causal_mask(seq, offset, Some(self.hp.window), x.device())?;
+        let global = causal_mask(seq, offset, None, x.device())?;
         for layer in &mut self.layers {
-            let rope = if layer.window.is_some() {
-                &mut self.rope_local
+            let (rope, mask) = if layer.window.is_some() {
+                (&mut self.rope_local, local.as_ref())
             } else {
-                &mut self.rope_global
+                (&mut self.rope_global, global.as_ref())
             };
-            x = layer.forward(&x, offset, &self.hp, rope)?;
+            x = layer.forward(&x, offset, &self.hp, rope, mask)?;
         }
         let x = self.norm.forward(&last_position(&x)?)?;
         let mut logits = self.output.forward(&x)?;
@@ -225,8 +227,26 @@ impl GemmaDecoder {
     }
 }
 
+impl GemmaDecoder {
+    /// Reads a Gemma GGUF whose keys are under `prefix` (its `general.architecture`);
+    /// `pattern` and the rope bases are the generation's defaults where the file has no
+    /// value.
+    pub(crate) fn from_gguf(
+        g: &zoo_core::source::GgufSource,
+        prefix: &str,
+        pattern: usize,
+        rope_base: f64,
+        rope_base_local: f64,
+        device: &Device,
+    ) -> Result<Self> {
+        let hp = gguf_hparams(g, prefix, pattern, rope_base, rope_base_local)?;
+        let weights = |name: &str| g.tensor(name, device);
+        Self::new(hp, &weights, &|n| g.has_tensor(n), device)
+    }
+}
+
 /// Hyper-parameters of a Gemma GGUF, under the `prefix` of its `general.architecture`.
-pub(crate) fn gguf_hparams(
+fn gguf_hparams(
     g: &zoo_core::source::GgufSource,
     prefix: &str,
     default_pattern: usize,

@@ -326,13 +326,24 @@ pub const PROMPT_GEMM_ROWS: usize = 32;
 pub struct QLinear {
     q: candle_core::quantized::QMatMul,
     weight: Option<std::sync::Arc<candle_core::quantized::QTensor>>,
+    bias: Option<Tensor>,
 }
 
 impl QLinear {
     pub fn new(t: std::sync::Arc<candle_core::quantized::QTensor>) -> Result<Self> {
         let q = candle_core::quantized::QMatMul::from_arc(t.clone())?;
         let weight = matches!(q, candle_core::quantized::QMatMul::QTensor(_)).then_some(t);
-        Ok(Self { q, weight })
+        Ok(Self {
+            q,
+            weight,
+            bias: None,
+        })
+    }
+
+    /// Adds `bias` (broadcast over the rows) to every product.
+    pub fn with_bias(mut self, bias: Option<Tensor>) -> Self {
+        self.bias = bias;
+        self
     }
 }
 
@@ -340,12 +351,16 @@ impl Module for QLinear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let k = x.dim(candle_core::D::Minus1)?;
         let rows = x.elem_count() / k.max(1);
-        match &self.weight {
+        let y = match &self.weight {
             Some(w) if rows >= PROMPT_GEMM_ROWS && x.device().is_cpu() => {
                 let w = w.dequantize(x.device())?;
-                x.broadcast_matmul(&w.t()?)
+                x.broadcast_matmul(&w.t()?)?
             }
-            _ => self.q.forward(x),
+            _ => self.q.forward(x)?,
+        };
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
         }
     }
 }

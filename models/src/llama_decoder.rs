@@ -1,5 +1,5 @@
 //! The decoder of llama.cpp's Llama-like GGUFs (`llama` — Llama, Mistral, Mixtral —
-//! and `qwen2`), shared by their files, on candle's quantized matmul.
+//! `qwen2` and `qwen3`), shared by their files, on candle's quantized matmul.
 //!
 //! Instead of candle-transformers 0.11.1's `quantized_llama` / `quantized_qwen2`, which
 //! expand the token embedding to f32 (Qwen2.5: 519 MiB), keep rotary tables for the
@@ -21,28 +21,10 @@ use crate::layers::{
     RopeTable,
 };
 
-type QMatMul = QLinear;
-
-/// A projection with an optional bias (Qwen2 has them on q, k and v).
-struct Linear {
-    weight: QMatMul,
-    bias: Option<Tensor>,
-}
-
-impl Linear {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.weight.forward(x)?;
-        Ok(match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        })
-    }
-}
-
 struct Expert {
-    gate: QMatMul,
-    up: QMatMul,
-    down: QMatMul,
+    gate: QLinear,
+    up: QLinear,
+    down: QLinear,
 }
 
 impl Expert {
@@ -57,7 +39,7 @@ enum Ffn {
     /// Softmax over the router's logits, the top `used` experts, their weights
     /// renormalised to sum to one (llama.cpp and transformers' Mixtral).
     Moe {
-        router: QMatMul,
+        router: QLinear,
         experts: Vec<Expert>,
         used: usize,
     },
@@ -65,10 +47,13 @@ enum Ffn {
 
 struct Layer {
     attn_norm: RmsNorm,
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: QMatMul,
+    q: QLinear,
+    k: QLinear,
+    v: QLinear,
+    o: QLinear,
+    /// Qwen3 normalises each head's q and k before the rotation.
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
     ffn_norm: RmsNorm,
     ffn: Ffn,
     cache: KvCache,
@@ -78,7 +63,7 @@ pub(crate) struct LlamaDecoder {
     embed: Arc<QTensor>,
     layers: Vec<Layer>,
     norm: RmsNorm,
-    output: QMatMul,
+    output: QLinear,
     rope: RopeTable,
     /// llama.cpp's `llama` files pair rotary dimensions GPT-J style (its converter
     /// permutes q/k rows); `qwen2` files keep NeoX halves.
@@ -101,8 +86,8 @@ fn expert_slice(t: &QTensor, e: usize, device: &Device) -> Result<QTensor> {
     Ok(QTensor::new(storage, (rows, cols))?)
 }
 
-fn qm(t: QTensor) -> Result<QMatMul> {
-    QLinear::new(Arc::new(t)).map_err(Into::into)
+fn qm(t: QTensor) -> Result<QLinear> {
+    Ok(QLinear::new(Arc::new(t))?)
 }
 
 impl LlamaDecoder {
@@ -139,16 +124,22 @@ impl LlamaDecoder {
         let tensor = |name: &str| g.tensor(name, device);
         let dense = |name: &str| -> Result<Tensor> { Ok(tensor(name)?.dequantize(device)?) };
         let norm = |name: &str| -> Result<RmsNorm> { Ok(RmsNorm::new(dense(name)?, eps)) };
-        let linear = |name: &str| -> Result<Linear> {
+        let opt_norm = |name: &str| -> Result<Option<RmsNorm>> {
+            if g.has_tensor(name) {
+                norm(name).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        // Qwen2 has biases on q, k and v.
+        let linear = |name: &str| -> Result<QLinear> {
             let bias = format!("{name}.bias");
-            Ok(Linear {
-                weight: qm(tensor(&format!("{name}.weight"))?)?,
-                bias: if g.has_tensor(&bias) {
-                    Some(dense(&bias)?)
-                } else {
-                    None
-                },
-            })
+            let bias = if g.has_tensor(&bias) {
+                Some(dense(&bias)?)
+            } else {
+                None
+            };
+            Ok(qm(tensor(&format!("{name}.weight"))?)?.with_bias(bias))
         };
         let embed = Arc::new(tensor("token_embd.weight")?);
         let output = if g.has_tensor("output.weight") {
@@ -212,6 +203,8 @@ impl LlamaDecoder {
                 k: linear(&p("attn_k"))?,
                 v: linear(&p("attn_v"))?,
                 o: qm(tensor(&p("attn_output.weight"))?)?,
+                q_norm: opt_norm(&p("attn_q_norm.weight"))?,
+                k_norm: opt_norm(&p("attn_k_norm.weight"))?,
                 ffn_norm: norm(&p("ffn_norm.weight"))?,
                 ffn,
                 cache: KvCache::default(),
@@ -248,6 +241,10 @@ impl LlamaDecoder {
             let q = split_heads(&self.layers[i].q.forward(&n)?, h, hd)?;
             let k = split_heads(&self.layers[i].k.forward(&n)?, kvh, hd)?;
             let v = split_heads(&self.layers[i].v.forward(&n)?, kvh, hd)?;
+            let (q, k) = match (&self.layers[i].q_norm, &self.layers[i].k_norm) {
+                (Some(qn), Some(kn)) => (qn.forward(&q)?, kn.forward(&k)?),
+                _ => (q, k),
+            };
             let q = self.rotate(&q, offset)?;
             let k = self.rotate(&k, offset)?;
             let layer = &mut self.layers[i];
@@ -281,7 +278,7 @@ impl LlamaDecoder {
 }
 
 /// The sparse feed-forward of `x` (`[tokens, hidden]`).
-fn moe(router: &QMatMul, experts: &[Expert], k: usize, x: &Tensor) -> Result<Tensor> {
+fn moe(router: &QLinear, experts: &[Expert], k: usize, x: &Tensor) -> Result<Tensor> {
     let probs = candle_nn::ops::softmax_last_dim(&router.forward(x)?)?;
     let probs: Vec<Vec<f32>> = probs.to_dtype(DType::F32)?.to_vec2()?;
     // For each expert, the tokens routed to it and their renormalised weights.

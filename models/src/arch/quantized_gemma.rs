@@ -10,7 +10,7 @@ use zoo_core::registry::Registered;
 use zoo_core::{CausalLM, ModelInfo, ModelSource, Result};
 use zoo_macros::register_model;
 
-use crate::gemma_decoder::{gguf_hparams, GemmaDecoder};
+use crate::gemma_decoder::GemmaDecoder;
 
 /// Gemma (GGUF, quantized weights).
 #[register_model(
@@ -34,15 +34,14 @@ impl QuantizedGemma {
     pub fn load(source: &ModelSource, device: &Device) -> Result<Self> {
         let g = source.expect_gguf(Self::ENTRY.name)?;
         let info = ModelInfo::from_gguf(g, device)?;
-        let hp = gguf_hparams(
+        let decoder = GemmaDecoder::from_gguf(
             g,
             "gemma",
             SLIDING_WINDOW_PATTERN,
             DEFAULT_ROPE_BASE,
             DEFAULT_ROPE_BASE_LOCAL,
+            device,
         )?;
-        let weights = |name: &str| g.tensor(name, device);
-        let decoder = GemmaDecoder::new(hp, &weights, &|n| g.has_tensor(n), device)?;
         Ok(Self { decoder, info })
     }
 }

@@ -53,16 +53,15 @@ impl CausalLM for QuantizedMistral {
     zoo_core::causal_lm_info!(info);
 }
 
-/// A dense `llama` GGUF named Mistral.
+/// A dense `llama` GGUF (not one `quantized-mixtral` claims) named Mistral.
 pub fn is_mistral(source: &ModelSource) -> bool {
-    source.as_gguf().is_some_and(|g| {
-        let experts = g.u64_opt("llama.expert_count").ok().flatten().unwrap_or(0);
-        let named = ["general.basename", "general.name"].iter().any(|k| {
-            g.str_opt(k)
-                .ok()
-                .flatten()
-                .is_some_and(|n| n.to_ascii_lowercase().contains("mistral"))
-        });
-        experts == 0 && named
-    })
+    !super::quantized_mixtral::is_mixtral(source)
+        && source.as_gguf().is_some_and(|g| {
+            ["general.basename", "general.name"].iter().any(|k| {
+                g.str_opt(k)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|n| n.to_ascii_lowercase().contains("mistral"))
+            })
+        })
 }

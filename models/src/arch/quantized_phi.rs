@@ -11,14 +11,14 @@
 
 use std::sync::Arc;
 
-use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::quantized::QTensor;
 use candle_core::{Device, Module, Tensor};
 use zoo_core::registry::Registered;
 use zoo_core::{last_position_logits, CausalLM, ModelInfo, ModelSource, Result};
 use zoo_macros::register_model;
 
 use crate::layers::{
-    attention, causal_mask, last_position, merge_heads, split_heads, KvCache, RopeTable,
+    attention, causal_mask, last_position, merge_heads, split_heads, KvCache, QLinear, RopeTable,
 };
 
 /// Phi-2 / Phi-1.5 (GGUF, quantized weights).
@@ -32,28 +32,13 @@ pub struct QuantizedPhi {
     embed: Arc<QTensor>,
     layers: Vec<Layer>,
     norm: LayerNorm,
-    output: Linear,
+    output: QLinear,
     rope: RopeTable,
     rope_dim: usize,
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
     info: ModelInfo,
-}
-
-struct Linear {
-    weight: QMatMul,
-    bias: Option<Tensor>,
-}
-
-impl Module for Linear {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = self.weight.forward(x)?;
-        match &self.bias {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
-        }
-    }
 }
 
 struct LayerNorm {
@@ -72,16 +57,16 @@ impl Module for LayerNorm {
 /// separate (current `convert_hf_to_gguf.py`); both load.
 enum Qkv {
     /// q, k and v in that order.
-    Fused(Linear),
-    Separate(Linear, Linear, Linear),
+    Fused(QLinear),
+    Separate(QLinear, QLinear, QLinear),
 }
 
 struct Layer {
     norm: LayerNorm,
     qkv: Qkv,
-    o: Linear,
-    up: Linear,
-    down: Linear,
+    o: QLinear,
+    up: QLinear,
+    down: QLinear,
     cache: KvCache,
 }
 
@@ -106,15 +91,17 @@ impl QuantizedPhi {
         let rope_dim = g.u64("phi2.rope.dimension_count")? as usize;
         let dense =
             |name: &str| -> Result<Tensor> { Ok(g.tensor(name, device)?.dequantize(device)?) };
-        let linear = |name: &str| -> Result<Linear> {
-            Ok(Linear {
-                weight: QMatMul::from_arc(Arc::new(g.tensor(&format!("{name}.weight"), device)?))?,
-                bias: if g.has_tensor(&format!("{name}.bias")) {
-                    Some(dense(&format!("{name}.bias"))?)
-                } else {
-                    None
-                },
-            })
+        let linear = |name: &str| -> Result<QLinear> {
+            let bias = format!("{name}.bias");
+            let bias = if g.has_tensor(&bias) {
+                Some(dense(&bias)?)
+            } else {
+                None
+            };
+            Ok(
+                QLinear::new(Arc::new(g.tensor(&format!("{name}.weight"), device)?))?
+                    .with_bias(bias),
+            )
         };
         let norm = |name: &str| -> Result<LayerNorm> {
             Ok(LayerNorm {
@@ -127,10 +114,7 @@ impl QuantizedPhi {
         let output = if g.has_tensor("output.weight") {
             linear("output")?
         } else {
-            Linear {
-                weight: QMatMul::from_arc(embed.clone())?,
-                bias: None,
-            }
+            QLinear::new(embed.clone())?
         };
         let blocks = g.u64("phi2.block_count")? as usize;
         let mut layers = Vec::with_capacity(blocks);

@@ -16,14 +16,15 @@
 
 use std::sync::Arc;
 
-use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::quantized::QTensor;
 use candle_core::{Device, Module, Tensor};
 use zoo_core::registry::Registered;
 use zoo_core::{last_position_logits, CausalLM, Error, ModelInfo, ModelSource, Result};
 use zoo_macros::register_model;
 
 use crate::layers::{
-    attention, causal_mask, last_position, merge_heads, split_heads, KvCache, RmsNorm, RopeTable,
+    attention, causal_mask, last_position, merge_heads, split_heads, KvCache, QLinear, RmsNorm,
+    RopeTable,
 };
 
 /// Phi-3 / Phi-3.5 mini (GGUF, quantized weights).
@@ -37,7 +38,7 @@ pub struct QuantizedPhi3 {
     embed: Arc<QTensor>,
     layers: Vec<Layer>,
     norm: RmsNorm,
-    output: QMatMul,
+    output: QLinear,
     rope: RopeTable,
     heads: usize,
     kv_heads: usize,
@@ -48,12 +49,12 @@ pub struct QuantizedPhi3 {
 struct Layer {
     attn_norm: RmsNorm,
     /// q, k and v fused, in that order.
-    qkv: QMatMul,
-    o: QMatMul,
+    qkv: QLinear,
+    o: QLinear,
     ffn_norm: RmsNorm,
     /// gate and up fused, gate first.
-    gate_up: QMatMul,
-    down: QMatMul,
+    gate_up: QLinear,
+    down: QLinear,
     cache: KvCache,
 }
 
@@ -92,8 +93,8 @@ impl QuantizedPhi3 {
                 detail: format!("phi3.rope.dimension_count {rope_dim} differs from the head size {head_dim} (partial rotary is not Phi-3)"),
             });
         }
-        let qm = |name: &str| -> Result<QMatMul> {
-            Ok(QMatMul::from_arc(Arc::new(g.tensor(name, device)?))?)
+        let qm = |name: &str| -> Result<QLinear> {
+            Ok(QLinear::new(Arc::new(g.tensor(name, device)?))?)
         };
         let norm = |name: &str| -> Result<RmsNorm> {
             Ok(RmsNorm::new(
@@ -105,7 +106,7 @@ impl QuantizedPhi3 {
         let output = if g.has_tensor("output.weight") {
             qm("output.weight")?
         } else {
-            QMatMul::from_arc(embed.clone())?
+            QLinear::new(embed.clone())?
         };
         let blocks = g.u64("phi3.block_count")? as usize;
         let mut layers = Vec::with_capacity(blocks);
