@@ -42,6 +42,8 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    // SAFETY: first thing in main, before any thread exists.
+    unsafe { zoo::pin_thread_count() };
     let cli = Cli::parse();
     let filter = std::env::var("RUST_LOG").unwrap_or(cli.log);
     tracing_subscriber::fmt()

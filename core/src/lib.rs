@@ -22,7 +22,7 @@ pub use candle_core::{DType, Device, Tensor};
 pub use chat::{ChatTemplate, Message};
 pub use error::{Error, Result};
 pub use generate::{generate, GenerateOptions, Generation, GenerationStats, StopReason};
-pub use load::{load, LoadOptions, Loaded};
+pub use load::{load, pin_thread_count, LoadOptions, Loaded};
 pub use model::{last_position_logits, CausalLM, ModelInfo};
 pub use registry::{ArchEntry, Format};
 pub use sampling::{Sampler, SamplingParams};

@@ -459,8 +459,34 @@ impl GgufSource {
                 ),
             });
         }
-        Ok(self.content.tensor(&mut self.reader(), name, device)?)
+        let tensor = self.content.tensor(&mut self.reader(), name, device)?;
+        self.release_pages(name);
+        Ok(tensor)
     }
+
+    /// Drops the file pages of a tensor that has just been copied out of the map from
+    /// this process's resident memory: the weights would otherwise count twice (map
+    /// and copy) towards its peak RSS. A later read faults them in again from the file.
+    #[cfg(unix)]
+    fn release_pages(&self, name: &str) {
+        let Some(info) = self.content.tensor_infos.get(name) else {
+            return;
+        };
+        let dtype = info.ggml_dtype;
+        let len = info.shape.elem_count() / dtype.block_size() * dtype.type_size();
+        let offset = self.content.tensor_data_offset as usize + info.offset as usize;
+        if offset.saturating_add(len) <= self.mmap.len() {
+            // SAFETY: the map is a read-only file mapping: MADV_DONTNEED only discards
+            // resident pages, and every later access reads the same bytes from the file.
+            let _ = unsafe {
+                self.mmap
+                    .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len)
+            };
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn release_pages(&self, _name: &str) {}
 
     /// The size of the file in bytes.
     pub fn file_size(&self) -> u64 {

@@ -23,8 +23,7 @@ use candle_core::{Device, Module, Tensor};
 use zoo_core::{last_position_logits, Result};
 
 use crate::layers::{
-    attention, causal_mask, last_position, merge_heads, split_heads, KvCache, QLinear, RmsNorm,
-    RopeTable,
+    last_position, merge_heads, split_heads, AttnParams, KvCache, QLinear, RmsNorm, RopeTable,
 };
 
 /// A weight by its llama.cpp name (`blk.0.attn_q.weight`), still quantized or as f32.
@@ -106,7 +105,6 @@ impl Layer {
         offset: usize,
         hp: &Hparams,
         rope: &mut RopeTable,
-        mask: Option<&Tensor>,
     ) -> Result<Tensor> {
         let h = self.attn_norm.forward(x)?;
         let q = split_heads(&self.q.forward(&h)?, hp.heads, hp.head_dim)?;
@@ -114,8 +112,12 @@ impl Layer {
         let v = split_heads(&self.v.forward(&h)?, hp.kv_heads, hp.head_dim)?;
         let q = rope.apply(&apply(&self.q_norm, q)?, offset)?;
         let k = rope.apply(&apply(&self.k_norm, k)?, offset)?;
-        let (k, v) = self.cache.append(k, v.contiguous()?, offset)?;
-        let a = attention(&q, &k, &v, mask, hp.attn_scale, hp.attn_softcap)?;
+        let params = AttnParams {
+            scale: hp.attn_scale,
+            softcap: hp.attn_softcap,
+            window: self.window,
+        };
+        let a = self.cache.attend(&q, &k, &v, offset, &params)?;
         let a = apply(&self.post_attn_norm, self.o.forward(&merge_heads(&a)?)?)?;
         let x = (x + a)?;
         let h = self.ffn_norm.forward(&x)?;
@@ -200,17 +202,13 @@ impl GemmaDecoder {
 
     pub(crate) fn forward(&mut self, input_ids: &Tensor, offset: usize) -> Result<Tensor> {
         let mut x = (self.embed.embedding(input_ids)? * self.embed_scale)?;
-        // One mask for the local layers and one for the global ones, not one per layer.
-        let seq = input_ids.dim(1)?;
-        let local = causal_mask(seq, offset, Some(self.hp.window), x.device())?;
-        let global = causal_mask(seq, offset, None, x.device())?;
         for layer in &mut self.layers {
-            let (rope, mask) = if layer.window.is_some() {
-                (&mut self.rope_local, local.as_ref())
+            let rope = if layer.window.is_some() {
+                &mut self.rope_local
             } else {
-                (&mut self.rope_global, global.as_ref())
+                &mut self.rope_global
             };
-            x = layer.forward(&x, offset, &self.hp, rope, mask)?;
+            x = layer.forward(&x, offset, &self.hp, rope)?;
         }
         let x = self.norm.forward(&last_position(&x)?)?;
         let mut logits = self.output.forward(&x)?;

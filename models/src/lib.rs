@@ -14,5 +14,6 @@ pub mod arch;
 pub(crate) mod gemma_decoder;
 pub mod layers;
 pub(crate) mod llama_decoder;
+pub mod qkernels;
 
 pub use arch::{Arch, Model};

@@ -17,8 +17,7 @@ use zoo_core::source::GgufSource;
 use zoo_core::{last_position_logits, Error, Result};
 
 use crate::layers::{
-    attention, causal_mask, last_position, merge_heads, split_heads, KvCache, QLinear, RmsNorm,
-    RopeTable,
+    last_position, merge_heads, split_heads, AttnParams, KvCache, QLinear, RmsNorm, RopeTable,
 };
 
 struct Expert {
@@ -235,7 +234,6 @@ impl LlamaDecoder {
         let (h, kvh, hd) = (self.heads, self.kv_heads, self.head_dim);
         let (b, s) = input_ids.dims2()?;
         let mut x = self.embed.embedding(input_ids)?;
-        let mask = causal_mask(s, offset, None, x.device())?;
         for i in 0..self.layers.len() {
             let n = self.layers[i].attn_norm.forward(&x)?;
             let q = split_heads(&self.layers[i].q.forward(&n)?, h, hd)?;
@@ -248,8 +246,13 @@ impl LlamaDecoder {
             let q = self.rotate(&q, offset)?;
             let k = self.rotate(&k, offset)?;
             let layer = &mut self.layers[i];
-            let (k, v) = layer.cache.append(k, v.contiguous()?, offset)?;
-            let a = attention(&q, &k, &v, mask.as_ref(), 1.0 / (hd as f64).sqrt(), None)?;
+            let a = layer.cache.attend(
+                &q,
+                &k,
+                &v,
+                offset,
+                &AttnParams::causal(1.0 / (hd as f64).sqrt()),
+            )?;
             x = (x + layer.o.forward(&merge_heads(&a)?)?)?;
             let n = layer.ffn_norm.forward(&x)?;
             let f = match &layer.ffn {

@@ -18,7 +18,7 @@ use zoo_core::{last_position_logits, CausalLM, ModelInfo, ModelSource, Result};
 use zoo_macros::register_model;
 
 use crate::layers::{
-    attention, causal_mask, last_position, merge_heads, split_heads, KvCache, QLinear, RopeTable,
+    last_position, merge_heads, split_heads, AttnParams, KvCache, QLinear, RopeTable,
 };
 
 /// Phi-2 / Phi-1.5 (GGUF, quantized weights).
@@ -163,7 +163,6 @@ impl CausalLM for QuantizedPhi {
     fn forward(&mut self, input_ids: &Tensor, seqlen_offset: usize) -> Result<Tensor> {
         let (h, kvh, hd) = (self.heads, self.kv_heads, self.head_dim);
         let mut x = self.embed.embedding(input_ids)?;
-        let mask = causal_mask(input_ids.dim(1)?, seqlen_offset, None, x.device())?;
         for i in 0..self.layers.len() {
             let n = self.layers[i].norm.forward(&x)?;
             let (q, k, v) = match &self.layers[i].qkv {
@@ -183,8 +182,13 @@ impl CausalLM for QuantizedPhi {
             let q = self.partial_rope(&q, seqlen_offset)?;
             let k = self.partial_rope(&k, seqlen_offset)?;
             let layer = &mut self.layers[i];
-            let (k, v) = layer.cache.append(k, v.contiguous()?, seqlen_offset)?;
-            let a = attention(&q, &k, &v, mask.as_ref(), 1.0 / (hd as f64).sqrt(), None)?;
+            let a = layer.cache.attend(
+                &q,
+                &k,
+                &v,
+                seqlen_offset,
+                &AttnParams::causal(1.0 / (hd as f64).sqrt()),
+            )?;
             let a = layer.o.forward(&merge_heads(&a)?)?;
             let f = layer.down.forward(&layer.up.forward(&n)?.gelu()?)?;
             x = ((x + a)? + f)?;

@@ -23,8 +23,7 @@ use zoo_core::{last_position_logits, CausalLM, Error, ModelInfo, ModelSource, Re
 use zoo_macros::register_model;
 
 use crate::layers::{
-    attention, causal_mask, last_position, merge_heads, split_heads, KvCache, QLinear, RmsNorm,
-    RopeTable,
+    last_position, merge_heads, split_heads, AttnParams, KvCache, QLinear, RmsNorm, RopeTable,
 };
 
 /// Phi-3 / Phi-3.5 mini (GGUF, quantized weights).
@@ -140,7 +139,6 @@ impl CausalLM for QuantizedPhi3 {
     fn forward(&mut self, input_ids: &Tensor, seqlen_offset: usize) -> Result<Tensor> {
         let (h, kvh, hd) = (self.heads, self.kv_heads, self.head_dim);
         let mut x = self.embed.embedding(input_ids)?;
-        let mask = causal_mask(input_ids.dim(1)?, seqlen_offset, None, x.device())?;
         for layer in &mut self.layers {
             let n = layer.attn_norm.forward(&x)?;
             let qkv = layer.qkv.forward(&n)?;
@@ -149,8 +147,13 @@ impl CausalLM for QuantizedPhi3 {
             let v = split_heads(&qkv.narrow(2, (h + kvh) * hd, kvh * hd)?, kvh, hd)?;
             let q = self.rope.apply(&q, seqlen_offset)?;
             let k = self.rope.apply(&k, seqlen_offset)?;
-            let (k, v) = layer.cache.append(k, v.contiguous()?, seqlen_offset)?;
-            let a = attention(&q, &k, &v, mask.as_ref(), 1.0 / (hd as f64).sqrt(), None)?;
+            let a = layer.cache.attend(
+                &q,
+                &k,
+                &v,
+                seqlen_offset,
+                &AttnParams::causal(1.0 / (hd as f64).sqrt()),
+            )?;
             x = (x + layer.o.forward(&merge_heads(&a)?)?)?;
             let n = layer.ffn_norm.forward(&x)?;
             let gu = layer.gate_up.forward(&n)?;

@@ -1,0 +1,441 @@
+//! Quantized matrix-vector products for the block formats candle leaves without SIMD.
+//!
+//! candle 0.11 multiplies Q4_1 and Q5_0 weights with scalar Rust (`vec_dot_unopt`) and
+//! Q8_0 weights whose rows are not a multiple of 256 values (Gemma 3's 640-wide tied
+//! output, Qwen2.5's 896-wide projections) with a one-row AVX loop; those three
+//! formats are most of the decode time of the real models (`perf`: 57 % of SmolLM2's,
+//! 50 % of Gemma 3's and 60 % of Qwen2.5's). The kernels here compute the same product
+//! as llama.cpp: each activation row is quantized to 8 bits per block of 32 values, and
+//! every weight block is multiplied in integers and scaled once.
+//!
+//! One binary serves many x86 CPUs: the instruction set is chosen at run time
+//! ([`Level`]), AVX-512 VNNI (`vpdpbusd`, 256-bit) where present, else AVX2, else a
+//! portable scalar loop (also the reference the SIMD paths are tested against, besides
+//! candle's own dequantize-then-multiply). Rows are split over candle's barrier pool,
+//! whose threads stay warm between tokens. Q4_K and Q6_K stay on candle, which has
+//! repacked AVX-512 VNNI kernels for them.
+//!
+//! Weights are read in place, in GGUF's block layout, from the bytes candle loaded:
+//! nothing is repacked or copied.
+
+use std::sync::OnceLock;
+
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+/// Values per block in every format here.
+pub const QK: usize = 32;
+
+/// The weight formats with a kernel here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `d: f16, qs: [u8; 16]`: value = d * (nibble - 8).
+    Q4_0,
+    /// `d: f16, m: f16, qs: [u8; 16]`: value = d * nibble + m.
+    Q4_1,
+    /// `d: f16, qh: u32, qs: [u8; 16]`: value = d * ((nibble | bit << 4) - 16).
+    Q5_0,
+    /// `d: f16, qs: [i8; 32]`: value = d * q.
+    Q8_0,
+}
+
+impl Format {
+    pub fn from_ggml(dtype: candle_core::quantized::GgmlDType) -> Option<Self> {
+        use candle_core::quantized::GgmlDType as G;
+        match dtype {
+            G::Q4_0 => Some(Self::Q4_0),
+            G::Q4_1 => Some(Self::Q4_1),
+            G::Q5_0 => Some(Self::Q5_0),
+            G::Q8_0 => Some(Self::Q8_0),
+            _ => None,
+        }
+    }
+
+    /// Bytes per block of [`QK`] values.
+    pub const fn block_bytes(self) -> usize {
+        match self {
+            Self::Q4_0 => 18,
+            Self::Q4_1 => 20,
+            Self::Q5_0 => 22,
+            Self::Q8_0 => 34,
+        }
+    }
+}
+
+/// One block of an activation row quantized to 8 bits, with what every format's
+/// kernel needs precomputed: the scale and the scaled sum of the quantized values
+/// (the offset term of Q4_0, Q4_1 and Q5_0).
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(8))]
+pub struct ActBlock {
+    pub d: f32,
+    /// `d * sum(qs)` (for Q4_1 rounded to f16 as llama.cpp's Q8_1 stores it).
+    pub s: f32,
+    pub qs: [i8; QK],
+}
+
+/// The instruction set the kernels use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Scalar,
+    Avx2,
+    Avx512Vnni,
+}
+
+impl Level {
+    /// What this CPU supports, best first.
+    pub fn available() -> Vec<Level> {
+        let mut v = vec![Level::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+                && std::arch::is_x86_feature_detected!("f16c")
+            {
+                v.push(Level::Avx2);
+                if std::arch::is_x86_feature_detected!("avx512vnni")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                {
+                    v.push(Level::Avx512Vnni);
+                }
+            }
+        }
+        v.reverse();
+        v
+    }
+
+    /// The best available level, unless `ZOO_KERNELS` (`scalar`, `avx2`, `vnni`) asks for
+    /// a lower one (for benchmarks and tests). Detected once.
+    pub fn detected() -> Level {
+        static LEVEL: OnceLock<Level> = OnceLock::new();
+        *LEVEL.get_or_init(|| {
+            let best = Level::available()[0];
+            let asked = match std::env::var("ZOO_KERNELS").ok().as_deref() {
+                Some("scalar") => Level::Scalar,
+                Some("avx2") => Level::Avx2,
+                Some("vnni") => Level::Avx512Vnni,
+                _ => best,
+            };
+            let level = asked.min(best);
+            tracing::debug!(?level, "quantized kernels");
+            level
+        })
+    }
+}
+
+fn f16_to_f32(bits: u16) -> f32 {
+    half::f16::from_bits(bits).to_f32()
+}
+
+fn round_f16(x: f32) -> f32 {
+    half::f16::from_f32(x).to_f32()
+}
+
+/// Quantizes `x` (a multiple of [`QK`] long) to 8-bit blocks as llama.cpp's x86
+/// `quantize_row_q8_0` (and `q8_1` for Q4_1) does: scale `max|x| / 127` stored as f16,
+/// values `x * 127 / max|x|` rounded to nearest even (`_mm256_round_ps`), and for Q8_1
+/// the block sum times the unrounded scale, rounded to f16 once. (candle rounds half
+/// away from zero and multiplies the f16 sum by the f16 scale: rarely a different
+/// value, but the sensitivity of greedy decoding makes it visible.)
+pub fn quantize_activations(format: Format, x: &[f32], out: &mut [ActBlock]) {
+    debug_assert_eq!(x.len(), out.len() * QK);
+    for (xs, b) in x.chunks_exact(QK).zip(out.iter_mut()) {
+        let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        let mut sum = 0i32;
+        for (q, &v) in b.qs.iter_mut().zip(xs) {
+            *q = (v * id).round_ties_even() as i8;
+            sum += *q as i32;
+        }
+        b.d = round_f16(d);
+        b.s = match format {
+            Format::Q4_1 => round_f16(d * sum as f32),
+            _ => b.d * sum as f32,
+        };
+    }
+}
+
+/// Dot product of one weight row (`blocks` blocks of `format`) with a quantized
+/// activation row, in portable Rust: the reference for the SIMD kernels.
+pub fn dot_scalar(format: Format, row: &[u8], act: &[ActBlock]) -> f32 {
+    let bb = format.block_bytes();
+    let mut sum = 0f32;
+    for (w, a) in row.chunks_exact(bb).zip(act) {
+        let d = f16_to_f32(u16::from_le_bytes([w[0], w[1]]));
+        let (dot, offset) = match format {
+            Format::Q4_0 | Format::Q4_1 => {
+                let qs = if format == Format::Q4_0 {
+                    &w[2..18]
+                } else {
+                    &w[4..20]
+                };
+                let mut dot = 0i32;
+                for j in 0..16 {
+                    dot += (qs[j] & 0x0F) as i32 * a.qs[j] as i32;
+                    dot += (qs[j] >> 4) as i32 * a.qs[j + 16] as i32;
+                }
+                let offset = if format == Format::Q4_0 {
+                    -8.0 * d
+                } else {
+                    f16_to_f32(u16::from_le_bytes([w[2], w[3]]))
+                };
+                (dot, offset)
+            }
+            Format::Q5_0 => {
+                let qh = u32::from_le_bytes([w[2], w[3], w[4], w[5]]);
+                let qs = &w[6..22];
+                let mut dot = 0i32;
+                for j in 0..16 {
+                    let lo = (qs[j] & 0x0F) as u32 | ((qh >> j) & 1) << 4;
+                    let hi = (qs[j] >> 4) as u32 | ((qh >> (j + 16)) & 1) << 4;
+                    dot += lo as i32 * a.qs[j] as i32 + hi as i32 * a.qs[j + 16] as i32;
+                }
+                (dot, -16.0 * d)
+            }
+            Format::Q8_0 => {
+                let mut dot = 0i32;
+                for j in 0..QK {
+                    dot += w[2 + j] as i8 as i32 * a.qs[j] as i32;
+                }
+                (dot, 0.0)
+            }
+        };
+        sum += d * a.d * dot as f32 + offset * a.s;
+    }
+    sum
+}
+
+/// The error of a product whose shapes do not fit.
+#[derive(Debug, thiserror::Error)]
+#[error("quantized matmul: {0}")]
+pub struct ShapeError(String);
+
+/// `out[i, j] = sum_k x[i, k] * w[j, k]` for an `m x k` activation `x` and an `n x k`
+/// weight `w` stored as `format` blocks, row after row. Rows of `w` are split over
+/// candle's thread pool.
+pub fn matmul(
+    level: Level,
+    format: Format,
+    w: &[u8],
+    (m, k, n): (usize, usize, usize),
+    x: &[f32],
+    out: &mut [f32],
+) -> Result<(), ShapeError> {
+    if k % QK != 0 {
+        return Err(ShapeError(format!(
+            "rows of {k} values are not whole blocks of {QK}"
+        )));
+    }
+    let kb = k / QK;
+    let row_bytes = kb * format.block_bytes();
+    if w.len() != n * row_bytes || x.len() != m * k || out.len() != m * n {
+        return Err(ShapeError(format!(
+            "expected a {n}x{k} {format:?} weight ({} bytes), {m}x{k} input, {m}x{n} output; \
+             got {} bytes, {} inputs, {} outputs",
+            n * row_bytes,
+            w.len(),
+            x.len(),
+            out.len()
+        )));
+    }
+    let mut act = vec![
+        ActBlock {
+            d: 0.0,
+            s: 0.0,
+            qs: [0; QK]
+        };
+        m * kb
+    ];
+    for (xs, a) in x.chunks_exact(k).zip(act.chunks_exact_mut(kb)) {
+        quantize_activations(format, xs, a);
+    }
+    let act = &act;
+    let out_ptr = out.as_mut_ptr() as usize;
+    // Units of 16 weight rows: few enough for the pool's shared cursor, and each unit
+    // reads its rows once for all `m` activation rows.
+    const ROWS: usize = 16;
+    let units = n.div_ceil(ROWS);
+    let work = |range: std::ops::Range<usize>| {
+        for unit in range {
+            let rows = unit * ROWS..(unit * ROWS + ROWS).min(n);
+            let wr = &w[rows.start * row_bytes..rows.end * row_bytes];
+            for i in 0..m {
+                let a = &act[i * kb..(i + 1) * kb];
+                // SAFETY: every (i, row) of `out` is written by exactly one unit.
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        (out_ptr as *mut f32).add(i * n + rows.start),
+                        rows.len(),
+                    )
+                };
+                dot_rows(level, format, wr, row_bytes, a, dst);
+            }
+        }
+    };
+    if n * kb * m < 4096 {
+        // Too small to be worth waking the pool (the tiny test models).
+        work(0..units);
+    } else {
+        candle_core::utils::barrier_pool().execute_chunked(units, work);
+    }
+    Ok(())
+}
+
+/// `dst[r] = row r of w . act` for consecutive rows of `row_bytes` bytes.
+fn dot_rows(
+    level: Level,
+    format: Format,
+    w: &[u8],
+    row_bytes: usize,
+    act: &[ActBlock],
+    dst: &mut [f32],
+) {
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 | Level::Avx512Vnni => x86::dot_rows(level, format, w, row_bytes, act, dst),
+        _ => {
+            for (row, d) in w.chunks_exact(row_bytes).zip(dst.iter_mut()) {
+                *d = dot_scalar(format, row, act);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::{Device, Module, Tensor};
+
+    fn formats() -> [(Format, GgmlDType); 4] {
+        [
+            (Format::Q4_0, GgmlDType::Q4_0),
+            (Format::Q4_1, GgmlDType::Q4_1),
+            (Format::Q5_0, GgmlDType::Q5_0),
+            (Format::Q8_0, GgmlDType::Q8_0),
+        ]
+    }
+
+    /// Every available level against candle's dequantize-then-multiply (f32) product and
+    /// against the scalar kernel, on shapes with a ragged last unit of rows and several
+    /// activation rows.
+    #[test]
+    fn kernels_match_the_dequantized_product() {
+        let dev = Device::Cpu;
+        for (m, k, n) in [(1, 64, 7), (1, 640, 300), (3, 896, 129), (2, 4864, 64)] {
+            // Large and small magnitudes in one row exercise the per-block scales.
+            let w = (Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap()
+                * Tensor::rand(0.01f32, 3.0, (n, k), &dev).unwrap())
+            .unwrap();
+            let x = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
+            let xv: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+            for (format, dtype) in formats() {
+                let q = QTensor::quantize(&w, dtype).unwrap();
+                let bytes = q.data().unwrap();
+                let exact: Vec<f32> = x
+                    .matmul(&q.dequantize(&dev).unwrap().t().unwrap())
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                let scale = exact.iter().fold(0f32, |a, v| a.max(v.abs()));
+                let mut reference = vec![0f32; m * n];
+                matmul(
+                    Level::Scalar,
+                    format,
+                    &bytes,
+                    (m, k, n),
+                    &xv,
+                    &mut reference,
+                )
+                .unwrap();
+                for (r, e) in reference.iter().zip(&exact) {
+                    // 8-bit activations: within 2 % of the largest output.
+                    assert!(
+                        (r - e).abs() <= 2e-2 * scale,
+                        "{format:?} {m}x{k}x{n}: scalar {r} vs exact {e} (scale {scale})"
+                    );
+                }
+                for level in Level::available() {
+                    let mut got = vec![f32::NAN; m * n];
+                    matmul(level, format, &bytes, (m, k, n), &xv, &mut got).unwrap();
+                    for (j, (g, r)) in got.iter().zip(&reference).enumerate() {
+                        assert!(
+                            (g - r).abs() <= 1e-5 * scale.max(1.0),
+                            "{format:?} {level:?} {m}x{k}x{n} [{j}]: {g} vs scalar {r}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The scalar kernel is the 8-bit product llama.cpp computes: candle's own
+    /// quantized matmul (same activation quantization) agrees to rounding.
+    #[test]
+    fn scalar_kernel_matches_candles_quantized_matmul() {
+        let dev = Device::Cpu;
+        let (m, k, n) = (2, 256, 40);
+        let w = Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
+        let xv: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+        for (format, dtype) in formats() {
+            let q = std::sync::Arc::new(QTensor::quantize(&w, dtype).unwrap());
+            let candle: Vec<f32> = candle_core::quantized::QMatMul::from_arc(q.clone())
+                .unwrap()
+                .forward(&x)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let mut ours = vec![0f32; m * n];
+            matmul(
+                Level::Scalar,
+                format,
+                &q.data().unwrap(),
+                (m, k, n),
+                &xv,
+                &mut ours,
+            )
+            .unwrap();
+            // Q4_1's block sums `s` are f16: llama.cpp (and this kernel) rounds
+            // `d * sum` once, candle multiplies two f16 values; 2^-11 apart at most.
+            let tol = if format == Format::Q4_1 { 1e-3 } else { 1e-5 };
+            let scale = candle.iter().fold(1f32, |a, v| a.max(v.abs()));
+            for (o, c) in ours.iter().zip(&candle) {
+                assert!(
+                    (o - c).abs() <= tol * scale,
+                    "{format:?}: {o} vs candle {c}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn shape_errors_say_what_was_expected() {
+        let mut out = vec![0f32; 2];
+        let e = matmul(
+            Level::Scalar,
+            Format::Q8_0,
+            &[0u8; 34],
+            (1, 33, 2),
+            &[0.0; 33],
+            &mut out,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("blocks of 32"), "{e}");
+        let e = matmul(
+            Level::Scalar,
+            Format::Q8_0,
+            &[0u8; 34],
+            (1, 32, 2),
+            &[0.0; 32],
+            &mut out,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("68 bytes"), "{e}");
+    }
+}

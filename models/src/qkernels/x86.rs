@@ -1,0 +1,192 @@
+//! AVX2 and AVX-512 VNNI row kernels. Both are stamped from one macro and differ only
+//! in the integer dot product of 32 unsigned weight bytes with 32 signed activation
+//! bytes: `vpmaddubsw` + `vpmaddwd` on AVX2, one `vpdpbusd` with VNNI. Neither can
+//! saturate here: weights are at most 31 (Q4/Q5) or |128| (Q8_0, sign moved onto the
+//! activation), activations at most |127|, so a pair sums to at most 32 512.
+
+use super::{ActBlock, Format, Level};
+use std::arch::x86_64::*;
+
+pub(super) fn dot_rows(
+    level: Level,
+    format: Format,
+    w: &[u8],
+    row_bytes: usize,
+    act: &[ActBlock],
+    dst: &mut [f32],
+) {
+    assert!(w.len() >= dst.len() * row_bytes && row_bytes >= act.len() * format.block_bytes());
+    // SAFETY: `level` comes from `Level::available()` (runtime detection); the
+    // assertion bounds every block read.
+    unsafe {
+        match level {
+            Level::Avx512Vnni => vnni::dot_rows(format, w, row_bytes, act, dst),
+            Level::Avx2 => avx2::dot_rows(format, w, row_bytes, act, dst),
+            Level::Scalar => unreachable!("the scalar level has no x86 kernel"),
+        }
+    }
+}
+
+macro_rules! dot_avx2 {
+    ($u:expr, $s:expr) => {
+        _mm256_madd_epi16(_mm256_maddubs_epi16($u, $s), _mm256_set1_epi16(1))
+    };
+}
+
+macro_rules! dot_vnni {
+    ($u:expr, $s:expr) => {
+        _mm256_dpbusd_epi32(_mm256_setzero_si256(), $u, $s)
+    };
+}
+
+/// Scaled sum over blocks of `dot(i32 x 8) * dw * da`, two accumulators so
+/// consecutive blocks do not wait on each other's multiply-add.
+macro_rules! blocks {
+    ($act:expr, $bb:expr, $row:expr, |$p:ident, $a:ident| $body:expr) => {{
+        let mut acc0 = _mm256_setzero_ps();
+        let mut acc1 = _mm256_setzero_ps();
+        let mut off = 0f32;
+        let n = $act.len();
+        let mut b = 0;
+        while b + 1 < n {
+            let (s0, k0, o0) = {
+                let $p = $row.add(b * $bb);
+                let $a = &$act[b];
+                $body
+            };
+            let (s1, k1, o1) = {
+                let $p = $row.add((b + 1) * $bb);
+                let $a = &$act[b + 1];
+                $body
+            };
+            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(k0), _mm256_cvtepi32_ps(s0), acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(k1), _mm256_cvtepi32_ps(s1), acc1);
+            off += o0 + o1;
+            b += 2;
+        }
+        if b < n {
+            let (s0, k0, o0) = {
+                let $p = $row.add(b * $bb);
+                let $a = &$act[b];
+                $body
+            };
+            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(k0), _mm256_cvtepi32_ps(s0), acc0);
+            off += o0;
+        }
+        hsum(_mm256_add_ps(acc0, acc1)) + off
+    }};
+}
+
+macro_rules! kernels {
+    ($name:ident, $features:literal, $dot:ident) => {
+        mod $name {
+            use super::*;
+
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn dot_rows(
+                format: Format,
+                w: &[u8],
+                row_bytes: usize,
+                act: &[ActBlock],
+                dst: &mut [f32],
+            ) {
+                let base = w.as_ptr();
+                for (r, d) in dst.iter_mut().enumerate() {
+                    let row = base.add(r * row_bytes);
+                    *d = match format {
+                        Format::Q4_0 => row_q4_0(row, act),
+                        Format::Q4_1 => row_q4_1(row, act),
+                        Format::Q5_0 => row_q5_0(row, act),
+                        Format::Q8_0 => row_q8_0(row, act),
+                    };
+                }
+            }
+
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn f16(p: *const u8) -> f32 {
+                let bits = (p as *const u16).read_unaligned();
+                _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+            }
+
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn hsum(v: __m256) -> f32 {
+                let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+                let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+                _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+            }
+
+            /// 16 bytes of nibbles to 32 bytes: low nibbles are values 0..16, high 16..32.
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn nibbles(p: *const u8) -> __m256i {
+                let raw = _mm_loadu_si128(p as *const __m128i);
+                _mm256_and_si256(
+                    _mm256_set_m128i(_mm_srli_epi16(raw, 4), raw),
+                    _mm256_set1_epi8(0x0F),
+                )
+            }
+
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn act_qs(a: &ActBlock) -> __m256i {
+                _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i)
+            }
+
+            #[target_feature(enable = $features)]
+            unsafe fn row_q4_0(row: *const u8, act: &[ActBlock]) -> f32 {
+                blocks!(act, 18, row, |p, a| {
+                    let d = f16(p);
+                    let s = $dot!(nibbles(p.add(2)), act_qs(a));
+                    (s, d * a.d, -8.0 * d * a.s)
+                })
+            }
+
+            #[target_feature(enable = $features)]
+            unsafe fn row_q4_1(row: *const u8, act: &[ActBlock]) -> f32 {
+                blocks!(act, 20, row, |p, a| {
+                    let s = $dot!(nibbles(p.add(4)), act_qs(a));
+                    (s, f16(p) * a.d, f16(p.add(2)) * a.s)
+                })
+            }
+
+            #[target_feature(enable = $features)]
+            unsafe fn row_q5_0(row: *const u8, act: &[ActBlock]) -> f32 {
+                // Byte j of the result is 0x10 where bit j of `qh` is set: replicate byte
+                // j / 8 of `qh` into byte j, set every other bit, compare with all ones.
+                let spread = _mm256_setr_epi64x(
+                    0x0000_0000_0000_0000,
+                    0x0101_0101_0101_0101,
+                    0x0202_0202_0202_0202,
+                    0x0303_0303_0303_0303,
+                );
+                let others = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe);
+                let ones = _mm256_set1_epi64x(-1);
+                let bit4 = _mm256_set1_epi8(0x10);
+                blocks!(act, 22, row, |p, a| {
+                    let d = f16(p);
+                    let qh = (p.add(2) as *const i32).read_unaligned();
+                    let spread = _mm256_shuffle_epi8(_mm256_set1_epi32(qh), spread);
+                    let high = _mm256_cmpeq_epi8(_mm256_or_si256(spread, others), ones);
+                    let q = _mm256_or_si256(nibbles(p.add(6)), _mm256_and_si256(high, bit4));
+                    let s = $dot!(q, act_qs(a));
+                    (s, d * a.d, -16.0 * d * a.s)
+                })
+            }
+
+            #[target_feature(enable = $features)]
+            unsafe fn row_q8_0(row: *const u8, act: &[ActBlock]) -> f32 {
+                blocks!(act, 34, row, |p, a| {
+                    let q = _mm256_loadu_si256(p.add(2) as *const __m256i);
+                    // |w| . (y with w's sign): an unsigned-by-signed product.
+                    let s = $dot!(_mm256_sign_epi8(q, q), _mm256_sign_epi8(act_qs(a), q));
+                    (s, f16(p) * a.d, 0.0f32)
+                })
+            }
+        }
+    };
+}
+
+kernels!(avx2, "avx2,fma,f16c", dot_avx2);
+kernels!(vnni, "avx2,fma,f16c,avx512vnni,avx512vl", dot_vnni);
