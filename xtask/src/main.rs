@@ -1,7 +1,9 @@
 //! `cargo xtask`: zoo's dev tasks.
 //!
 //! - `codegen [--check]`: write `models/src/arch.rs` from the `#[register_model]` files.
-//! - `bench --model PATH [-p 128 -n 128 -r 3]`: prompt and decode speed (release build).
+//! - `bench --model PATH [-p 128 -n 128 -r 3] [--llama-cpp]`: prompt and decode speed
+//!   (release build), side by side with llama.cpp; `bench --dispatch`: the registry's
+//!   cost per decode step against calling the candle model directly.
 //! - `fixtures [NAME...]`: write the conformance fixtures (tests/fixtures) with transformers
 //!   and llama.cpp.
 //! - `refgen [NAME...]`: record the reference logits next to them (docs/conformance.md).
@@ -33,7 +35,7 @@ fn main() -> Result<()> {
         "ci" => ci(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <codegen [--check] | bench --model PATH [-p N -n N -r N] | new-arch NAME ... | fixtures [NAME...] | refgen [NAME...] | ci>"
+                "usage: cargo xtask <codegen [--check] | bench --model PATH [-p N -n N -r N] [--llama-cpp] | bench --dispatch | new-arch NAME ... | fixtures [NAME...] | refgen [NAME...] | ci>"
             );
             if task == "help" || task == "--help" {
                 Ok(())
@@ -70,7 +72,15 @@ fn run(mut c: Command) -> Result<()> {
 /// A benchmark, not a test: builds `zoo` in release mode and runs `zoo bench`; with
 /// `--llama-cpp`, also llama.cpp (through llama-cpp-python, the refgen environment) on
 /// the same file with the same settings, in the same run, and prints the ratios.
+///
+/// `--dispatch` instead measures what the registry costs per decode step against
+/// calling the candle model directly (tests/benches/dispatch.rs).
 fn bench(args: &[String]) -> Result<()> {
+    if args.iter().any(|a| a == "--dispatch") {
+        let mut c = cargo();
+        c.args(["bench", "-p", "zoo-tests", "--bench", "dispatch"]);
+        return run(c);
+    }
     let compare = args.iter().any(|a| a == "--llama-cpp");
     let args: Vec<&String> = args.iter().filter(|a| *a != "--llama-cpp").collect();
     let mut c = cargo();
