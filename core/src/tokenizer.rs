@@ -55,10 +55,10 @@ impl std::fmt::Display for TokenizerKind {
 /// A tokenizer with the BOS policy of its model.
 #[derive(Clone)]
 pub struct Tokenizer {
-    /// Special-token text is tokenized as plain text (llama.cpp's `parse_special = false`).
-    plain: tokenizers::Tokenizer,
-    /// Special-token text becomes the special token.
-    special: tokenizers::Tokenizer,
+    /// One `tokenizers` instance (a second, for encoding special-token text as plain
+    /// text, would double the memory: ~100 MiB for Gemma 3's 262k vocabulary); the
+    /// lock guards the switch between the two encodings. Clones share it.
+    tk: std::sync::Arc<std::sync::Mutex<tokenizers::Tokenizer>>,
     kind: TokenizerKind,
     bos_id: Option<u32>,
     add_bos: bool,
@@ -340,13 +340,8 @@ impl Tokenizer {
         bos_id: Option<u32>,
         add_bos: bool,
     ) -> Self {
-        let mut plain = tk.clone();
-        plain.set_encode_special_tokens(true);
-        let mut special = tk;
-        special.set_encode_special_tokens(false);
         Self {
-            plain,
-            special,
+            tk: std::sync::Arc::new(std::sync::Mutex::new(tk)),
             kind,
             bos_id,
             add_bos,
@@ -359,18 +354,21 @@ impl Tokenizer {
 
     /// The vocabulary size, added tokens included.
     pub fn vocab_size(&self) -> usize {
-        self.special.get_vocab_size(true)
+        self.lock().get_vocab_size(true)
+    }
+
+    /// The `tokenizers` instance; a panic elsewhere while it was held leaves it usable
+    /// (no method leaves it half-changed).
+    fn lock(&self) -> std::sync::MutexGuard<'_, tokenizers::Tokenizer> {
+        self.tk.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The ids of `text` alone: no BOS, no post-processing. With `parse_special`,
     /// special-token text (`<|im_start|>`) becomes the special token; without, it is
     /// tokenized as text, like llama.cpp's `llama-tokenize` default.
     pub fn encode(&self, text: &str, parse_special: bool) -> Result<Vec<u32>> {
-        let tk = if parse_special {
-            &self.special
-        } else {
-            &self.plain
-        };
+        let mut tk = self.lock();
+        tk.set_encode_special_tokens(!parse_special);
         let enc = tk.encode(text, false).map_err(Error::tokenizer)?;
         Ok(enc.get_ids().to_vec())
     }
@@ -380,7 +378,9 @@ impl Tokenizer {
     pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
         match self.kind {
             TokenizerKind::HfJson => {
-                let enc = self.special.encode(text, true).map_err(Error::tokenizer)?;
+                let mut tk = self.lock();
+                tk.set_encode_special_tokens(false);
+                let enc = tk.encode(text, true).map_err(Error::tokenizer)?;
                 Ok(enc.get_ids().to_vec())
             }
             _ => {
@@ -408,14 +408,14 @@ impl Tokenizer {
 
     /// Decodes `ids` to text; `skip_special` leaves out control tokens.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
-        self.special
+        self.lock()
             .decode(ids, skip_special)
             .map_err(Error::tokenizer)
     }
 
     /// The text of one token as the vocabulary spells it.
     pub fn id_to_token(&self, id: u32) -> Option<String> {
-        self.special.id_to_token(id)
+        self.lock().id_to_token(id)
     }
 
     /// A streaming detokenizer over this tokenizer.

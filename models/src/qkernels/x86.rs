@@ -4,7 +4,7 @@
 //! saturate here: weights are at most 31 (Q4/Q5) or |128| (Q8_0, sign moved onto the
 //! activation), activations at most |127|, so a pair sums to at most 32 512.
 
-use super::{ActBlock, Format, Level};
+use super::{ActBlock, ActTile, Format, Level};
 use std::arch::x86_64::*;
 
 pub(super) fn dot_rows(
@@ -26,6 +26,33 @@ pub(super) fn dot_rows(
         }
     }
 }
+
+/// `dst[r][i] = row r of w . activation row i` for the four activation rows of `act`
+/// (one [`ActTile`] per block): every weight block is decoded once for the four.
+pub(super) fn dot_rows4(
+    level: Level,
+    format: Format,
+    w: &[u8],
+    row_bytes: usize,
+    act: &[ActTile],
+    dst: &mut [[f32; 4]],
+) {
+    assert!(w.len() >= dst.len() * row_bytes && row_bytes >= act.len() * format.block_bytes());
+    // SAFETY: as in `dot_rows`.
+    unsafe {
+        match level {
+            Level::Avx512Vnni => vnni::dot_rows4(format, w, row_bytes, act, dst),
+            Level::Avx2 => avx2::dot_rows4(format, w, row_bytes, act, dst),
+            Level::Scalar => unreachable!("the scalar level has no x86 kernel"),
+        }
+    }
+}
+
+/// Format numbers for the const-generic four-row kernel.
+const Q4_0: u8 = 0;
+const Q4_1: u8 = 1;
+const Q5_0: u8 = 2;
+const Q8_0: u8 = 3;
 
 macro_rules! dot_avx2 {
     ($u:expr, $s:expr) => {
@@ -103,6 +130,109 @@ macro_rules! kernels {
             }
 
             #[target_feature(enable = $features)]
+            pub(super) unsafe fn dot_rows4(
+                format: Format,
+                w: &[u8],
+                row_bytes: usize,
+                act: &[ActTile],
+                dst: &mut [[f32; 4]],
+            ) {
+                let w = w.as_ptr();
+                match format {
+                    Format::Q4_0 => rows4::<Q4_0>(w, row_bytes, act, dst),
+                    Format::Q4_1 => rows4::<Q4_1>(w, row_bytes, act, dst),
+                    Format::Q5_0 => rows4::<Q5_0>(w, row_bytes, act, dst),
+                    Format::Q8_0 => rows4::<Q8_0>(w, row_bytes, act, dst),
+                }
+            }
+
+            /// One weight block as unsigned bytes (`u`), the raw signed bytes for Q8_0's
+            /// sign trick (`q`), the block scale and the coefficient of the activation
+            /// sum (the offset of the 4- and 5-bit formats).
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn decode<const F: u8>(p: *const u8) -> (__m256i, __m256i, f32, f32) {
+                match F {
+                    Q4_0 => {
+                        let d = f16(p);
+                        let u = nibbles(p.add(2));
+                        (u, u, d, -8.0 * d)
+                    }
+                    Q4_1 => {
+                        let u = nibbles(p.add(4));
+                        (u, u, f16(p), f16(p.add(2)))
+                    }
+                    Q5_0 => {
+                        let d = f16(p);
+                        let u = _mm256_or_si256(nibbles(p.add(6)), q5_high(p.add(2)));
+                        (u, u, d, -16.0 * d)
+                    }
+                    _ => {
+                        let q = _mm256_loadu_si256(p.add(2) as *const __m256i);
+                        (_mm256_sign_epi8(q, q), q, f16(p), 0.0)
+                    }
+                }
+            }
+
+            /// Four activation rows against `dst.len()` weight rows of format `F`.
+            #[target_feature(enable = $features)]
+            unsafe fn rows4<const F: u8>(
+                w: *const u8,
+                row_bytes: usize,
+                act: &[ActTile],
+                dst: &mut [[f32; 4]],
+            ) {
+                let bb = [18, 20, 22, 34][F as usize];
+                for (r, d) in dst.iter_mut().enumerate() {
+                    let row = w.add(r * row_bytes);
+                    let mut acc = [_mm256_setzero_ps(); 4];
+                    // The offset terms of the four rows, one lane each.
+                    let mut off = _mm_setzero_ps();
+                    for (b, t) in act.iter().enumerate() {
+                        let (u, q, dw, offc) = decode::<F>(row.add(b * bb));
+                        for i in 0..4 {
+                            let a = _mm256_loadu_si256(t.qs[i].as_ptr() as *const __m256i);
+                            let y = if F == Q8_0 { _mm256_sign_epi8(a, q) } else { a };
+                            let s = $dot!(u, y);
+                            acc[i] = _mm256_fmadd_ps(
+                                _mm256_set1_ps(dw * t.d[i]),
+                                _mm256_cvtepi32_ps(s),
+                                acc[i],
+                            );
+                        }
+                        if F != Q8_0 {
+                            off = _mm_fmadd_ps(_mm_set1_ps(offc), _mm_loadu_ps(t.s.as_ptr()), off);
+                        }
+                    }
+                    let mut offs = [0f32; 4];
+                    _mm_storeu_ps(offs.as_mut_ptr(), off);
+                    for i in 0..4 {
+                        d[i] = hsum(acc[i]) + offs[i];
+                    }
+                }
+            }
+
+            /// Q5_0's fifth bits (`qh`, 32 bits) as 0x10 in the byte of each value set.
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn q5_high(qh: *const u8) -> __m256i {
+                // Byte j of the result is 0x10 where bit j of `qh` is set: replicate byte
+                // j / 8 of `qh` into byte j, set every other bit, compare with all ones.
+                let spread = _mm256_setr_epi64x(
+                    0x0000_0000_0000_0000,
+                    0x0101_0101_0101_0101,
+                    0x0202_0202_0202_0202,
+                    0x0303_0303_0303_0303,
+                );
+                let others = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe);
+                let qh = (qh as *const i32).read_unaligned();
+                let spread = _mm256_shuffle_epi8(_mm256_set1_epi32(qh), spread);
+                let high =
+                    _mm256_cmpeq_epi8(_mm256_or_si256(spread, others), _mm256_set1_epi64x(-1));
+                _mm256_and_si256(high, _mm256_set1_epi8(0x10))
+            }
+
+            #[target_feature(enable = $features)]
             #[inline]
             unsafe fn f16(p: *const u8) -> f32 {
                 let bits = (p as *const u16).read_unaligned();
@@ -153,23 +283,9 @@ macro_rules! kernels {
 
             #[target_feature(enable = $features)]
             unsafe fn row_q5_0(row: *const u8, act: &[ActBlock]) -> f32 {
-                // Byte j of the result is 0x10 where bit j of `qh` is set: replicate byte
-                // j / 8 of `qh` into byte j, set every other bit, compare with all ones.
-                let spread = _mm256_setr_epi64x(
-                    0x0000_0000_0000_0000,
-                    0x0101_0101_0101_0101,
-                    0x0202_0202_0202_0202,
-                    0x0303_0303_0303_0303,
-                );
-                let others = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe);
-                let ones = _mm256_set1_epi64x(-1);
-                let bit4 = _mm256_set1_epi8(0x10);
                 blocks!(act, 22, row, |p, a| {
                     let d = f16(p);
-                    let qh = (p.add(2) as *const i32).read_unaligned();
-                    let spread = _mm256_shuffle_epi8(_mm256_set1_epi32(qh), spread);
-                    let high = _mm256_cmpeq_epi8(_mm256_or_si256(spread, others), ones);
-                    let q = _mm256_or_si256(nibbles(p.add(6)), _mm256_and_si256(high, bit4));
+                    let q = _mm256_or_si256(nibbles(p.add(6)), q5_high(p.add(2)));
                     let s = $dot!(q, act_qs(a));
                     (s, d * a.d, -16.0 * d * a.s)
                 })
