@@ -16,6 +16,7 @@ pub mod model;
 pub mod registry;
 pub mod sampling;
 pub mod source;
+mod spm;
 pub mod tokenizer;
 
 pub use candle_core::{DType, Device, Tensor};

@@ -1,25 +1,17 @@
 //! Tokenizers: tokenizer.json through `tokenizers`, and the tokenizer embedded in a
-//! GGUF file (`tokenizer.ggml.*`) rebuilt as a `tokenizers` pipeline that matches
-//! llama.cpp.
+//! GGUF file (`tokenizer.ggml.*`): byte-level BPE vocabularies rebuilt as a
+//! `tokenizers` pipeline that matches llama.cpp, SentencePiece-style ones run by
+//! [`crate::spm`] as llama.cpp runs them.
 
 use std::path::Path;
 
 use candle_core::quantized::gguf_file::Value;
-use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
-use tokenizers::decoders::fuse::Fuse;
-use tokenizers::decoders::sequence::Sequence as DecoderSequence;
-use tokenizers::decoders::strip::Strip;
 use tokenizers::models::bpe::BPE;
-use tokenizers::normalizers::replace::Replace;
-use tokenizers::normalizers::{Prepend, Sequence as NormalizerSequence};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-use tokenizers::{
-    AddedToken, DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior,
-};
-type DecReplace = tokenizers::normalizers::replace::Replace;
+use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior};
 
 use crate::gguf::as_u64;
 use crate::source::GgufSource;
@@ -52,13 +44,21 @@ impl std::fmt::Display for TokenizerKind {
     }
 }
 
+/// What runs the tokenizer.
+enum Backend {
+    /// One `tokenizers` instance (a second, for encoding special-token text as plain
+    /// text, would double the memory); the lock guards the switch between the two
+    /// encodings.
+    Hf(std::sync::Mutex<tokenizers::Tokenizer>),
+    /// GGUF SentencePiece-style vocabularies, run as llama.cpp does.
+    Spm(crate::spm::Spm),
+}
+
 /// A tokenizer with the BOS policy of its model.
 #[derive(Clone)]
 pub struct Tokenizer {
-    /// One `tokenizers` instance (a second, for encoding special-token text as plain
-    /// text, would double the memory: ~100 MiB for Gemma 3's 262k vocabulary); the
-    /// lock guards the switch between the two encodings. Clones share it.
-    tk: std::sync::Arc<std::sync::Mutex<tokenizers::Tokenizer>>,
+    /// Clones share it.
+    backend: std::sync::Arc<Backend>,
     kind: TokenizerKind,
     bos_id: Option<u32>,
     add_bos: bool,
@@ -235,11 +235,7 @@ impl Tokenizer {
         ))
     }
 
-    /// SentencePiece-style vocabularies as llama.cpp runs them: the text (with a space
-    /// prepended where `add_space_prefix`) has its spaces escaped as `▁`, starts as one
-    /// symbol per character, and the adjacent pair whose concatenation is the
-    /// highest-scoring token is merged until none is left; characters without a token
-    /// become `<0xXX>` byte tokens. As `tokenizers` BPE: merges ranked by that score.
+    /// SentencePiece-style vocabularies as llama.cpp runs them (see [`crate::spm`]).
     fn gguf_spm(g: &GgufSource) -> Result<Self> {
         let tokens = g.str_array("tokenizer.ggml.tokens")?;
         let scores: Vec<f32> = match g.get("tokenizer.ggml.scores") {
@@ -262,76 +258,33 @@ impl Tokenizer {
                 })
             }
         };
-        if scores.len() != tokens.len() {
-            return Err(Error::Tokenizer(format!(
-                "{} tokens but {} scores in tokenizer.ggml.scores",
-                tokens.len(),
-                scores.len()
-            )));
-        }
-        let types = token_types(g, tokens.len());
+        let types = token_types(g, tokens.len())
+            .into_iter()
+            .map(|t| u8::try_from(t).unwrap_or(0))
+            .collect();
         let add_space_prefix = g
             .bool_opt("tokenizer.ggml.add_space_prefix")?
             .unwrap_or(true);
-        let mut vocab: tokenizers::models::bpe::Vocab = Default::default();
-        for (i, t) in tokens.iter().enumerate() {
-            vocab.entry(t.to_string()).or_insert(i as u32);
-        }
-        // Every split of every piece into two pieces is a merge, ranked by the score of
-        // the piece it makes (ties: longer left part first, as transformers converts).
-        let mut merges: Vec<(f32, usize, usize, String, String)> = Vec::new();
-        for (i, piece) in tokens.iter().enumerate() {
-            if !matches!(types[i], 1 | 4) {
-                continue;
-            }
-            for (cut, _) in piece.char_indices().skip(1) {
-                let (l, r) = piece.split_at(cut);
-                if vocab.contains_key(l) && vocab.contains_key(r) {
-                    merges.push((scores[i], l.len(), r.len(), l.to_string(), r.to_string()));
-                }
-            }
-        }
-        merges.sort_by(|a, b| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)).then(b.2.cmp(&a.2)));
-        let merges: Vec<(String, String)> = merges.into_iter().map(|m| (m.3, m.4)).collect();
         let unk = g
             .u64_opt("tokenizer.ggml.unknown_token_id")?
-            .and_then(|id| tokens.get(id as usize))
-            .map(|t| t.to_string());
-        let mut builder = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .byte_fallback(true);
-        if let Some(unk) = unk {
-            builder = builder.unk_token(unk);
-        }
-        let bpe = builder.build().map_err(Error::tokenizer)?;
-        let mut tk = tokenizers::Tokenizer::new(bpe);
-        let mut norm = Vec::new();
-        if add_space_prefix {
-            norm.push(NormalizerWrapper::Prepend(Prepend::new("▁".into())));
-        }
-        norm.push(NormalizerWrapper::Replace(
-            Replace::new(" ", "▁").map_err(Error::tokenizer)?,
-        ));
-        tk.with_normalizer(Some(NormalizerSequence::new(norm)));
-        let mut dec = vec![
-            DecoderWrapper::Replace(DecReplace::new("▁", " ").map_err(Error::tokenizer)?),
-            DecoderWrapper::ByteFallback(ByteFallback::new()),
-            DecoderWrapper::Fuse(Fuse::new()),
-        ];
-        if add_space_prefix {
-            dec.push(DecoderWrapper::Strip(Strip::new(' ', 1, 0)));
-        }
-        tk.with_decoder(Some(DecoderSequence::new(dec)));
-        add_gguf_added_tokens(&mut tk, &tokens, &types);
+            .filter(|&id| (id as usize) < tokens.len())
+            .map(|id| id as u32);
+        let spm = crate::spm::Spm::new(
+            tokens.iter().map(|t| Box::<str>::from(*t)).collect(),
+            scores,
+            types,
+            unk,
+            add_space_prefix,
+        )?;
         let bos_id = g.u64_opt("tokenizer.ggml.bos_token_id")?.map(|v| v as u32);
         // llama.cpp's default for SentencePiece vocabularies is to add BOS.
         let add_bos = g.bool_opt("tokenizer.ggml.add_bos_token")?.unwrap_or(true);
-        Ok(Self::from_parts(
-            tk,
-            TokenizerKind::GgufSpm { add_space_prefix },
+        Ok(Self {
+            backend: std::sync::Arc::new(Backend::Spm(spm)),
+            kind: TokenizerKind::GgufSpm { add_space_prefix },
             bos_id,
             add_bos,
-        ))
+        })
     }
 
     fn from_parts(
@@ -341,7 +294,7 @@ impl Tokenizer {
         add_bos: bool,
     ) -> Self {
         Self {
-            tk: std::sync::Arc::new(std::sync::Mutex::new(tk)),
+            backend: std::sync::Arc::new(Backend::Hf(std::sync::Mutex::new(tk))),
             kind,
             bos_id,
             add_bos,
@@ -354,31 +307,33 @@ impl Tokenizer {
 
     /// The vocabulary size, added tokens included.
     pub fn vocab_size(&self) -> usize {
-        self.lock().get_vocab_size(true)
-    }
-
-    /// The `tokenizers` instance; a panic elsewhere while it was held leaves it usable
-    /// (no method leaves it half-changed).
-    fn lock(&self) -> std::sync::MutexGuard<'_, tokenizers::Tokenizer> {
-        self.tk.lock().unwrap_or_else(|e| e.into_inner())
+        match &*self.backend {
+            Backend::Hf(tk) => lock(tk).get_vocab_size(true),
+            Backend::Spm(spm) => spm.vocab_size(),
+        }
     }
 
     /// The ids of `text` alone: no BOS, no post-processing. With `parse_special`,
     /// special-token text (`<|im_start|>`) becomes the special token; without, it is
     /// tokenized as text, like llama.cpp's `llama-tokenize` default.
     pub fn encode(&self, text: &str, parse_special: bool) -> Result<Vec<u32>> {
-        let mut tk = self.lock();
-        tk.set_encode_special_tokens(!parse_special);
-        let enc = tk.encode(text, false).map_err(Error::tokenizer)?;
-        Ok(enc.get_ids().to_vec())
+        match &*self.backend {
+            Backend::Hf(tk) => {
+                let mut tk = lock(tk);
+                tk.set_encode_special_tokens(!parse_special);
+                let enc = tk.encode(text, false).map_err(Error::tokenizer)?;
+                Ok(enc.get_ids().to_vec())
+            }
+            Backend::Spm(spm) => spm.encode(text, parse_special),
+        }
     }
 
     /// The ids of a prompt as the model expects it: BOS where the model adds one,
     /// special-token text parsed.
     pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
-        match self.kind {
-            TokenizerKind::HfJson => {
-                let mut tk = self.lock();
+        match (&self.kind, &*self.backend) {
+            (TokenizerKind::HfJson, Backend::Hf(tk)) => {
+                let mut tk = lock(tk);
                 tk.set_encode_special_tokens(false);
                 let enc = tk.encode(text, true).map_err(Error::tokenizer)?;
                 Ok(enc.get_ids().to_vec())
@@ -408,14 +363,18 @@ impl Tokenizer {
 
     /// Decodes `ids` to text; `skip_special` leaves out control tokens.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
-        self.lock()
-            .decode(ids, skip_special)
-            .map_err(Error::tokenizer)
+        match &*self.backend {
+            Backend::Hf(tk) => lock(tk).decode(ids, skip_special).map_err(Error::tokenizer),
+            Backend::Spm(spm) => spm.decode(ids, skip_special),
+        }
     }
 
     /// The text of one token as the vocabulary spells it.
     pub fn id_to_token(&self, id: u32) -> Option<String> {
-        self.lock().id_to_token(id)
+        match &*self.backend {
+            Backend::Hf(tk) => lock(tk).id_to_token(id),
+            Backend::Spm(spm) => spm.piece(id).map(str::to_string),
+        }
     }
 
     /// A streaming detokenizer over this tokenizer.
@@ -437,6 +396,14 @@ impl Tokenizer {
             skip_special,
         }
     }
+}
+
+/// The `tokenizers` instance; a panic elsewhere while it was held leaves it usable (no
+/// method leaves it half-changed).
+fn lock(
+    tk: &std::sync::Mutex<tokenizers::Tokenizer>,
+) -> std::sync::MutexGuard<'_, tokenizers::Tokenizer> {
+    tk.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// `tokenizer.ggml.token_type`: 1 normal, 2 unknown, 3 control, 4 user-defined,
