@@ -472,11 +472,14 @@ impl GgufSource {
             // Blocks are read in place by candle: their fields need (at most 4-byte)
             // alignment, which GGUF's 32-byte tensor alignment gives.
             if let Some(bytes) = bytes.filter(|b| (b.as_ptr() as usize) % 8 == 0) {
+                let dims = info.shape.dims().to_vec();
+                if device.is_cpu() {
+                    if let Some(t) = self.copy_blocks(dtype, start, bytes, &dims) {
+                        return Ok(t?);
+                    }
+                }
                 let tensor = candle_core::quantized::ggml_file::qtensor_from_ggml(
-                    dtype,
-                    bytes,
-                    info.shape.dims().to_vec(),
-                    device,
+                    dtype, bytes, dims, device,
                 )?;
                 self.release_pages(name);
                 return Ok(tensor);
@@ -487,6 +490,64 @@ impl GgufSource {
         let tensor = self.content.tensor(&mut self.reader(), name, device)?;
         self.release_pages(name);
         Ok(tensor)
+    }
+
+    /// A CPU tensor of a quantized format, copied out of the map a few MiB at a time,
+    /// each piece's file pages released as soon as it is copied: the map and the copy
+    /// of a large tensor (Gemma 3's 178 MiB embedding) are never resident together.
+    /// `None` for formats left to candle (f32, f16: small tensors here).
+    fn copy_blocks(
+        &self,
+        dtype: candle_core::quantized::GgmlDType,
+        start: usize,
+        bytes: &[u8],
+        dims: &[usize],
+    ) -> Option<Result<candle_core::quantized::QTensor>> {
+        use candle_core::quantized::k_quants::*;
+        use candle_core::quantized::{GgmlDType as G, GgmlType, QStorage, QTensor};
+
+        fn copy<T: GgmlType + Send + Sync + 'static>(
+            src: &GgufSource,
+            start: usize,
+            bytes: &[u8],
+            dims: &[usize],
+        ) -> Result<QTensor> {
+            const PIECE: usize = 8 << 20;
+            let n = bytes.len() / std::mem::size_of::<T>();
+            let mut blocks: Vec<T> = Vec::with_capacity(n);
+            let dst = blocks.as_mut_ptr() as *mut u8;
+            let mut done = 0;
+            while done < n * std::mem::size_of::<T>() {
+                let len = PIECE.min(n * std::mem::size_of::<T>() - done);
+                // SAFETY: `blocks` has room for `n` blocks, `bytes` holds them; GGUF
+                // blocks are plain data, any bytes are a valid value.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(bytes.as_ptr().add(done), dst.add(done), len)
+                };
+                src.release_range(start + done, len);
+                done += len;
+            }
+            // SAFETY: every byte of the `n` blocks was written above.
+            unsafe { blocks.set_len(n) };
+            Ok(QTensor::new(
+                QStorage::Cpu(Box::new(blocks)),
+                dims.to_vec(),
+            )?)
+        }
+
+        Some(match dtype {
+            G::Q4_0 => copy::<BlockQ4_0>(self, start, bytes, dims),
+            G::Q4_1 => copy::<BlockQ4_1>(self, start, bytes, dims),
+            G::Q5_0 => copy::<BlockQ5_0>(self, start, bytes, dims),
+            G::Q5_1 => copy::<BlockQ5_1>(self, start, bytes, dims),
+            G::Q8_0 => copy::<BlockQ8_0>(self, start, bytes, dims),
+            G::Q2K => copy::<BlockQ2K>(self, start, bytes, dims),
+            G::Q3K => copy::<BlockQ3K>(self, start, bytes, dims),
+            G::Q4K => copy::<BlockQ4K>(self, start, bytes, dims),
+            G::Q5K => copy::<BlockQ5K>(self, start, bytes, dims),
+            G::Q6K => copy::<BlockQ6K>(self, start, bytes, dims),
+            _ => return None,
+        })
     }
 
     /// Drops the file pages of a tensor that has just been copied out of the map from
@@ -500,6 +561,12 @@ impl GgufSource {
         let dtype = info.ggml_dtype;
         let len = info.shape.elem_count() / dtype.block_size() * dtype.type_size();
         let offset = self.content.tensor_data_offset as usize + info.offset as usize;
+        self.release_range(offset, len);
+    }
+
+    /// Drops the resident file pages of `offset..offset + len` (see `release_pages`).
+    #[cfg(unix)]
+    fn release_range(&self, offset: usize, len: usize) {
         if offset.saturating_add(len) <= self.mmap.len() {
             // SAFETY: the map is a read-only file mapping: MADV_DONTNEED only discards
             // resident pages, and every later access reads the same bytes from the file.
@@ -512,6 +579,9 @@ impl GgufSource {
 
     #[cfg(not(unix))]
     fn release_pages(&self, _name: &str) {}
+
+    #[cfg(not(unix))]
+    fn release_range(&self, _offset: usize, _len: usize) {}
 
     /// The size of the file in bytes.
     pub fn file_size(&self) -> u64 {
