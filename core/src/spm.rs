@@ -8,11 +8,11 @@
 //!
 //! zoo first rebuilt this as a `tokenizers` BPE with every split of every piece as a
 //! merge: for Gemma 3's 262k pieces that is 515k merges, about 1.2 s to build and
-//! 150 MiB at the peak. Here the pieces, their scores and one index are all there is
-//! (tens of milliseconds, tens of MiB).
+//! 150 MiB at the peak. Here the pieces, their scores and one sorted index are all
+//! there is (about 5 MiB for Gemma 3).
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 
@@ -32,23 +32,77 @@ struct Specials {
 }
 
 impl Specials {
-    fn new(pieces: &[Box<str>], ids: Vec<u32>) -> Result<Option<Self>> {
+    fn new(pieces: &Pieces, ids: Vec<u32>) -> Result<Option<Self>> {
         if ids.is_empty() {
             return Ok(None);
         }
         let matcher = AhoCorasickBuilder::new()
             .match_kind(MatchKind::LeftmostLongest)
-            .build(ids.iter().map(|&id| pieces[id as usize].as_bytes()))
+            .build(ids.iter().map(|&id| pieces.get(id).as_bytes()))
             .map_err(|e| Error::Tokenizer(format!("special tokens: {e}")))?;
         Ok(Some(Self { matcher, ids }))
     }
 }
 
+/// Every piece in one string, and the ids sorted by their text for lookups: for
+/// Gemma 3's 262k pieces about 4 MiB, where a `Vec<String>` and a `HashMap` of them
+/// took about 35 MiB.
+struct Pieces {
+    text: String,
+    /// Piece `id` is `text[starts[id]..starts[id + 1]]`.
+    starts: Vec<u32>,
+    /// Ids by piece text, equal texts by id.
+    sorted: Vec<u32>,
+}
+
+impl Pieces {
+    fn new(pieces: &[&str]) -> Result<Self> {
+        let total: usize = pieces.iter().map(|p| p.len()).sum();
+        if u32::try_from(total).is_err() {
+            return Err(Error::Tokenizer(format!(
+                "the vocabulary's pieces take {total} bytes, more than 4 GiB"
+            )));
+        }
+        let mut text = String::with_capacity(total);
+        let mut starts = Vec::with_capacity(pieces.len() + 1);
+        for p in pieces {
+            starts.push(text.len() as u32);
+            text.push_str(p);
+        }
+        starts.push(text.len() as u32);
+        let mut this = Self {
+            text,
+            starts,
+            sorted: (0..pieces.len() as u32).collect(),
+        };
+        let mut sorted = std::mem::take(&mut this.sorted);
+        sorted.sort_unstable_by(|&a, &b| this.get(a).cmp(this.get(b)).then(a.cmp(&b)));
+        this.sorted = sorted;
+        Ok(this)
+    }
+
+    fn len(&self) -> usize {
+        self.starts.len() - 1
+    }
+
+    fn get(&self, id: u32) -> &str {
+        let i = id as usize;
+        &self.text[self.starts[i] as usize..self.starts[i + 1] as usize]
+    }
+
+    /// The id of the piece `s`; of equal pieces the last, as llama.cpp's `token_to_id`
+    /// (filled in id order) keeps.
+    fn find(&self, s: &str) -> Option<u32> {
+        let end = self.sorted.partition_point(|&id| self.get(id) <= s);
+        let id = *self.sorted[..end].last()?;
+        (self.get(id) == s).then_some(id)
+    }
+}
+
 pub(crate) struct Spm {
-    pieces: Vec<Box<str>>,
+    pieces: Pieces,
     scores: Vec<f32>,
     types: Vec<u8>,
-    index: HashMap<Box<str>, u32>,
     bytes: [Option<u32>; 256],
     unk: Option<u32>,
     add_space_prefix: bool,
@@ -106,7 +160,7 @@ struct Symbol {
 impl Spm {
     /// `types` as GGUF gives them (1 where the file has none); `unk` the unknown token.
     pub(crate) fn new(
-        pieces: Vec<Box<str>>,
+        pieces: &[&str],
         scores: Vec<f32>,
         types: Vec<u8>,
         unk: Option<u32>,
@@ -120,11 +174,8 @@ impl Spm {
                 types.len()
             )));
         }
-        let mut index = HashMap::with_capacity(pieces.len());
         let mut bytes = [None; 256];
         for (id, p) in pieces.iter().enumerate() {
-            // The last of equal pieces wins, as in llama.cpp's `token_to_id`.
-            index.insert(p.clone(), id as u32);
             if types[id] == BYTE {
                 if let Some(b) = p
                     .strip_prefix("<0x")
@@ -135,11 +186,10 @@ impl Spm {
                 }
             }
         }
+        let pieces = Pieces::new(pieces)?;
         let ids_of = |wanted: &[u8]| -> Vec<u32> {
             (0..pieces.len() as u32)
-                .filter(|&id| {
-                    wanted.contains(&types[id as usize]) && !pieces[id as usize].is_empty()
-                })
+                .filter(|&id| wanted.contains(&types[id as usize]) && !pieces.get(id).is_empty())
                 .collect()
         };
         let user = Specials::new(&pieces, ids_of(&[USER_DEFINED]))?;
@@ -148,7 +198,6 @@ impl Spm {
             pieces,
             scores,
             types,
-            index,
             bytes,
             unk,
             add_space_prefix,
@@ -162,7 +211,7 @@ impl Spm {
     }
 
     pub(crate) fn piece(&self, id: u32) -> Option<&str> {
-        self.pieces.get(id as usize).map(|p| &**p)
+        ((id as usize) < self.pieces.len()).then(|| self.pieces.get(id))
     }
 
     /// The ids of `text`: special pieces split out first (control ones only with
@@ -216,7 +265,7 @@ impl Spm {
             let (l, r) = (left?, right?);
             let start = symbols[l].start;
             let len = symbols[l].len + symbols[r].len;
-            let id = *self.index.get(&text[start..start + len])?;
+            let id = self.pieces.find(&text[start..start + len])?;
             Some(Bigram {
                 left: l,
                 right: r,
@@ -246,8 +295,8 @@ impl Spm {
         while let Some(at) = i {
             let s = symbols[at];
             let piece = &text[s.start..s.start + s.len];
-            match self.index.get(piece) {
-                Some(&id) => out.push(id),
+            match self.pieces.find(piece) {
+                Some(id) => out.push(id),
                 None => {
                     for &byte in piece.as_bytes() {
                         out.push(self.byte_token(byte)?);
@@ -265,7 +314,7 @@ impl Spm {
             .or_else(|| {
                 std::str::from_utf8(&[byte])
                     .ok()
-                    .and_then(|s| self.index.get(s).copied())
+                    .and_then(|s| self.pieces.find(s))
             })
             .or(self.unk)
             .ok_or_else(|| {
@@ -283,7 +332,7 @@ impl Spm {
         let mut bytes = Vec::new();
         for &id in ids {
             let i = id as usize;
-            let piece = self.pieces.get(i).ok_or_else(|| {
+            let piece = self.piece(id).ok_or_else(|| {
                 Error::Tokenizer(format!(
                     "token id {id} is outside the vocabulary of {} pieces",
                     self.pieces.len()
@@ -329,7 +378,7 @@ mod tests {
         let hex: Vec<String> = (0..=255u32).map(|b| format!("<0x{b:02X}>")).collect();
         pieces.extend(hex.iter().map(|h| (h.as_str(), 0.0, BYTE)));
         Spm::new(
-            pieces.iter().map(|p| p.0.into()).collect(),
+            &pieces.iter().map(|p| p.0).collect::<Vec<_>>(),
             pieces.iter().map(|p| p.1).collect(),
             pieces.iter().map(|p| p.2).collect(),
             Some(0),
@@ -355,6 +404,17 @@ mod tests {
         assert_eq!(ids(&s, "ab", false), ["▁ab"].map(String::from));
         let s = vocab(false);
         assert_eq!(ids(&s, "ab", false), ["ab"].map(String::from));
+    }
+
+    #[test]
+    fn equal_pieces_resolve_to_the_last_as_in_llama_cpp() {
+        let p = Pieces::new(&["b", "a", "c", "a", "ab"]).unwrap();
+        assert_eq!(p.find("a"), Some(3));
+        assert_eq!(p.find("ab"), Some(4));
+        assert_eq!(p.find("b"), Some(0));
+        assert_eq!(p.find("aa"), None);
+        assert_eq!(p.find(""), None);
+        assert_eq!(p.find("d"), None);
     }
 
     #[test]

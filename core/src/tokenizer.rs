@@ -269,13 +269,7 @@ impl Tokenizer {
             .u64_opt("tokenizer.ggml.unknown_token_id")?
             .filter(|&id| (id as usize) < tokens.len())
             .map(|id| id as u32);
-        let spm = crate::spm::Spm::new(
-            tokens.iter().map(|t| Box::<str>::from(*t)).collect(),
-            scores,
-            types,
-            unk,
-            add_space_prefix,
-        )?;
+        let spm = crate::spm::Spm::new(&tokens, scores, types, unk, add_space_prefix)?;
         let bos_id = g.u64_opt("tokenizer.ggml.bos_token_id")?.map(|v| v as u32);
         // llama.cpp's default for SentencePiece vocabularies is to add BOS.
         let add_bos = g.bool_opt("tokenizer.ggml.add_bos_token")?.unwrap_or(true);
