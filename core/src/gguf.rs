@@ -142,6 +142,9 @@ impl GgufSource {
 
     /// The vocabulary size: the length of `tokenizer.ggml.tokens`, else `{arch}.vocab_size`.
     pub fn vocab_size(&self) -> Result<usize> {
+        if let Some(size) = self.vocabulary().and_then(|v| v.size) {
+            return Ok(size);
+        }
         if let Some(Value::Array(a)) = self.get("tokenizer.ggml.tokens") {
             return Ok(a.len());
         }
@@ -151,7 +154,7 @@ impl GgufSource {
     /// The end-of-generation ids, as llama.cpp collects them: `eos`, `eot`, `eom`
     /// and control tokens whose text marks an end of turn.
     pub fn eos_token_ids(&self) -> Result<Vec<u32>> {
-        let mut ids = Vec::new();
+        let mut ids = self.vocabulary().map(|v| v.eos.clone()).unwrap_or_default();
         for key in [
             "tokenizer.ggml.eos_token_id",
             "tokenizer.ggml.eot_token_id",

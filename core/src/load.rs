@@ -48,16 +48,30 @@ pub fn load(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Loaded> {
     let path = path.as_ref();
     let _span = tracing::info_span!("load", path = %path.display()).entered();
     let started = std::time::Instant::now();
-    let source = ModelSource::open(path)?;
+    let mut source = ModelSource::open(path)?;
     let entry = match &options.architecture {
         Some(name) => registry::find(name)?,
         None => registry::detect(&source)?,
     };
     tracing::info!(architecture = entry.name, format = %source.format(), "loading weights");
-    // The tokenizer is built while the weights load: Gemma 3's 262k-piece vocabulary
-    // takes about a second to turn into merges, as long as its weights take to read.
+    // The tokenizer is built while the weights load (Qwen2.5's 151k merges take about
+    // as long as its weights), from the vocabulary moved out of the GGUF metadata:
+    // dropped once the tokenizer is built, before the weights are all resident.
+    let vocabulary = match &mut source {
+        ModelSource::Gguf(g) => Some(g.split_vocabulary()),
+        ModelSource::Safetensors(_) => None,
+    };
     let (tokenizer, model) = std::thread::scope(|s| {
-        let tokenizer = s.spawn(|| Tokenizer::for_source(&source));
+        let source = &source;
+        let tokenizer = s.spawn(move || match vocabulary {
+            Some(v) => {
+                let t = Tokenizer::from_gguf(&v);
+                drop(v);
+                release_freed_heap();
+                t
+            }
+            None => Tokenizer::for_source(source),
+        });
         let model = (entry.load)(&source, &options.device);
         let tokenizer = tokenizer
             .join()
@@ -71,6 +85,17 @@ pub fn load(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Loaded> {
         tokenizer,
         entry,
     })
+}
+
+/// Hands the heap's free pages back to the system. The parsed vocabulary is hundreds
+/// of thousands of small allocations; freed, glibc keeps their pages for later small
+/// allocations, which loading (a few large ones) never makes.
+fn release_freed_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` only returns unused heap memory; it is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Fixes the number of CPU threads candle uses to the number it would pick, once.

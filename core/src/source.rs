@@ -36,6 +36,17 @@ pub struct GgufSource {
     pub path: PathBuf,
     pub content: gguf_file::Content,
     mmap: Arc<memmap2::Mmap>,
+    /// What the models need of the vocabulary once its arrays have moved to the
+    /// tokenizer ([`GgufSource::split_vocabulary`]).
+    vocabulary: Option<VocabularySummary>,
+}
+
+/// The vocabulary size (where `tokenizer.ggml.tokens` gave it) and the end-of-generation
+/// ids, kept when the vocabulary arrays leave the metadata.
+#[derive(Debug, Clone)]
+pub(crate) struct VocabularySummary {
+    pub(crate) size: Option<usize>,
+    pub(crate) eos: Vec<u32>,
 }
 
 impl ModelSource {
@@ -420,11 +431,65 @@ impl GgufSource {
                 });
             }
         }
-        Ok(Self {
+        let source = Self {
             path: path.to_path_buf(),
             content,
             mmap: Arc::new(mmap),
-        })
+            vocabulary: None,
+        };
+        // The header is parsed: its pages (several MiB for a large vocabulary) need
+        // not stay resident.
+        source.release_range(0, source.content.tensor_data_offset as usize);
+        Ok(source)
+    }
+
+    /// Moves the tokenizer's metadata (with the large per-token arrays) into a source
+    /// of its own, for building the tokenizer, and keeps here only what the models
+    /// read of it (vocabulary size, end-of-generation ids). The tokenizer drops the
+    /// arrays once built, while the weights are still loading: the parsed vocabulary
+    /// (32 MiB for Gemma 3's 262k pieces, as candle's `Value`s) and the weights are
+    /// then never resident together.
+    pub fn split_vocabulary(&mut self) -> GgufSource {
+        const ARRAYS: [&str; 4] = [
+            "tokenizer.ggml.tokens",
+            "tokenizer.ggml.scores",
+            "tokenizer.ggml.token_type",
+            "tokenizer.ggml.merges",
+        ];
+        let size = match self.get("tokenizer.ggml.tokens") {
+            Some(gguf_file::Value::Array(a)) => Some(a.len()),
+            _ => None,
+        };
+        let eos = self.eos_token_ids().unwrap_or_default();
+        let mut metadata: std::collections::HashMap<String, gguf_file::Value> = self
+            .content
+            .metadata
+            .iter()
+            .filter(|(k, _)| k.starts_with("tokenizer.") && !ARRAYS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for key in ARRAYS {
+            if let Some(v) = self.content.metadata.remove(key) {
+                metadata.insert(key.to_string(), v);
+            }
+        }
+        self.vocabulary = Some(VocabularySummary { size, eos });
+        GgufSource {
+            path: self.path.clone(),
+            content: gguf_file::Content {
+                magic: self.content.magic,
+                metadata,
+                tensor_infos: Default::default(),
+                tensor_data_offset: self.content.tensor_data_offset,
+            },
+            mmap: self.mmap.clone(),
+            vocabulary: None,
+        }
+    }
+
+    /// The summary kept by [`GgufSource::split_vocabulary`], if it ran.
+    pub(crate) fn vocabulary(&self) -> Option<&VocabularySummary> {
+        self.vocabulary.as_ref()
     }
 
     /// A reader over the mapped file, for `from_gguf(content, reader, device)`.
