@@ -122,7 +122,7 @@ impl Layer {
         let x = (x + a)?;
         let h = self.ffn_norm.forward(&x)?;
         // GELU (tanh approximation), as transformers' gelu_pytorch_tanh and llama.cpp.
-        let f = (self.gate.forward(&h)?.gelu()? * self.up.forward(&h)?)?;
+        let f = crate::layers::gelu_mul(&self.gate.forward(&h)?, &self.up.forward(&h)?)?;
         let f = apply(&self.post_ffn_norm, self.down.forward(&f)?)?;
         Ok((x + f)?)
     }

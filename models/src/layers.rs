@@ -532,6 +532,29 @@ mod tests {
         }
     }
 
+    /// The fused, threaded GELU product gives exactly candle's `gelu(gate) * up`,
+    /// for a prompt-sized input (threaded) and a decode-sized one.
+    #[test]
+    fn gelu_mul_equals_candles_gelu_times_up() {
+        let dev = Device::Cpu;
+        for shape in [(1, 1, 2048), (1, 128, 2048), (2, 3, 5)] {
+            let g = Tensor::randn(0f32, 3.0, shape, &dev).unwrap();
+            let u = Tensor::randn(0f32, 1.0, shape, &dev).unwrap();
+            let want = (g.gelu().unwrap() * &u).unwrap();
+            let got = gelu_mul(&g, &u).unwrap();
+            assert_eq!(got.dims(), want.dims());
+            let d: f32 = (got - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap();
+            assert_eq!(d, 0.0, "{shape:?}");
+        }
+    }
+
     #[test]
     fn kv_cache_rejects_a_gap_and_restarts_at_zero() {
         let mut c = KvCache::default();
@@ -599,6 +622,58 @@ mod tests {
             }
         }
     }
+}
+
+/// `gelu(gate) * up`, GELU in its tanh approximation (transformers'
+/// `gelu_pytorch_tanh`, llama.cpp's GELU) computed with the same expression as candle's
+/// `gelu`, so the same values, in one pass instead of two and, for a prompt, split over
+/// candle's thread pool (candle's unary ops run on the calling thread: Gemma 3's GELU
+/// was a tenth of its prompt time with the second core idle).
+pub fn gelu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    const SQRT_TWO_OVER_PI: f32 = 0.797_884_6;
+    if !(gate.device().is_cpu()
+        && gate.dtype() == DType::F32
+        && up.dtype() == DType::F32
+        && gate.shape() == up.shape())
+    {
+        return gate.gelu()? * up;
+    }
+    let (g, u) = (gate.contiguous()?, up.contiguous()?);
+    let n = g.elem_count();
+    let mut out = vec![0f32; n];
+    {
+        let (gs, _) = g.storage_and_layout();
+        let (us, _) = u.storage_and_layout();
+        let (gs, us) = match (&*gs, &*us) {
+            (candle_core::Storage::Cpu(a), candle_core::Storage::Cpu(b)) => {
+                (a.as_slice::<f32>()?, b.as_slice::<f32>()?)
+            }
+            _ => candle_core::bail!("gelu_mul: CPU tensors expected"),
+        };
+        let gs = &gs[g.layout().start_offset()..][..n];
+        let us = &us[u.layout().start_offset()..][..n];
+        let out_ptr = out.as_mut_ptr() as usize;
+        const CHUNK: usize = 4096;
+        let work = |chunks: std::ops::Range<usize>| {
+            let range = chunks.start * CHUNK..(chunks.end * CHUNK).min(n);
+            // SAFETY: chunks are disjoint ranges of `out`, which outlives the pool call.
+            let dst = unsafe {
+                std::slice::from_raw_parts_mut((out_ptr as *mut f32).add(range.start), range.len())
+            };
+            for ((d, &v), &w) in dst.iter_mut().zip(&gs[range.clone()]).zip(&us[range]) {
+                let gelu =
+                    0.5 * v * (1.0 + f32::tanh(SQRT_TWO_OVER_PI * v * (1.0 + 0.044715 * v * v)));
+                *d = gelu * w;
+            }
+        };
+        let chunks = n.div_ceil(CHUNK);
+        if chunks < 4 {
+            work(0..chunks);
+        } else {
+            candle_core::utils::barrier_pool().execute_chunked(chunks, work);
+        }
+    }
+    Tensor::from_vec(out, g.shape(), g.device())
 }
 
 /// Rows from which [`QLinear`] multiplies weights without a zoo kernel dequantized.

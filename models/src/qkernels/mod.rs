@@ -261,25 +261,56 @@ pub fn matmul(
         };
         m * kb
     ];
-    for (xs, a) in x.chunks_exact(k).zip(act.chunks_exact_mut(kb)) {
-        quantize_activations(format, xs, a);
+    // Quantized row by row; a prompt's rows are split over the pool.
+    let act_ptr = act.as_mut_ptr() as usize;
+    let quantize = |rows: std::ops::Range<usize>| {
+        for i in rows {
+            // SAFETY: each row `i` of `act` is written by one call only.
+            let a = unsafe {
+                std::slice::from_raw_parts_mut((act_ptr as *mut ActBlock).add(i * kb), kb)
+            };
+            quantize_activations(format, &x[i * k..(i + 1) * k], a);
+        }
+    };
+    let parallel = m >= 8 && m * k >= 1 << 15;
+    if parallel {
+        candle_core::utils::barrier_pool().execute_chunked(m, quantize);
+    } else {
+        quantize(0..m);
     }
     // Prompt rows in groups of four, block by block, for the four-row kernels.
-    let tiles: Vec<ActTile> = if m >= 4 && level != Level::Scalar {
-        (0..m / 4)
-            .flat_map(|g| (0..kb).map(move |b| (g, b)))
-            .map(|(g, b)| {
-                let rows = [0, 1, 2, 3].map(|i| &act[(4 * g + i) * kb + b]);
-                ActTile {
+    let groups = if level != Level::Scalar { m / 4 } else { 0 };
+    let mut tiles = vec![
+        ActTile {
+            d: [0.0; 4],
+            s: [0.0; 4],
+            qs: [[0; QK]; 4],
+        };
+        groups * kb
+    ];
+    let tiles_ptr = tiles.as_mut_ptr() as usize;
+    let act_ref = &act;
+    let interleave = |gs: std::ops::Range<usize>| {
+        for g in gs {
+            // SAFETY: each group `g` of `tiles` is written by one call only.
+            let t = unsafe {
+                std::slice::from_raw_parts_mut((tiles_ptr as *mut ActTile).add(g * kb), kb)
+            };
+            for (b, t) in t.iter_mut().enumerate() {
+                let rows = [0, 1, 2, 3].map(|i| &act_ref[(4 * g + i) * kb + b]);
+                *t = ActTile {
                     d: rows.map(|a| a.d),
                     s: rows.map(|a| a.s),
                     qs: rows.map(|a| a.qs),
-                }
-            })
-            .collect()
-    } else {
-        Vec::new()
+                };
+            }
+        }
     };
+    if parallel && groups >= 2 {
+        candle_core::utils::barrier_pool().execute_chunked(groups, interleave);
+    } else {
+        interleave(0..groups);
+    }
     let (act, tiles) = (&act, &tiles);
     let out_ptr = out.as_mut_ptr() as usize;
     // Units of 16 weight rows: few enough for the pool's shared cursor, and each unit
