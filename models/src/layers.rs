@@ -478,14 +478,14 @@ mod tests {
     }
 
     /// A prompt-sized batch against the same rows one at a time: for zoo's kernel
-    /// formats the same 8-bit product (four rows at a time, a different summation
+    /// formats the same 8-bit product (a tile of rows at a time, a different summation
     /// order); for the others the f32 product with the dequantized weight.
     #[test]
     fn qlinear_prompt_path_matches_the_quantized_path() {
         use candle_core::quantized::{GgmlDType, QTensor};
         let dev = Device::Cpu;
         let w = Tensor::randn(0f32, 1.0, (96, 256), &dev).unwrap();
-        // A ragged last group of rows for the four-row kernels.
+        // Whole tiles of rows for the tile kernels, and rows left over.
         let x = Tensor::randn(0f32, 1.0, (1, PROMPT_GEMM_ROWS + 3, 256), &dev).unwrap();
         for dtype in [
             GgmlDType::Q4_0,
@@ -681,8 +681,8 @@ pub const PROMPT_GEMM_ROWS: usize = 32;
 
 /// A quantized projection. The activations are quantized to 8 bits per block, as
 /// llama.cpp does, and multiplied with the weight blocks in integers: by zoo's own SIMD
-/// kernels ([`crate::qkernels`]) for Q4_0, Q4_1, Q5_0 and Q8_0 (a prompt four rows at a
-/// time, each weight block decoded once for the four), by candle's quantized matmul for
+/// kernels ([`crate::qkernels`]) for Q4_0, Q4_1, Q5_0 and Q8_0 (a prompt eight rows at a
+/// time, each weight block decoded once for the eight), by candle's quantized matmul for
 /// the other formats (candle has repacked AVX-512 kernels for Q4_K and Q6_K). For those
 /// other formats a batch of at least [`PROMPT_GEMM_ROWS`] rows on CPU (prompt
 /// processing) instead dequantizes the weight once and runs an f32 matrix product:

@@ -16,8 +16,8 @@
 //! repacked AVX-512 VNNI kernels for them.
 //!
 //! Weights are read in place, in GGUF's block layout, from the bytes candle loaded:
-//! nothing is repacked or copied. A prompt (several activation rows) goes four rows at
-//! a time ([`ActTile`]): each weight block is decoded once for the four rows, which
+//! nothing is repacked or copied. A prompt (several activation rows) goes [`TILE`] (8)
+//! rows at a time ([`ActTile`]): each weight block is decoded once for them all, which
 //! took Qwen2.5's pp128 from about 0.4x to 0.6x llama.cpp's against dequantizing the
 //! weights to f32 for candle's gemm (which also spent 8 % of the time in the
 //! dequantization and 6 % in page faults for its buffers).
@@ -78,14 +78,17 @@ pub struct ActBlock {
     pub qs: [i8; QK],
 }
 
-/// The same block of four activation rows, interleaved so that a kernel decoding one
-/// weight block reads the four rows' scales and sums with one load each.
+/// Activation rows per tile of the prompt kernels.
+pub const TILE: usize = 8;
+
+/// The same block of [`TILE`] activation rows, interleaved so that a kernel decoding one
+/// weight block reads the rows' scales and sums with one load each.
 #[derive(Debug, Clone, Copy)]
 #[repr(C, align(32))]
 pub struct ActTile {
-    pub d: [f32; 4],
-    pub s: [f32; 4],
-    pub qs: [[i8; QK]; 4],
+    pub d: [f32; TILE],
+    pub s: [f32; TILE],
+    pub qs: [[i8; QK]; TILE],
 }
 
 /// The instruction set the kernels use.
@@ -278,13 +281,13 @@ pub fn matmul(
     } else {
         quantize(0..m);
     }
-    // Prompt rows in groups of four, block by block, for the four-row kernels.
-    let groups = if level != Level::Scalar { m / 4 } else { 0 };
+    // Prompt rows in groups of TILE, block by block, for the tile kernels.
+    let groups = if level != Level::Scalar { m / TILE } else { 0 };
     let mut tiles = vec![
         ActTile {
-            d: [0.0; 4],
-            s: [0.0; 4],
-            qs: [[0; QK]; 4],
+            d: [0.0; TILE],
+            s: [0.0; TILE],
+            qs: [[0; QK]; TILE],
         };
         groups * kb
     ];
@@ -297,7 +300,8 @@ pub fn matmul(
                 std::slice::from_raw_parts_mut((tiles_ptr as *mut ActTile).add(g * kb), kb)
             };
             for (b, t) in t.iter_mut().enumerate() {
-                let rows = [0, 1, 2, 3].map(|i| &act_ref[(4 * g + i) * kb + b]);
+                let rows: [&ActBlock; TILE] =
+                    std::array::from_fn(|i| &act_ref[(TILE * g + i) * kb + b]);
                 *t = ActTile {
                     d: rows.map(|a| a.d),
                     s: rows.map(|a| a.s),
@@ -322,15 +326,15 @@ pub fn matmul(
             let rows = unit * ROWS..(unit * ROWS + ROWS).min(n);
             let wr = &w[rows.start * row_bytes..rows.end * row_bytes];
             let mut i = 0;
-            // Four activation rows at a time share each decoded weight block
-            // (prompt processing); the last one to three rows go one by one.
+            // TILE activation rows at a time share each decoded weight block
+            // (prompt processing); the rows left over go one by one.
             #[cfg(target_arch = "x86_64")]
             if level != Level::Scalar {
-                let mut tile = [[0f32; 4]; ROWS];
+                let mut tile = [[0f32; TILE]; ROWS];
                 let tile = &mut tile[..rows.len()];
-                while i + 4 <= m {
-                    let t = &tiles[i / 4 * kb..][..kb];
-                    x86::dot_rows4(level, format, wr, row_bytes, t, tile);
+                while i + TILE <= m {
+                    let t = &tiles[i / TILE * kb..][..kb];
+                    x86::dot_rows_tile(level, format, wr, row_bytes, t, tile);
                     for (r, t) in tile.iter().enumerate() {
                         for (di, v) in t.iter().enumerate() {
                             // SAFETY: every (i, row) of `out` is written by exactly one unit.
@@ -339,7 +343,7 @@ pub fn matmul(
                             };
                         }
                     }
-                    i += 4;
+                    i += TILE;
                 }
             }
             for i in i..m {
@@ -412,6 +416,7 @@ mod tests {
             (2, 4864, 64),
             (4, 64, 17),
             (11, 896, 40),
+            (16, 64, 33),
         ] {
             // Large and small magnitudes in one row exercise the per-block scales.
             let w = (Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap()
@@ -467,40 +472,61 @@ mod tests {
     fn scalar_kernel_matches_candles_quantized_matmul() {
         let dev = Device::Cpu;
         let (m, k, n) = (2, 256, 40);
-        let w = Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap();
-        let x = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
-        let xv: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
-        for (format, dtype) in formats() {
-            let q = std::sync::Arc::new(QTensor::quantize(&w, dtype).unwrap());
-            let candle: Vec<f32> = candle_core::quantized::QMatMul::from_arc(q.clone())
-                .unwrap()
-                .forward(&x)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
+        // Fixed inputs (a few seeds): the two products differ by rounding, and a
+        // reproducible test should not pass or fail by the draw.
+        for seed in 1..=8u64 {
+            let w = Tensor::from_vec(pseudo_normal(n * k, seed), (n, k), &dev).unwrap();
+            let x = Tensor::from_vec(pseudo_normal(m * k, seed + 100), (m, k), &dev).unwrap();
+            let xv: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+            for (format, dtype) in formats() {
+                let q = std::sync::Arc::new(QTensor::quantize(&w, dtype).unwrap());
+                let candle: Vec<f32> = candle_core::quantized::QMatMul::from_arc(q.clone())
+                    .unwrap()
+                    .forward(&x)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                let mut ours = vec![0f32; m * n];
+                matmul(
+                    Level::Scalar,
+                    format,
+                    &q.data().unwrap(),
+                    (m, k, n),
+                    &xv,
+                    &mut ours,
+                )
                 .unwrap();
-            let mut ours = vec![0f32; m * n];
-            matmul(
-                Level::Scalar,
-                format,
-                &q.data().unwrap(),
-                (m, k, n),
-                &xv,
-                &mut ours,
-            )
-            .unwrap();
-            // Q4_1's block sums `s` are f16: llama.cpp (and this kernel) rounds
-            // `d * sum` once, candle multiplies two f16 values; 2^-11 apart at most.
-            let tol = if format == Format::Q4_1 { 1e-3 } else { 1e-5 };
-            let scale = candle.iter().fold(1f32, |a, v| a.max(v.abs()));
-            for (o, c) in ours.iter().zip(&candle) {
-                assert!(
-                    (o - c).abs() <= tol * scale,
-                    "{format:?}: {o} vs candle {c}"
-                );
+                // Q4_1's block sums `s` are f16: llama.cpp (and this kernel) rounds
+                // `d * sum` once, candle multiplies two f16 values; each block's offset
+                // term can differ by ~2^-10 of itself. Over 200 fixed draws of these
+                // shapes the largest difference was 1.2e-3 of the largest output (the
+                // other formats: 1.8e-7), hence 4e-3.
+                let tol = if format == Format::Q4_1 { 4e-3 } else { 1e-5 };
+                let scale = candle.iter().fold(1f32, |a, v| a.max(v.abs()));
+                for (o, c) in ours.iter().zip(&candle) {
+                    assert!(
+                        (o - c).abs() <= tol * scale,
+                        "{format:?}: {o} vs candle {c}"
+                    );
+                }
             }
         }
+    }
+
+    /// Deterministic roughly normal values (sum of four uniforms from a 64-bit LCG).
+    fn pseudo_normal(n: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut uniform = move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        (0..n)
+            .map(|_| (uniform() + uniform() + uniform() + uniform()) * 1.7)
+            .collect()
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! saturate here: weights are at most 31 (Q4/Q5) or |128| (Q8_0, sign moved onto the
 //! activation), activations at most |127|, so a pair sums to at most 32 512.
 
-use super::{ActBlock, ActTile, Format, Level};
+use super::{ActBlock, ActTile, Format, Level, TILE};
 use std::arch::x86_64::*;
 
 pub(super) fn dot_rows(
@@ -27,28 +27,28 @@ pub(super) fn dot_rows(
     }
 }
 
-/// `dst[r][i] = row r of w . activation row i` for the four activation rows of `act`
-/// (one [`ActTile`] per block): every weight block is decoded once for the four.
-pub(super) fn dot_rows4(
+/// `dst[r][i] = row r of w . activation row i` for the [`TILE`] activation rows of
+/// `act` (one [`ActTile`] per block): every weight block is decoded once for them all.
+pub(super) fn dot_rows_tile(
     level: Level,
     format: Format,
     w: &[u8],
     row_bytes: usize,
     act: &[ActTile],
-    dst: &mut [[f32; 4]],
+    dst: &mut [[f32; TILE]],
 ) {
     assert!(w.len() >= dst.len() * row_bytes && row_bytes >= act.len() * format.block_bytes());
     // SAFETY: as in `dot_rows`.
     unsafe {
         match level {
-            Level::Avx512Vnni => vnni::dot_rows4(format, w, row_bytes, act, dst),
-            Level::Avx2 => avx2::dot_rows4(format, w, row_bytes, act, dst),
+            Level::Avx512Vnni => vnni::dot_rows_tile(format, w, row_bytes, act, dst),
+            Level::Avx2 => avx2::dot_rows_tile(format, w, row_bytes, act, dst),
             Level::Scalar => unreachable!("the scalar level has no x86 kernel"),
         }
     }
 }
 
-/// Format numbers for the const-generic four-row kernel.
+/// Format numbers for the const-generic tile kernel.
 const Q4_0: u8 = 0;
 const Q4_1: u8 = 1;
 const Q5_0: u8 = 2;
@@ -130,19 +130,19 @@ macro_rules! kernels {
             }
 
             #[target_feature(enable = $features)]
-            pub(super) unsafe fn dot_rows4(
+            pub(super) unsafe fn dot_rows_tile(
                 format: Format,
                 w: &[u8],
                 row_bytes: usize,
                 act: &[ActTile],
-                dst: &mut [[f32; 4]],
+                dst: &mut [[f32; TILE]],
             ) {
                 let w = w.as_ptr();
                 match format {
-                    Format::Q4_0 => rows4::<Q4_0>(w, row_bytes, act, dst),
-                    Format::Q4_1 => rows4::<Q4_1>(w, row_bytes, act, dst),
-                    Format::Q5_0 => rows4::<Q5_0>(w, row_bytes, act, dst),
-                    Format::Q8_0 => rows4::<Q8_0>(w, row_bytes, act, dst),
+                    Format::Q4_0 => rows_tile::<Q4_0>(w, row_bytes, act, dst),
+                    Format::Q4_1 => rows_tile::<Q4_1>(w, row_bytes, act, dst),
+                    Format::Q5_0 => rows_tile::<Q5_0>(w, row_bytes, act, dst),
+                    Format::Q8_0 => rows_tile::<Q8_0>(w, row_bytes, act, dst),
                 }
             }
 
@@ -174,23 +174,23 @@ macro_rules! kernels {
                 }
             }
 
-            /// Four activation rows against `dst.len()` weight rows of format `F`.
+            /// [`TILE`] activation rows against `dst.len()` weight rows of format `F`.
             #[target_feature(enable = $features)]
-            unsafe fn rows4<const F: u8>(
+            unsafe fn rows_tile<const F: u8>(
                 w: *const u8,
                 row_bytes: usize,
                 act: &[ActTile],
-                dst: &mut [[f32; 4]],
+                dst: &mut [[f32; TILE]],
             ) {
                 let bb = [18, 20, 22, 34][F as usize];
                 for (r, d) in dst.iter_mut().enumerate() {
                     let row = w.add(r * row_bytes);
-                    let mut acc = [_mm256_setzero_ps(); 4];
-                    // The offset terms of the four rows, one lane each.
-                    let mut off = _mm_setzero_ps();
+                    let mut acc = [_mm256_setzero_ps(); TILE];
+                    // The offset terms of the rows, one lane each.
+                    let mut off = _mm256_setzero_ps();
                     for (b, t) in act.iter().enumerate() {
                         let (u, q, dw, offc) = decode::<F>(row.add(b * bb));
-                        for i in 0..4 {
+                        for i in 0..TILE {
                             let a = _mm256_loadu_si256(t.qs[i].as_ptr() as *const __m256i);
                             let y = if F == Q8_0 { _mm256_sign_epi8(a, q) } else { a };
                             let s = $dot!(u, y);
@@ -201,12 +201,16 @@ macro_rules! kernels {
                             );
                         }
                         if F != Q8_0 {
-                            off = _mm_fmadd_ps(_mm_set1_ps(offc), _mm_loadu_ps(t.s.as_ptr()), off);
+                            off = _mm256_fmadd_ps(
+                                _mm256_set1_ps(offc),
+                                _mm256_loadu_ps(t.s.as_ptr()),
+                                off,
+                            );
                         }
                     }
-                    let mut offs = [0f32; 4];
-                    _mm_storeu_ps(offs.as_mut_ptr(), off);
-                    for i in 0..4 {
+                    let mut offs = [0f32; TILE];
+                    _mm256_storeu_ps(offs.as_mut_ptr(), off);
+                    for i in 0..TILE {
                         d[i] = hsum(acc[i]) + offs[i];
                     }
                 }
