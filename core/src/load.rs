@@ -72,7 +72,7 @@ pub fn load(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Loaded> {
             }
             None => Tokenizer::for_source(source),
         });
-        let model = (entry.load)(&source, &options.device);
+        let model = (entry.load)(source, &options.device);
         let tokenizer = tokenizer
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));

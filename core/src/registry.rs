@@ -178,7 +178,7 @@ fn unknown(
     let mut known: Vec<&'static str> = Vec::new();
     for e in candidates {
         let strings = match format {
-            Some(crate::Format::Gguf) => e.gguf_architectures.iter().copied().collect::<Vec<_>>(),
+            Some(crate::Format::Gguf) => e.gguf_architectures.to_vec(),
             Some(crate::Format::Safetensors) => e
                 .hf_architectures
                 .iter()

@@ -531,16 +531,16 @@ impl GgufSource {
         let dtype = info.ggml_dtype;
         let elems = info.shape.elem_count();
         let start = (self.content.tensor_data_offset as usize).checked_add(info.offset as usize);
-        if let Some(start) = start.filter(|_| elems % dtype.block_size() == 0) {
+        if let Some(start) = start.filter(|_| elems.is_multiple_of(dtype.block_size())) {
             let len = elems / dtype.block_size() * dtype.type_size();
             let bytes = self.mmap.get(start..start.saturating_add(len));
             // Blocks are read in place by candle: their fields need (at most 4-byte)
             // alignment, which GGUF's 32-byte tensor alignment gives.
-            if let Some(bytes) = bytes.filter(|b| (b.as_ptr() as usize) % 8 == 0) {
+            if let Some(bytes) = bytes.filter(|b| (b.as_ptr() as usize).is_multiple_of(8)) {
                 let dims = info.shape.dims().to_vec();
                 if device.is_cpu() {
                     if let Some(t) = self.copy_blocks(dtype, start, bytes, &dims) {
-                        return Ok(t?);
+                        return t;
                     }
                 }
                 let tensor = candle_core::quantized::ggml_file::qtensor_from_ggml(

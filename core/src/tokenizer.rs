@@ -44,7 +44,9 @@ impl std::fmt::Display for TokenizerKind {
     }
 }
 
-/// What runs the tokenizer.
+/// What runs the tokenizer. One per tokenizer, behind an `Arc`: the variants' sizes
+/// do not matter.
+#[allow(clippy::large_enum_variant)]
 enum Backend {
     /// One `tokenizers` instance (a second, for encoding special-token text as plain
     /// text, would double the memory); the lock guards the switch between the two

@@ -188,9 +188,9 @@ pub fn dot_scalar(format: Format, row: &[u8], act: &[ActBlock]) -> f32 {
                     &w[4..20]
                 };
                 let mut dot = 0i32;
-                for j in 0..16 {
-                    dot += (qs[j] & 0x0F) as i32 * a.qs[j] as i32;
-                    dot += (qs[j] >> 4) as i32 * a.qs[j + 16] as i32;
+                for (j, &q) in qs.iter().enumerate() {
+                    dot += (q & 0x0F) as i32 * a.qs[j] as i32;
+                    dot += (q >> 4) as i32 * a.qs[j + 16] as i32;
                 }
                 let offset = if format == Format::Q4_0 {
                     -8.0 * d
@@ -203,9 +203,9 @@ pub fn dot_scalar(format: Format, row: &[u8], act: &[ActBlock]) -> f32 {
                 let qh = u32::from_le_bytes([w[2], w[3], w[4], w[5]]);
                 let qs = &w[6..22];
                 let mut dot = 0i32;
-                for j in 0..16 {
-                    let lo = (qs[j] & 0x0F) as u32 | ((qh >> j) & 1) << 4;
-                    let hi = (qs[j] >> 4) as u32 | ((qh >> (j + 16)) & 1) << 4;
+                for (j, &q) in qs.iter().enumerate() {
+                    let lo = (q & 0x0F) as u32 | ((qh >> j) & 1) << 4;
+                    let hi = (q >> 4) as u32 | ((qh >> (j + 16)) & 1) << 4;
                     dot += lo as i32 * a.qs[j] as i32 + hi as i32 * a.qs[j + 16] as i32;
                 }
                 (dot, -16.0 * d)
