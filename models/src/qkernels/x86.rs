@@ -4,7 +4,7 @@
 //! saturate here: weights are at most 31 (Q4/Q5) or |128| (Q8_0, sign moved onto the
 //! activation), activations at most |127|, so a pair sums to at most 32 512.
 
-use super::{ActBlock, ActTile, Format, Level, TILE};
+use super::{ActBlock, ActTile, Format, Level, QK, TILE};
 use std::arch::x86_64::*;
 
 pub(super) fn dot_rows(
@@ -15,7 +15,7 @@ pub(super) fn dot_rows(
     act: &[ActBlock],
     dst: &mut [f32],
 ) {
-    assert!(w.len() >= dst.len() * row_bytes && row_bytes >= act.len() * format.block_bytes());
+    assert!(w.len() >= dst.len() * row_bytes && row_bytes >= format.row_bytes(act.len() * QK));
     // SAFETY: `level` comes from `Level::available()` (runtime detection); the
     // assertion bounds every block read.
     unsafe {
@@ -37,7 +37,7 @@ pub(super) fn dot_rows_tile(
     act: &[ActTile],
     dst: &mut [[f32; TILE]],
 ) {
-    assert!(w.len() >= dst.len() * row_bytes && row_bytes >= act.len() * format.block_bytes());
+    assert!(w.len() >= dst.len() * row_bytes && row_bytes >= format.row_bytes(act.len() * QK));
     // SAFETY: as in `dot_rows`.
     unsafe {
         match level {
@@ -53,6 +53,8 @@ const Q4_0: u8 = 0;
 const Q4_1: u8 = 1;
 const Q5_0: u8 = 2;
 const Q8_0: u8 = 3;
+const Q4K: u8 = 4;
+const Q6K: u8 = 5;
 
 macro_rules! dot_avx2 {
     ($u:expr, $s:expr) => {
@@ -125,6 +127,12 @@ macro_rules! kernels {
                         Format::Q4_1 => row_q4_1(row, act),
                         Format::Q5_0 => row_q5_0(row, act),
                         Format::Q8_0 => row_q8_0(row, act),
+                        // Routed to the scalar reference by the caller.
+                        Format::Q4K | Format::Q6K => super::super::dot_scalar(
+                            format,
+                            std::slice::from_raw_parts(row, format.row_bytes(act.len() * QK)),
+                            act,
+                        ),
                     };
                 }
             }
@@ -143,6 +151,8 @@ macro_rules! kernels {
                     Format::Q4_1 => rows_tile::<Q4_1>(w, row_bytes, act, dst),
                     Format::Q5_0 => rows_tile::<Q5_0>(w, row_bytes, act, dst),
                     Format::Q8_0 => rows_tile::<Q8_0>(w, row_bytes, act, dst),
+                    Format::Q4K => rows_tile::<Q4K>(w, row_bytes, act, dst),
+                    Format::Q6K => rows_tile::<Q6K>(w, row_bytes, act, dst),
                 }
             }
 
@@ -174,7 +184,9 @@ macro_rules! kernels {
                 }
             }
 
-            /// [`TILE`] activation rows against `dst.len()` weight rows of format `F`.
+            /// [`TILE`] activation rows against `dst.len()` weight rows of format `F`,
+            /// block by block of 32 values (a K-quant's sub-blocks, with a scale per
+            /// half of 16).
             #[target_feature(enable = $features)]
             unsafe fn rows_tile<const F: u8>(
                 w: *const u8,
@@ -182,25 +194,35 @@ macro_rules! kernels {
                 act: &[ActTile],
                 dst: &mut [[f32; TILE]],
             ) {
-                let bb = [18, 20, 22, 34][F as usize];
+                let k_quant = F == Q4K || F == Q6K;
+                let signed = F == Q8_0 || F == Q6K;
+                let bb = [18, 20, 22, 34, 144, 210][F as usize];
                 for (r, d) in dst.iter_mut().enumerate() {
                     let row = w.add(r * row_bytes);
                     let mut acc = [_mm256_setzero_ps(); TILE];
                     // The offset terms of the rows, one lane each.
                     let mut off = _mm256_setzero_ps();
                     for (b, t) in act.iter().enumerate() {
-                        let (u, q, dw, offc) = decode::<F>(row.add(b * bb));
+                        let (u, q, lo, hi, offc) = if k_quant {
+                            decode_k::<F>(row.add(b / 8 * bb), b % 8)
+                        } else {
+                            let (u, q, dw, offc) = decode::<F>(row.add(b * bb));
+                            (u, q, dw, dw, offc)
+                        };
+                        // Lanes 0-3 of a dot product hold values 0-15, lanes 4-7 16-31.
+                        let halves = _mm256_set_m128(_mm_set1_ps(hi), _mm_set1_ps(lo));
                         for i in 0..TILE {
                             let a = _mm256_loadu_si256(t.qs[i].as_ptr() as *const __m256i);
-                            let y = if F == Q8_0 { _mm256_sign_epi8(a, q) } else { a };
+                            let y = if signed { _mm256_sign_epi8(a, q) } else { a };
                             let s = $dot!(u, y);
-                            acc[i] = _mm256_fmadd_ps(
-                                _mm256_set1_ps(dw * t.d[i]),
-                                _mm256_cvtepi32_ps(s),
-                                acc[i],
-                            );
+                            let scale = if k_quant {
+                                _mm256_mul_ps(halves, _mm256_set1_ps(t.d[i]))
+                            } else {
+                                _mm256_set1_ps(lo * t.d[i])
+                            };
+                            acc[i] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(s), acc[i]);
                         }
-                        if F != Q8_0 {
+                        if !signed {
                             off = _mm256_fmadd_ps(
                                 _mm256_set1_ps(offc),
                                 _mm256_loadu_ps(t.s.as_ptr()),
@@ -213,6 +235,53 @@ macro_rules! kernels {
                     for i in 0..TILE {
                         d[i] = hsum(acc[i]) + offs[i];
                     }
+                }
+            }
+
+            /// Sub-block `j` (32 values) of the K-quant super-block at `sb`: the values
+            /// as unsigned bytes (`u`), the signed ones for the sign trick (`q`, Q6_K),
+            /// the scales of its two halves of 16 and the coefficient of the activation
+            /// sum (Q4_K's min).
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn decode_k<const F: u8>(
+                sb: *const u8,
+                j: usize,
+            ) -> (__m256i, __m256i, f32, f32, f32) {
+                let low4 = _mm256_set1_epi8(0x0F);
+                if F == Q4K {
+                    let d = f16(sb);
+                    let dmin = f16(sb.add(2));
+                    let scales = std::slice::from_raw_parts(sb.add(4), 12);
+                    let (sc, m) = super::super::q4k_scale_min(scales, j);
+                    let raw = _mm256_loadu_si256(sb.add(16 + (j / 2) * 32) as *const __m256i);
+                    let raw = if j % 2 == 0 {
+                        raw
+                    } else {
+                        _mm256_srli_epi16(raw, 4)
+                    };
+                    let u = _mm256_and_si256(raw, low4);
+                    let s = d * sc as f32;
+                    (u, u, s, s, -dmin * m as f32)
+                } else {
+                    let (h, q) = (j / 4, j % 4);
+                    let ql = _mm256_loadu_si256(sb.add(h * 64 + (q % 2) * 32) as *const __m256i);
+                    let ql = if q < 2 { ql } else { _mm256_srli_epi16(ql, 4) };
+                    let qh = _mm256_loadu_si256(sb.add(128 + h * 32) as *const __m256i);
+                    let qh = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * q as i32));
+                    let high = _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(3)), 4);
+                    let v = _mm256_or_si256(_mm256_and_si256(ql, low4), high);
+                    let signed = _mm256_sub_epi8(v, _mm256_set1_epi8(32));
+                    let d = f16(sb.add(208));
+                    let lo = *(sb.add(192 + h * 8 + 2 * q) as *const i8) as f32;
+                    let hi = *(sb.add(192 + h * 8 + 2 * q + 1) as *const i8) as f32;
+                    (
+                        _mm256_sign_epi8(signed, signed),
+                        signed,
+                        d * lo,
+                        d * hi,
+                        0.0,
+                    )
                 }
             }
 
