@@ -394,6 +394,14 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// Where a tensor's bytes lie in the file: start and length (saturating; `open`
+/// checks the end against the file's size).
+fn tensor_span(data_offset: u64, info: &gguf_file::TensorInfo) -> (u64, u64) {
+    let dtype = info.ggml_dtype;
+    let len = (info.shape.elem_count() / dtype.block_size() * dtype.type_size()) as u64;
+    (data_offset.saturating_add(info.offset), len)
+}
+
 impl GgufSource {
     /// Memory-maps and parses a GGUF file, checking that every tensor lies inside it.
     pub fn open(path: &Path) -> Result<Self> {
@@ -417,11 +425,8 @@ impl GgufSource {
                     detail: format!("tensor `{name}` has {elems} elements, not a multiple of the {:?} block size {block}", info.ggml_dtype),
                 });
             }
-            let size = (elems / block * info.ggml_dtype.type_size()) as u64;
-            let end = content
-                .tensor_data_offset
-                .saturating_add(info.offset)
-                .saturating_add(size);
+            let (start, size) = tensor_span(content.tensor_data_offset, info);
+            let end = start.saturating_add(size);
             if end > len {
                 return Err(Error::TruncatedGguf {
                     path: path.to_path_buf(),
@@ -529,31 +534,25 @@ impl GgufSource {
         // embedding briefly took 356 MiB, most of the process's peak).
         let info = &self.content.tensor_infos[name];
         let dtype = info.ggml_dtype;
-        let elems = info.shape.elem_count();
-        let start = (self.content.tensor_data_offset as usize).checked_add(info.offset as usize);
-        if let Some(start) = start.filter(|_| elems.is_multiple_of(dtype.block_size())) {
-            let len = elems / dtype.block_size() * dtype.type_size();
-            let bytes = self.mmap.get(start..start.saturating_add(len));
-            // Blocks are read in place by candle: their fields need (at most 4-byte)
-            // alignment, which GGUF's 32-byte tensor alignment gives.
-            if let Some(bytes) = bytes.filter(|b| (b.as_ptr() as usize).is_multiple_of(8)) {
-                let dims = info.shape.dims().to_vec();
-                if device.is_cpu() {
-                    if let Some(t) = self.copy_blocks(dtype, start, bytes, &dims) {
-                        return t;
-                    }
+        // `open` checked that every tensor is whole blocks inside the file.
+        let (start, len) = tensor_span(self.content.tensor_data_offset, info);
+        let (start, len) = (start as usize, len as usize);
+        let bytes = &self.mmap[start..start + len];
+        // Blocks are read in place by candle: their fields need (at most 4-byte)
+        // alignment, which GGUF's 32-byte tensor alignment gives.
+        let tensor = if (bytes.as_ptr() as usize).is_multiple_of(8) {
+            let dims = info.shape.dims().to_vec();
+            if device.is_cpu() {
+                if let Some(t) = self.copy_blocks(dtype, start, bytes, &dims) {
+                    return t;
                 }
-                let tensor = candle_core::quantized::ggml_file::qtensor_from_ggml(
-                    dtype, bytes, dims, device,
-                )?;
-                self.release_pages(name);
-                return Ok(tensor);
             }
-        }
-        // A truncated or oddly aligned file: candle's reader, whose error says what
-        // is missing.
-        let tensor = self.content.tensor(&mut self.reader(), name, device)?;
-        self.release_pages(name);
+            candle_core::quantized::ggml_file::qtensor_from_ggml(dtype, bytes, dims, device)?
+        } else {
+            // A file written with an odd alignment: candle's reader copies.
+            self.content.tensor(&mut self.reader(), name, device)?
+        };
+        self.release_range(start, len);
         Ok(tensor)
     }
 
@@ -615,21 +614,9 @@ impl GgufSource {
         })
     }
 
-    /// Drops the file pages of a tensor that has just been copied out of the map from
-    /// this process's resident memory: the weights would otherwise count twice (map
-    /// and copy) towards its peak RSS. A later read faults them in again from the file.
-    #[cfg(unix)]
-    fn release_pages(&self, name: &str) {
-        let Some(info) = self.content.tensor_infos.get(name) else {
-            return;
-        };
-        let dtype = info.ggml_dtype;
-        let len = info.shape.elem_count() / dtype.block_size() * dtype.type_size();
-        let offset = self.content.tensor_data_offset as usize + info.offset as usize;
-        self.release_range(offset, len);
-    }
-
-    /// Drops the resident file pages of `offset..offset + len` (see `release_pages`).
+    /// Drops the resident file pages of `offset..offset + len` once they have been
+    /// copied out or parsed: the weights would otherwise count twice (map and copy)
+    /// towards the peak RSS. A later read faults them in again from the file.
     #[cfg(unix)]
     fn release_range(&self, offset: usize, len: usize) {
         if offset.saturating_add(len) <= self.mmap.len() {
@@ -641,9 +628,6 @@ impl GgufSource {
             };
         }
     }
-
-    #[cfg(not(unix))]
-    fn release_pages(&self, _name: &str) {}
 
     #[cfg(not(unix))]
     fn release_range(&self, _offset: usize, _len: usize) {}

@@ -125,6 +125,11 @@ pub struct AttnParams {
 }
 
 impl AttnParams {
+    /// Causal attention scaled by `1 / sqrt(head_dim)`, the usual case.
+    pub fn for_head_dim(head_dim: usize) -> Self {
+        Self::causal(1.0 / (head_dim as f64).sqrt())
+    }
+
     pub fn causal(scale: f64) -> Self {
         Self {
             scale,
@@ -431,6 +436,11 @@ pub fn last_position(x: &Tensor) -> Result<Tensor> {
 mod tests {
     use super::*;
 
+    /// The largest absolute value of `t`.
+    fn max_abs(t: &Tensor) -> f32 {
+        t.abs().unwrap().max_all().unwrap().to_scalar().unwrap()
+    }
+
     #[test]
     fn sliding_window_mask_follows_transformers() {
         let m = causal_mask(4, 0, Some(2), &Device::Cpu).unwrap().unwrap();
@@ -466,14 +476,7 @@ mod tests {
         let mut big = RopeTable::new(8, 10_000.0, 1.0, &Device::Cpu).unwrap();
         big.ensure(5000).unwrap();
         let b = big.apply(&x, 1000).unwrap();
-        let d: f32 = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let d = max_abs(&(a - b).unwrap());
         assert_eq!(d, 0.0);
     }
 
@@ -509,10 +512,8 @@ mod tests {
             let exact = x
                 .broadcast_matmul(&q.dequantize(&dev).unwrap().t().unwrap())
                 .unwrap();
-            let max =
-                |t: Tensor| -> f32 { t.abs().unwrap().max_all().unwrap().to_scalar().unwrap() };
-            let scale = max(exact.clone());
-            let d_single = max((&single - &exact).unwrap());
+            let scale = max_abs(&exact);
+            let d_single = max_abs(&(&single - &exact).unwrap());
             // 8-bit activations: about 1% of the largest output at most.
             assert!(
                 d_single <= 2e-2 * scale,
@@ -520,7 +521,7 @@ mod tests {
             );
             let format = crate::qkernels::Format::from_ggml(dtype);
             if format.is_some_and(|f| !f.prompt_only()) {
-                let d = max((&batch - &single).unwrap());
+                let d = max_abs(&(&batch - &single).unwrap());
                 assert!(
                     d <= 1e-5 * scale,
                     "{dtype:?}: batch off the row-by-row product by {d}"
@@ -528,7 +529,7 @@ mod tests {
             } else if format.is_some() {
                 // Q4_K / Q6_K: zoo's 8-bit product for the prompt, candle's (8 bits per
                 // 256 values) for single rows: both within the 8-bit error of exact.
-                let d = max((&batch - &exact).unwrap());
+                let d = max_abs(&(&batch - &exact).unwrap());
                 assert!(
                     d <= 2e-2 * scale,
                     "{dtype:?}: prompt path off the exact product by {d} (scale {scale})"
@@ -538,7 +539,7 @@ mod tests {
                     "{dtype:?}: the prompt path should be the 8-bit one"
                 );
             } else {
-                let d = max((&batch - &exact).unwrap());
+                let d = max_abs(&(&batch - &exact).unwrap());
                 assert!(
                     d <= 1e-4 * scale,
                     "{dtype:?}: prompt path off the exact product by {d}"
@@ -558,14 +559,7 @@ mod tests {
             let want = (g.gelu().unwrap() * &u).unwrap();
             let got = gelu_mul(&g, &u).unwrap();
             assert_eq!(got.dims(), want.dims());
-            let d: f32 = (got - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let d = max_abs(&(got - want).unwrap());
             assert_eq!(d, 0.0, "{shape:?}");
         }
     }
@@ -623,14 +617,7 @@ mod tests {
                 let mask = causal_mask(seq, offset, params.window, &dev).unwrap();
                 let want =
                     attention(&q, &ck, &cv, mask.as_ref(), params.scale, params.softcap).unwrap();
-                let diff: f32 = (got - want)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar()
-                    .unwrap();
+                let diff = max_abs(&(got - want).unwrap());
                 assert!(diff < 1e-5, "{params:?} at {offset}+{seq}: off by {diff}");
                 (rk, rv) = (Some(ck), Some(cv));
                 offset += seq;

@@ -246,13 +246,9 @@ impl LlamaDecoder {
             let q = self.rotate(&q, offset)?;
             let k = self.rotate(&k, offset)?;
             let layer = &mut self.layers[i];
-            let a = layer.cache.attend(
-                &q,
-                &k,
-                &v,
-                offset,
-                &AttnParams::causal(1.0 / (hd as f64).sqrt()),
-            )?;
+            let a = layer
+                .cache
+                .attend(&q, &k, &v, offset, &AttnParams::for_head_dim(hd))?;
             x = (x + layer.o.forward(&merge_heads(&a)?)?)?;
             let n = layer.ffn_norm.forward(&x)?;
             let f = match &layer.ffn {

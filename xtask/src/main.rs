@@ -83,44 +83,32 @@ fn bench(args: &[String]) -> Result<()> {
     }
     let compare = args.iter().any(|a| a == "--llama-cpp");
     let args: Vec<&String> = args.iter().filter(|a| *a != "--llama-cpp").collect();
-    let mut c = cargo();
-    c.args([
-        "run",
-        "--release",
-        "--quiet",
-        "-p",
-        "zoo-cli",
-        "--bin",
-        "zoo",
-        "--",
-        "bench",
-    ])
-    .args(&args);
+    // `zoo bench` from a release build.
+    let zoo_bench = || {
+        let mut c = cargo();
+        c.args([
+            "run",
+            "--release",
+            "--quiet",
+            "-p",
+            "zoo-cli",
+            "--bin",
+            "zoo",
+            "--",
+        ])
+        .arg("bench");
+        c
+    };
+    let mut c = zoo_bench();
+    c.args(&args);
     if !compare {
         return run(c);
     }
     c.arg("--json");
     // A short run first, so that both runtimes load the file from the page cache
     // (otherwise zoo, measured first, pays for reading it from disk).
-    let mut warm = cargo();
-    warm.args([
-        "run",
-        "--release",
-        "--quiet",
-        "-p",
-        "zoo-cli",
-        "--bin",
-        "zoo",
-        "--",
-        "bench",
-        "-p",
-        "1",
-        "-n",
-        "1",
-        "-r",
-        "1",
-        "--json",
-    ]);
+    let mut warm = zoo_bench();
+    warm.args(["-p", "1", "-n", "1", "-r", "1", "--json"]);
     for flag in ["--model", "-m", "--arch"] {
         if let Some(i) = args.iter().position(|a| a.as_str() == flag) {
             warm.args(&args[i..(i + 2).min(args.len())]);

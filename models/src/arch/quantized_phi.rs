@@ -182,13 +182,9 @@ impl CausalLM for QuantizedPhi {
             let q = self.partial_rope(&q, seqlen_offset)?;
             let k = self.partial_rope(&k, seqlen_offset)?;
             let layer = &mut self.layers[i];
-            let a = layer.cache.attend(
-                &q,
-                &k,
-                &v,
-                seqlen_offset,
-                &AttnParams::causal(1.0 / (hd as f64).sqrt()),
-            )?;
+            let a = layer
+                .cache
+                .attend(&q, &k, &v, seqlen_offset, &AttnParams::for_head_dim(hd))?;
             let a = layer.o.forward(&merge_heads(&a)?)?;
             let f = layer.down.forward(&layer.up.forward(&n)?.gelu()?)?;
             x = ((x + a)? + f)?;

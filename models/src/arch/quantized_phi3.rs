@@ -147,13 +147,9 @@ impl CausalLM for QuantizedPhi3 {
             let v = split_heads(&qkv.narrow(2, (h + kvh) * hd, kvh * hd)?, kvh, hd)?;
             let q = self.rope.apply(&q, seqlen_offset)?;
             let k = self.rope.apply(&k, seqlen_offset)?;
-            let a = layer.cache.attend(
-                &q,
-                &k,
-                &v,
-                seqlen_offset,
-                &AttnParams::causal(1.0 / (hd as f64).sqrt()),
-            )?;
+            let a = layer
+                .cache
+                .attend(&q, &k, &v, seqlen_offset, &AttnParams::for_head_dim(hd))?;
             x = (x + layer.o.forward(&merge_heads(&a)?)?)?;
             let n = layer.ffn_norm.forward(&x)?;
             let gu = layer.gate_up.forward(&n)?;

@@ -127,12 +127,9 @@ macro_rules! kernels {
                         Format::Q4_1 => row_q4_1(row, act),
                         Format::Q5_0 => row_q5_0(row, act),
                         Format::Q8_0 => row_q8_0(row, act),
-                        // Routed to the scalar reference by the caller.
-                        Format::Q4K | Format::Q6K => super::super::dot_scalar(
-                            format,
-                            std::slice::from_raw_parts(row, format.row_bytes(act.len() * QK)),
-                            act,
-                        ),
+                        Format::Q4K | Format::Q6K => {
+                            unreachable!("qkernels::dot_rows sends single K-quant rows to the scalar reference")
+                        }
                     };
                 }
             }
