@@ -167,13 +167,87 @@ pub struct ActBlock {
 pub const TILE: usize = 8;
 
 /// The same block of [`TILE`] activation rows, interleaved so that a kernel decoding one
-/// weight block reads the rows' scales and sums with one load each.
+/// weight block reads the rows' scales and sums with one load each, and 4 values of
+/// every row with another.
 #[derive(Debug, Clone, Copy)]
 #[repr(C, align(32))]
 pub struct ActTile {
     pub d: [f32; TILE],
     pub s: [f32; TILE],
-    pub qs: [[i8; QK]; TILE],
+    /// `qt[c][4 * i + t]` is value `4 * c + t` of row `i`.
+    pub qt: [[i8; 4 * TILE]; QK / 4],
+}
+
+impl ActTile {
+    fn new(rows: [&ActBlock; TILE]) -> ActTile {
+        let mut qt = [[0; 4 * TILE]; QK / 4];
+        for (i, r) in rows.iter().enumerate() {
+            for (c, q) in r.qs.chunks_exact(4).enumerate() {
+                qt[c][4 * i..4 * i + 4].copy_from_slice(q);
+            }
+        }
+        ActTile {
+            d: rows.map(|a| a.d),
+            s: rows.map(|a| a.s),
+            qt,
+        }
+    }
+}
+
+/// Values per K-quant super-block.
+pub const QK_K: usize = 256;
+
+/// A super-block of an activation row quantized as llama.cpp's `Q8_K` (what its K-quant
+/// dot products take): one f32 scale for 256 values, and the sums of each 16.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub struct Q8KBlock {
+    pub d: f32,
+    pub bsums: [i16; QK_K / 16],
+    pub qs: [i8; QK_K],
+}
+
+impl Q8KBlock {
+    const ZERO: Q8KBlock = Q8KBlock {
+        d: 0.0,
+        bsums: [0; QK_K / 16],
+        qs: [0; QK_K],
+    };
+}
+
+/// The same super-block of [`TILE`] activation rows, laid out for the K-quant tile
+/// kernels: values by sub-block of 32 then row, and the partial sums transposed so that
+/// one `vpmaddwd` weighs a pair of them by the weight's scales (or mins) for all rows.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(32))]
+pub struct KTile {
+    pub d: [f32; TILE],
+    /// `[p][2 * i + h]`: sum of the 16 values `32 * p + 16 * h ..` of row `i`.
+    pub sums16: [[i16; 2 * TILE]; QK_K / QK],
+    /// `[p][2 * i + h]`: sum of sub-block `2 * p + h` (32 values) of row `i`.
+    pub sums32: [[i16; 2 * TILE]; QK_K / QK / 2],
+    /// `[j][i]`: sub-block `j` of row `i`.
+    pub qs: [[[i8; QK]; TILE]; QK_K / QK],
+}
+
+impl KTile {
+    fn new(rows: [&Q8KBlock; TILE]) -> KTile {
+        let mut t = KTile {
+            d: rows.map(|r| r.d),
+            sums16: [[0; 2 * TILE]; QK_K / QK],
+            sums32: [[0; 2 * TILE]; QK_K / QK / 2],
+            qs: [[[0; QK]; TILE]; QK_K / QK],
+        };
+        for (i, r) in rows.iter().enumerate() {
+            for (j, sub) in r.qs.chunks_exact(QK).enumerate() {
+                t.qs[j][i].copy_from_slice(sub);
+                t.sums16[j][2 * i] = r.bsums[2 * j];
+                t.sums16[j][2 * i + 1] = r.bsums[2 * j + 1];
+                t.sums32[j / 2][2 * i + j % 2] = r.bsums[2 * j] + r.bsums[2 * j + 1];
+            }
+        }
+        t
+    }
 }
 
 /// The instruction set the kernels use.
@@ -258,20 +332,39 @@ pub fn quantize_activations(format: Format, x: &[f32], out: &mut [ActBlock]) {
     }
 }
 
+/// Quantizes `x` (a multiple of [`QK_K`] long) as llama.cpp's `quantize_row_q8_K`:
+/// per 256 values, the value of largest magnitude maps to -127 (scale `-max / 127`,
+/// kept in f32), the others are rounded to nearest even, and each 16 are summed.
+pub fn quantize_q8k(x: &[f32], out: &mut [Q8KBlock]) {
+    debug_assert_eq!(x.len(), out.len() * QK_K);
+    for (xs, b) in x.chunks_exact(QK_K).zip(out.iter_mut()) {
+        let (mut amax, mut max) = (0f32, 0f32);
+        for &v in xs {
+            if v.abs() > amax {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        if amax == 0.0 {
+            *b = Q8KBlock::ZERO;
+            continue;
+        }
+        let iscale = -127.0 / max;
+        for (q, &v) in b.qs.iter_mut().zip(xs) {
+            *q = ((iscale * v).round_ties_even() as i32).min(127) as i8;
+        }
+        for (sum, qs) in b.bsums.iter_mut().zip(b.qs.chunks_exact(16)) {
+            *sum = qs.iter().map(|&q| q as i16).sum();
+        }
+        b.d = 1.0 / iscale;
+    }
+}
+
 /// Dot product of one weight row (`blocks` blocks of `format`) with a quantized
 /// activation row, in portable Rust: the reference for the SIMD kernels.
 pub fn dot_scalar(format: Format, row: &[u8], act: &[ActBlock]) -> f32 {
     let bb = format.block_bytes();
     let mut sum = 0f32;
-    if format.block_values() != QK {
-        for (b, a) in act.iter().enumerate() {
-            let sb = &row[b / 8 * bb..][..bb];
-            let (v, lo, hi, offc) = k_sub_block(format, sb, b % 8);
-            let dot = |r: std::ops::Range<usize>| -> i32 { r.map(|l| v[l] * a.qs[l] as i32).sum() };
-            sum += (lo * dot(0..16) as f32 + hi * dot(16..32) as f32) * a.d + offc * a.s;
-        }
-        return sum;
-    }
     for (w, a) in row.chunks_exact(bb).zip(act) {
         let d = f16_to_f32(u16::from_le_bytes([w[0], w[1]]));
         let (dot, offset) = match format {
@@ -311,9 +404,26 @@ pub fn dot_scalar(format: Format, row: &[u8], act: &[ActBlock]) -> f32 {
                 }
                 (dot, 0.0)
             }
-            Format::Q4K | Format::Q6K => unreachable!("K-quants are handled above"),
+            Format::Q4K | Format::Q6K => unreachable!("K-quants take dot_scalar_k"),
         };
         sum += d * a.d * dot as f32 + offset * a.s;
+    }
+    sum
+}
+
+/// Dot product of one K-quant weight row with an activation row quantized to
+/// [`Q8KBlock`]s, in portable Rust: the reference for the SIMD tile kernels.
+pub fn dot_scalar_k(format: Format, row: &[u8], act: &[Q8KBlock]) -> f32 {
+    let bb = format.block_bytes();
+    let mut sum = 0f32;
+    for (sb, a) in row.chunks_exact(bb).zip(act) {
+        for j in 0..QK_K / QK {
+            let (v, lo, hi, offc) = k_sub_block(format, sb, j);
+            let qs = &a.qs[j * QK..][..QK];
+            let dot = |r: std::ops::Range<usize>| -> i32 { r.map(|l| v[l] * qs[l] as i32).sum() };
+            let total = (a.bsums[2 * j] + a.bsums[2 * j + 1]) as f32;
+            sum += (lo * dot(0..16) as f32 + hi * dot(16..32) as f32 + offc * total) * a.d;
+        }
     }
     sum
 }
@@ -340,7 +450,6 @@ pub fn matmul(
             "rows of {k} values are not whole blocks of {bv}"
         )));
     }
-    let kb = k / QK;
     let row_bytes = format.row_bytes(k);
     if w.len() != n * row_bytes || x.len() != m * k || out.len() != m * n {
         return Err(ShapeError(format!(
@@ -352,124 +461,256 @@ pub fn matmul(
             out.len()
         )));
     }
-    // K-quants have no one-row SIMD kernel here: their rows left over after the whole
-    // tiles go in one more tile, padded with zero rows (which add nothing).
-    let simd = level != Level::Scalar;
-    let padded = if simd && format.block_values() != QK {
-        m.next_multiple_of(TILE)
+    if bv == QK_K {
+        matmul_k(level, format, w, (m, k, n), x, out);
     } else {
-        m
+        matmul_32(level, format, w, (m, k, n), x, out);
+    }
+    Ok(())
+}
+
+/// Whether a product is worth splitting over the pool (not the tiny test models').
+fn worth_the_pool(m: usize, k: usize, n: usize) -> bool {
+    n * k * m >= 4096 * QK
+}
+
+/// Quantizes activation rows `0..m` (row `i` into `blocks[i * per_row..]`), splitting a
+/// prompt's rows over the pool.
+fn quantize_rows<B: Send>(
+    m: usize,
+    k: usize,
+    blocks: &mut [B],
+    quantize: impl Fn(&[f32], &mut [B]) + Sync,
+    x: &[f32],
+) {
+    let per_row = blocks.len() / m.max(1);
+    let ptr = blocks.as_mut_ptr() as usize;
+    let run = |rows: std::ops::Range<usize>| {
+        for i in rows {
+            // SAFETY: each row `i` of `blocks` is written by one call only.
+            let b = unsafe {
+                std::slice::from_raw_parts_mut((ptr as *mut B).add(i * per_row), per_row)
+            };
+            quantize(&x[i * k..(i + 1) * k], b);
+        }
     };
+    if m >= 8 && m * k >= 1 << 15 {
+        candle_core::utils::barrier_pool().execute_chunked(m, run);
+    } else {
+        run(0..m);
+    }
+}
+
+/// Builds `groups` tiles of [`TILE`] rows (tile `g` into `tiles[g * per_group..]`),
+/// splitting them over the pool when there are several.
+fn build_tiles<T: Send>(
+    groups: usize,
+    tiles: &mut [T],
+    parallel: bool,
+    build: impl Fn(usize, &mut [T]) + Sync,
+) {
+    let per_group = tiles.len() / groups.max(1);
+    let ptr = tiles.as_mut_ptr() as usize;
+    let run = |gs: std::ops::Range<usize>| {
+        for g in gs {
+            // SAFETY: each group `g` of `tiles` is written by one call only.
+            let t = unsafe {
+                std::slice::from_raw_parts_mut((ptr as *mut T).add(g * per_group), per_group)
+            };
+            build(g, t);
+        }
+    };
+    if parallel && groups >= 2 {
+        candle_core::utils::barrier_pool().execute_chunked(groups, run);
+    } else {
+        run(0..groups);
+    }
+}
+
+/// Weight rows per unit of work: few enough for the pool's shared cursor, and each unit
+/// reads its rows once for all activation rows.
+const UNIT_ROWS: usize = 16;
+
+/// The columns of an `m x n` output that one unit of weight rows writes.
+struct UnitOut {
+    ptr: usize,
+    m: usize,
+    n: usize,
+    start: usize,
+}
+
+impl UnitOut {
+    /// Output row `i`, column `start + r`.
+    #[inline]
+    fn put(&self, i: usize, r: usize, v: f32) {
+        assert!(i < self.m && self.start + r < self.n);
+        // SAFETY: in bounds (above); every (i, column) is written by exactly one unit.
+        unsafe { *(self.ptr as *mut f32).add(i * self.n + self.start + r) = v };
+    }
+}
+
+/// Runs `unit(rows, out)` for every unit of [`UNIT_ROWS`] weight rows of an `m x n`
+/// output, over the pool when `parallel`.
+fn for_each_unit(
+    m: usize,
+    n: usize,
+    out: &mut [f32],
+    parallel: bool,
+    unit: impl Fn(std::ops::Range<usize>, &UnitOut) + Sync,
+) {
+    assert!(out.len() >= m * n);
+    let ptr = out.as_mut_ptr() as usize;
+    let units = n.div_ceil(UNIT_ROWS);
+    let work = |range: std::ops::Range<usize>| {
+        for u in range {
+            let rows = u * UNIT_ROWS..(u * UNIT_ROWS + UNIT_ROWS).min(n);
+            let out = UnitOut {
+                ptr,
+                m,
+                n,
+                start: rows.start,
+            };
+            unit(rows, &out);
+        }
+    };
+    if parallel {
+        candle_core::utils::barrier_pool().execute_chunked(units, work);
+    } else {
+        work(0..units);
+    }
+}
+
+/// [`matmul`] for the formats with blocks of 32 values: activations as [`ActBlock`]s.
+fn matmul_32(
+    level: Level,
+    format: Format,
+    w: &[u8],
+    (m, k, n): (usize, usize, usize),
+    x: &[f32],
+    out: &mut [f32],
+) {
+    let kb = k / QK;
+    let row_bytes = format.row_bytes(k);
     let mut act = vec![
         ActBlock {
             d: 0.0,
             s: 0.0,
             qs: [0; QK]
         };
-        padded * kb
+        m * kb
     ];
-    // Quantized row by row; a prompt's rows are split over the pool.
-    let act_ptr = act.as_mut_ptr() as usize;
-    let quantize = |rows: std::ops::Range<usize>| {
-        for i in rows {
-            // SAFETY: each row `i` of `act` is written by one call only.
-            let a = unsafe {
-                std::slice::from_raw_parts_mut((act_ptr as *mut ActBlock).add(i * kb), kb)
-            };
-            quantize_activations(format, &x[i * k..(i + 1) * k], a);
-        }
-    };
-    let parallel = m >= 8 && m * k >= 1 << 15;
-    if parallel {
-        candle_core::utils::barrier_pool().execute_chunked(m, quantize);
-    } else {
-        quantize(0..m);
-    }
+    quantize_rows(m, k, &mut act, |x, a| quantize_activations(format, x, a), x);
     // Prompt rows in groups of TILE, block by block, for the tile kernels.
-    let groups = if simd { padded / TILE } else { 0 };
+    let simd = level != Level::Scalar;
+    let groups = if simd { m / TILE } else { 0 };
     let mut tiles = vec![
         ActTile {
             d: [0.0; TILE],
             s: [0.0; TILE],
-            qs: [[0; QK]; TILE],
+            qt: [[0; 4 * TILE]; QK / 4],
         };
         groups * kb
     ];
-    let tiles_ptr = tiles.as_mut_ptr() as usize;
-    let act_ref = &act;
-    let interleave = |gs: std::ops::Range<usize>| {
-        for g in gs {
-            // SAFETY: each group `g` of `tiles` is written by one call only.
-            let t = unsafe {
-                std::slice::from_raw_parts_mut((tiles_ptr as *mut ActTile).add(g * kb), kb)
-            };
-            for (b, t) in t.iter_mut().enumerate() {
-                let rows: [&ActBlock; TILE] =
-                    std::array::from_fn(|i| &act_ref[(TILE * g + i) * kb + b]);
-                *t = ActTile {
-                    d: rows.map(|a| a.d),
-                    s: rows.map(|a| a.s),
-                    qs: rows.map(|a| a.qs),
-                };
+    build_tiles(groups, &mut tiles, m * k >= 1 << 15, |g, t| {
+        for (b, t) in t.iter_mut().enumerate() {
+            *t = ActTile::new(std::array::from_fn(|i| &act[(TILE * g + i) * kb + b]));
+        }
+    });
+    let (act, tiles) = (&act, &tiles);
+    for_each_unit(m, n, out, worth_the_pool(m, k, n), |rows, out| {
+        let wr = &w[rows.start * row_bytes..rows.end * row_bytes];
+        let mut i = 0;
+        // TILE activation rows at a time share each decoded weight block
+        // (prompt processing); the rows left over go one by one.
+        #[cfg(target_arch = "x86_64")]
+        if simd {
+            let mut tile = [[0f32; TILE]; UNIT_ROWS];
+            let tile = &mut tile[..rows.len()];
+            while i + TILE <= m {
+                let t = &tiles[i / TILE * kb..][..kb];
+                x86::dot_rows_tile(level, format, wr, row_bytes, t, tile);
+                for (r, t) in tile.iter().enumerate() {
+                    for (di, &v) in t.iter().enumerate() {
+                        out.put(i + di, r, v);
+                    }
+                }
+                i += TILE;
             }
         }
-    };
-    if parallel && groups >= 2 {
-        candle_core::utils::barrier_pool().execute_chunked(groups, interleave);
-    } else {
-        interleave(0..groups);
-    }
-    let (act, tiles) = (&act, &tiles);
-    let out_ptr = out.as_mut_ptr() as usize;
-    // Units of 16 weight rows: few enough for the pool's shared cursor, and each unit
-    // reads its rows once for all `m` activation rows.
-    const ROWS: usize = 16;
-    let units = n.div_ceil(ROWS);
-    let work = |range: std::ops::Range<usize>| {
-        for unit in range {
-            let rows = unit * ROWS..(unit * ROWS + ROWS).min(n);
+        let mut dst = [0f32; UNIT_ROWS];
+        for i in i..m {
+            let dst = &mut dst[..rows.len()];
+            dot_rows(
+                level,
+                format,
+                wr,
+                row_bytes,
+                &act[i * kb..(i + 1) * kb],
+                dst,
+            );
+            for (r, &v) in dst.iter().enumerate() {
+                out.put(i, r, v);
+            }
+        }
+    });
+}
+
+/// [`matmul`] for Q4_K and Q6_K: activations as [`Q8KBlock`]s, as llama.cpp's K-quant
+/// dot products take them. The SIMD levels go [`TILE`] rows at a time only (the rows
+/// left over in one more tile, padded with zero rows, which add nothing).
+fn matmul_k(
+    level: Level,
+    format: Format,
+    w: &[u8],
+    (m, k, n): (usize, usize, usize),
+    x: &[f32],
+    out: &mut [f32],
+) {
+    let kb = k / QK_K;
+    let row_bytes = format.row_bytes(k);
+    let mut act = vec![Q8KBlock::ZERO; m * kb];
+    quantize_rows(m, k, &mut act, quantize_q8k, x);
+    #[cfg(target_arch = "x86_64")]
+    if level != Level::Scalar {
+        let groups = m.div_ceil(TILE);
+        let zero = Q8KBlock::ZERO;
+        let mut tiles = vec![KTile::new([&zero; TILE]); groups * kb];
+        build_tiles(groups, &mut tiles, m * k >= 1 << 15, |g, t| {
+            for (b, t) in t.iter_mut().enumerate() {
+                *t = KTile::new(std::array::from_fn(|i| {
+                    act.get((TILE * g + i) * kb + b)
+                        .filter(|_| TILE * g + i < m)
+                        .unwrap_or(&zero)
+                }));
+            }
+        });
+        let tiles = &tiles;
+        for_each_unit(m, n, out, worth_the_pool(m, k, n), |rows, out| {
             let wr = &w[rows.start * row_bytes..rows.end * row_bytes];
-            let mut i = 0;
-            // TILE activation rows at a time share each decoded weight block
-            // (prompt processing); the rows left over go one by one.
-            #[cfg(target_arch = "x86_64")]
-            if level != Level::Scalar {
-                let mut tile = [[0f32; TILE]; ROWS];
-                let tile = &mut tile[..rows.len()];
-                while i + TILE <= padded {
-                    let t = &tiles[i / TILE * kb..][..kb];
-                    x86::dot_rows_tile(level, format, wr, row_bytes, t, tile);
-                    for (r, t) in tile.iter().enumerate() {
-                        for (di, v) in t.iter().enumerate().take(m - i) {
-                            // SAFETY: every (i, row) of `out` is written by exactly one unit.
-                            unsafe {
-                                *(out_ptr as *mut f32).add((i + di) * n + rows.start + r) = *v
-                            };
-                        }
+            let mut tile = [[0f32; TILE]; UNIT_ROWS];
+            let tile = &mut tile[..rows.len()];
+            for g in 0..groups {
+                x86::dot_rows_ktile(level, format, wr, row_bytes, &tiles[g * kb..][..kb], tile);
+                for (r, t) in tile.iter().enumerate() {
+                    for (di, &v) in t.iter().enumerate().take(m - g * TILE) {
+                        out.put(g * TILE + di, r, v);
                     }
-                    i += TILE;
                 }
             }
-            for i in i..m {
-                let a = &act[i * kb..(i + 1) * kb];
-                // SAFETY: every (i, row) of `out` is written by exactly one unit.
-                let dst = unsafe {
-                    std::slice::from_raw_parts_mut(
-                        (out_ptr as *mut f32).add(i * n + rows.start),
-                        rows.len(),
-                    )
-                };
-                dot_rows(level, format, wr, row_bytes, a, dst);
+        });
+        return;
+    }
+    let act = &act;
+    for_each_unit(m, n, out, worth_the_pool(m, k, n), |rows, out| {
+        for (r, row) in w[rows.start * row_bytes..rows.end * row_bytes]
+            .chunks_exact(row_bytes)
+            .enumerate()
+        {
+            for i in 0..m {
+                out.put(i, r, dot_scalar_k(format, row, &act[i * kb..(i + 1) * kb]));
             }
         }
-    };
-    if n * kb * m < 4096 {
-        // Too small to be worth waking the pool (the tiny test models).
-        work(0..units);
-    } else {
-        candle_core::utils::barrier_pool().execute_chunked(units, work);
-    }
-    Ok(())
+    });
 }
 
 /// `dst[r] = row r of w . act` for consecutive rows of `row_bytes` bytes.
@@ -481,12 +722,6 @@ fn dot_rows(
     act: &[ActBlock],
     dst: &mut [f32],
 ) {
-    // K-quants have only the tile kernels (prompts); a lone row takes the reference.
-    let level = if format.block_values() != QK {
-        Level::Scalar
-    } else {
-        level
-    };
     match level {
         #[cfg(target_arch = "x86_64")]
         Level::Avx2 | Level::Avx512Vnni => x86::dot_rows(level, format, w, row_bytes, act, dst),
@@ -588,7 +823,8 @@ mod tests {
     }
 
     /// The scalar kernel is the 8-bit product llama.cpp computes: candle's own
-    /// quantized matmul (same activation quantization) agrees to rounding.
+    /// quantized matmul (same activation quantization: Q8_0 / Q8_1 blocks of 32, Q8_K
+    /// super-blocks for the K-quants) agrees to rounding.
     #[test]
     fn scalar_kernel_matches_candles_quantized_matmul() {
         let dev = Device::Cpu;
@@ -599,7 +835,7 @@ mod tests {
             let w = Tensor::from_vec(pseudo_normal(n * k, seed), (n, k), &dev).unwrap();
             let x = Tensor::from_vec(pseudo_normal(m * k, seed + 100), (m, k), &dev).unwrap();
             let xv: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
-            for (format, dtype) in formats() {
+            for (format, dtype) in formats().into_iter().chain(k_formats()) {
                 let q = std::sync::Arc::new(QTensor::quantize(&w, dtype).unwrap());
                 let candle: Vec<f32> = candle_core::quantized::QMatMul::from_arc(q.clone())
                     .unwrap()

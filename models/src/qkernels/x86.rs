@@ -4,7 +4,7 @@
 //! saturate here: weights are at most 31 (Q4/Q5) or |128| (Q8_0, sign moved onto the
 //! activation), activations at most |127|, so a pair sums to at most 32 512.
 
-use super::{ActBlock, ActTile, Format, Level, QK, TILE};
+use super::{ActBlock, ActTile, Format, KTile, Level, QK, QK_K, TILE};
 use std::arch::x86_64::*;
 
 pub(super) fn dot_rows(
@@ -48,6 +48,33 @@ pub(super) fn dot_rows_tile(
     }
 }
 
+/// `dst[r][i] = row r of w . activation row i` for a K-quant weight and the [`TILE`]
+/// activation rows of `act` (one [`KTile`] per super-block).
+pub(super) fn dot_rows_ktile(
+    level: Level,
+    format: Format,
+    w: &[u8],
+    row_bytes: usize,
+    act: &[KTile],
+    dst: &mut [[f32; TILE]],
+) {
+    assert!(w.len() >= dst.len() * row_bytes && row_bytes >= format.row_bytes(act.len() * QK_K));
+    // SAFETY: as in `dot_rows`.
+    unsafe {
+        match (level, format) {
+            (Level::Avx512Vnni, Format::Q4K) => {
+                vnni::rows_ktile::<Q4K>(w.as_ptr(), row_bytes, act, dst)
+            }
+            (Level::Avx512Vnni, Format::Q6K) => {
+                vnni::rows_ktile::<Q6K>(w.as_ptr(), row_bytes, act, dst)
+            }
+            (Level::Avx2, Format::Q4K) => avx2::rows_ktile::<Q4K>(w.as_ptr(), row_bytes, act, dst),
+            (Level::Avx2, Format::Q6K) => avx2::rows_ktile::<Q6K>(w.as_ptr(), row_bytes, act, dst),
+            _ => unreachable!("no K-quant tile kernel for {level:?} {format:?}"),
+        }
+    }
+}
+
 /// Format numbers for the const-generic tile kernel.
 const Q4_0: u8 = 0;
 const Q4_1: u8 = 1;
@@ -65,6 +92,32 @@ macro_rules! dot_avx2 {
 macro_rules! dot_vnni {
     ($u:expr, $s:expr) => {
         _mm256_dpbusd_epi32(_mm256_setzero_si256(), $u, $s)
+    };
+}
+
+/// `acc + (quads of u8 in u) . (quads of i8 in s)`, in i32 lanes.
+macro_rules! dacc_avx2 {
+    ($acc:expr, $u:expr, $s:expr) => {
+        _mm256_add_epi32($acc, dot_avx2!($u, $s))
+    };
+}
+
+macro_rules! dacc_vnni {
+    ($acc:expr, $u:expr, $s:expr) => {
+        _mm256_dpbusd_epi32($acc, $u, $s)
+    };
+}
+
+/// `acc + (pairs of i16 in x) . (pairs of i16 in w)`, in i32 lanes.
+macro_rules! wdot_avx2 {
+    ($acc:expr, $x:expr, $w:expr) => {
+        _mm256_add_epi32($acc, _mm256_madd_epi16($x, $w))
+    };
+}
+
+macro_rules! wdot_vnni {
+    ($acc:expr, $x:expr, $w:expr) => {
+        _mm256_dpwssd_epi32($acc, $x, $w)
     };
 }
 
@@ -107,7 +160,7 @@ macro_rules! blocks {
 }
 
 macro_rules! kernels {
-    ($name:ident, $features:literal, $dot:ident) => {
+    ($name:ident, $features:literal, $dot:ident, $dacc:ident, $wdot:ident) => {
         mod $name {
             use super::*;
 
@@ -128,7 +181,7 @@ macro_rules! kernels {
                         Format::Q5_0 => row_q5_0(row, act),
                         Format::Q8_0 => row_q8_0(row, act),
                         Format::Q4K | Format::Q6K => {
-                            unreachable!("qkernels::dot_rows sends single K-quant rows to the scalar reference")
+                            unreachable!("K-quants take dot_rows_ktile")
                         }
                     };
                 }
@@ -148,8 +201,9 @@ macro_rules! kernels {
                     Format::Q4_1 => rows_tile::<Q4_1>(w, row_bytes, act, dst),
                     Format::Q5_0 => rows_tile::<Q5_0>(w, row_bytes, act, dst),
                     Format::Q8_0 => rows_tile::<Q8_0>(w, row_bytes, act, dst),
-                    Format::Q4K => rows_tile::<Q4K>(w, row_bytes, act, dst),
-                    Format::Q6K => rows_tile::<Q6K>(w, row_bytes, act, dst),
+                    Format::Q4K | Format::Q6K => {
+                        unreachable!("K-quant prompts take dot_rows_ktile")
+                    }
                 }
             }
 
@@ -181,9 +235,12 @@ macro_rules! kernels {
                 }
             }
 
-            /// [`TILE`] activation rows against `dst.len()` weight rows of format `F`,
-            /// block by block of 32 values (a K-quant's sub-blocks, with a scale per
-            /// half of 16).
+            /// [`TILE`] activation rows against `dst.len()` weight rows of format `F`
+            /// (blocks of 32 values). The activations are interleaved by 4 bytes
+            /// ([`ActTile::qt`]), so that each 4 weight bytes, broadcast, meet 4 bytes of
+            /// every row in one integer dot product: a block's 8 of them leave the 8
+            /// rows' sums in the 8 lanes, scaled by the rows' scales in one multiply,
+            /// with no horizontal sum and no scale broadcast per row.
             #[target_feature(enable = $features)]
             unsafe fn rows_tile<const F: u8>(
                 w: *const u8,
@@ -191,40 +248,135 @@ macro_rules! kernels {
                 act: &[ActTile],
                 dst: &mut [[f32; TILE]],
             ) {
-                let k_quant = F == Q4K || F == Q6K;
-                let signed = F == Q8_0 || F == Q6K;
-                let bb = [18, 20, 22, 34, 144, 210][F as usize];
+                let signed = F == Q8_0;
+                let bb = [18, 20, 22, 34][F as usize];
+                #[repr(C, align(32))]
+                struct Block([u8; QK], [u8; QK]);
+                let mut buf = Block([0; QK], [0; QK]);
+                let bcast = |b: &[u8; QK], c: usize| {
+                    _mm256_set1_epi32((b.as_ptr().add(4 * c) as *const i32).read())
+                };
                 for (r, d) in dst.iter_mut().enumerate() {
                     let row = w.add(r * row_bytes);
-                    let mut acc = [_mm256_setzero_ps(); TILE];
-                    // The offset terms of the rows, one lane each.
+                    let mut acc = _mm256_setzero_ps();
+                    // The offset terms of the rows.
                     let mut off = _mm256_setzero_ps();
                     for (b, t) in act.iter().enumerate() {
-                        let (u, q, lo, hi, offc) = if k_quant {
-                            decode_k::<F>(row.add(b / 8 * bb), b % 8)
-                        } else {
-                            let (u, q, dw, offc) = decode::<F>(row.add(b * bb));
-                            (u, q, dw, dw, offc)
-                        };
-                        // Lanes 0-3 of a dot product hold values 0-15, lanes 4-7 16-31.
-                        let halves = _mm256_set_m128(_mm_set1_ps(hi), _mm_set1_ps(lo));
-                        for i in 0..TILE {
-                            let a = _mm256_loadu_si256(t.qs[i].as_ptr() as *const __m256i);
-                            let y = if signed { _mm256_sign_epi8(a, q) } else { a };
-                            let s = $dot!(u, y);
-                            let scale = if k_quant {
-                                _mm256_mul_ps(halves, _mm256_set1_ps(t.d[i]))
-                            } else {
-                                _mm256_set1_ps(lo * t.d[i])
-                            };
-                            acc[i] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(s), acc[i]);
+                        let (u, q, dw, offc) = decode::<F>(row.add(b * bb));
+                        _mm256_store_si256(buf.0.as_mut_ptr() as *mut __m256i, u);
+                        if signed {
+                            _mm256_store_si256(buf.1.as_mut_ptr() as *mut __m256i, q);
                         }
+                        let mut sums = [_mm256_setzero_si256(); 2];
+                        for c in 0..QK / 4 {
+                            let a = _mm256_load_si256(t.qt[c].as_ptr() as *const __m256i);
+                            let a = if signed {
+                                _mm256_sign_epi8(a, bcast(&buf.1, c))
+                            } else {
+                                a
+                            };
+                            sums[c % 2] = $dacc!(sums[c % 2], bcast(&buf.0, c), a);
+                        }
+                        let s = _mm256_add_epi32(sums[0], sums[1]);
+                        let scale = _mm256_mul_ps(_mm256_set1_ps(dw), _mm256_load_ps(t.d.as_ptr()));
+                        acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(s), acc);
                         if !signed {
                             off = _mm256_fmadd_ps(
                                 _mm256_set1_ps(offc),
-                                _mm256_loadu_ps(t.s.as_ptr()),
+                                _mm256_load_ps(t.s.as_ptr()),
                                 off,
                             );
+                        }
+                    }
+                    _mm256_storeu_ps(d.as_mut_ptr(), _mm256_add_ps(acc, off));
+                }
+            }
+
+            /// [`TILE`] activation rows against `dst.len()` K-quant weight rows, a
+            /// super-block at a time as llama.cpp's K-quant kernels do: the sub-blocks'
+            /// 4- or 6-bit values multiplied with the 8-bit activations in pairs
+            /// (`vpmaddubsw`, unsigned by signed, to i16), weighed by their integer
+            /// scales in i32 (`vpmaddwd` / `vpdpwssd`), and converted to float once per
+            /// super-block and row. The mins (Q4_K) and the -32 offset (Q6_K) are
+            /// integer products of the weight's scales with the activations' partial
+            /// sums, for all rows at once.
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn rows_ktile<const F: u8>(
+                w: *const u8,
+                row_bytes: usize,
+                act: &[KTile],
+                dst: &mut [[f32; TILE]],
+            ) {
+                const SUBS: usize = QK_K / QK;
+                let low4 = _mm256_set1_epi8(0x0F);
+                let bb = if F == Q4K { 144 } else { 210 };
+                for (r, d) in dst.iter_mut().enumerate() {
+                    let row = w.add(r * row_bytes);
+                    let mut acc = [_mm256_setzero_ps(); TILE];
+                    // The min / offset terms of the rows, one lane each.
+                    let mut off = _mm256_setzero_ps();
+                    for (b, t) in act.iter().enumerate() {
+                        let sb = row.add(b * bb);
+                        let mut u = [_mm256_setzero_si256(); SUBS];
+                        let mut sc = [_mm256_setzero_si256(); SUBS];
+                        let da = _mm256_loadu_ps(t.d.as_ptr());
+                        let dd;
+                        if F == Q4K {
+                            let scales = std::slice::from_raw_parts(sb.add(4), 12);
+                            let mut mins = _mm256_setzero_si256();
+                            for p in 0..SUBS / 2 {
+                                let (s0, m0) = super::super::q4k_scale_min(scales, 2 * p);
+                                let (s1, m1) = super::super::q4k_scale_min(scales, 2 * p + 1);
+                                sc[2 * p] = _mm256_set1_epi16(s0 as i16);
+                                sc[2 * p + 1] = _mm256_set1_epi16(s1 as i16);
+                                let raw = _mm256_loadu_si256(sb.add(16 + p * 32) as *const __m256i);
+                                u[2 * p] = _mm256_and_si256(raw, low4);
+                                u[2 * p + 1] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
+                                let pair = _mm256_set1_epi32((m0 as i32) | (m1 as i32) << 16);
+                                let sums =
+                                    _mm256_load_si256(t.sums32[p].as_ptr() as *const __m256i);
+                                mins = $wdot!(mins, sums, pair);
+                            }
+                            dd = _mm256_mul_ps(_mm256_set1_ps(f16(sb)), da);
+                            let dmin = _mm256_mul_ps(_mm256_set1_ps(f16(sb.add(2))), da);
+                            off = _mm256_fnmadd_ps(dmin, _mm256_cvtepi32_ps(mins), off);
+                        } else {
+                            let scales = sb.add(192) as *const i8;
+                            let mut corr = _mm256_setzero_si256();
+                            for j in 0..SUBS {
+                                let (h, q) = (j / 4, j % 4);
+                                let ql = _mm256_loadu_si256(
+                                    sb.add(h * 64 + (q % 2) * 32) as *const __m256i
+                                );
+                                let ql = if q < 2 { ql } else { _mm256_srli_epi16(ql, 4) };
+                                let qh = _mm256_loadu_si256(sb.add(128 + h * 32) as *const __m256i);
+                                let qh = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * q as i32));
+                                let high =
+                                    _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(3)), 4);
+                                u[j] = _mm256_or_si256(_mm256_and_si256(ql, low4), high);
+                                let (lo, hi) =
+                                    (*scales.add(2 * j) as i16, *scales.add(2 * j + 1) as i16);
+                                // maddubs lanes 0-7 hold values 0-15, lanes 8-15 values 16-31.
+                                sc[j] = _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo));
+                                let pair =
+                                    _mm256_set1_epi32((lo as u16 as i32) | (hi as i32) << 16);
+                                let sums =
+                                    _mm256_load_si256(t.sums16[j].as_ptr() as *const __m256i);
+                                corr = $wdot!(corr, sums, pair);
+                            }
+                            // Values are stored plus 32: take 32 * scale * sum back off.
+                            dd = _mm256_mul_ps(_mm256_set1_ps(f16(sb.add(208))), da);
+                            let d32 = _mm256_mul_ps(dd, _mm256_set1_ps(32.0));
+                            off = _mm256_fnmadd_ps(d32, _mm256_cvtepi32_ps(corr), off);
+                        }
+                        for i in 0..TILE {
+                            let mut isum = _mm256_setzero_si256();
+                            for j in 0..SUBS {
+                                let a = _mm256_load_si256(t.qs[j][i].as_ptr() as *const __m256i);
+                                isum = $wdot!(isum, _mm256_maddubs_epi16(u[j], a), sc[j]);
+                            }
+                            let di = _mm256_permutevar8x32_ps(dd, _mm256_set1_epi32(i as i32));
+                            acc[i] = _mm256_fmadd_ps(di, _mm256_cvtepi32_ps(isum), acc[i]);
                         }
                     }
                     let mut offs = [0f32; TILE];
@@ -232,53 +384,6 @@ macro_rules! kernels {
                     for i in 0..TILE {
                         d[i] = hsum(acc[i]) + offs[i];
                     }
-                }
-            }
-
-            /// Sub-block `j` (32 values) of the K-quant super-block at `sb`: the values
-            /// as unsigned bytes (`u`), the signed ones for the sign trick (`q`, Q6_K),
-            /// the scales of its two halves of 16 and the coefficient of the activation
-            /// sum (Q4_K's min).
-            #[target_feature(enable = $features)]
-            #[inline]
-            unsafe fn decode_k<const F: u8>(
-                sb: *const u8,
-                j: usize,
-            ) -> (__m256i, __m256i, f32, f32, f32) {
-                let low4 = _mm256_set1_epi8(0x0F);
-                if F == Q4K {
-                    let d = f16(sb);
-                    let dmin = f16(sb.add(2));
-                    let scales = std::slice::from_raw_parts(sb.add(4), 12);
-                    let (sc, m) = super::super::q4k_scale_min(scales, j);
-                    let raw = _mm256_loadu_si256(sb.add(16 + (j / 2) * 32) as *const __m256i);
-                    let raw = if j % 2 == 0 {
-                        raw
-                    } else {
-                        _mm256_srli_epi16(raw, 4)
-                    };
-                    let u = _mm256_and_si256(raw, low4);
-                    let s = d * sc as f32;
-                    (u, u, s, s, -dmin * m as f32)
-                } else {
-                    let (h, q) = (j / 4, j % 4);
-                    let ql = _mm256_loadu_si256(sb.add(h * 64 + (q % 2) * 32) as *const __m256i);
-                    let ql = if q < 2 { ql } else { _mm256_srli_epi16(ql, 4) };
-                    let qh = _mm256_loadu_si256(sb.add(128 + h * 32) as *const __m256i);
-                    let qh = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * q as i32));
-                    let high = _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(3)), 4);
-                    let v = _mm256_or_si256(_mm256_and_si256(ql, low4), high);
-                    let signed = _mm256_sub_epi8(v, _mm256_set1_epi8(32));
-                    let d = f16(sb.add(208));
-                    let lo = *(sb.add(192 + h * 8 + 2 * q) as *const i8) as f32;
-                    let hi = *(sb.add(192 + h * 8 + 2 * q + 1) as *const i8) as f32;
-                    (
-                        _mm256_sign_epi8(signed, signed),
-                        signed,
-                        d * lo,
-                        d * hi,
-                        0.0,
-                    )
                 }
             }
 
@@ -374,5 +479,11 @@ macro_rules! kernels {
     };
 }
 
-kernels!(avx2, "avx2,fma,f16c", dot_avx2);
-kernels!(vnni, "avx2,fma,f16c,avx512vnni,avx512vl", dot_vnni);
+kernels!(avx2, "avx2,fma,f16c", dot_avx2, dacc_avx2, wdot_avx2);
+kernels!(
+    vnni,
+    "avx2,fma,f16c,avx512vnni,avx512vl",
+    dot_vnni,
+    dacc_vnni,
+    wdot_vnni
+);
