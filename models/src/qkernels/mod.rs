@@ -307,6 +307,16 @@ fn round_f16(x: f32) -> f32 {
     half::f16::from_f32(x).to_f32()
 }
 
+/// `v` rounded to the nearest integer, ties to even, for `|v| < 2^22`, as llama.cpp's
+/// `nearest_int`: adding 1.5 * 2^23 leaves the integer in the low mantissa bits. Plain
+/// arithmetic, so the quantization loops vectorize (`f32::round_ties_even` is a call
+/// to libm's `rintf` per value without SSE4.1 at compile time: 13 % of a prompt).
+#[inline]
+fn nearest_int(v: f32) -> i32 {
+    debug_assert!(v.abs() < (1 << 22) as f32);
+    ((v + 12_582_912.0).to_bits() & 0x007F_FFFF) as i32 - 0x0040_0000
+}
+
 /// Quantizes `x` (a multiple of [`QK`] long) to 8-bit blocks as llama.cpp's x86
 /// `quantize_row_q8_0` (and `q8_1` for Q4_1) does: scale `max|x| / 127` stored as f16,
 /// values `x * 127 / max|x|` rounded to nearest even (`_mm256_round_ps`), and for Q8_1
@@ -321,7 +331,7 @@ pub fn quantize_activations(format: Format, x: &[f32], out: &mut [ActBlock]) {
         let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
         let mut sum = 0i32;
         for (q, &v) in b.qs.iter_mut().zip(xs) {
-            *q = (v * id).round_ties_even() as i8;
+            *q = nearest_int(v * id) as i8;
             sum += *q as i32;
         }
         b.d = round_f16(d);
@@ -351,7 +361,7 @@ pub fn quantize_q8k(x: &[f32], out: &mut [Q8KBlock]) {
         }
         let iscale = -127.0 / max;
         for (q, &v) in b.qs.iter_mut().zip(xs) {
-            *q = ((iscale * v).round_ties_even() as i32).min(127) as i8;
+            *q = nearest_int(iscale * v).min(127) as i8;
         }
         for (sum, qs) in b.bsums.iter_mut().zip(b.qs.chunks_exact(16)) {
             *sum = qs.iter().map(|&q| q as i16).sum();
@@ -884,6 +894,26 @@ mod tests {
         (0..n)
             .map(|_| (uniform() + uniform() + uniform() + uniform()) * 1.7)
             .collect()
+    }
+
+    #[test]
+    fn nearest_int_rounds_half_to_even_as_rintf() {
+        for (v, want) in [
+            (0.5, 0),
+            (1.5, 2),
+            (2.5, 2),
+            (-0.5, 0),
+            (-1.5, -2),
+            (-2.5, -2),
+            (126.7, 127),
+            (-127.0, -127),
+        ] {
+            assert_eq!(nearest_int(v), want, "{v}");
+        }
+        for v in pseudo_normal(10_000, 7) {
+            let v = v * 40.0;
+            assert_eq!(nearest_int(v), v.round_ties_even() as i32, "{v}");
+        }
     }
 
     #[test]
