@@ -437,6 +437,20 @@ pub fn assert_greedy_matches_up_to_near_tie(
     }
 }
 
+/// The long prompts of a real model (`cargo xtask refgen --long-prompts`: 47 to 80
+/// tokens, at least the 32 rows from which K-quant prompts, too, take zoo's
+/// prompt kernels, tiles and padding included): llama.cpp's prompt
+/// ids exactly, and its greedy continuation up to a near tie.
+pub fn assert_long_prompts_match_llama_cpp(loaded: &mut zoo::Loaded, name: &str, near_tie: f32) {
+    let r = reference(&format!("long-prompts/{name}")).unwrap();
+    let failures = tokenization_failures(&loaded.tokenizer, &r);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    for case in &r.generate {
+        assert!(case.prompt_ids.len() >= 32, "{:?} is not a long prompt", case.prompt);
+    }
+    assert_greedy_matches_up_to_near_tie(&mut *loaded.model, &r, near_tie);
+}
+
 /// The pinned `openai` package (and its httpx) for the end-to-end server test.
 pub const OPENAI_PACKAGE: &str = "openai==3.54.0";
 

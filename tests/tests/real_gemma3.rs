@@ -79,3 +79,9 @@ fn greedy_continuations_match_llama_cpp_up_to_a_near_tie() {
     assert_eq!(m.model.vocab_size(), 262144);
     zoo_tests::assert_greedy_matches_up_to_near_tie(&mut *m.model, &r, NEAR_TIE);
 }
+
+#[test]
+fn long_prompt_continuations_match_llama_cpp_up_to_a_near_tie() {
+    let mut m = zoo::load(real_model("gemma3").unwrap(), &Default::default()).unwrap();
+    zoo_tests::assert_long_prompts_match_llama_cpp(&mut m, "gemma3", NEAR_TIE);
+}

@@ -32,3 +32,9 @@ fn tokenization_and_greedy_continuations_match_llama_cpp() {
     );
     zoo_tests::assert_greedy_matches_up_to_near_tie(&mut *m.model, &r, NEAR_TIE);
 }
+
+#[test]
+fn long_prompt_continuations_match_llama_cpp_up_to_a_near_tie() {
+    let mut m = zoo::load(real_model("qwen2.5-coder").unwrap(), &Default::default()).unwrap();
+    zoo_tests::assert_long_prompts_match_llama_cpp(&mut m, "qwen2.5-coder", NEAR_TIE);
+}

@@ -272,3 +272,8 @@ fn a_long_prompt_in_one_batch_agrees_with_token_by_token() {
     // activations on the token-by-token side. A wrong product would move them by units.
     assert!(d < 1.0, "batch and token-by-token logits differ by {d}");
 }
+
+#[test]
+fn long_prompt_continuations_match_llama_cpp_up_to_a_near_tie() {
+    zoo_tests::assert_long_prompts_match_llama_cpp(&mut model(), "smollm2", NEAR_TIE);
+}

@@ -251,7 +251,66 @@ def refgen(entries, root: Path):
             (vdir / "reference.json").write_text(json.dumps(ref) + "\n")
 
 
+# Prompts long enough for the prompt kernels (at least 32 rows for every weight format,
+# and a count that is no multiple of the 8-row tile), for the real models.
+LONG_PROMPTS = [
+    "The printing press changed how knowledge moved through Europe. Before it, books were "
+    "copied by hand in monasteries, slowly and at great cost; afterwards, a single workshop "
+    "could produce hundreds of identical copies in a few weeks. Historians still argue about",
+    "def merge_sorted(a, b):\n    \"\"\"Merge two sorted lists into one sorted list.\"\"\"\n"
+    "    out = []\n    i = j = 0\n    while i < len(a) and j < len(b):\n"
+    "        if a[i] <= b[j]:\n            out.append(a[i])\n            i += 1\n",
+]
+LONG_TOKENS = 24
+
+
+def long_prompts(models, out: Path):
+    """llama.cpp's greedy continuations of LONG_PROMPTS on each real GGUF, in the schema
+    of ../shared/reference (prompt ids as llama.cpp builds them, BOS where the GGUF asks)."""
+    import llama_cpp
+    import numpy as np
+    out.mkdir(parents=True, exist_ok=True)
+    for name, path in models:
+        print(f"long prompts: {name}", flush=True)
+        llm = llama_cpp.Llama(model_path=path, n_ctx=256, n_threads=2, n_batch=256, logits_all=True,
+                              verbose=False, seed=0, type_k=0, type_v=0, flash_attn=False)
+        add_bos = llm.metadata.get("tokenizer.ggml.add_bos_token", "false") == "true"
+        cases = []
+        for text in LONG_PROMPTS:
+            ids = llm.tokenize(text.encode(), add_bos=True, special=False)
+            llm.reset()
+            llm.eval(ids)
+            nxt = int(np.array(llm.scores[len(ids) - 1]).argmax())
+            cont = []
+            for _ in range(LONG_TOKENS):
+                if nxt == llm.token_eos():
+                    break
+                cont.append(nxt)
+                llm.eval([nxt])
+                nxt = int(np.array(llm.scores[llm.n_tokens - 1]).argmax())
+            cases.append({
+                "prompt": text,
+                "prompt_ids": ids,
+                "continuation_ids": cont,
+                "continuation_text": llm.detokenize(cont).decode("utf-8", errors="replace"),
+            })
+        ref = {
+            "model": name,
+            "made_by": versions(),
+            "add_bos_token": add_bos,
+            "note": "cargo xtask refgen --long-prompts: llama.cpp (f32 KV cache, one batch for the "
+                    "prompt), greedy continuation stopped at eos or LONG_TOKENS.",
+            "tokenize": [],
+            "generate": cases,
+        }
+        (out / f"{name}.json").write_text(json.dumps(ref, indent=1) + "\n")
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "long-prompts":
+        # long-prompts OUT_DIR NAME=PATH...
+        long_prompts([a.split("=", 1) for a in sys.argv[3:]], Path(sys.argv[2]))
+        sys.exit(0)
     task, entries_json, root = sys.argv[1], sys.argv[2], Path(sys.argv[3])
     entries = json.loads(Path(entries_json).read_text())
     only = sys.argv[4:]

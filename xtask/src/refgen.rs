@@ -137,10 +137,53 @@ pub fn python() -> Result<PathBuf> {
     refgen_python(&lcp)
 }
 
+/// The real models whose long-prompt continuations `refgen --long-prompts` records
+/// (names known to `zoo fetch`), and where.
+const LONG_PROMPT_MODELS: [&str; 3] = ["smollm2", "gemma3", "qwen2.5-coder"];
+const LONG_PROMPT_DIR: &str = "tests/data/reference/long-prompts";
+
 /// `task` is `fixtures` or `refgen`; `names` restricts it to some architectures.
+/// `refgen --long-prompts` instead records llama.cpp on the real models.
 pub fn refgen(task: &str, names: &[String]) -> Result<()> {
     let lcp = llama_cpp_python_src()?;
     let python = refgen_python(&lcp)?;
+    if task == "refgen" && names.iter().any(|n| n == "--long-prompts") {
+        let mut c = Command::new(python);
+        c.arg(root().join("xtask/refgen/refgen.py"))
+            .arg("long-prompts")
+            .arg(root().join(LONG_PROMPT_DIR));
+        for name in LONG_PROMPT_MODELS {
+            let out = cargo()
+                .args([
+                    "run",
+                    "--release",
+                    "--quiet",
+                    "-p",
+                    "zoo-cli",
+                    "--bin",
+                    "zoo",
+                    "--",
+                    "fetch",
+                    name,
+                ])
+                .output()
+                .with_context(|| format!("zoo fetch {name}"))?;
+            anyhow::ensure!(
+                out.status.success(),
+                "zoo fetch {name} failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let path = String::from_utf8(out.stdout)?;
+            let path = path
+                .lines()
+                .last()
+                .context("zoo fetch printed no path")?
+                .trim()
+                .to_string();
+            c.arg(format!("{name}={path}"));
+        }
+        return run(c);
+    }
     let registry = registry_json()?;
     let mut c = Command::new(python);
     c.arg(root().join("xtask/refgen/refgen.py"))
