@@ -446,7 +446,11 @@ pub fn assert_long_prompts_match_llama_cpp(loaded: &mut zoo::Loaded, name: &str,
     let failures = tokenization_failures(&loaded.tokenizer, &r);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     for case in &r.generate {
-        assert!(case.prompt_ids.len() >= 32, "{:?} is not a long prompt", case.prompt);
+        assert!(
+            case.prompt_ids.len() >= 32,
+            "{:?} is not a long prompt",
+            case.prompt
+        );
     }
     assert_greedy_matches_up_to_near_tie(&mut *loaded.model, &r, near_tie);
 }

@@ -166,28 +166,36 @@ pub struct ActBlock {
 /// Activation rows per tile of the prompt kernels.
 pub const TILE: usize = 8;
 
-/// The same block of [`TILE`] activation rows, interleaved so that a kernel decoding one
-/// weight block reads the rows' scales and sums with one load each, and 4 values of
-/// every row with another.
+/// The same block of [`TILE`] activation rows, interleaved for the tile kernels: one
+/// load gives 4 values of 4 rows at two places of the block, which meet the weight's
+/// values there after one in-lane shuffle of the decoded weight block (`vpshufd`).
 #[derive(Debug, Clone, Copy)]
 #[repr(C, align(32))]
 pub struct ActTile {
-    pub d: [f32; TILE],
+    /// The rows' scales, as the lanes of the two accumulators: `[d0..d3, d0..d3]` and
+    /// `[d4..d7, d4..d7]`.
+    pub d: [[f32; TILE]; 2],
+    /// The rows' `d * sum`.
     pub s: [f32; TILE],
-    /// `qt[c][4 * i + t]` is value `4 * c + t` of row `i`.
-    pub qt: [[i8; 4 * TILE]; QK / 4],
+    /// `qt[2 * c + g]`: bytes `4 * i + t` (`i < 4`) are value `4 * c + t` of row
+    /// `4 * g + i`; bytes `16 + 4 * i + t` are value `16 + 4 * c + t` of that row.
+    pub qt: [[i8; QK]; 8],
 }
 
 impl ActTile {
     fn new(rows: [&ActBlock; TILE]) -> ActTile {
-        let mut qt = [[0; 4 * TILE]; QK / 4];
-        for (i, r) in rows.iter().enumerate() {
-            for (c, q) in r.qs.chunks_exact(4).enumerate() {
-                qt[c][4 * i..4 * i + 4].copy_from_slice(q);
+        let mut qt = [[0; QK]; 8];
+        for (r, row) in rows.iter().enumerate() {
+            let (g, i) = (r / 4, r % 4);
+            for c in 0..4 {
+                qt[2 * c + g][4 * i..4 * i + 4].copy_from_slice(&row.qs[4 * c..4 * c + 4]);
+                qt[2 * c + g][16 + 4 * i..16 + 4 * i + 4]
+                    .copy_from_slice(&row.qs[16 + 4 * c..16 + 4 * c + 4]);
             }
         }
+        let d = |g: usize| std::array::from_fn(|l| rows[4 * g + l % 4].d);
         ActTile {
-            d: rows.map(|a| a.d),
+            d: [d(0), d(1)],
             s: rows.map(|a| a.s),
             qt,
         }
@@ -615,9 +623,9 @@ fn matmul_32(
     let groups = if simd { m / TILE } else { 0 };
     let mut tiles = vec![
         ActTile {
-            d: [0.0; TILE],
+            d: [[0.0; TILE]; 2],
             s: [0.0; TILE],
-            qt: [[0; 4 * TILE]; QK / 4],
+            qt: [[0; QK]; 8],
         };
         groups * kb
     ];

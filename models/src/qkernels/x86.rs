@@ -236,11 +236,12 @@ macro_rules! kernels {
             }
 
             /// [`TILE`] activation rows against `dst.len()` weight rows of format `F`
-            /// (blocks of 32 values). The activations are interleaved by 4 bytes
-            /// ([`ActTile::qt`]), so that each 4 weight bytes, broadcast, meet 4 bytes of
-            /// every row in one integer dot product: a block's 8 of them leave the 8
-            /// rows' sums in the 8 lanes, scaled by the rows' scales in one multiply,
-            /// with no horizontal sum and no scale broadcast per row.
+            /// (blocks of 32 values). `vpshufd` spreads 4 weight values of each half of
+            /// the decoded block over its half of the register; one integer dot product
+            /// then meets them with the same values of 4 rows ([`ActTile::qt`]). Two
+            /// accumulators hold rows 0-3 and 4-7 (each row twice, once per half),
+            /// scaled by the rows' scales in one multiply each: no per-row broadcast and
+            /// one horizontal step per weight row.
             #[target_feature(enable = $features)]
             unsafe fn rows_tile<const F: u8>(
                 w: *const u8,
@@ -250,36 +251,44 @@ macro_rules! kernels {
             ) {
                 let signed = F == Q8_0;
                 let bb = [18, 20, 22, 34][F as usize];
-                #[repr(C, align(32))]
-                struct Block([u8; QK], [u8; QK]);
-                let mut buf = Block([0; QK], [0; QK]);
-                let bcast = |b: &[u8; QK], c: usize| {
-                    _mm256_set1_epi32((b.as_ptr().add(4 * c) as *const i32).read())
-                };
+                macro_rules! quads {
+                    ($v:expr, $c:literal) => {
+                        _mm256_shuffle_epi32($v, $c * 0x55)
+                    };
+                }
                 for (r, d) in dst.iter_mut().enumerate() {
                     let row = w.add(r * row_bytes);
-                    let mut acc = _mm256_setzero_ps();
+                    let mut acc = [_mm256_setzero_ps(); 2];
                     // The offset terms of the rows.
                     let mut off = _mm256_setzero_ps();
                     for (b, t) in act.iter().enumerate() {
                         let (u, q, dw, offc) = decode::<F>(row.add(b * bb));
-                        _mm256_store_si256(buf.0.as_mut_ptr() as *mut __m256i, u);
-                        if signed {
-                            _mm256_store_si256(buf.1.as_mut_ptr() as *mut __m256i, q);
-                        }
                         let mut sums = [_mm256_setzero_si256(); 2];
-                        for c in 0..QK / 4 {
-                            let a = _mm256_load_si256(t.qt[c].as_ptr() as *const __m256i);
-                            let a = if signed {
-                                _mm256_sign_epi8(a, bcast(&buf.1, c))
-                            } else {
-                                a
+                        macro_rules! step {
+                            ($c:literal) => {
+                                let wq = quads!(u, $c);
+                                for g in 0..2 {
+                                    let a = _mm256_load_si256(
+                                        t.qt[2 * $c + g].as_ptr() as *const __m256i
+                                    );
+                                    let a = if signed {
+                                        _mm256_sign_epi8(a, quads!(q, $c))
+                                    } else {
+                                        a
+                                    };
+                                    sums[g] = $dacc!(sums[g], wq, a);
+                                }
                             };
-                            sums[c % 2] = $dacc!(sums[c % 2], bcast(&buf.0, c), a);
                         }
-                        let s = _mm256_add_epi32(sums[0], sums[1]);
-                        let scale = _mm256_mul_ps(_mm256_set1_ps(dw), _mm256_load_ps(t.d.as_ptr()));
-                        acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(s), acc);
+                        step!(0);
+                        step!(1);
+                        step!(2);
+                        step!(3);
+                        let dw = _mm256_set1_ps(dw);
+                        for g in 0..2 {
+                            let scale = _mm256_mul_ps(dw, _mm256_load_ps(t.d[g].as_ptr()));
+                            acc[g] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums[g]), acc[g]);
+                        }
                         if !signed {
                             off = _mm256_fmadd_ps(
                                 _mm256_set1_ps(offc),
@@ -288,7 +297,10 @@ macro_rules! kernels {
                             );
                         }
                     }
-                    _mm256_storeu_ps(d.as_mut_ptr(), _mm256_add_ps(acc, off));
+                    // Rows 0-3 from the halves of acc[0], rows 4-7 from those of acc[1].
+                    let low = _mm256_permute2f128_ps(acc[0], acc[1], 0x20);
+                    let high = _mm256_permute2f128_ps(acc[0], acc[1], 0x31);
+                    _mm256_storeu_ps(d.as_mut_ptr(), _mm256_add_ps(_mm256_add_ps(low, high), off));
                 }
             }
 
