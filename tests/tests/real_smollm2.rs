@@ -119,7 +119,11 @@ fn greedy_continuations_match_llama_cpp_up_to_a_near_tie() {
 #[test]
 fn generate_streams_the_reference_text() {
     let r = reference(REFERENCE).unwrap();
-    let case = &r.generate[0];
+    // "The capital of France is": zoo follows llama.cpp for all 32 tokens, with no near
+    // tie on the way. ("Once upon a time" meets one at its fifth token, a logit gap of
+    // 0.009 that summation order decides; the near-tie test above covers it.)
+    let case = &r.generate[1];
+    assert_eq!(case.prompt, "The capital of France is");
     let mut m = model();
     let m = &mut *m;
     let mut pieces = Vec::new();

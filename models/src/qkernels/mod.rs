@@ -840,6 +840,48 @@ mod tests {
         }
     }
 
+    /// Batch invariance: a prompt's rows through the tile kernels give bit for bit what
+    /// each row gives alone (the single-row kernel sums in the tile kernel's order), so
+    /// logits do not depend on how a prompt is split into forward calls.
+    #[test]
+    fn tiles_give_each_row_exactly_what_it_gives_alone() {
+        for (m, k, n) in [(8, 64, 5), (13, 896, 21), (16, 576, 40), (24, 160, 3)] {
+            let w = pseudo_normal(n * k, 3);
+            let x = pseudo_normal(m * k, 4);
+            for (format, dtype) in formats() {
+                let dev = Device::Cpu;
+                let wt = Tensor::from_vec(w.clone(), (n, k), &dev).unwrap();
+                let bytes = QTensor::quantize(&wt, dtype)
+                    .unwrap()
+                    .data()
+                    .unwrap()
+                    .to_vec();
+                for level in Level::available() {
+                    let mut all = vec![0f32; m * n];
+                    matmul(level, format, &bytes, (m, k, n), &x, &mut all).unwrap();
+                    for i in 0..m {
+                        let mut one = vec![0f32; n];
+                        matmul(
+                            level,
+                            format,
+                            &bytes,
+                            (1, k, n),
+                            &x[i * k..(i + 1) * k],
+                            &mut one,
+                        )
+                        .unwrap();
+                        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(
+                            bits(&all[i * n..(i + 1) * n]),
+                            bits(&one),
+                            "{format:?} {level:?} {m}x{k}x{n} row {i}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     /// The scalar kernel is the 8-bit product llama.cpp computes: candle's own
     /// quantized matmul (same activation quantization: Q8_0 / Q8_1 blocks of 32, Q8_K
     /// super-blocks for the K-quants) agrees to rounding.

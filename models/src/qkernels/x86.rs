@@ -121,44 +121,6 @@ macro_rules! wdot_vnni {
     };
 }
 
-/// Scaled sum over blocks of `dot(i32 x 8) * dw * da`, two accumulators so
-/// consecutive blocks do not wait on each other's multiply-add.
-macro_rules! blocks {
-    ($act:expr, $bb:expr, $row:expr, |$p:ident, $a:ident| $body:expr) => {{
-        let mut acc0 = _mm256_setzero_ps();
-        let mut acc1 = _mm256_setzero_ps();
-        let mut off = 0f32;
-        let n = $act.len();
-        let mut b = 0;
-        while b + 1 < n {
-            let (s0, k0, o0) = {
-                let $p = $row.add(b * $bb);
-                let $a = &$act[b];
-                $body
-            };
-            let (s1, k1, o1) = {
-                let $p = $row.add((b + 1) * $bb);
-                let $a = &$act[b + 1];
-                $body
-            };
-            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(k0), _mm256_cvtepi32_ps(s0), acc0);
-            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(k1), _mm256_cvtepi32_ps(s1), acc1);
-            off += o0 + o1;
-            b += 2;
-        }
-        if b < n {
-            let (s0, k0, o0) = {
-                let $p = $row.add(b * $bb);
-                let $a = &$act[b];
-                $body
-            };
-            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(k0), _mm256_cvtepi32_ps(s0), acc0);
-            off += o0;
-        }
-        hsum(_mm256_add_ps(acc0, acc1)) + off
-    }};
-}
-
 macro_rules! kernels {
     ($name:ident, $features:literal, $dot:ident, $dacc:ident, $wdot:ident) => {
         mod $name {
@@ -176,10 +138,10 @@ macro_rules! kernels {
                 for (r, d) in dst.iter_mut().enumerate() {
                     let row = base.add(r * row_bytes);
                     *d = match format {
-                        Format::Q4_0 => row_q4_0(row, act),
-                        Format::Q4_1 => row_q4_1(row, act),
-                        Format::Q5_0 => row_q5_0(row, act),
-                        Format::Q8_0 => row_q8_0(row, act),
+                        Format::Q4_0 => row_ordered::<Q4_0>(row, act),
+                        Format::Q4_1 => row_ordered::<Q4_1>(row, act),
+                        Format::Q5_0 => row_ordered::<Q5_0>(row, act),
+                        Format::Q8_0 => row_ordered::<Q8_0>(row, act),
                         Format::Q4K | Format::Q6K => {
                             unreachable!("K-quants take dot_rows_ktile")
                         }
@@ -256,51 +218,89 @@ macro_rules! kernels {
                         _mm256_shuffle_epi32($v, $c * 0x55)
                     };
                 }
+                let n = act.len();
                 for (r, d) in dst.iter_mut().enumerate() {
                     let row = w.add(r * row_bytes);
-                    let mut acc = [_mm256_setzero_ps(); 2];
-                    // The offset terms of the rows.
-                    let mut off = _mm256_setzero_ps();
-                    for (b, t) in act.iter().enumerate() {
-                        let (u, q, dw, offc) = decode::<F>(row.add(b * bb));
-                        let mut sums = [_mm256_setzero_si256(); 2];
-                        macro_rules! step {
-                            ($c:literal) => {
-                                let wq = quads!(u, $c);
-                                for g in 0..2 {
-                                    let a = _mm256_load_si256(
-                                        t.qt[2 * $c + g].as_ptr() as *const __m256i
-                                    );
-                                    let a = if signed {
-                                        _mm256_sign_epi8(a, quads!(q, $c))
-                                    } else {
-                                        a
-                                    };
-                                    sums[g] = $dacc!(sums[g], wq, a);
-                                }
-                            };
-                        }
-                        step!(0);
-                        step!(1);
-                        step!(2);
-                        step!(3);
-                        let dw = _mm256_set1_ps(dw);
-                        for g in 0..2 {
-                            let scale = _mm256_mul_ps(dw, _mm256_load_ps(t.d[g].as_ptr()));
-                            acc[g] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums[g]), acc[g]);
-                        }
-                        if !signed {
-                            off = _mm256_fmadd_ps(
-                                _mm256_set1_ps(offc),
-                                _mm256_load_ps(t.s.as_ptr()),
-                                off,
-                            );
-                        }
+                    // acc[j][g]: blocks b = j (mod 4), rows 4g..4g+3 (lanes: row, half).
+                    let mut acc = [[_mm256_setzero_ps(); 2]; 4];
+                    // The offset terms of the rows, by the same phases.
+                    let mut off = [_mm256_setzero_ps(); 4];
+                    macro_rules! block {
+                        ($b:expr, $j:literal) => {
+                            let t = &act[$b];
+                            let (u, q, dw, offc) = decode::<F>(row.add($b * bb));
+                            let mut sums = [_mm256_setzero_si256(); 2];
+                            macro_rules! step {
+                                ($c:literal) => {
+                                    let wq = quads!(u, $c);
+                                    for g in 0..2 {
+                                        let a = _mm256_load_si256(
+                                            t.qt[2 * $c + g].as_ptr() as *const __m256i
+                                        );
+                                        let a = if signed {
+                                            _mm256_sign_epi8(a, quads!(q, $c))
+                                        } else {
+                                            a
+                                        };
+                                        sums[g] = $dacc!(sums[g], wq, a);
+                                    }
+                                };
+                            }
+                            step!(0);
+                            step!(1);
+                            step!(2);
+                            step!(3);
+                            let dw = _mm256_set1_ps(dw);
+                            for g in 0..2 {
+                                let scale = _mm256_mul_ps(dw, _mm256_load_ps(t.d[g].as_ptr()));
+                                acc[$j][g] =
+                                    _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums[g]), acc[$j][g]);
+                            }
+                            if !signed {
+                                off[$j] = _mm256_fmadd_ps(
+                                    _mm256_set1_ps(offc),
+                                    _mm256_load_ps(t.s.as_ptr()),
+                                    off[$j],
+                                );
+                            }
+                        };
                     }
-                    // Rows 0-3 from the halves of acc[0], rows 4-7 from those of acc[1].
-                    let low = _mm256_permute2f128_ps(acc[0], acc[1], 0x20);
-                    let high = _mm256_permute2f128_ps(acc[0], acc[1], 0x31);
-                    _mm256_storeu_ps(d.as_mut_ptr(), _mm256_add_ps(_mm256_add_ps(low, high), off));
+                    let mut b = 0;
+                    while b + 4 <= n {
+                        block!(b, 0);
+                        block!(b + 1, 1);
+                        block!(b + 2, 2);
+                        block!(b + 3, 3);
+                        b += 4;
+                    }
+                    if b < n {
+                        block!(b, 0);
+                    }
+                    if b + 1 < n {
+                        block!(b + 1, 1);
+                    }
+                    if b + 2 < n {
+                        block!(b + 2, 2);
+                    }
+                    // Per row: ((phases 0+1) + (2+3)) of each half, the halves added, then
+                    // the offsets' phases likewise (row_ordered sums the same way).
+                    macro_rules! phases {
+                        ($v0:expr, $v1:expr, $v2:expr, $v3:expr) => {
+                            _mm256_add_ps(_mm256_add_ps($v0, $v1), _mm256_add_ps($v2, $v3))
+                        };
+                    }
+                    let s0 = phases!(acc[0][0], acc[1][0], acc[2][0], acc[3][0]);
+                    let s1 = phases!(acc[0][1], acc[1][1], acc[2][1], acc[3][1]);
+                    // Rows 0-3 from the halves of s0, rows 4-7 from those of s1.
+                    let low = _mm256_permute2f128_ps(s0, s1, 0x20);
+                    let high = _mm256_permute2f128_ps(s0, s1, 0x31);
+                    _mm256_storeu_ps(
+                        d.as_mut_ptr(),
+                        _mm256_add_ps(
+                            _mm256_add_ps(low, high),
+                            phases!(off[0], off[1], off[2], off[3]),
+                        ),
+                    );
                 }
             }
 
@@ -445,47 +445,49 @@ macro_rules! kernels {
                 )
             }
 
+            /// One weight row against one activation row, summed in exactly the order
+            /// of [`rows_tile`] for each of its rows (see there), so that a prompt gives
+            /// the same logits whether it goes in at once or a token at a time: four
+            /// blocks at a time, their dot products reduced to the sums of each half
+            /// (`vphaddd`: lanes `[L0..L3 | H0..H3]`), scaled into the four phases.
             #[target_feature(enable = $features)]
-            #[inline]
-            unsafe fn act_qs(a: &ActBlock) -> __m256i {
-                _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i)
-            }
-
-            #[target_feature(enable = $features)]
-            unsafe fn row_q4_0(row: *const u8, act: &[ActBlock]) -> f32 {
-                blocks!(act, 18, row, |p, a| {
-                    let d = f16(p);
-                    let s = $dot!(nibbles(p.add(2)), act_qs(a));
-                    (s, d * a.d, -8.0 * d * a.s)
-                })
-            }
-
-            #[target_feature(enable = $features)]
-            unsafe fn row_q4_1(row: *const u8, act: &[ActBlock]) -> f32 {
-                blocks!(act, 20, row, |p, a| {
-                    let s = $dot!(nibbles(p.add(4)), act_qs(a));
-                    (s, f16(p) * a.d, f16(p.add(2)) * a.s)
-                })
-            }
-
-            #[target_feature(enable = $features)]
-            unsafe fn row_q5_0(row: *const u8, act: &[ActBlock]) -> f32 {
-                blocks!(act, 22, row, |p, a| {
-                    let d = f16(p);
-                    let q = _mm256_or_si256(nibbles(p.add(6)), q5_high(p.add(2)));
-                    let s = $dot!(q, act_qs(a));
-                    (s, d * a.d, -16.0 * d * a.s)
-                })
-            }
-
-            #[target_feature(enable = $features)]
-            unsafe fn row_q8_0(row: *const u8, act: &[ActBlock]) -> f32 {
-                blocks!(act, 34, row, |p, a| {
-                    let q = _mm256_loadu_si256(p.add(2) as *const __m256i);
-                    // |w| . (y with w's sign): an unsigned-by-signed product.
-                    let s = $dot!(_mm256_sign_epi8(q, q), _mm256_sign_epi8(act_qs(a), q));
-                    (s, f16(p) * a.d, 0.0f32)
-                })
+            unsafe fn row_ordered<const F: u8>(row: *const u8, act: &[ActBlock]) -> f32 {
+                let signed = F == Q8_0;
+                let bb = [18, 20, 22, 34][F as usize];
+                let n = act.len();
+                let mut acc = _mm256_setzero_ps();
+                let mut off = _mm_setzero_ps();
+                let mut b = 0;
+                while b < n {
+                    let mut dots = [_mm256_setzero_si256(); 4];
+                    let (mut k, mut o, mut s) = ([0f32; 4], [0f32; 4], [0f32; 4]);
+                    for j in 0..4.min(n - b) {
+                        let a = &act[b + j];
+                        let (u, q, dw, offc) = decode::<F>(row.add((b + j) * bb));
+                        let y = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
+                        let y = if signed { _mm256_sign_epi8(y, q) } else { y };
+                        dots[j] = $dot!(u, y);
+                        k[j] = dw * a.d;
+                        o[j] = offc;
+                        s[j] = a.s;
+                    }
+                    let halves = _mm256_hadd_epi32(
+                        _mm256_hadd_epi32(dots[0], dots[1]),
+                        _mm256_hadd_epi32(dots[2], dots[3]),
+                    );
+                    let k = _mm_loadu_ps(k.as_ptr());
+                    acc = _mm256_fmadd_ps(_mm256_set_m128(k, k), _mm256_cvtepi32_ps(halves), acc);
+                    if !signed {
+                        off = _mm_fmadd_ps(_mm_loadu_ps(o.as_ptr()), _mm_loadu_ps(s.as_ptr()), off);
+                    }
+                    b += 4;
+                }
+                // [(L0+L1)+(L2+L3), (H0+H1)+(H2+H3), ..] as rows_tile combines the phases.
+                let h = _mm_hadd_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+                let h = _mm_hadd_ps(h, h);
+                let o = _mm_hadd_ps(off, off);
+                let o = _mm_hadd_ps(o, o);
+                (_mm_cvtss_f32(h) + _mm_cvtss_f32(_mm_shuffle_ps(h, h, 1))) + _mm_cvtss_f32(o)
             }
         }
     };
