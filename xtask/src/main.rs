@@ -6,7 +6,8 @@
 //!   cost per decode step against calling the candle model directly.
 //! - `fixtures [NAME...]`: write the conformance fixtures (tests/fixtures) with transformers
 //!   and llama.cpp.
-//! - `refgen [NAME...]`: record the reference logits next to them (docs/conformance.md).
+//! - `refgen [NAME...]`: record the reference logits next to them (docs/conformance.md);
+//!   `refgen --long-prompts`: llama.cpp's continuations of long prompts on the real models.
 //! - `new-arch NAME --candle MODULE ...`: scaffold an architecture file and its fixture
 //!   spec (docs/adding-an-architecture.md).
 //! - `ci`: what `.ci/run` runs: codegen check, the whole test suite (which fetches the
@@ -35,7 +36,7 @@ fn main() -> Result<()> {
         "ci" => ci(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <codegen [--check] | bench --model PATH [-p N -n N -r N] [--llama-cpp] | bench --dispatch | new-arch NAME ... | fixtures [NAME...] | refgen [NAME...] | ci>"
+                "usage: cargo xtask <codegen [--check] | bench --model PATH [-p N -n N -r N] [--llama-cpp] | bench --dispatch | new-arch NAME ... | fixtures [NAME...] | refgen [NAME...] | refgen --long-prompts | ci>"
             );
             if task == "help" || task == "--help" {
                 Ok(())

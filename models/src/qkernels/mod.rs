@@ -12,17 +12,19 @@
 //! ([`Level`]), AVX-512 VNNI (`vpdpbusd`, 256-bit) where present, else AVX2, else a
 //! portable scalar loop (also the reference the SIMD paths are tested against, besides
 //! candle's own dequantize-then-multiply). Rows are split over candle's barrier pool,
-//! whose threads stay warm between tokens. Q4_K and Q6_K have tile kernels for prompts
-//! (by sub-blocks of 32 values, with the activations in blocks of 32 as for the other
-//! formats); their single tokens stay on candle, whose repacked AVX-512 kernels sum as
-//! llama.cpp's do.
+//! whose threads stay warm between tokens. Q4_K and Q6_K have tile kernels for prompts,
+//! on activations quantized as llama.cpp's `Q8_K` ([`Q8KBlock`]) with the sub-blocks'
+//! scales applied in integers; their single tokens stay on candle, whose repacked
+//! AVX-512 kernels sum as llama.cpp's do.
+//!
+//! The 32-value formats are batch-invariant: the single-row kernel sums in the tile
+//! kernel's order, so a row's result does not depend on how many rows came with it.
 //!
 //! Weights are read in place, in GGUF's block layout, from the bytes candle loaded:
 //! nothing is repacked or copied. A prompt (several activation rows) goes [`TILE`] (8)
-//! rows at a time ([`ActTile`]): each weight block is decoded once for them all, which
-//! took Qwen2.5's pp128 from about 0.4x to 0.6x llama.cpp's against dequantizing the
-//! weights to f32 for candle's gemm (which also spent 8 % of the time in the
-//! dequantization and 6 % in page faults for its buffers).
+//! rows at a time ([`ActTile`], [`KTile`]): each weight block is decoded once for them
+//! all, and the activations are laid out so that a decoded block meets several rows in
+//! one integer dot product.
 
 use std::sync::OnceLock;
 
