@@ -731,19 +731,22 @@ pub fn gelu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     Tensor::from_vec(out, g.shape(), g.device())
 }
 
-/// Rows from which [`QLinear`] treats a product as a prompt: Q4_K / Q6_K through zoo's
-/// kernels, formats without a zoo kernel dequantized to f32.
-pub const PROMPT_GEMM_ROWS: usize = 32;
+/// Rows from which [`QLinear`] treats a product as a prompt: Q6_K through zoo's
+/// kernels, formats without a zoo kernel dequantized to f32. (Q4_K changes kernels at
+/// the same count: [`crate::qkernels::K_TILE_ROWS`].)
+pub const PROMPT_GEMM_ROWS: usize = crate::qkernels::K_TILE_ROWS;
 
 /// A quantized projection. The activations are quantized to 8 bits per block, as
 /// llama.cpp does, and multiplied with the weight blocks in integers: by zoo's own SIMD
-/// kernels ([`crate::qkernels`]) for Q4_0, Q4_1, Q5_0 and Q8_0 (a prompt eight rows at a
-/// time, each weight block decoded once for the eight), and for Q4_K and Q6_K prompts of
-/// at least [`PROMPT_GEMM_ROWS`] rows; by candle's quantized matmul for single tokens of
-/// Q4_K / Q6_K (its repacked AVX-512 kernels sum as llama.cpp's do, which the
-/// conformance suite needs) and for the other formats. For those other formats a batch
-/// of at least [`PROMPT_GEMM_ROWS`] rows on CPU instead dequantizes the weight once and
-/// runs an f32 matrix product (candle's row-by-row quantized dot products are slower).
+/// kernels ([`crate::qkernels`]) for Q4_0, Q4_1, Q5_0, Q8_0 and Q4_K (prompts eight rows
+/// at a time, each weight block decoded once for the eight; Q4_K's single tokens in the
+/// order of llama.cpp's repacked kernel, which the conformance suite needs, without
+/// candle's repacked copy of the weights), and for Q6_K prompts of at least
+/// [`PROMPT_GEMM_ROWS`] rows; by candle's quantized matmul for single tokens of Q6_K
+/// (candle sums them as llama.cpp does) and for the other formats. For those other
+/// formats a batch of at least [`PROMPT_GEMM_ROWS`] rows on CPU instead dequantizes the
+/// weight once and runs an f32 matrix product (candle's row-by-row quantized dot
+/// products are slower).
 #[derive(Debug, Clone)]
 pub struct QLinear {
     q: candle_core::quantized::QMatMul,

@@ -94,12 +94,13 @@ impl Format {
     }
 
     /// Whether zoo runs this format only for prompts (many rows at once), leaving
-    /// single tokens to candle's kernels: the conformance suite holds quantized models
-    /// to llama.cpp's results at 1e-3, and for Q4_K and Q6_K those depend on the order
-    /// in which llama.cpp's repacked kernels (and candle's, which match them) sum; a
-    /// prompt is otherwise multiplied in f32 (no closer to llama.cpp).
+    /// single tokens to candle's kernels: Q6_K, whose single-token dot products in
+    /// candle sum as llama.cpp's do (the conformance suite holds quantized models to
+    /// llama.cpp's results, and greedy decoding is sensitive to the order of sums).
+    /// Q4_K single tokens run here in that order ([`dot_q4k_ordered`]), so that candle
+    /// never builds its repacked copy of the weights.
     pub const fn prompt_only(self) -> bool {
-        matches!(self, Self::Q4K | Self::Q6K)
+        matches!(self, Self::Q6K)
     }
 }
 
@@ -151,6 +152,28 @@ pub(crate) fn q4k_scale_min(scales: &[u8], j: usize) -> (u8, u8) {
             (scales[j + 4] >> 4) | ((scales[j] >> 6) << 4),
         )
     }
+}
+
+/// All 8 scales and mins of a Q4_K super-block from its 12 packed bytes at once, with
+/// 32-bit masks as llama.cpp's x86 kernels unpack them (the same values as
+/// [`q4k_scale_min`] for each `j`).
+pub(crate) fn q4k_scales_mins(scales: &[u8]) -> ([u8; 8], [u8; 8]) {
+    const M6: u32 = 0x3f3f_3f3f;
+    const M4: u32 = 0x0f0f_0f0f;
+    const M2: u32 = 0x0303_0303;
+    let word = |i: usize| {
+        u32::from_le_bytes([
+            scales[4 * i],
+            scales[4 * i + 1],
+            scales[4 * i + 2],
+            scales[4 * i + 3],
+        ])
+    };
+    let (u0, u1, u2) = (word(0), word(1), word(2));
+    let sc_hi = (u2 & M4) | (((u0 >> 6) & M2) << 4);
+    let mn_hi = ((u2 >> 4) & M4) | (((u1 >> 6) & M2) << 4);
+    let join = |lo: u32, hi: u32| (lo as u64 | (hi as u64) << 32).to_le_bytes();
+    (join(u0 & M6, sc_hi), join(u1 & M6, mn_hi))
 }
 
 /// One block of an activation row quantized to 8 bits, with what every format's
@@ -448,6 +471,66 @@ pub fn dot_scalar_k(format: Format, row: &[u8], act: &[Q8KBlock]) -> f32 {
     sum
 }
 
+/// Rows from which Q4_K products take the tile kernels; fewer rows (a decode step)
+/// take [`dot_q4k_ordered`]'s order.
+pub const K_TILE_ROWS: usize = 32;
+
+/// The integer dot products of the 8 sub-blocks of a Q4_K super-block with a
+/// [`Q8KBlock`], and the super-block's `d`, `dmin`, scales and mins.
+fn q4k_sub_dots(sb: &[u8], a: &Q8KBlock) -> ([i32; 8], f32, f32, [u8; 8], [u8; 8]) {
+    let mut dots = [0i32; 8];
+    for (j, dot) in dots.iter_mut().enumerate() {
+        let qs = &sb[16 + (j / 2) * 32..][..32];
+        let shift = 4 * (j % 2);
+        *dot = qs
+            .iter()
+            .zip(&a.qs[32 * j..32 * j + 32])
+            .map(|(&q, &x)| ((q >> shift) & 0x0F) as i32 * x as i32)
+            .sum();
+    }
+    let (sc, mn) = q4k_scales_mins(&sb[4..16]);
+    let d = f16_to_f32(u16::from_le_bytes([sb[0], sb[1]]));
+    let dmin = f16_to_f32(u16::from_le_bytes([sb[2], sb[3]]));
+    (dots, d, dmin, sc, mn)
+}
+
+/// One step of a Q4_K row in the order of llama.cpp's and candle's repacked x86
+/// kernels, which the conformance suite's q4_k_m references were recorded with: per
+/// super-block and then sub-block `j`, `acc += dot_j * (scale_j * d_act)` fused, then
+/// `acc -= min_j * (d_act * bsum_j)` fused, where `scale_j = d * sc_j` and
+/// `min_j = dmin * m_j` (rounded to f32 first, as the repacked tiles store them).
+#[inline(always)]
+fn q4k_step(acc: f32, dot: i32, scale: f32, min: f32, dall: f32, bsum: f32) -> f32 {
+    let acc = (dot as f32).mul_add(scale * dall, acc);
+    (-min).mul_add(dall * bsum, acc)
+}
+
+/// The sum of sub-block `j`'s values in an activation super-block, as a float.
+#[inline(always)]
+fn q8k_sub_sum(a: &Q8KBlock, j: usize) -> f32 {
+    (a.bsums[2 * j] as i32 + a.bsums[2 * j + 1] as i32) as f32
+}
+
+/// One Q4_K weight row against one activation row in [`q4k_step`]'s order, in portable
+/// Rust: the reference for the SIMD single-row kernel (and the kernel of the scalar level).
+pub fn dot_q4k_ordered(row: &[u8], act: &[Q8KBlock]) -> f32 {
+    let mut acc = 0f32;
+    for (sb, a) in row.chunks_exact(Format::Q4K.block_bytes()).zip(act) {
+        let (dots, d, dmin, sc, mn) = q4k_sub_dots(sb, a);
+        for j in 0..8 {
+            acc = q4k_step(
+                acc,
+                dots[j],
+                d * sc[j] as f32,
+                dmin * mn[j] as f32,
+                a.d,
+                q8k_sub_sum(a, j),
+            );
+        }
+    }
+    acc
+}
+
 /// The error of a product whose shapes do not fit.
 #[derive(Debug, thiserror::Error)]
 #[error("quantized matmul: {0}")]
@@ -690,6 +773,32 @@ fn matmul_k(
     let row_bytes = format.row_bytes(k);
     let mut act = vec![Q8KBlock::ZERO; m * kb];
     quantize_rows(m, k, &mut act, quantize_q8k, x);
+    if format == Format::Q4K && m < K_TILE_ROWS {
+        let act = &act;
+        for_each_unit(m, n, out, worth_the_pool(m, k, n), |rows, out| {
+            let wr = &w[rows.start * row_bytes..rows.end * row_bytes];
+            let mut dst = [0f32; UNIT_ROWS];
+            for i in 0..m {
+                let a = &act[i * kb..(i + 1) * kb];
+                let dst = &mut dst[..rows.len()];
+                match level {
+                    #[cfg(target_arch = "x86_64")]
+                    Level::Avx2 | Level::Avx512Vnni => {
+                        x86::dot_rows_q4k(level, wr, row_bytes, a, dst)
+                    }
+                    _ => {
+                        for (row, d) in wr.chunks_exact(row_bytes).zip(dst.iter_mut()) {
+                            *d = dot_q4k_ordered(row, a);
+                        }
+                    }
+                }
+                for (r, &v) in dst.iter().enumerate() {
+                    out.put(i, r, v);
+                }
+            }
+        });
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if level != Level::Scalar {
         let groups = m.div_ceil(TILE);
@@ -884,6 +993,74 @@ mod tests {
         }
     }
 
+    /// Q4_K single rows: every level gives the scalar reference's exact bits, and the
+    /// reference gives candle's quantized matmul's exact bits where candle takes its
+    /// repacked AVX-512 kernel (llama.cpp's order; 16-row multiples on AVX-512 VNNI),
+    /// otherwise agrees to rounding.
+    #[test]
+    fn q4k_rows_sum_in_llama_cpps_repacked_order() {
+        let dev = Device::Cpu;
+        let repacked =
+            cfg!(target_arch = "x86_64") && Level::available()[0] == Level::Avx512Vnni && {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    std::arch::is_x86_feature_detected!("avx512bw")
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                {
+                    false
+                }
+            };
+        for (m, k, n) in [
+            (1, 256, 16),
+            (1, 4864, 64),
+            (3, 512, 48),
+            (1, 768, 35),
+            (2, 256, 7),
+        ] {
+            let wt = Tensor::from_vec(pseudo_normal(n * k, 11), (n, k), &dev).unwrap();
+            let x = Tensor::from_vec(pseudo_normal(m * k, 12), (m, k), &dev).unwrap();
+            let xv: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+            let q = std::sync::Arc::new(QTensor::quantize(&wt, GgmlDType::Q4K).unwrap());
+            let bytes = q.data().unwrap().to_vec();
+            let mut reference = vec![0f32; m * n];
+            matmul(
+                Level::Scalar,
+                Format::Q4K,
+                &bytes,
+                (m, k, n),
+                &xv,
+                &mut reference,
+            )
+            .unwrap();
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            for level in Level::available() {
+                let mut got = vec![f32::NAN; m * n];
+                matmul(level, Format::Q4K, &bytes, (m, k, n), &xv, &mut got).unwrap();
+                assert_eq!(bits(&got), bits(&reference), "{level:?} {m}x{k}x{n}");
+            }
+            let candle: Vec<f32> = candle_core::quantized::QMatMul::from_arc(q)
+                .unwrap()
+                .forward(&x)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            if repacked && n % 16 == 0 {
+                assert_eq!(bits(&reference), bits(&candle), "{m}x{k}x{n}");
+            } else {
+                let scale = candle.iter().fold(1f32, |a, v| a.max(v.abs()));
+                for (r, c) in reference.iter().zip(&candle) {
+                    assert!(
+                        (r - c).abs() <= 1e-5 * scale,
+                        "{m}x{k}x{n}: {r} vs candle {c}"
+                    );
+                }
+            }
+        }
+    }
+
     /// The scalar kernel is the 8-bit product llama.cpp computes: candle's own
     /// quantized matmul (same activation quantization: Q8_0 / Q8_1 blocks of 32, Q8_K
     /// super-blocks for the K-quants) agrees to rounding.
@@ -946,6 +1123,21 @@ mod tests {
         (0..n)
             .map(|_| (uniform() + uniform() + uniform() + uniform()) * 1.7)
             .collect()
+    }
+
+    #[test]
+    fn q4k_scales_unpack_at_once_as_one_by_one() {
+        let mut state = 0x1234_5678_u32;
+        for _ in 0..2000 {
+            let bytes: [u8; 12] = std::array::from_fn(|_| {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (state >> 24) as u8
+            });
+            let (sc, mn) = q4k_scales_mins(&bytes);
+            for j in 0..8 {
+                assert_eq!((sc[j], mn[j]), q4k_scale_min(&bytes, j), "{bytes:?} {j}");
+            }
+        }
     }
 
     #[test]

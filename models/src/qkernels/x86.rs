@@ -4,7 +4,7 @@
 //! saturate here: weights are at most 31 (Q4/Q5) or |128| (Q8_0, sign moved onto the
 //! activation), activations at most |127|, so a pair sums to at most 32 512.
 
-use super::{ActBlock, ActTile, Format, KTile, Level, QK, QK_K, TILE};
+use super::{ActBlock, ActTile, Format, KTile, Level, Q8KBlock, QK, QK_K, TILE};
 use std::arch::x86_64::*;
 
 pub(super) fn dot_rows(
@@ -71,6 +71,28 @@ pub(super) fn dot_rows_ktile(
             (Level::Avx2, Format::Q4K) => avx2::rows_ktile::<Q4K>(w.as_ptr(), row_bytes, act, dst),
             (Level::Avx2, Format::Q6K) => avx2::rows_ktile::<Q6K>(w.as_ptr(), row_bytes, act, dst),
             _ => unreachable!("no K-quant tile kernel for {level:?} {format:?}"),
+        }
+    }
+}
+
+/// `dst[r] = row r of w . act` for Q4_K weight rows and one activation row, summed as
+/// [`super::dot_q4k_ordered`] (llama.cpp's repacked order), four rows at a time.
+pub(super) fn dot_rows_q4k(
+    level: Level,
+    w: &[u8],
+    row_bytes: usize,
+    act: &[Q8KBlock],
+    dst: &mut [f32],
+) {
+    assert!(
+        w.len() >= dst.len() * row_bytes && row_bytes >= Format::Q4K.row_bytes(act.len() * QK_K)
+    );
+    // SAFETY: as in `dot_rows`.
+    unsafe {
+        match level {
+            Level::Avx512Vnni => vnni::rows_q4k(w.as_ptr(), row_bytes, act, dst),
+            Level::Avx2 => avx2::rows_q4k(w.as_ptr(), row_bytes, act, dst),
+            Level::Scalar => unreachable!("the scalar level has no x86 kernel"),
         }
     }
 }
@@ -301,6 +323,81 @@ macro_rules! kernels {
                             phases!(off[0], off[1], off[2], off[3]),
                         ),
                     );
+                }
+            }
+
+            /// The 8 sub-block dot products of a Q4_K super-block with an activation
+            /// super-block (exact integers).
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn q4k_dots(sb: *const u8, a: &Q8KBlock) -> [i32; 8] {
+                let low4 = _mm256_set1_epi8(0x0F);
+                let mut d = [_mm256_setzero_si256(); 8];
+                for c in 0..4 {
+                    let raw = _mm256_loadu_si256(sb.add(16 + 32 * c) as *const __m256i);
+                    let lo = _mm256_and_si256(raw, low4);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
+                    let a0 = _mm256_loadu_si256(a.qs.as_ptr().add(64 * c) as *const __m256i);
+                    let a1 = _mm256_loadu_si256(a.qs.as_ptr().add(64 * c + 32) as *const __m256i);
+                    d[2 * c] = $dot!(lo, a0);
+                    d[2 * c + 1] = $dot!(hi, a1);
+                }
+                // Lanes of sub-block j summed: [0..3] then [4..7] by two rounds of
+                // horizontal adds and one add of the 128-bit halves.
+                let h0 =
+                    _mm256_hadd_epi32(_mm256_hadd_epi32(d[0], d[1]), _mm256_hadd_epi32(d[2], d[3]));
+                let h1 =
+                    _mm256_hadd_epi32(_mm256_hadd_epi32(d[4], d[5]), _mm256_hadd_epi32(d[6], d[7]));
+                let s0 = _mm_add_epi32(_mm256_castsi256_si128(h0), _mm256_extracti128_si256(h0, 1));
+                let s1 = _mm_add_epi32(_mm256_castsi256_si128(h1), _mm256_extracti128_si256(h1, 1));
+                let mut out = [0i32; 8];
+                _mm256_storeu_si256(out.as_mut_ptr() as *mut __m256i, _mm256_set_m128i(s1, s0));
+                out
+            }
+
+            /// Q4_K rows against one activation row in [`super::super::q4k_step`]'s
+            /// order; four rows' chains interleaved so their latencies overlap.
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn rows_q4k(
+                w: *const u8,
+                row_bytes: usize,
+                act: &[Q8KBlock],
+                dst: &mut [f32],
+            ) {
+                const G: usize = 4;
+                let n = dst.len();
+                let mut r0 = 0;
+                while r0 < n {
+                    // The last group repeats its last row where fewer than G are left.
+                    let rows: [usize; G] = std::array::from_fn(|i| (r0 + i).min(n - 1));
+                    let mut acc = [0f32; G];
+                    for (b, a) in act.iter().enumerate() {
+                        let sbs: [*const u8; G] = rows.map(|r| w.add(r * row_bytes + b * 144));
+                        let dots = sbs.map(|sb| q4k_dots(sb, a));
+                        let scales = sbs.map(|sb| {
+                            super::super::q4k_scales_mins(std::slice::from_raw_parts(sb.add(4), 12))
+                        });
+                        let d = sbs.map(|sb| f16(sb));
+                        let dmin = sbs.map(|sb| f16(sb.add(2)));
+                        for j in 0..8 {
+                            let bsum = super::super::q8k_sub_sum(a, j);
+                            for i in 0..G {
+                                let (sc, mn) = (scales[i].0[j], scales[i].1[j]);
+                                acc[i] = super::super::q4k_step(
+                                    acc[i],
+                                    dots[i][j],
+                                    d[i] * sc as f32,
+                                    dmin[i] * mn as f32,
+                                    a.d,
+                                    bsum,
+                                );
+                            }
+                        }
+                    }
+                    for i in 0..G.min(n - r0) {
+                        dst[r0 + i] = acc[i];
+                    }
+                    r0 += G;
                 }
             }
 
