@@ -981,7 +981,6 @@ mod tests {
                             &mut one,
                         )
                         .unwrap();
-                        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                         assert_eq!(
                             bits(&all[i * n..(i + 1) * n]),
                             bits(&one),
@@ -1033,20 +1032,12 @@ mod tests {
                 &mut reference,
             )
             .unwrap();
-            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             for level in Level::available() {
                 let mut got = vec![f32::NAN; m * n];
                 matmul(level, Format::Q4K, &bytes, (m, k, n), &xv, &mut got).unwrap();
                 assert_eq!(bits(&got), bits(&reference), "{level:?} {m}x{k}x{n}");
             }
-            let candle: Vec<f32> = candle_core::quantized::QMatMul::from_arc(q)
-                .unwrap()
-                .forward(&x)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
+            let candle = candle_product(q, &x);
             if repacked && n % 16 == 0 {
                 assert_eq!(bits(&reference), bits(&candle), "{m}x{k}x{n}");
             } else {
@@ -1076,14 +1067,7 @@ mod tests {
             let xv: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
             for (format, dtype) in formats().into_iter().chain(k_formats()) {
                 let q = std::sync::Arc::new(QTensor::quantize(&w, dtype).unwrap());
-                let candle: Vec<f32> = candle_core::quantized::QMatMul::from_arc(q.clone())
-                    .unwrap()
-                    .forward(&x)
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1()
-                    .unwrap();
+                let candle = candle_product(q.clone(), &x);
                 let mut ours = vec![0f32; m * n];
                 matmul(
                     Level::Scalar,
@@ -1109,6 +1093,23 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// candle's own quantized product `x . q^T` (QMatMul), flattened.
+    fn candle_product(q: std::sync::Arc<QTensor>, x: &Tensor) -> Vec<f32> {
+        candle_core::quantized::QMatMul::from_arc(q)
+            .unwrap()
+            .forward(x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    }
+
+    /// The bit patterns of `v`, for exact comparisons with readable failures.
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|f| f.to_bits()).collect()
     }
 
     /// Deterministic roughly normal values (sum of four uniforms from a 64-bit LCG).
