@@ -447,7 +447,7 @@ pub fn dot_scalar(format: Format, row: &[u8], act: &[ActBlock]) -> f32 {
                 }
                 (dot, 0.0)
             }
-            Format::Q4K | Format::Q6K => unreachable!("K-quants take dot_scalar_k"),
+            Format::Q4K | Format::Q6K => unreachable!("K-quants take matmul_k"),
         };
         sum += d * a.d * dot as f32 + offset * a.s;
     }

@@ -165,7 +165,7 @@ macro_rules! kernels {
                         Format::Q5_0 => row_ordered::<Q5_0>(row, act),
                         Format::Q8_0 => row_ordered::<Q8_0>(row, act),
                         Format::Q4K | Format::Q6K => {
-                            unreachable!("K-quants take dot_rows_ktile")
+                            unreachable!("K-quants take matmul_k")
                         }
                     };
                 }
@@ -186,7 +186,7 @@ macro_rules! kernels {
                     Format::Q5_0 => rows_tile::<Q5_0>(w, row_bytes, act, dst),
                     Format::Q8_0 => rows_tile::<Q8_0>(w, row_bytes, act, dst),
                     Format::Q4K | Format::Q6K => {
-                        unreachable!("K-quant prompts take dot_rows_ktile")
+                        unreachable!("K-quants take matmul_k")
                     }
                 }
             }
