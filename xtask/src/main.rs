@@ -55,6 +55,23 @@ pub fn root() -> std::path::PathBuf {
         .to_path_buf()
 }
 
+/// `zoo SUBCOMMAND` from a release build (`cargo run --release`), arguments to follow.
+pub fn zoo_release(subcommand: &str) -> Command {
+    let mut c = cargo();
+    c.args([
+        "run",
+        "--release",
+        "--quiet",
+        "-p",
+        "zoo-cli",
+        "--bin",
+        "zoo",
+        "--",
+    ])
+    .arg(subcommand);
+    c
+}
+
 fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(root());
@@ -85,21 +102,7 @@ fn bench(args: &[String]) -> Result<()> {
     let compare = args.iter().any(|a| a == "--llama-cpp");
     let args: Vec<&String> = args.iter().filter(|a| *a != "--llama-cpp").collect();
     // `zoo bench` from a release build.
-    let zoo_bench = || {
-        let mut c = cargo();
-        c.args([
-            "run",
-            "--release",
-            "--quiet",
-            "-p",
-            "zoo-cli",
-            "--bin",
-            "zoo",
-            "--",
-        ])
-        .arg("bench");
-        c
-    };
+    let zoo_bench = || zoo_release("bench");
     let mut c = zoo_bench();
     c.args(&args);
     if !compare {

@@ -11,7 +11,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::{cargo, root, run};
+use crate::{cargo, root, run, zoo_release};
 
 pub const LLAMA_CPP_PYTHON: &str = "0.3.36";
 
@@ -153,19 +153,8 @@ pub fn refgen(task: &str, names: &[String]) -> Result<()> {
             .arg("long-prompts")
             .arg(root().join(LONG_PROMPT_DIR));
         for name in LONG_PROMPT_MODELS {
-            let out = cargo()
-                .args([
-                    "run",
-                    "--release",
-                    "--quiet",
-                    "-p",
-                    "zoo-cli",
-                    "--bin",
-                    "zoo",
-                    "--",
-                    "fetch",
-                    name,
-                ])
+            let out = zoo_release("fetch")
+                .arg(name)
                 .output()
                 .with_context(|| format!("zoo fetch {name}"))?;
             anyhow::ensure!(

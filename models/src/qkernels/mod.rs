@@ -650,6 +650,23 @@ impl UnitOut {
         // SAFETY: in bounds (above); every (i, column) is written by exactly one unit.
         unsafe { *(self.ptr as *mut f32).add(i * self.n + self.start + r) = v };
     }
+
+    /// Output row `i`, the unit's columns.
+    fn put_row(&self, i: usize, values: &[f32]) {
+        for (r, &v) in values.iter().enumerate() {
+            self.put(i, r, v);
+        }
+    }
+
+    /// Output rows `i0..` (those below `m`) from a tile's results, one array of
+    /// [`TILE`] rows per weight row.
+    fn put_tile(&self, i0: usize, tile: &[[f32; TILE]]) {
+        for (r, t) in tile.iter().enumerate() {
+            for (di, &v) in t.iter().enumerate().take(self.m - i0) {
+                self.put(i0 + di, r, v);
+            }
+        }
+    }
 }
 
 /// Runs `unit(rows, out)` for every unit of [`UNIT_ROWS`] weight rows of an `m x n`
@@ -732,11 +749,7 @@ fn matmul_32(
             while i + TILE <= m {
                 let t = &tiles[i / TILE * kb..][..kb];
                 x86::dot_rows_tile(level, format, wr, row_bytes, t, tile);
-                for (r, t) in tile.iter().enumerate() {
-                    for (di, &v) in t.iter().enumerate() {
-                        out.put(i + di, r, v);
-                    }
-                }
+                out.put_tile(i, tile);
                 i += TILE;
             }
         }
@@ -751,9 +764,7 @@ fn matmul_32(
                 &act[i * kb..(i + 1) * kb],
                 dst,
             );
-            for (r, &v) in dst.iter().enumerate() {
-                out.put(i, r, v);
-            }
+            out.put_row(i, dst);
         }
     });
 }
@@ -792,9 +803,7 @@ fn matmul_k(
                         }
                     }
                 }
-                for (r, &v) in dst.iter().enumerate() {
-                    out.put(i, r, v);
-                }
+                out.put_row(i, dst);
             }
         });
         return;
@@ -820,11 +829,7 @@ fn matmul_k(
             let tile = &mut tile[..rows.len()];
             for g in 0..groups {
                 x86::dot_rows_ktile(level, format, wr, row_bytes, &tiles[g * kb..][..kb], tile);
-                for (r, t) in tile.iter().enumerate() {
-                    for (di, &v) in t.iter().enumerate().take(m - g * TILE) {
-                        out.put(g * TILE + di, r, v);
-                    }
-                }
+                out.put_tile(g * TILE, tile);
             }
         });
         return;
