@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 use clap::Args;
-use zoo::Tensor;
+use zoo::{CausalLM, Tensor};
 
 use crate::commands::ModelArg;
 
@@ -45,7 +45,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     let t = std::time::Instant::now();
     let mut loaded = a.model.load()?;
     let load_s = t.elapsed().as_secs_f64();
-    let model = &mut *loaded.model;
+    let model = &mut loaded.model;
     let vocab = model.vocab_size() as u64;
     // A fixed pseudo-random prompt (xorshift), like llama-bench's random tokens.
     let mut x = 0x2545F4914F6CDD1Du64;

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use zoo::{ChatTemplate, GenerateOptions, Message, SamplingParams, StopReason};
+use zoo::{CausalLM, ChatTemplate, GenerateOptions, Message, SamplingParams, StopReason};
 
 use crate::commands::ModelArg;
 
@@ -39,15 +39,16 @@ pub struct ChatArgs {
 
 pub fn chat(a: ChatArgs) -> Result<()> {
     let path = a.model.resolve()?;
+    let mut loaded = a.model.load()?;
     let template = match &a.template {
         Some(f) => ChatTemplate::new(
             std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
             "",
             "",
         )?,
-        None => ChatTemplate::for_source(&zoo::ModelSource::open(&path)?)?,
+        // What the checkpoint said at load; the model is not opened again.
+        None => loaded.chat_template.as_ref().map_err(chat_template_error)?.clone(),
     };
-    let mut loaded = a.model.load()?;
     let interrupted = Arc::new(AtomicBool::new(false));
     let flag = interrupted.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
@@ -103,7 +104,7 @@ pub fn chat(a: ChatArgs) -> Result<()> {
         turn += 1;
         let mut out = std::io::stdout().lock();
         let g = zoo::generate(
-            &mut *loaded.model,
+            &mut loaded.model,
             &loaded.tokenizer,
             &ids,
             &options,
@@ -136,4 +137,9 @@ pub fn chat(a: ChatArgs) -> Result<()> {
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// The load's chat template error (the typed error is kept in `Loaded`).
+fn chat_template_error(e: &zoo::Error) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
 }

@@ -158,7 +158,7 @@ pub fn run(a: RunArgs) -> Result<()> {
     out.flush()?;
     let mut io_error = None;
     let g = zoo::generate(
-        &mut *loaded.model,
+        &mut loaded.model,
         &loaded.tokenizer,
         &ids,
         &options,

@@ -25,7 +25,7 @@ use axum::{Json, Router};
 use futures::Stream;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
-use zoo::{ChatTemplate, GenerateOptions, Message, SamplingParams, StopReason};
+use zoo::{CausalLM, ChatTemplate, GenerateOptions, Message, SamplingParams, StopReason};
 
 use crate::commands::ModelArg;
 
@@ -617,7 +617,7 @@ fn worker(
         let mut last = None::<Instant>;
         let mut timed_out = false;
         let result = zoo::generate(
-            &mut *loaded.model,
+            &mut loaded.model,
             &loaded.tokenizer,
             &job.prompt_ids,
             &job.options,

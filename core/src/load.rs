@@ -1,11 +1,13 @@
 //! Loading: open and sniff a path, pick its architecture through the registry, load
 //! the weights and the tokenizer.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 
-use crate::{registry, ArchEntry, CausalLM, ModelSource, Result, Tokenizer};
+use crate::{registry, ArchEntry, ChatTemplate, Format, FromRegistry, ModelSource, Result, Tokenizer};
+#[cfg(doc)]
+use crate::Error;
 
 /// How to load.
 #[derive(Debug, Clone)]
@@ -24,27 +26,38 @@ impl Default for LoadOptions {
     }
 }
 
-/// A loaded model with its tokenizer.
-pub struct Loaded {
-    pub model: Box<dyn CausalLM>,
+/// A loaded model with its tokenizer and what the checkpoint told at load, so nothing
+/// needs to open it again. `zoo::load` returns `Loaded<zoo::Model>`.
+pub struct Loaded<M> {
+    pub model: M,
     pub tokenizer: Tokenizer,
     /// The registry entry that loaded it.
     pub entry: &'static ArchEntry,
+    /// The chat template the checkpoint ships (GGUF metadata, tokenizer_config.json or
+    /// chat_template.jinja), or why there is none ([`Error::NoChatTemplate`], or the
+    /// template's compile error).
+    pub chat_template: Result<ChatTemplate>,
+    /// The checkpoint: the GGUF file or the safetensors directory.
+    pub path: PathBuf,
+    pub format: Format,
 }
 
-impl std::fmt::Debug for Loaded {
+impl<M> std::fmt::Debug for Loaded<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Loaded")
             .field("architecture", &self.entry.name)
+            .field("path", &self.path)
+            .field("format", &self.format)
             .field("tokenizer", &self.tokenizer)
+            .field("chat_template", &self.chat_template.is_ok())
             .finish()
     }
 }
 
 /// Loads the checkpoint at `path` (a `.gguf` file, or a directory with config.json,
-/// `*.safetensors` and tokenizer.json), detecting its format from content and its
-/// architecture from its metadata.
-pub fn load(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Loaded> {
+/// `*.safetensors` and tokenizer.json) as `M`, detecting its format from content and
+/// its architecture from its metadata. `zoo::load` is this with `M = zoo::Model`.
+pub fn load_as<M: FromRegistry>(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Loaded<M>> {
     let path = path.as_ref();
     let _span = tracing::info_span!("load", path = %path.display()).entered();
     let started = std::time::Instant::now();
@@ -54,6 +67,9 @@ pub fn load(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Loaded> {
         None => registry::detect(&source)?,
     };
     tracing::info!(architecture = entry.name, format = %source.format(), "loading weights");
+    // Read before the vocabulary leaves the metadata: the template's special tokens
+    // are looked up in it.
+    let chat_template = ChatTemplate::for_source(&source);
     // The tokenizer is built while the weights load (Qwen2.5's 151k merges take about
     // as long as its weights), from the vocabulary moved out of the GGUF metadata:
     // dropped once the tokenizer is built, before the weights are all resident.
@@ -72,7 +88,7 @@ pub fn load(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Loaded> {
             }
             None => Tokenizer::for_source(source),
         });
-        let model = (entry.load)(source, &options.device);
+        let model = M::from_registry(entry, source, &options.device);
         let tokenizer = tokenizer
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -84,6 +100,9 @@ pub fn load(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Loaded> {
         model,
         tokenizer,
         entry,
+        chat_template,
+        path: source.path().to_path_buf(),
+        format: source.format(),
     })
 }
 

@@ -64,6 +64,68 @@ impl<M: CausalLM + ?Sized> CausalLM for Box<M> {
     }
 }
 
+/// The forward pass, KV cache and facts of a model, which a registered newtype wraps:
+/// `pub struct Helium(CandleLm<helium::Model>);` with [`delegate_causal_lm!`] gets
+/// its [`CausalLM`] impl from the body, and only its architecture name from its own
+/// registry entry. Shared adapters (zoo's decoders, candle-transformers wrappers)
+/// implement it once for every architecture built on them.
+pub trait ModelBody: Send {
+    /// As [`CausalLM::forward`].
+    fn forward(&mut self, input_ids: &Tensor, seqlen_offset: usize) -> Result<Tensor>;
+    /// As [`CausalLM::reset_cache`].
+    fn reset_cache(&mut self) -> Result<()>;
+    /// The facts read at load.
+    fn info(&self) -> &ModelInfo;
+}
+
+/// Implements [`CausalLM`] for a registered one-field tuple struct whose field is a
+/// [`ModelBody`]: every method delegates to the body, `architecture` is the type's
+/// registry name.
+///
+/// ```text
+/// #[register_model(name = "helium", format = safetensors, ..., load = Helium::load)]
+/// pub struct Helium(CandleLm<helium::Model>);
+/// zoo::delegate_causal_lm!(Helium);
+/// ```
+#[macro_export]
+macro_rules! delegate_causal_lm {
+    ($ty:ty) => {
+        impl $crate::CausalLM for $ty {
+            fn forward(
+                &mut self,
+                input_ids: &$crate::Tensor,
+                seqlen_offset: usize,
+            ) -> $crate::Result<$crate::Tensor> {
+                $crate::ModelBody::forward(&mut self.0, input_ids, seqlen_offset)
+            }
+
+            fn reset_cache(&mut self) -> $crate::Result<()> {
+                $crate::ModelBody::reset_cache(&mut self.0)
+            }
+
+            fn eos_token_ids(&self) -> &[u32] {
+                &$crate::ModelBody::info(&self.0).eos_token_ids
+            }
+
+            fn vocab_size(&self) -> usize {
+                $crate::ModelBody::info(&self.0).vocab_size
+            }
+
+            fn architecture(&self) -> &'static str {
+                <Self as $crate::registry::Registered>::ENTRY.name
+            }
+
+            fn context_length(&self) -> usize {
+                $crate::ModelBody::info(&self.0).context_length
+            }
+
+            fn device(&self) -> &$crate::Device {
+                &$crate::ModelBody::info(&self.0).device
+            }
+        }
+    };
+}
+
 /// Normalises what candle's models return into the `[batch, vocab]` f32 logits of
 /// the last position: accepts `[batch, vocab]`, `[batch, seq, vocab]` and any float dtype.
 pub fn last_position_logits(logits: Tensor) -> Result<Tensor> {
@@ -89,30 +151,6 @@ pub fn last_position_logits(logits: Tensor) -> Result<Tensor> {
     Ok(logits.contiguous()?)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn last_position_of_rank3_is_taken_and_cast() {
-        let t = Tensor::arange(0f32, 12., &Device::Cpu)
-            .unwrap()
-            .reshape((1, 3, 4))
-            .unwrap()
-            .to_dtype(DType::BF16)
-            .unwrap();
-        let l = last_position_logits(t).unwrap();
-        assert_eq!(l.dims(), &[1, 4]);
-        assert_eq!(l.dtype(), DType::F32);
-        assert_eq!(l.to_vec2::<f32>().unwrap(), vec![vec![8., 9., 10., 11.]]);
-    }
-
-    #[test]
-    fn rank1_is_an_error() {
-        let t = Tensor::zeros(4, DType::F32, &Device::Cpu).unwrap();
-        assert!(last_position_logits(t).is_err());
-    }
-}
 
 /// The facts every [`CausalLM`] reports besides its forward pass, read once at load.
 #[derive(Debug, Clone)]
@@ -174,4 +212,29 @@ macro_rules! causal_lm_info {
             &self.$field.device
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_position_of_rank3_is_taken_and_cast() {
+        let t = Tensor::arange(0f32, 12., &Device::Cpu)
+            .unwrap()
+            .reshape((1, 3, 4))
+            .unwrap()
+            .to_dtype(DType::BF16)
+            .unwrap();
+        let l = last_position_logits(t).unwrap();
+        assert_eq!(l.dims(), &[1, 4]);
+        assert_eq!(l.dtype(), DType::F32);
+        assert_eq!(l.to_vec2::<f32>().unwrap(), vec![vec![8., 9., 10., 11.]]);
+    }
+
+    #[test]
+    fn rank1_is_an_error() {
+        let t = Tensor::zeros(4, DType::F32, &Device::Cpu).unwrap();
+        assert!(last_position_logits(t).is_err());
+    }
 }

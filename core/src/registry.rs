@@ -81,6 +81,39 @@ pub fn boxed<M: Registered>(model: M) -> Box<dyn CausalLM> {
     Box::new(model)
 }
 
+/// A model type that any registry entry can be loaded into: the `Model` enum derived by
+/// `model_enum!` (static dispatch for its own architectures), or `Box<dyn CausalLM>`.
+pub trait FromRegistry: CausalLM + Sized {
+    /// Loads `source` through `entry`.
+    fn from_registry(entry: &'static ArchEntry, source: &ModelSource, device: &Device)
+        -> Result<Self>;
+}
+
+impl FromRegistry for Box<dyn CausalLM> {
+    fn from_registry(
+        entry: &'static ArchEntry,
+        source: &ModelSource,
+        device: &Device,
+    ) -> Result<Self> {
+        (entry.load)(source, device)
+    }
+}
+
+/// The error of an entry's load function called with a checkpoint of the other format
+/// (only reachable by calling it directly: the registry picks entries by format).
+pub fn format_mismatch(source: &ModelSource, arch: &str, want: Format) -> Error {
+    Error::Config {
+        path: source.path().to_path_buf(),
+        what: format!("{want} checkpoint"),
+        detail: format!(
+            "architecture `{arch}` loads {want}, but this is {}",
+            source.format()
+        ),
+        hint: "load it through the registry (zoo::load), which picks the entry for its format"
+            .into(),
+    }
+}
+
 /// Every registered architecture, sorted by name.
 pub fn entries() -> Vec<&'static ArchEntry> {
     let mut v: Vec<&'static ArchEntry> = inventory::iter::<ArchEntry>.into_iter().collect();

@@ -121,31 +121,6 @@ impl ModelSource {
             ModelSource::Safetensors(_) => None,
         }
     }
-
-    /// For load functions: the safetensors source, or an error saying the format is wrong.
-    pub fn expect_safetensors(&self, arch: &str) -> Result<&SafetensorsSource> {
-        self.as_safetensors()
-            .ok_or_else(|| wrong_format(self, arch, Format::Safetensors))
-    }
-
-    /// For load functions: the GGUF source, or an error saying the format is wrong.
-    pub fn expect_gguf(&self, arch: &str) -> Result<&GgufSource> {
-        self.as_gguf()
-            .ok_or_else(|| wrong_format(self, arch, Format::Gguf))
-    }
-}
-
-fn wrong_format(src: &ModelSource, arch: &str, want: Format) -> Error {
-    Error::Config {
-        path: src.path().to_path_buf(),
-        what: format!("{want} checkpoint"),
-        detail: format!(
-            "architecture `{arch}` loads {want}, but this is {}",
-            src.format()
-        ),
-        hint: "load it through the registry (zoo::load), which picks the entry for its format"
-            .into(),
-    }
 }
 
 enum Sniffed {

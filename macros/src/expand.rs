@@ -61,12 +61,28 @@ pub fn register_model(args: TokenStream, input: TokenStream) -> TokenStream {
     let mt = list(&attr.model_types);
     let gg = list(&attr.gguf_architectures);
     let load = replace_self(attr.load.clone().expect("validated"), ident);
+    // The attribute's format types the load: a GGUF entry's load function receives the
+    // GGUF source, a safetensors entry's the safetensors source. A function of another
+    // shape is a type error spanned at the `load = ...` path.
+    let (source_ty, variant) = match attr.format.as_ref().expect("validated").0 {
+        Format::Safetensors => (quote!(__zoo::SafetensorsSource), quote!(Safetensors)),
+        Format::Gguf => (quote!(__zoo::GgufSource), quote!(Gguf)),
+    };
     let detect = match &attr.detect {
         Some(d) => {
             let d = replace_self(d.clone(), ident);
-            quote_spanned! {d.span()=> ::core::option::Option::Some({
-                let f: fn(&__zoo::ModelSource) -> bool = #d;
-                f
+            let typed = quote_spanned! {d.span()=>
+                let f: fn(&#source_ty) -> bool = #d;
+            };
+            quote! {::core::option::Option::Some({
+                fn __zoo_detect(source: &__zoo::ModelSource) -> bool {
+                    #typed
+                    match source {
+                        __zoo::ModelSource::#variant(s) => f(s),
+                        _ => false,
+                    }
+                }
+                __zoo_detect as fn(&__zoo::ModelSource) -> bool
             })}
         }
         None => quote!(::core::option::Option::None),
@@ -94,10 +110,16 @@ pub fn register_model(args: TokenStream, input: TokenStream) -> TokenStream {
             }
         }
     };
-    let load_fn = quote_spanned! {load_span=>
+    let typed_load = quote_spanned! {load_span=>
+        let load: fn(&#source_ty, &__zoo::Device) -> __zoo::Result<#ident> = #load;
+    };
+    let load_fn = quote! {
         fn __zoo_load(source: &__zoo::ModelSource, device: &__zoo::Device) -> __zoo::Result<#ident> {
-            let load: fn(&__zoo::ModelSource, &__zoo::Device) -> __zoo::Result<#ident> = #load;
-            load(source, device)
+            #typed_load
+            match source {
+                __zoo::ModelSource::#variant(s) => load(s, device),
+                other => __zoo::StdResult::Err(__zoo::format_mismatch(other, #name, #format)),
+            }
         }
     };
     quote! {

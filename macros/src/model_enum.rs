@@ -96,10 +96,10 @@ pub fn expand(input: TokenStream) -> TokenStream {
     }
 
     let n = paths.len();
-    let model_doc = format!("Every architecture registered in this crate ({n}), one variant each. Derived by `model_enum!`.");
+    let model_doc = format!("Every architecture registered in this crate ({n}), one variant each, and `External` for one a downstream crate registered. Derived by `model_enum!`; what `zoo::load` returns.");
     let delegate = |method: TokenStream| {
         let arms = variants.iter().map(|v| quote!(Model::#v(m) => m.#method));
-        quote!(match self { #(#arms,)* })
+        quote!(match self { #(#arms,)* Model::External { model, .. } => model.#method })
     };
     let fwd = delegate(quote!(forward(input_ids, seqlen_offset)));
     let reset = delegate(quote!(reset_cache()));
@@ -131,21 +131,48 @@ pub fn expand(input: TokenStream) -> TokenStream {
         #[doc = #model_doc]
         pub enum Model {
             #( #variants(#paths), )*
+            /// An architecture that another crate registered, loaded through its entry's
+            /// `load` function (dynamic dispatch).
+            External {
+                entry: &'static __zoo::ArchEntry,
+                model: __zoo::Box<dyn __zoo::CausalLM>,
+            },
         }
 
-        /// The id of a registered architecture of this crate.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        /// The id of a registered architecture: one variant per architecture of this
+        /// crate, and `External` for an entry another crate registered.
+        #[derive(Debug, Clone, Copy)]
         pub enum Arch {
             #( #variants, )*
+            /// An entry registered by another crate.
+            External(&'static __zoo::ArchEntry),
         }
 
         impl Arch {
-            /// Every architecture, in declaration order.
+            /// The architectures of this crate, in declaration order.
             pub const ALL: &'static [Arch] = &[#(#all),*];
+
+            /// Every registered architecture (this crate's and other crates'), sorted
+            /// by name.
+            pub fn all() -> __zoo::Vec<Arch> {
+                __zoo::registry::entries().into_iter().map(Arch::of).collect()
+            }
+
+            /// The architecture of a registry entry.
+            pub fn of(entry: &'static __zoo::ArchEntry) -> Arch {
+                Self::ALL
+                    .iter()
+                    .copied()
+                    .find(|a| {
+                        let e = a.entry();
+                        e.name == entry.name && e.module == entry.module
+                    })
+                    .unwrap_or(Arch::External(entry))
+            }
 
             /// The facts of its `#[register_model]` attribute.
             pub fn entry(self) -> &'static __zoo::ArchEntry {
-                match self { #(#entry_arms,)* }
+                match self { #(#entry_arms,)* Arch::External(e) => e }
             }
 
             /// The registry name.
@@ -155,25 +182,38 @@ pub fn expand(input: TokenStream) -> TokenStream {
 
             /// The architecture that claims a config.json `architectures` string.
             pub fn from_hf_architecture(s: &str) -> ::core::option::Option<Arch> {
-                Self::ALL.iter().copied().find(|a| a.entry().hf_architectures.contains(&s))
+                Self::all().into_iter().find(|a| a.entry().hf_architectures.contains(&s))
             }
 
             /// The architecture that claims a config.json `model_type`.
             pub fn from_model_type(s: &str) -> ::core::option::Option<Arch> {
-                Self::ALL.iter().copied().find(|a| a.entry().model_types.contains(&s))
+                Self::all().into_iter().find(|a| a.entry().model_types.contains(&s))
             }
 
             /// The architecture that claims a GGUF `general.architecture`.
             pub fn from_gguf_architecture(s: &str) -> ::core::option::Option<Arch> {
-                Self::ALL.iter().copied().find(|a| a.entry().gguf_architectures.contains(&s))
+                Self::all().into_iter().find(|a| a.entry().gguf_architectures.contains(&s))
+            }
+        }
+
+        impl ::core::cmp::PartialEq for Arch {
+            fn eq(&self, other: &Self) -> bool {
+                self.name() == other.name()
+            }
+        }
+        impl ::core::cmp::Eq for Arch {}
+        impl ::core::hash::Hash for Arch {
+            fn hash<H: ::core::hash::Hasher>(&self, state: &mut H) {
+                self.name().hash(state)
             }
         }
 
         impl ::core::str::FromStr for Arch {
             type Err = __zoo::Error;
             fn from_str(s: &str) -> ::core::result::Result<Self, Self::Err> {
-                Self::ALL.iter().copied().find(|a| a.name() == s).ok_or_else(|| {
-                    __zoo::unknown_name(s, Self::ALL.iter().map(|a| a.entry()).collect())
+                let all = Self::all();
+                all.iter().copied().find(|a| a.name() == s).ok_or_else(|| {
+                    __zoo::unknown_name(s, all.iter().map(|a| a.entry()).collect())
                 })
             }
         }
@@ -187,12 +227,26 @@ pub fn expand(input: TokenStream) -> TokenStream {
         impl Model {
             /// Which architecture this is.
             pub fn arch(&self) -> Arch {
-                match self { #(#arch_of,)* }
+                match self { #(#arch_of,)* Model::External { entry, .. } => Arch::External(entry) }
             }
 
-            /// Loads `arch` from `source`.
+            /// Loads `arch` from `source`: this crate's architectures through their
+            /// typed load functions, another crate's through its entry.
             pub fn load(arch: Arch, source: &__zoo::ModelSource, device: &__zoo::Device) -> __zoo::Result<Model> {
-                ::core::result::Result::Ok(match arch { #(#load_arms,)* })
+                ::core::result::Result::Ok(match arch {
+                    #(#load_arms,)*
+                    Arch::External(entry) => Model::External { entry, model: (entry.load)(source, device)? },
+                })
+            }
+        }
+
+        impl __zoo::FromRegistry for Model {
+            fn from_registry(
+                entry: &'static __zoo::ArchEntry,
+                source: &__zoo::ModelSource,
+                device: &__zoo::Device,
+            ) -> __zoo::Result<Self> {
+                Model::load(Arch::of(entry), source, device)
             }
         }
 

@@ -22,6 +22,7 @@ use candle_core::quantized::QTensor;
 use candle_core::{Device, Module, Tensor};
 use zoo_core::{last_position_logits, Result};
 
+use crate::adapters::{Decoded, Decoder};
 use crate::layers::{
     last_position, merge_heads, split_heads, AttnParams, KvCache, QLinear, RmsNorm, RopeTable,
 };
@@ -49,6 +50,18 @@ pub(crate) struct Hparams {
     /// Gemma 2: `tanh(x / cap) * cap` on attention scores and on the final logits.
     pub attn_softcap: Option<f64>,
     pub final_softcap: Option<f64>,
+}
+
+/// What a Gemma generation's GGUF files leave to the architecture: stated by the
+/// generation's file.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GemmaDefaults {
+    /// Every `pattern`-th layer is global, the others local (see [`local_layers`]); 1:
+    /// no local layers.
+    pub sliding_window_pattern: usize,
+    /// transformers' documented `rope_theta` (global layers) and local base.
+    pub rope_base: f64,
+    pub rope_base_local: f64,
 }
 
 /// llama.cpp's rule for which layers are local: `il % pattern < pattern - 1` (Gemma 2:
@@ -200,7 +213,10 @@ impl GemmaDecoder {
         })
     }
 
-    pub(crate) fn forward(&mut self, input_ids: &Tensor, offset: usize) -> Result<Tensor> {
+}
+
+impl Decoder for GemmaDecoder {
+    fn forward(&mut self, input_ids: &Tensor, offset: usize) -> Result<Tensor> {
         let mut x = (self.embed.embedding(input_ids)? * self.embed_scale)?;
         for layer in &mut self.layers {
             let rope = if layer.window.is_some() {
@@ -218,7 +234,7 @@ impl GemmaDecoder {
         last_position_logits(logits)
     }
 
-    pub(crate) fn reset(&mut self) {
+    fn reset(&mut self) {
         for layer in &mut self.layers {
             layer.cache.clear();
         }
@@ -226,18 +242,32 @@ impl GemmaDecoder {
 }
 
 impl GemmaDecoder {
-    /// Reads a Gemma GGUF whose keys are under `prefix` (its `general.architecture`);
-    /// `pattern` and the rope bases are the generation's defaults where the file has no
-    /// value.
+    /// The decoder of a GGUF file with the facts of its metadata: the body of a Gemma
+    /// generation's GGUF architecture.
+    pub(crate) fn load(
+        g: &zoo_core::source::GgufSource,
+        defaults: &GemmaDefaults,
+        device: &Device,
+    ) -> Result<Decoded<Self>> {
+        Decoded::from_gguf(g, device, || Self::from_gguf(g, defaults, device))
+    }
+
+    /// Reads a Gemma GGUF whose keys are under its `general.architecture`; the
+    /// generation's defaults (its file's [`GemmaDefaults`]) fill what the file does not
+    /// say.
     pub(crate) fn from_gguf(
         g: &zoo_core::source::GgufSource,
-        prefix: &str,
-        pattern: usize,
-        rope_base: f64,
-        rope_base_local: f64,
+        defaults: &GemmaDefaults,
         device: &Device,
     ) -> Result<Self> {
-        let hp = gguf_hparams(g, prefix, pattern, rope_base, rope_base_local)?;
+        let prefix = g.architecture().unwrap_or_default();
+        let hp = gguf_hparams(
+            g,
+            prefix,
+            defaults.sliding_window_pattern,
+            defaults.rope_base,
+            defaults.rope_base_local,
+        )?;
         let weights = |name: &str| g.tensor(name, device);
         Self::new(hp, &weights, &|n| g.has_tensor(n), device)
     }

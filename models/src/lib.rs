@@ -10,7 +10,9 @@
 // Generated code names the runtime `::zoo`; inside zoo's own crates that is zoo-core.
 extern crate zoo_core as zoo;
 
+pub mod adapters;
 pub mod arch;
+pub(crate) mod detect;
 pub(crate) mod gemma_decoder;
 pub mod layers;
 pub(crate) mod llama_decoder;

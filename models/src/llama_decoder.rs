@@ -16,6 +16,7 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use zoo_core::source::GgufSource;
 use zoo_core::{last_position_logits, Error, Result};
 
+use crate::adapters::{Decoded, Decoder};
 use crate::layers::{
     last_position, merge_heads, split_heads, AttnParams, KvCache, QLinear, RmsNorm, RopeTable,
 };
@@ -58,15 +59,35 @@ struct Layer {
     cache: KvCache,
 }
 
+/// How a Llama-like GGUF pairs the rotary dimensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RopeLayout {
+    /// GPT-J style, adjacent pairs: llama.cpp's `llama` converter permutes the q/k rows
+    /// into this order.
+    Interleaved,
+    /// NeoX style, the first half with the second (`qwen2`, `qwen3` files).
+    Halves,
+}
+
+/// The facts of an architecture built on [`LlamaDecoder`], stated by its file.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LlamaOptions {
+    pub rope: RopeLayout,
+    /// Biases on the q, k and v projections (Qwen2).
+    pub qkv_bias: bool,
+    /// RMS norms of each head's q and k before the rotation (Qwen3).
+    pub qk_norm: bool,
+    /// The `rope.freq_base` transformers' config class documents, for files without one.
+    pub default_rope_base: f64,
+}
+
 pub(crate) struct LlamaDecoder {
     embed: Arc<QTensor>,
     layers: Vec<Layer>,
     norm: RmsNorm,
     output: QLinear,
     rope: RopeTable,
-    /// llama.cpp's `llama` files pair rotary dimensions GPT-J style (its converter
-    /// permutes q/k rows); `qwen2` files keep NeoX halves.
-    interleaved: bool,
+    rope_layout: RopeLayout,
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
@@ -90,15 +111,21 @@ fn qm(t: QTensor) -> Result<QLinear> {
 }
 
 impl LlamaDecoder {
-    /// Reads a `prefix` (`llama`, `qwen2`) GGUF. `default_rope_base` is the
-    /// architecture's documented default when the file has no `rope.freq_base`.
-    pub(crate) fn from_gguf(
+    /// The decoder of a GGUF file with the facts of its metadata: the body of an
+    /// architecture built on it.
+    pub(crate) fn load(
         g: &GgufSource,
-        prefix: &str,
-        interleaved: bool,
-        default_rope_base: f64,
+        options: &LlamaOptions,
         device: &Device,
-    ) -> Result<Self> {
+    ) -> Result<Decoded<Self>> {
+        Decoded::from_gguf(g, device, || Self::from_gguf(g, options, device))
+    }
+
+    /// Reads a GGUF whose keys are under its `general.architecture`, with the facts
+    /// its architecture's file states; tensors the options do not expect, or missing
+    /// ones they do, are errors.
+    pub(crate) fn from_gguf(g: &GgufSource, options: &LlamaOptions, device: &Device) -> Result<Self> {
+        let prefix = g.architecture().unwrap_or_default();
         let key = |s: &str| format!("{prefix}.{s}");
         let heads = g.u64(&key("attention.head_count"))? as usize;
         let kv_heads = g
@@ -111,7 +138,7 @@ impl LlamaDecoder {
         let eps = g.f64(&key("attention.layer_norm_rms_epsilon"))?;
         let base = g
             .f64_opt(&key("rope.freq_base"))?
-            .unwrap_or(default_rope_base);
+            .unwrap_or(options.default_rope_base);
         let n_experts = g.u64_opt(&key("expert_count"))?.unwrap_or(0) as usize;
         let used = g.u64_opt(&key("expert_used_count"))?.unwrap_or(0) as usize;
         if n_experts > 0 && (used == 0 || used > n_experts) {
@@ -123,22 +150,26 @@ impl LlamaDecoder {
         let tensor = |name: &str| g.tensor(name, device);
         let dense = |name: &str| -> Result<Tensor> { Ok(tensor(name)?.dequantize(device)?) };
         let norm = |name: &str| -> Result<RmsNorm> { Ok(RmsNorm::new(dense(name)?, eps)) };
-        let opt_norm = |name: &str| -> Result<Option<RmsNorm>> {
-            if g.has_tensor(name) {
-                norm(name).map(Some)
-            } else {
-                Ok(None)
-            }
+        // A tensor the architecture's facts do not foresee is an error, not ignored.
+        let unexpected = |name: &str, fact: &str| Error::InvalidGguf {
+            path: g.path.clone(),
+            detail: format!("tensor `{name}` present, but this architecture has no {fact}; the file may be of another architecture (check `general.architecture`)"),
         };
-        // Qwen2 has biases on q, k and v.
         let linear = |name: &str| -> Result<QLinear> {
             let bias = format!("{name}.bias");
-            let bias = if g.has_tensor(&bias) {
-                Some(dense(&bias)?)
-            } else {
-                None
+            let bias = match (options.qkv_bias, g.has_tensor(&bias)) {
+                (true, _) => Some(dense(&bias)?),
+                (false, true) => return Err(unexpected(&bias, "q/k/v biases")),
+                (false, false) => None,
             };
             Ok(qm(tensor(&format!("{name}.weight"))?)?.with_bias(bias))
+        };
+        let qk_norm = |name: &str| -> Result<Option<RmsNorm>> {
+            match (options.qk_norm, g.has_tensor(name)) {
+                (true, _) => norm(name).map(Some),
+                (false, true) => Err(unexpected(name, "q/k norms")),
+                (false, false) => Ok(None),
+            }
         };
         let embed = Arc::new(tensor("token_embd.weight")?);
         let output = if g.has_tensor("output.weight") {
@@ -202,8 +233,8 @@ impl LlamaDecoder {
                 k: linear(&p("attn_k"))?,
                 v: linear(&p("attn_v"))?,
                 o: qm(tensor(&p("attn_output.weight"))?)?,
-                q_norm: opt_norm(&p("attn_q_norm.weight"))?,
-                k_norm: opt_norm(&p("attn_k_norm.weight"))?,
+                q_norm: qk_norm(&p("attn_q_norm.weight"))?,
+                k_norm: qk_norm(&p("attn_k_norm.weight"))?,
                 ffn_norm: norm(&p("ffn_norm.weight"))?,
                 ffn,
                 cache: KvCache::default(),
@@ -215,7 +246,7 @@ impl LlamaDecoder {
             norm: norm("output_norm.weight")?,
             output,
             rope,
-            interleaved,
+            rope_layout: options.rope,
             heads,
             kv_heads,
             head_dim,
@@ -223,14 +254,16 @@ impl LlamaDecoder {
     }
 
     fn rotate(&mut self, x: &Tensor, offset: usize) -> Result<Tensor> {
-        Ok(if self.interleaved {
-            self.rope.apply_interleaved(x, offset)?
-        } else {
-            self.rope.apply(x, offset)?
+        Ok(match self.rope_layout {
+            RopeLayout::Interleaved => self.rope.apply_interleaved(x, offset)?,
+            RopeLayout::Halves => self.rope.apply(x, offset)?,
         })
     }
 
-    pub(crate) fn forward(&mut self, input_ids: &Tensor, offset: usize) -> Result<Tensor> {
+}
+
+impl Decoder for LlamaDecoder {
+    fn forward(&mut self, input_ids: &Tensor, offset: usize) -> Result<Tensor> {
         let (h, kvh, hd) = (self.heads, self.kv_heads, self.head_dim);
         let (b, s) = input_ids.dims2()?;
         let mut x = self.embed.embedding(input_ids)?;
@@ -269,7 +302,7 @@ impl LlamaDecoder {
         last_position_logits(self.output.forward(&x)?)
     }
 
-    pub(crate) fn reset(&mut self) {
+    fn reset(&mut self) {
         for layer in &mut self.layers {
             layer.cache.clear();
         }

@@ -29,7 +29,7 @@ fn main() -> anyhow::Result<()> {
     let device = Device::Cpu;
 
     let mut loaded = zoo::load(&dir, &Default::default())?;
-    let model = &mut *loaded.model;
+    let model = &mut loaded.model;
 
     let config: candle_llama::LlamaConfig =
         serde_json::from_slice(&std::fs::read(dir.join("config.json"))?)?;

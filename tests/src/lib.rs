@@ -452,7 +452,7 @@ pub fn assert_long_prompts_match_llama_cpp(loaded: &mut zoo::Loaded, name: &str,
             case.prompt
         );
     }
-    assert_greedy_matches_up_to_near_tie(&mut *loaded.model, &r, near_tie);
+    assert_greedy_matches_up_to_near_tie(&mut loaded.model, &r, near_tie);
 }
 
 /// The pinned `openai` package (and its httpx) for the end-to-end server test.

@@ -198,9 +198,26 @@ fn round(x: f32, digits: i32) -> f64 {
     (x as f64 * p).round() / p
 }
 
-/// The seven checks on one fixture variant. Returns the max logit difference against
-/// each reference.
-fn check(entry: &'static ArchEntry, dir: &Path) -> Result<Vec<(String, f32)>> {
+/// What one variant measured against one reference: written to `measured.json` beside
+/// the fixture with `ZOO_RECORD_MEASURED=1`, from which `cargo xtask codegen` writes the
+/// table in docs/conformance.md.
+#[derive(serde::Serialize)]
+struct Measured {
+    implementation: String,
+    /// Max |logit - reference| over the prompts.
+    max_abs_diff: f32,
+    tolerance: f32,
+    /// Greedy tokens equal to the reference's before the first difference (the least
+    /// over the prompts), of `greedy_len`.
+    greedy_matched: usize,
+    greedy_len: usize,
+    /// Where they differ: the reference's token's logit below ours at that step.
+    near_tie_gap: Option<f32>,
+}
+
+/// The seven checks on one fixture variant. Returns what was measured against each
+/// reference.
+fn check(entry: &'static ArchEntry, dir: &Path) -> Result<Vec<Measured>> {
     let variant = dir
         .file_name()
         .and_then(|n| n.to_str())
@@ -218,7 +235,7 @@ fn check(entry: &'static ArchEntry, dir: &Path) -> Result<Vec<(String, f32)>> {
         loaded.entry.name,
         entry.name
     );
-    let m = &mut *loaded.model;
+    let m = &mut loaded.model;
     ensure!(
         m.architecture() == entry.name,
         "architecture() is `{}`",
@@ -250,16 +267,23 @@ fn check(entry: &'static ArchEntry, dir: &Path) -> Result<Vec<(String, f32)>> {
         );
     }
 
-    let mut worst: Vec<(String, f32)> = Vec::new();
+    let mut worst: Vec<Measured> = Vec::new();
     let mut summary = Vec::new();
     for (i, reference) in references.iter().enumerate() {
-        worst.push((reference.implementation.clone(), 0.0));
         // Against transformers (exact math) the weight type's own tolerance holds; against
         // llama.cpp a fixture's spec may widen it, with its reason written there.
         let tol = match &override_tol {
             Some(t) if reference.implementation.starts_with("llama.cpp") => *t,
             _ => tolerance(&variant),
         };
+        worst.push(Measured {
+            implementation: reference.implementation.clone(),
+            max_abs_diff: 0.0,
+            tolerance: tol,
+            greedy_matched: usize::MAX,
+            greedy_len: 0,
+            near_tie_gap: None,
+        });
         for case in &reference.cases {
             // 2. Shapes (inside `forward`) and 3. KV cache against a full forward.
             m.reset_cache()?;
@@ -278,7 +302,7 @@ fn check(entry: &'static ArchEntry, dir: &Path) -> Result<Vec<(String, f32)>> {
 
             // 6. Parity with the reference.
             let d = max_diff(&full, &case.last_logits);
-            worst[i].1 = worst[i].1.max(d);
+            worst[i].max_abs_diff = worst[i].max_abs_diff.max(d);
             ensure!(
                 d <= tol,
                 "logits differ from {} by {d} (tolerance {tol}) for prompt {:?}",
@@ -286,7 +310,15 @@ fn check(entry: &'static ArchEntry, dir: &Path) -> Result<Vec<(String, f32)>> {
                 case.prompt
             );
             let (ids, chose) = greedy(m, &case.prompt, case.greedy.len())?;
-            if let Some(p) = ids.iter().zip(&case.greedy).position(|(a, b)| a != b) {
+            let first_difference = ids.iter().zip(&case.greedy).position(|(a, b)| a != b);
+            let matched = first_difference.unwrap_or(case.greedy.len());
+            worst[i].greedy_len = case.greedy.len();
+            if matched < worst[i].greedy_matched {
+                worst[i].greedy_matched = matched;
+                worst[i].near_tie_gap = first_difference
+                    .map(|p| chose[p][ids[p] as usize] - chose[p][case.greedy[p] as usize]);
+            }
+            if let Some(p) = first_difference {
                 // Random tiny models have flat logits; a different argmax is rounding only
                 // if the reference's token is within the tolerance of ours at that step.
                 let gap = chose[p][ids[p] as usize] - chose[p][case.greedy[p] as usize];
@@ -340,7 +372,7 @@ fn check(entry: &'static ArchEntry, dir: &Path) -> Result<Vec<(String, f32)>> {
     let polluted = forward(m, last, 0)?;
     let mut fresh = zoo::load(&path, &Default::default())?;
     ensure!(
-        forward(&mut *fresh.model, last, 0)? == polluted,
+        forward(&mut fresh.model, last, 0)? == polluted,
         "a prompt after others differs from the same prompt on a fresh model"
     );
 
@@ -368,13 +400,23 @@ fn main() {
                 dir.file_name().unwrap().to_string_lossy()
             );
             trials.push(Trial::test(name, move || {
-                let worst = check(entry, &dir).map_err(|e| Failed::from(format!("{e:#}")))?;
-                for (implementation, d) in worst {
+                let measured = check(entry, &dir).map_err(|e| Failed::from(format!("{e:#}")))?;
+                for m in &measured {
                     eprintln!(
-                        "conformance {}/{}: max |logit - reference| = {d:.2e} against {implementation}",
+                        "conformance {}/{}: max |logit - reference| = {:.2e} against {}",
                         entry.name,
-                        dir.file_name().unwrap().to_string_lossy()
+                        dir.file_name().unwrap().to_string_lossy(),
+                        m.max_abs_diff,
+                        m.implementation
                     );
+                }
+                if std::env::var_os("ZOO_RECORD_MEASURED").is_some() {
+                    let json = serde_json::json!({ "references": measured });
+                    std::fs::write(
+                        dir.join("measured.json"),
+                        serde_json::to_string_pretty(&json).unwrap() + "\n",
+                    )
+                    .map_err(|e| Failed::from(format!("writing measured.json: {e}")))?;
                 }
                 Ok(())
             }));

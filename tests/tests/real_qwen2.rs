@@ -2,6 +2,7 @@
 //! pre-tokenizer) against what llama.cpp produced on it
 //! (tests/data/reference/qwen2.5-coder-0.5b-instruct-q4_k_m.json).
 
+use zoo::CausalLM;
 use zoo_tests::{real_model, reference, tokenization_failures};
 
 const REFERENCE: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m";
@@ -30,7 +31,7 @@ fn tokenization_and_greedy_continuations_match_llama_cpp() {
         "tokenization differs:\n{}",
         failures.join("\n")
     );
-    zoo_tests::assert_greedy_matches_up_to_near_tie(&mut *m.model, &r, NEAR_TIE);
+    zoo_tests::assert_greedy_matches_up_to_near_tie(&mut m.model, &r, NEAR_TIE);
 }
 
 #[test]

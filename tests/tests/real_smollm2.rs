@@ -4,7 +4,7 @@
 use std::ops::ControlFlow;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
-use zoo::{GenerateOptions, Loaded, StopReason};
+use zoo::{CausalLM, GenerateOptions, Loaded, StopReason};
 use zoo_tests::{first_divergence, real_model, reference};
 
 const REFERENCE: &str = "smollm2-135m-instruct-q4_1";
@@ -85,7 +85,7 @@ fn greedy_continuations_match_llama_cpp_up_to_a_near_tie() {
     let r = reference(REFERENCE).unwrap();
     let mut m = model();
     for case in &r.generate {
-        let d = first_divergence(&mut *m.model, &case.prompt_ids, &case.continuation_ids).unwrap();
+        let d = first_divergence(&mut m.model, &case.prompt_ids, &case.continuation_ids).unwrap();
         match d {
             None => eprintln!(
                 "{:?}: all {} tokens identical",
@@ -132,7 +132,7 @@ fn generate_streams_the_reference_text() {
         ..Default::default()
     };
     let g = zoo::generate(
-        &mut *m.model,
+        &mut m.model,
         &m.tokenizer,
         &case.prompt_ids,
         &options,
@@ -195,7 +195,7 @@ fn prompt_longer_than_the_context_is_an_error() {
     let m = &mut *m;
     let ids = vec![504u32; m.model.context_length() + 1];
     let err = zoo::generate(
-        &mut *m.model,
+        &mut m.model,
         &m.tokenizer,
         &ids,
         &Default::default(),

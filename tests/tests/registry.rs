@@ -30,6 +30,18 @@ fn registry_snapshot() {
 }
 
 #[test]
+fn every_registered_entry_has_an_arch_and_built_in_ones_their_own_variant() {
+    let all = Arch::all();
+    assert_eq!(all.len(), zoo::registry::entries().len());
+    for e in zoo::registry::entries() {
+        let a = Arch::of(e);
+        assert_eq!(a.name(), e.name);
+        let built_in = e.module.starts_with("zoo_models::");
+        assert_eq!(!matches!(a, Arch::External(_)), built_in, "{}", e.name);
+    }
+}
+
+#[test]
 fn every_built_in_architecture_is_registered_once() {
     let names: Vec<&str> = zoo::registry::entries().iter().map(|e| e.name).collect();
     for a in Arch::ALL {
@@ -98,12 +110,25 @@ fn downstream_crate_registers_and_loads_its_own_architecture() {
     let mut l = zoo::load(d.path(), &Default::default()).unwrap();
     assert_eq!(l.entry.name, "toy-bigram");
     assert_eq!(l.model.architecture(), "toy-bigram");
+    // Another crate's architecture is the derived enum's `External` variant, and `Arch`
+    // names it like a built-in one.
+    assert!(matches!(l.model, zoo::Model::External { .. }));
+    assert_eq!(l.model.arch(), Arch::External(entry));
+    assert_eq!(Arch::from_str("toy-bigram").unwrap().entry().module, entry.module);
+    assert!(Arch::all().iter().any(|a| a.name() == "toy-bigram"));
+    assert!(!Arch::ALL.iter().any(|a| a.name() == "toy-bigram"));
+    // What the checkpoint said at load: no tokenizer_config.json, so no chat template.
+    assert!(matches!(
+        l.chat_template,
+        Err(zoo::Error::NoChatTemplate { .. })
+    ));
+    assert_eq!(l.format, Format::Safetensors);
     let ids = l.tokenizer.encode("a", false).unwrap();
     let opts = zoo::GenerateOptions {
         max_tokens: 5,
         ..Default::default()
     };
-    let g = zoo::generate(&mut *l.model, &l.tokenizer, &ids, &opts, |_| {
+    let g = zoo::generate(&mut l.model, &l.tokenizer, &ids, &opts, |_| {
         ControlFlow::Continue(())
     })
     .unwrap();

@@ -39,17 +39,20 @@ fn detected_loaded_and_shaped() {
     let (_d, mut l) = load(None);
     assert_eq!(l.entry.name, "llama");
     assert_eq!(l.model.architecture(), "llama");
+    // A built-in architecture loads as its own variant of the derived enum.
+    assert!(matches!(l.model, zoo::Model::Llama(_)));
+    assert_eq!(l.model.arch(), zoo::Arch::Llama);
     assert_eq!(l.model.eos_token_ids(), &[257]);
     assert_eq!(l.model.vocab_size(), 258);
     assert_eq!(l.model.context_length(), 64);
-    let v = logits(&mut *l.model, PROMPT, 0);
+    let v = logits(&mut l.model, PROMPT, 0);
     assert!(v.iter().all(|x| x.is_finite()));
 }
 
 #[test]
 fn incremental_decode_matches_full_forward() {
     let (_d, mut l) = load(None);
-    let m = &mut *l.model;
+    let m = &mut l.model;
     m.reset_cache().unwrap();
     let full = logits(m, PROMPT, 0);
     m.reset_cache().unwrap();
@@ -64,7 +67,7 @@ fn incremental_decode_matches_full_forward() {
 #[test]
 fn reset_really_resets() {
     let (_d, mut l) = load(None);
-    let m = &mut *l.model;
+    let m = &mut l.model;
     m.reset_cache().unwrap();
     let first = logits(m, PROMPT, 0);
     // Pollute the cache with another sequence, then reset.
@@ -82,7 +85,7 @@ fn generation_is_repeatable_and_ends() {
         ..Default::default()
     };
     let mut run = || {
-        zoo::generate(&mut *l.model, &l.tokenizer, PROMPT, &opts, |_| {
+        zoo::generate(&mut l.model, &l.tokenizer, PROMPT, &opts, |_| {
             ControlFlow::Continue(())
         })
         .unwrap()
@@ -98,7 +101,7 @@ fn prompt_longer_than_the_context() {
     let (_d, mut l) = load(None);
     let ids = vec![65u32; 64];
     let e = zoo::generate(
-        &mut *l.model,
+        &mut l.model,
         &l.tokenizer,
         &ids,
         &Default::default(),
@@ -135,7 +138,7 @@ fn transformers_5_rope_parameters_are_read() {
         let d = tempfile::tempdir().unwrap();
         tiny.write(d.path(), &config).unwrap();
         let mut l = zoo::load(d.path(), &LoadOptions::default()).unwrap();
-        logits(&mut *l.model, PROMPT, 0)
+        logits(&mut l.model, PROMPT, 0)
     };
     let a = run(v4);
     let b = run(v5);

@@ -21,8 +21,8 @@ struct Opts {
     generate: bool,
 }
 
-const USAGE: &str = "usage: cargo xtask new-arch NAME --candle MODULE \
-    (--hf-arch Arch --model-type type | --format gguf --gguf-arch arch --hf-model-type type) [--generate]";
+const USAGE: &str = "usage: cargo xtask new-arch NAME \
+    (--candle MODULE --hf-arch Arch --model-type type | --format gguf --gguf-arch arch --hf-model-type type) [--generate]";
 
 fn parse(args: &[String]) -> Result<Opts> {
     let mut it = args.iter();
@@ -57,8 +57,8 @@ fn parse(args: &[String]) -> Result<Opts> {
             other => bail!("unknown option `{other}`; {USAGE}"),
         }
     }
-    if o.candle.is_empty() {
-        bail!("--candle MODULE (the candle-transformers module to build on) is required; {USAGE}");
+    if o.candle.is_empty() && o.format != "gguf" {
+        bail!("--candle MODULE (the candle-transformers module to build on) is required for safetensors; {USAGE}");
     }
     if !o
         .name
@@ -100,20 +100,19 @@ fn list(v: &Option<String>) -> String {
 
 fn arch_file(o: &Opts) -> String {
     let ty = camel(&o.name);
-    let common_impl = "    zoo_core::causal_lm_info!(info);\n}\n";
     if o.format == "gguf" {
         let g = o.gguf_arch.as_deref().unwrap_or_default();
         format!(
             r#"//! {ty} from GGUF (`general.architecture = {g}`).
 //!
-//! Reference implementation: llama.cpp. Built on candle-transformers' `{candle}`.
-//! (Scaffolded by `cargo xtask new-arch`; say here what differs from candle and why.)
+//! Reference implementation: llama.cpp (`src/models/{g}.cpp`). Built on zoo's Llama
+//! decoder (`llama_decoder.rs`); its facts are the options below: check each against
+//! llama.cpp's graph for `{g}` and say here what differs from Llama.
 
-use candle_core::{{Device, Tensor}};
-use candle_transformers::models::{candle}::ModelWeights;
-use zoo_core::registry::Registered;
-use zoo_core::{{last_position_logits, CausalLM, ModelInfo, ModelSource, Result}};
+use zoo_core::{{Device, GgufSource, Result}};
 use zoo_macros::register_model;
+
+use crate::llama_decoder::{{LlamaDecoder, LlamaOptions, RopeLayout}};
 
 /// {ty} (GGUF, quantized weights).
 #[register_model(
@@ -122,33 +121,25 @@ use zoo_macros::register_model;
     gguf_architectures = ["{g}"],
     load = {ty}::load,
 )]
-pub struct {ty} {{
-    weights: ModelWeights,
-    info: ModelInfo,
-}}
+pub struct {ty}(crate::adapters::Decoded<LlamaDecoder>);
+zoo_core::delegate_causal_lm!({ty});
+
+/// The rotary layout llama.cpp's converter writes for `{g}`, which projections carry
+/// biases, whether heads are RMS-normed before the rotation, and the rope base
+/// transformers documents.
+const OPTIONS: LlamaOptions = LlamaOptions {{
+    rope: RopeLayout::Halves,
+    qkv_bias: false,
+    qk_norm: false,
+    default_rope_base: 10_000.0,
+}};
 
 impl {ty} {{
-    /// Loads the tensors and hyper-parameters from the GGUF file.
-    pub fn load(source: &ModelSource, device: &Device) -> Result<Self> {{
-        let g = source.expect_gguf(Self::ENTRY.name)?;
-        let info = ModelInfo::from_gguf(g, device)?;
-        let weights = ModelWeights::from_gguf(g.content_owned()?, &mut g.reader(), device)?;
-        Ok(Self {{ weights, info }})
+    fn load(g: &GgufSource, device: &Device) -> Result<Self> {{
+        LlamaDecoder::load(g, &OPTIONS, device).map(Self)
     }}
 }}
-
-impl CausalLM for {ty} {{
-    fn forward(&mut self, input_ids: &Tensor, seqlen_offset: usize) -> Result<Tensor> {{
-        last_position_logits(self.weights.forward(input_ids, seqlen_offset)?)
-    }}
-
-    fn reset_cache(&mut self) -> Result<()> {{
-        self.weights.clear_kv_cache();
-        Ok(())
-    }}
-
-{common_impl}"#,
-            candle = o.candle,
+"#,
             name = o.name,
         )
     } else {
@@ -156,13 +147,15 @@ impl CausalLM for {ty} {{
             r#"//! {ty} from safetensors ({archs}).
 //!
 //! Reference implementation: transformers. Built on candle-transformers' `{candle}`.
-//! (Scaffolded by `cargo xtask new-arch`; say here what differs from candle and why.)
+//! candle's model computes what transformers computes (the conformance suite
+//! measures the difference); this file only maps the registry and config.json to it.
 
-use candle_core::{{Device, Tensor}};
 use candle_transformers::models::{candle} as candle_model;
 use zoo_core::registry::Registered;
-use zoo_core::{{last_position_logits, CausalLM, ModelInfo, ModelSource, Result}};
+use zoo_core::{{Device, Result, SafetensorsSource}};
 use zoo_macros::register_model;
+
+use crate::adapters::{{CandleLm, ConfigQuirks}};
 
 /// {ty} (safetensors, f32 on CPU).
 #[register_model(
@@ -172,37 +165,27 @@ use zoo_macros::register_model;
     model_types = [{mt}],
     load = {ty}::load,
 )]
-pub struct {ty} {{
-    model: candle_model::Model,
-    info: ModelInfo,
-}}
+pub struct {ty}(CandleLm<candle_model::Model>);
+zoo_core::delegate_causal_lm!({ty});
 
 impl {ty} {{
-    /// Loads config.json and the safetensors weights (memory-mapped).
-    pub fn load(source: &ModelSource, device: &Device) -> Result<Self> {{
-        let src = source.expect_safetensors(Self::ENTRY.name)?;
-        let info = src.model_info(Self::ENTRY.name, None, device)?;
-        // `None`: a config.json without rope_theta is an error. Put the default the
-        // architecture's transformers config documents here if it has one.
-        let config = src.normalised_config(None)?;
-        let config: candle_model::Config = src.parse_config_value(Self::ENTRY.name, config)?;
-        let (vb, _dtype) = src.var_builder(device)?;
-        let model = candle_model::Model::new(&config, vb)?;
-        Ok(Self {{ model, info }})
+    fn load(src: &SafetensorsSource, device: &Device) -> Result<Self> {{
+        // A config.json without rope_theta is an error: set `rope_theta` here to the
+        // default transformers' config class documents, if it has one.
+        let quirks = ConfigQuirks::default();
+        CandleLm::load(
+            Self::ENTRY.name,
+            src,
+            device,
+            quirks,
+            candle_model::Model::new,
+            candle_model::Model::forward,
+            candle_model::Model::clear_kv_cache,
+        )
+        .map(Self)
     }}
 }}
-
-impl CausalLM for {ty} {{
-    fn forward(&mut self, input_ids: &Tensor, seqlen_offset: usize) -> Result<Tensor> {{
-        last_position_logits(self.model.forward(input_ids, seqlen_offset)?)
-    }}
-
-    fn reset_cache(&mut self) -> Result<()> {{
-        self.model.clear_kv_cache();
-        Ok(())
-    }}
-
-{common_impl}"#,
+"#,
             archs = [o.hf_arch.as_deref(), o.model_type.as_deref()]
                 .into_iter()
                 .flatten()

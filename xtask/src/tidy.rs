@@ -1,5 +1,8 @@
 //! Project rules, checked as tests: every Rust file opens with a `//!` doc comment
-//! (UI test cases excepted), no test is ignored, no trailing whitespace.
+//! (UI test cases excepted), no test is ignored, no trailing whitespace, no file outside
+//! the tests over 500 lines, and ARCHITECTURE.md's invariants about model files: an
+//! architecture file never reaches into a sibling, and no shared code of zoo-models
+//! names an architecture.
 
 #[cfg(test)]
 mod tests {
@@ -110,6 +113,88 @@ mod tests {
         assert!(
             orphans.is_empty(),
             "orphaned snapshots, delete them: {orphans:#?}"
+        );
+    }
+
+    /// Rust files of the workspace's crates, tests and fixtures excepted.
+    fn library_files() -> Vec<PathBuf> {
+        let root = crate::root();
+        files()
+            .into_iter()
+            .filter(|p| {
+                let rel = p.strip_prefix(&root).unwrap();
+                !rel.starts_with("tests") && !rel.components().any(|c| c.as_os_str() == "tests")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn no_file_outside_tests_over_500_lines() {
+        let bad: Vec<String> = library_files()
+            .into_iter()
+            .filter_map(|p| {
+                let n = std::fs::read_to_string(&p).unwrap().lines().count();
+                (n > 500).then(|| format!("{} ({n} lines)", p.display()))
+            })
+            .collect();
+        assert!(
+            bad.is_empty(),
+            "one job per file: split these by job (ARCHITECTURE.md): {bad:#?}"
+        );
+    }
+
+    #[test]
+    fn architecture_files_do_not_reach_into_siblings() {
+        let dir = crate::root().join("models/src/arch");
+        let mut bad = Vec::new();
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let text = std::fs::read_to_string(e.path()).unwrap();
+            if text.contains("super::") || text.contains("crate::arch::") {
+                bad.push(e.path().display().to_string());
+            }
+        }
+        assert!(
+            bad.is_empty(),
+            "an architecture file uses a sibling; move what they share to models/src (adapters, detect, decoders): {bad:#?}"
+        );
+    }
+
+    /// The shared decoders and adapters take every architecture fact from the file
+    /// that builds on them: no string literal in them is an architecture's name or one
+    /// of its declared strings.
+    #[test]
+    fn shared_model_code_names_no_architecture() {
+        let root = crate::root();
+        let facts = crate::codegen::read_arch_facts(&root.join("models/src/arch")).unwrap();
+        let mut names: Vec<String> = Vec::new();
+        for f in &facts {
+            names.push(f.name.clone());
+            names.extend(f.gguf_architectures.iter().cloned());
+            names.extend(f.model_types.iter().cloned());
+            names.extend(f.hf_architectures.iter().cloned());
+        }
+        let mut shared = Vec::new();
+        rust_files(&root.join("models/src"), &mut shared);
+        let mut bad = Vec::new();
+        for p in shared.iter().filter(|p| !p.starts_with(root.join("models/src/arch"))) {
+            if p.ends_with("models/src/arch.rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(p).unwrap();
+            let code: String = text
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            for n in &names {
+                if code.contains(&format!("\"{n}\"")) {
+                    bad.push(format!("{} names \"{n}\"", p.display()));
+                }
+            }
+        }
+        assert!(
+            bad.is_empty(),
+            "shared model code decides by an architecture's name; let the architecture's file pass the fact: {bad:#?}"
         );
     }
 }

@@ -10,7 +10,8 @@
 
 use zoo::registry::Registered;
 use zoo::{
-    last_position_logits, register_model, CausalLM, Device, Error, ModelSource, Result, Tensor,
+    last_position_logits, register_model, CausalLM, Device, Error, Result, SafetensorsSource,
+    Tensor,
 };
 
 /// A bigram language model (an example of an out-of-tree architecture).
@@ -37,8 +38,7 @@ struct Config {
 }
 
 impl ToyBigram {
-    pub fn load(source: &ModelSource, device: &Device) -> Result<Self> {
-        let src = source.expect_safetensors(Self::ENTRY.name)?;
+    pub fn load(src: &SafetensorsSource, device: &Device) -> Result<Self> {
         let cfg: Config = src.parse_config(Self::ENTRY.name)?;
         let tensors = candle_core::safetensors::load(&src.weights[0], device)?;
         let table = tensors

@@ -10,7 +10,7 @@
 use candle_core::{Device, Tensor};
 use candle_transformers::models::gemma2 as candle_model;
 use zoo_core::registry::Registered;
-use zoo_core::{last_position_logits, CausalLM, ModelInfo, ModelSource, Result};
+use zoo_core::{last_position_logits, CausalLM, ModelInfo, Result, SafetensorsSource};
 use zoo_macros::register_model;
 
 /// Gemma 2 (safetensors, f32 on CPU).
@@ -33,11 +33,9 @@ const DEFAULT_ROPE_THETA: f64 = 10_000.0;
 
 impl Gemma2 {
     /// Loads config.json and the safetensors weights (memory-mapped).
-    pub fn load(source: &ModelSource, device: &Device) -> Result<Self> {
-        let src = source.expect_safetensors(Self::ENTRY.name)?;
+    pub fn load(src: &SafetensorsSource, device: &Device) -> Result<Self> {
         let info = src.model_info(Self::ENTRY.name, Some(8192), device)?;
-        #[allow(unused_mut)]
-        let mut config = src.normalised_config(Some(DEFAULT_ROPE_THETA))?;
+        let config = src.normalised_config(Some(DEFAULT_ROPE_THETA))?;
         let window = config["sliding_window"].as_u64().map(|w| w as usize);
         let config: candle_model::Config = src.parse_config_value(Self::ENTRY.name, config)?;
         let (vb, _dtype) = src.var_builder(device)?;

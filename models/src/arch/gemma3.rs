@@ -10,9 +10,10 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{Device, Tensor};
 use zoo_core::registry::Registered;
-use zoo_core::{CausalLM, Error, ModelInfo, ModelSource, Result};
+use zoo_core::{Error, Result, SafetensorsSource};
 use zoo_macros::register_model;
 
+use crate::adapters::Decoded;
 use crate::gemma_decoder::{GemmaDecoder, Hparams};
 
 /// Gemma 3 text (safetensors, f32 on CPU).
@@ -23,10 +24,8 @@ use crate::gemma_decoder::{GemmaDecoder, Hparams};
     model_types = ["gemma3_text"],
     load = Gemma3::load,
 )]
-pub struct Gemma3 {
-    decoder: GemmaDecoder,
-    info: ModelInfo,
-}
+pub struct Gemma3(Decoded<GemmaDecoder>);
+zoo_core::delegate_causal_lm!(Gemma3);
 
 /// transformers' Gemma3TextConfig defaults.
 const DEFAULT_ROPE_THETA: f64 = 1_000_000.0;
@@ -67,8 +66,7 @@ fn hf_name(name: &str) -> String {
 
 impl Gemma3 {
     /// Loads config.json and the safetensors weights (memory-mapped).
-    pub fn load(source: &ModelSource, device: &Device) -> Result<Self> {
-        let src = source.expect_safetensors(Self::ENTRY.name)?;
+    pub fn load(src: &SafetensorsSource, device: &Device) -> Result<Self> {
         let info = src.model_info(Self::ENTRY.name, None, device)?;
         let config = src.normalised_config(Some(DEFAULT_ROPE_THETA))?;
         let missing = |key: &str| Error::Config {
@@ -152,19 +150,6 @@ impl Gemma3 {
         };
         let has = |name: &str| st.get(&hf_name(name)).is_ok();
         let decoder = GemmaDecoder::new(hp, &weights, &has, device)?;
-        Ok(Self { decoder, info })
+        Ok(Self(Decoded { decoder, info }))
     }
-}
-
-impl CausalLM for Gemma3 {
-    fn forward(&mut self, input_ids: &Tensor, seqlen_offset: usize) -> Result<Tensor> {
-        self.decoder.forward(input_ids, seqlen_offset)
-    }
-
-    fn reset_cache(&mut self) -> Result<()> {
-        self.decoder.reset();
-        Ok(())
-    }
-
-    zoo_core::causal_lm_info!(info);
 }

@@ -12,7 +12,7 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::llama as candle_llama;
 use serde::Deserialize;
 use zoo_core::registry::Registered;
-use zoo_core::{last_position_logits, CausalLM, Error, ModelSource, Result};
+use zoo_core::{last_position_logits, CausalLM, Error, Result, SafetensorsSource};
 use zoo_macros::register_model;
 
 /// Llama (safetensors, f32 on CPU).
@@ -62,8 +62,7 @@ const DEFAULT_ROPE_THETA: f64 = 10_000.0;
 
 impl Llama {
     /// Loads config.json and the safetensors weights (memory-mapped).
-    pub fn load(source: &ModelSource, device: &Device) -> Result<Self> {
-        let src = source.expect_safetensors(Self::ENTRY.name)?;
+    pub fn load(src: &SafetensorsSource, device: &Device) -> Result<Self> {
         let hf: HfConfig = src.parse_config(Self::ENTRY.name)?;
         let rope_theta = src.rope_theta(Some(DEFAULT_ROPE_THETA))?;
         let rope_scaling = match src.rope_scaling() {

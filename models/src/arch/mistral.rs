@@ -12,7 +12,7 @@
 use candle_core::{Device, Tensor};
 use candle_transformers::models::mistral as candle_model;
 use zoo_core::registry::Registered;
-use zoo_core::{last_position_logits, CausalLM, ModelInfo, ModelSource, Result};
+use zoo_core::{last_position_logits, CausalLM, ModelInfo, Result, SafetensorsSource};
 use zoo_macros::register_model;
 
 /// Mistral (safetensors, f32 on CPU).
@@ -35,10 +35,8 @@ const DEFAULT_ROPE_THETA: f64 = 10_000.0;
 
 impl Mistral {
     /// Loads config.json and the safetensors weights (memory-mapped).
-    pub fn load(source: &ModelSource, device: &Device) -> Result<Self> {
-        let src = source.expect_safetensors(Self::ENTRY.name)?;
+    pub fn load(src: &SafetensorsSource, device: &Device) -> Result<Self> {
         let info = src.model_info(Self::ENTRY.name, None, device)?;
-        #[allow(unused_mut)]
         let mut config = src.normalised_config(Some(DEFAULT_ROPE_THETA))?;
         let window = config["sliding_window"].as_u64().map(|w| w as usize);
         if let Some(w) = window {

@@ -12,7 +12,7 @@
 use candle_core::{Device, Tensor};
 use candle_transformers::models::mixtral as candle_model;
 use zoo_core::registry::Registered;
-use zoo_core::{last_position_logits, CausalLM, ModelInfo, ModelSource, Result};
+use zoo_core::{last_position_logits, CausalLM, ModelInfo, Result, SafetensorsSource};
 use zoo_macros::register_model;
 
 /// Mixtral (safetensors, f32 on CPU).
@@ -37,10 +37,8 @@ const DEFAULT_ROPE_THETA: f64 = 1_000_000.0;
 
 impl Mixtral {
     /// Loads config.json and the safetensors weights (memory-mapped).
-    pub fn load(source: &ModelSource, device: &Device) -> Result<Self> {
-        let src = source.expect_safetensors(Self::ENTRY.name)?;
+    pub fn load(src: &SafetensorsSource, device: &Device) -> Result<Self> {
         let info = src.model_info(Self::ENTRY.name, None, device)?;
-        #[allow(unused_mut)]
         let mut config = src.normalised_config(Some(DEFAULT_ROPE_THETA))?;
         if !config["sliding_window"].is_null() {
             return Err(zoo_core::Error::Config {

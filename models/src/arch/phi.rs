@@ -10,7 +10,7 @@
 use candle_core::{Device, Tensor};
 use candle_transformers::models::phi as candle_model;
 use zoo_core::registry::Registered;
-use zoo_core::{last_position_logits, CausalLM, Error, ModelInfo, ModelSource, Result};
+use zoo_core::{last_position_logits, CausalLM, Error, ModelInfo, Result, SafetensorsSource};
 use zoo_macros::register_model;
 
 /// Phi-1.5 / Phi-2 (safetensors, f32 on CPU).
@@ -33,8 +33,7 @@ const DEFAULT_ROPE_THETA: f64 = 10_000.0;
 
 impl Phi {
     /// Loads config.json and the safetensors weights (memory-mapped).
-    pub fn load(source: &ModelSource, device: &Device) -> Result<Self> {
-        let src = source.expect_safetensors(Self::ENTRY.name)?;
+    pub fn load(src: &SafetensorsSource, device: &Device) -> Result<Self> {
         let info = src.model_info(Self::ENTRY.name, None, device)?;
         let config = src.normalised_config(Some(DEFAULT_ROPE_THETA))?;
         let config: candle_model::Config = src.parse_config_value(Self::ENTRY.name, config)?;

@@ -9,12 +9,11 @@
 //! 22.9; candle issue 3745, fix 3747 unmerged), has no `clear_kv_cache`, mis-masks the
 //! sliding window and allocates ~2.3 GiB of rotary tables for the 270M model.
 
-use candle_core::{Device, Tensor};
-use zoo_core::registry::Registered;
-use zoo_core::{CausalLM, ModelInfo, ModelSource, Result};
+use zoo_core::{Device, GgufSource, Result};
 use zoo_macros::register_model;
 
-use crate::gemma_decoder::GemmaDecoder;
+use crate::adapters::Decoded;
+use crate::gemma_decoder::{GemmaDecoder, GemmaDefaults};
 
 /// Gemma 3 (GGUF, quantized weights), text only.
 #[register_model(
@@ -23,43 +22,19 @@ use crate::gemma_decoder::GemmaDecoder;
     gguf_architectures = ["gemma3"],
     load = QuantizedGemma3::load,
 )]
-pub struct QuantizedGemma3 {
-    decoder: GemmaDecoder,
-    info: ModelInfo,
-}
+pub struct QuantizedGemma3(Decoded<GemmaDecoder>);
+zoo_core::delegate_causal_lm!(QuantizedGemma3);
 
 /// llama.cpp's Gemma 3: five local layers, then one global (`set_swa_pattern(6)`), and
 /// transformers' Gemma3TextConfig rope defaults where the GGUF omits them.
-const SLIDING_WINDOW_PATTERN: usize = 6;
-const DEFAULT_ROPE_BASE: f64 = 1_000_000.0;
-const DEFAULT_ROPE_BASE_LOCAL: f64 = 10_000.0;
+const DEFAULTS: GemmaDefaults = GemmaDefaults {
+    sliding_window_pattern: 6,
+    rope_base: 1_000_000.0,
+    rope_base_local: 10_000.0,
+};
 
 impl QuantizedGemma3 {
-    /// Loads the tensors and hyper-parameters from the GGUF file.
-    pub fn load(source: &ModelSource, device: &Device) -> Result<Self> {
-        let g = source.expect_gguf(Self::ENTRY.name)?;
-        let info = ModelInfo::from_gguf(g, device)?;
-        let decoder = GemmaDecoder::from_gguf(
-            g,
-            "gemma3",
-            SLIDING_WINDOW_PATTERN,
-            DEFAULT_ROPE_BASE,
-            DEFAULT_ROPE_BASE_LOCAL,
-            device,
-        )?;
-        Ok(Self { decoder, info })
+    fn load(g: &GgufSource, device: &Device) -> Result<Self> {
+        GemmaDecoder::load(g, &DEFAULTS, device).map(Self)
     }
-}
-
-impl CausalLM for QuantizedGemma3 {
-    fn forward(&mut self, input_ids: &Tensor, seqlen_offset: usize) -> Result<Tensor> {
-        self.decoder.forward(input_ids, seqlen_offset)
-    }
-
-    fn reset_cache(&mut self) -> Result<()> {
-        self.decoder.reset();
-        Ok(())
-    }
-
-    zoo_core::causal_lm_info!(info);
 }

@@ -6,12 +6,11 @@
 //! Reference implementation: llama.cpp (`src/models/llama.cpp`). Built on zoo's
 //! Llama decoder (`llama_decoder.rs`; see there why not candle's `quantized_llama`).
 
-use candle_core::{Device, Tensor};
-use zoo_core::registry::Registered;
-use zoo_core::{CausalLM, ModelInfo, ModelSource, Result};
+use zoo_core::{Device, GgufSource, Result};
 use zoo_macros::register_model;
 
-use crate::llama_decoder::LlamaDecoder;
+use crate::adapters::Decoded;
+use crate::llama_decoder::{LlamaDecoder, LlamaOptions, RopeLayout};
 
 /// Llama (GGUF, quantized weights).
 #[register_model(
@@ -20,33 +19,19 @@ use crate::llama_decoder::LlamaDecoder;
     gguf_architectures = ["llama"],
     load = QuantizedLlama::load,
 )]
-pub struct QuantizedLlama {
-    decoder: LlamaDecoder,
-    info: ModelInfo,
-}
+pub struct QuantizedLlama(Decoded<LlamaDecoder>);
+zoo_core::delegate_causal_lm!(QuantizedLlama);
 
-/// transformers' LlamaConfig default.
-const DEFAULT_ROPE_BASE: f64 = 10_000.0;
+/// llama.cpp's `llama` converter permutes q/k into GPT-J pairs; no biases or q/k norms; transformers' LlamaConfig rope default.
+const OPTIONS: LlamaOptions = LlamaOptions {
+    rope: RopeLayout::Interleaved,
+    qkv_bias: false,
+    qk_norm: false,
+    default_rope_base: 10_000.0,
+};
 
 impl QuantizedLlama {
-    /// Loads the tensors and hyper-parameters from the GGUF file.
-    pub fn load(source: &ModelSource, device: &Device) -> Result<Self> {
-        let g = source.expect_gguf(Self::ENTRY.name)?;
-        let info = ModelInfo::from_gguf(g, device)?;
-        let decoder = LlamaDecoder::from_gguf(g, "llama", true, DEFAULT_ROPE_BASE, device)?;
-        Ok(Self { decoder, info })
+    fn load(g: &GgufSource, device: &Device) -> Result<Self> {
+        LlamaDecoder::load(g, &OPTIONS, device).map(Self)
     }
-}
-
-impl CausalLM for QuantizedLlama {
-    fn forward(&mut self, input_ids: &Tensor, seqlen_offset: usize) -> Result<Tensor> {
-        self.decoder.forward(input_ids, seqlen_offset)
-    }
-
-    fn reset_cache(&mut self) -> Result<()> {
-        self.decoder.reset();
-        Ok(())
-    }
-
-    zoo_core::causal_lm_info!(info);
 }

@@ -7,12 +7,12 @@
 //! Paper: "Mistral 7B" (Jiang et al., 2023). Reference implementation: llama.cpp
 //! (`src/models/llama.cpp`). Built on zoo's Llama decoder (`llama_decoder.rs`).
 
-use candle_core::{Device, Tensor};
-use zoo_core::registry::Registered;
-use zoo_core::{CausalLM, ModelInfo, ModelSource, Result};
+use zoo_core::{Device, GgufSource, Result};
 use zoo_macros::register_model;
 
-use crate::llama_decoder::LlamaDecoder;
+use crate::adapters::Decoded;
+use crate::detect;
+use crate::llama_decoder::{LlamaDecoder, LlamaOptions, RopeLayout};
 
 /// Mistral (GGUF, quantized weights).
 #[register_model(
@@ -20,48 +20,26 @@ use crate::llama_decoder::LlamaDecoder;
     format = gguf,
     gguf_architectures = ["llama"],
     load = QuantizedMistral::load,
-    detect = is_mistral,
+    detect = Self::is_mistral,
 )]
-pub struct QuantizedMistral {
-    decoder: LlamaDecoder,
-    info: ModelInfo,
-}
+pub struct QuantizedMistral(Decoded<LlamaDecoder>);
+zoo_core::delegate_causal_lm!(QuantizedMistral);
 
-/// transformers' MistralConfig default.
-const DEFAULT_ROPE_BASE: f64 = 10_000.0;
+/// As Llama; transformers' MistralConfig rope default.
+const OPTIONS: LlamaOptions = LlamaOptions {
+    rope: RopeLayout::Interleaved,
+    qkv_bias: false,
+    qk_norm: false,
+    default_rope_base: 10_000.0,
+};
 
 impl QuantizedMistral {
-    /// Loads the tensors and hyper-parameters from the GGUF file.
-    pub fn load(source: &ModelSource, device: &Device) -> Result<Self> {
-        let g = source.expect_gguf(Self::ENTRY.name)?;
-        let info = ModelInfo::from_gguf(g, device)?;
-        let decoder = LlamaDecoder::from_gguf(g, "llama", true, DEFAULT_ROPE_BASE, device)?;
-        Ok(Self { decoder, info })
-    }
-}
-
-impl CausalLM for QuantizedMistral {
-    fn forward(&mut self, input_ids: &Tensor, seqlen_offset: usize) -> Result<Tensor> {
-        self.decoder.forward(input_ids, seqlen_offset)
+    fn load(g: &GgufSource, device: &Device) -> Result<Self> {
+        LlamaDecoder::load(g, &OPTIONS, device).map(Self)
     }
 
-    fn reset_cache(&mut self) -> Result<()> {
-        self.decoder.reset();
-        Ok(())
+    /// A dense `llama` GGUF (not one `quantized-mixtral` claims) named Mistral.
+    fn is_mistral(g: &GgufSource) -> bool {
+        !detect::has_experts(g) && detect::named(g, "mistral")
     }
-
-    zoo_core::causal_lm_info!(info);
-}
-
-/// A dense `llama` GGUF (not one `quantized-mixtral` claims) named Mistral.
-pub fn is_mistral(source: &ModelSource) -> bool {
-    !super::quantized_mixtral::is_mixtral(source)
-        && source.as_gguf().is_some_and(|g| {
-            ["general.basename", "general.name"].iter().any(|k| {
-                g.str_opt(k)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|n| n.to_ascii_lowercase().contains("mistral"))
-            })
-        })
 }

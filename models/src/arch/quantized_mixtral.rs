@@ -8,12 +8,12 @@
 //! `quantized_llama` reads only the old per-expert tensors (`blk.N.ffn_gate.E.weight`)
 //! while current llama.cpp stacks the experts (`blk.N.ffn_gate_exps.weight`); both load.
 
-use candle_core::{Device, Tensor};
-use zoo_core::registry::Registered;
-use zoo_core::{CausalLM, ModelInfo, ModelSource, Result};
+use zoo_core::{Device, GgufSource, Result};
 use zoo_macros::register_model;
 
-use crate::llama_decoder::LlamaDecoder;
+use crate::adapters::Decoded;
+use crate::detect::has_experts;
+use crate::llama_decoder::{LlamaDecoder, LlamaOptions, RopeLayout};
 
 /// Mixtral (GGUF, quantized weights, sparse mixture of experts).
 #[register_model(
@@ -21,42 +21,21 @@ use crate::llama_decoder::LlamaDecoder;
     format = gguf,
     gguf_architectures = ["llama"],
     load = QuantizedMixtral::load,
-    detect = is_mixtral,
+    detect = has_experts,
 )]
-pub struct QuantizedMixtral {
-    decoder: LlamaDecoder,
-    info: ModelInfo,
-}
+pub struct QuantizedMixtral(Decoded<LlamaDecoder>);
+zoo_core::delegate_causal_lm!(QuantizedMixtral);
 
-/// transformers' MixtralConfig default.
-const DEFAULT_ROPE_BASE: f64 = 1_000_000.0;
+/// As Llama, with the experts the file declares; transformers' MixtralConfig rope default.
+const OPTIONS: LlamaOptions = LlamaOptions {
+    rope: RopeLayout::Interleaved,
+    qkv_bias: false,
+    qk_norm: false,
+    default_rope_base: 1_000_000.0,
+};
 
 impl QuantizedMixtral {
-    /// Loads the tensors and hyper-parameters from the GGUF file.
-    pub fn load(source: &ModelSource, device: &Device) -> Result<Self> {
-        let g = source.expect_gguf(Self::ENTRY.name)?;
-        let info = ModelInfo::from_gguf(g, device)?;
-        let decoder = LlamaDecoder::from_gguf(g, "llama", true, DEFAULT_ROPE_BASE, device)?;
-        Ok(Self { decoder, info })
+    fn load(g: &GgufSource, device: &Device) -> Result<Self> {
+        LlamaDecoder::load(g, &OPTIONS, device).map(Self)
     }
-}
-
-impl CausalLM for QuantizedMixtral {
-    fn forward(&mut self, input_ids: &Tensor, seqlen_offset: usize) -> Result<Tensor> {
-        self.decoder.forward(input_ids, seqlen_offset)
-    }
-
-    fn reset_cache(&mut self) -> Result<()> {
-        self.decoder.reset();
-        Ok(())
-    }
-
-    zoo_core::causal_lm_info!(info);
-}
-
-/// A `llama` GGUF with experts (`llama.expert_count` > 0).
-pub fn is_mixtral(source: &ModelSource) -> bool {
-    source
-        .as_gguf()
-        .is_some_and(|g| g.u64_opt("llama.expert_count").ok().flatten().unwrap_or(0) > 0)
 }

@@ -13,8 +13,7 @@ use std::sync::Arc;
 
 use candle_core::quantized::QTensor;
 use candle_core::{Device, Module, Tensor};
-use zoo_core::registry::Registered;
-use zoo_core::{last_position_logits, CausalLM, ModelInfo, ModelSource, Result};
+use zoo_core::{last_position_logits, CausalLM, ModelInfo, GgufSource, Result};
 use zoo_macros::register_model;
 
 use crate::layers::{
@@ -75,8 +74,7 @@ const DEFAULT_ROPE_BASE: f64 = 10_000.0;
 
 impl QuantizedPhi {
     /// Loads the tensors and hyper-parameters from the GGUF file.
-    pub fn load(source: &ModelSource, device: &Device) -> Result<Self> {
-        let g = source.expect_gguf(Self::ENTRY.name)?;
+    pub fn load(g: &GgufSource, device: &Device) -> Result<Self> {
         let info = ModelInfo::from_gguf(g, device)?;
         let heads = g.u64("phi2.attention.head_count")? as usize;
         let kv_heads = g

@@ -5,12 +5,11 @@
 //! halves. Built on zoo's Llama decoder (`llama_decoder.rs`): candle's
 //! `quantized_qwen2` expands the 151,936-token embedding to f32 (519 MiB for 0.5B).
 
-use candle_core::{Device, Tensor};
-use zoo_core::registry::Registered;
-use zoo_core::{CausalLM, ModelInfo, ModelSource, Result};
+use zoo_core::{Device, GgufSource, Result};
 use zoo_macros::register_model;
 
-use crate::llama_decoder::LlamaDecoder;
+use crate::adapters::Decoded;
+use crate::llama_decoder::{LlamaDecoder, LlamaOptions, RopeLayout};
 
 /// Qwen2 / Qwen2.5 (GGUF, quantized weights).
 #[register_model(
@@ -19,33 +18,19 @@ use crate::llama_decoder::LlamaDecoder;
     gguf_architectures = ["qwen2"],
     load = QuantizedQwen2::load,
 )]
-pub struct QuantizedQwen2 {
-    decoder: LlamaDecoder,
-    info: ModelInfo,
-}
+pub struct QuantizedQwen2(Decoded<LlamaDecoder>);
+zoo_core::delegate_causal_lm!(QuantizedQwen2);
 
-/// transformers' Qwen2Config default.
-const DEFAULT_ROPE_BASE: f64 = 10_000.0;
+/// Biases on q, k and v; NeoX rotary halves; transformers' Qwen2Config rope default.
+const OPTIONS: LlamaOptions = LlamaOptions {
+    rope: RopeLayout::Halves,
+    qkv_bias: true,
+    qk_norm: false,
+    default_rope_base: 10_000.0,
+};
 
 impl QuantizedQwen2 {
-    /// Loads the tensors and hyper-parameters from the GGUF file.
-    pub fn load(source: &ModelSource, device: &Device) -> Result<Self> {
-        let g = source.expect_gguf(Self::ENTRY.name)?;
-        let info = ModelInfo::from_gguf(g, device)?;
-        let decoder = LlamaDecoder::from_gguf(g, "qwen2", false, DEFAULT_ROPE_BASE, device)?;
-        Ok(Self { decoder, info })
+    fn load(g: &GgufSource, device: &Device) -> Result<Self> {
+        LlamaDecoder::load(g, &OPTIONS, device).map(Self)
     }
-}
-
-impl CausalLM for QuantizedQwen2 {
-    fn forward(&mut self, input_ids: &Tensor, seqlen_offset: usize) -> Result<Tensor> {
-        self.decoder.forward(input_ids, seqlen_offset)
-    }
-
-    fn reset_cache(&mut self) -> Result<()> {
-        self.decoder.reset();
-        Ok(())
-    }
-
-    zoo_core::causal_lm_info!(info);
 }

@@ -8,12 +8,11 @@
 //! f16 (logits off by ~1e-3 on the conformance fixture; positions above 2048 not even
 //! representable), and expands the embedding to f32.
 
-use candle_core::{Device, Tensor};
-use zoo_core::registry::Registered;
-use zoo_core::{CausalLM, ModelInfo, ModelSource, Result};
+use zoo_core::{Device, GgufSource, Result};
 use zoo_macros::register_model;
 
-use crate::llama_decoder::LlamaDecoder;
+use crate::adapters::Decoded;
+use crate::llama_decoder::{LlamaDecoder, LlamaOptions, RopeLayout};
 
 /// Qwen3 (GGUF, quantized weights).
 #[register_model(
@@ -22,33 +21,19 @@ use crate::llama_decoder::LlamaDecoder;
     gguf_architectures = ["qwen3"],
     load = QuantizedQwen3::load,
 )]
-pub struct QuantizedQwen3 {
-    decoder: LlamaDecoder,
-    info: ModelInfo,
-}
+pub struct QuantizedQwen3(Decoded<LlamaDecoder>);
+zoo_core::delegate_causal_lm!(QuantizedQwen3);
 
-/// transformers' Qwen3Config default.
-const DEFAULT_ROPE_BASE: f64 = 10_000.0;
+/// Per-head q/k RMS norms; NeoX rotary halves; transformers' Qwen3Config rope default.
+const OPTIONS: LlamaOptions = LlamaOptions {
+    rope: RopeLayout::Halves,
+    qkv_bias: false,
+    qk_norm: true,
+    default_rope_base: 10_000.0,
+};
 
 impl QuantizedQwen3 {
-    /// Loads the tensors and hyper-parameters from the GGUF file.
-    pub fn load(source: &ModelSource, device: &Device) -> Result<Self> {
-        let g = source.expect_gguf(Self::ENTRY.name)?;
-        let info = ModelInfo::from_gguf(g, device)?;
-        let decoder = LlamaDecoder::from_gguf(g, "qwen3", false, DEFAULT_ROPE_BASE, device)?;
-        Ok(Self { decoder, info })
+    fn load(g: &GgufSource, device: &Device) -> Result<Self> {
+        LlamaDecoder::load(g, &OPTIONS, device).map(Self)
     }
-}
-
-impl CausalLM for QuantizedQwen3 {
-    fn forward(&mut self, input_ids: &Tensor, seqlen_offset: usize) -> Result<Tensor> {
-        self.decoder.forward(input_ids, seqlen_offset)
-    }
-
-    fn reset_cache(&mut self) -> Result<()> {
-        self.decoder.reset();
-        Ok(())
-    }
-
-    zoo_core::causal_lm_info!(info);
 }

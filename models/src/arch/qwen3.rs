@@ -6,11 +6,13 @@
 //! Sliding-window attention (`use_sliding_window`) is not supported by candle's
 //! model; a config that enables it is refused at load.
 
-use candle_core::{Device, Tensor};
 use candle_transformers::models::qwen3 as candle_model;
+use serde_json::Value;
 use zoo_core::registry::Registered;
-use zoo_core::{last_position_logits, CausalLM, ModelInfo, ModelSource, Result};
+use zoo_core::{Device, Result, SafetensorsSource};
 use zoo_macros::register_model;
+
+use crate::adapters::{unsupported, CandleLm, ConfigQuirks};
 
 /// Qwen3 (safetensors, f32 on CPU).
 #[register_model(
@@ -20,45 +22,41 @@ use zoo_macros::register_model;
     model_types = ["qwen3"],
     load = Qwen3::load,
 )]
-pub struct Qwen3 {
-    model: candle_model::ModelForCausalLM,
-    info: ModelInfo,
-}
+pub struct Qwen3(CandleLm<candle_model::ModelForCausalLM>);
+zoo_core::delegate_causal_lm!(Qwen3);
 
 /// transformers' Qwen3Config default.
 const DEFAULT_ROPE_THETA: f64 = 10_000.0;
 
 impl Qwen3 {
-    /// Loads config.json and the safetensors weights (memory-mapped).
-    pub fn load(source: &ModelSource, device: &Device) -> Result<Self> {
-        let src = source.expect_safetensors(Self::ENTRY.name)?;
-        let info = src.model_info(Self::ENTRY.name, None, device)?;
-        #[allow(unused_mut)]
-        let mut config = src.normalised_config(Some(DEFAULT_ROPE_THETA))?;
+    fn load(src: &SafetensorsSource, device: &Device) -> Result<Self> {
+        let quirks = ConfigQuirks {
+            rope_theta: Some(DEFAULT_ROPE_THETA),
+            fix: Some(Self::fix_config),
+            ..ConfigQuirks::default()
+        };
+        CandleLm::load(
+            Self::ENTRY.name,
+            src,
+            device,
+            quirks,
+            candle_model::ModelForCausalLM::new,
+            candle_model::ModelForCausalLM::forward,
+            candle_model::ModelForCausalLM::clear_kv_cache,
+        )
+        .map(Self)
+    }
+
+    /// See the file's comment: candle's model has no sliding window.
+    fn fix_config(src: &SafetensorsSource, config: &mut Value) -> Result<()> {
         if config["use_sliding_window"].as_bool() == Some(true) {
-            return Err(zoo_core::Error::Config {
-                path: src.config_path.clone(),
-                what: "`qwen3` config".into(),
-                detail: "`use_sliding_window: true` is not supported".into(),
-                hint: "no released Qwen3 model uses it; set it to false if the model was trained without".into(),
-            });
+            return Err(unsupported(
+                src,
+                Self::ENTRY.name,
+                "`use_sliding_window: true` is not supported",
+                "no released Qwen3 model uses it; set it to false if the model was trained without",
+            ));
         }
-        let config: candle_model::Config = src.parse_config_value(Self::ENTRY.name, config)?;
-        let (vb, _dtype) = src.var_builder(device)?;
-        let model = candle_model::ModelForCausalLM::new(&config, vb)?;
-        Ok(Self { model, info })
-    }
-}
-
-impl CausalLM for Qwen3 {
-    fn forward(&mut self, input_ids: &Tensor, seqlen_offset: usize) -> Result<Tensor> {
-        last_position_logits(self.model.forward(input_ids, seqlen_offset)?)
-    }
-
-    fn reset_cache(&mut self) -> Result<()> {
-        self.model.clear_kv_cache();
         Ok(())
     }
-
-    zoo_core::causal_lm_info!(info);
 }

@@ -1,5 +1,5 @@
 mod a {
-    use zoo::{register_model, CausalLM, Device, ModelSource, Result, Tensor};
+    use zoo::{register_model, CausalLM, Device, Result, SafetensorsSource, Tensor};
     #[register_model(name = "alpha", format = safetensors, hf_architectures = ["AlphaForCausalLM"], load = M::load)]
     pub struct M;
         impl CausalLM for M {
@@ -12,12 +12,12 @@ mod a {
         fn device(&self) -> &Device { unimplemented!() }
     }
     impl M {
-        fn load(_: &ModelSource, _: &Device) -> Result<Self> { Ok(M) }
+        fn load(_: &SafetensorsSource, _: &Device) -> Result<Self> { Ok(M) }
     }
 }
 
 mod b {
-    use zoo::{register_model, CausalLM, Device, ModelSource, Result, Tensor};
+    use zoo::{register_model, CausalLM, Device, GgufSource, Result, Tensor};
     #[register_model(name = "alpha", format = gguf, gguf_architectures = ["beta"], load = N::load)]
     pub struct N;
         impl CausalLM for N {
@@ -30,7 +30,7 @@ mod b {
         fn device(&self) -> &Device { unimplemented!() }
     }
     impl N {
-        fn load(_: &ModelSource, _: &Device) -> Result<Self> { Ok(N) }
+        fn load(_: &GgufSource, _: &Device) -> Result<Self> { Ok(N) }
     }
 }
 

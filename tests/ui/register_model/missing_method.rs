@@ -1,4 +1,4 @@
-use zoo::{register_model, CausalLM, Device, ModelSource, Result, Tensor};
+use zoo::{register_model, CausalLM, Device, GgufSource, Result, Tensor};
 
 #[register_model(name = "m", format = gguf, gguf_architectures = ["m"], load = M::load)]
 pub struct M;
@@ -12,7 +12,7 @@ impl CausalLM for M {
     fn device(&self) -> &Device { unimplemented!() }
 }
 impl M {
-    fn load(_: &ModelSource, _: &Device) -> Result<Self> { Ok(M) }
+    fn load(_: &GgufSource, _: &Device) -> Result<Self> { Ok(M) }
 }
 
 fn main() {}

@@ -1,4 +1,4 @@
-use zoo::{register_model, CausalLM, Device, ModelSource, Result, Tensor};
+use zoo::{register_model, CausalLM, Device, Result, Tensor};
 
 #[register_model(name = "m", format = gguf, gguf_architectures = ["m"], load = M::open)]
 pub struct M;

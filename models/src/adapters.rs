@@ -1,0 +1,17 @@
+//! What an architecture file builds on, so that it states only what differs: its
+//! attribute, its config quirks and why it exists.
+//!
+//! - [`CandleLm`]: a candle-transformers model with the usual shape
+//!   (`new(&Config, VarBuilder)`, `forward(&ids, seqlen_offset)`, `clear_kv_cache()`)
+//!   and its config read from config.json.
+//! - [`Decoded`]: one of zoo's decoders (`llama_decoder`, `gemma_decoder`) with the
+//!   facts read at load.
+//!
+//! Both are [`ModelBody`]s: the architecture's newtype gets its `CausalLM` impl from
+//! `zoo_core::delegate_causal_lm!`.
+
+mod candle;
+mod decoded;
+
+pub use candle::{unsupported, CandleLm, ConfigQuirks};
+pub use decoded::{Decoded, Decoder};

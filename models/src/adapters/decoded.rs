@@ -1,0 +1,48 @@
+//! [`Decoded`]: one of zoo's decoders with the facts read at load.
+
+use candle_core::Tensor;
+use zoo_core::{Device, GgufSource, ModelBody, ModelInfo, Result};
+
+/// What zoo's decoders (`LlamaDecoder`, `GemmaDecoder`) do: a forward pass that
+/// returns the last position's f32 logits, and a cache that a reset empties.
+pub trait Decoder: Send {
+    fn forward(&mut self, input_ids: &Tensor, seqlen_offset: usize) -> Result<Tensor>;
+    fn reset(&mut self);
+}
+
+/// A decoder with the facts read at load: the body of an architecture built on it.
+pub struct Decoded<D> {
+    pub decoder: D,
+    pub info: ModelInfo,
+}
+
+impl<D> Decoded<D> {
+    /// The decoder of a GGUF file with the facts of its metadata
+    /// (`tokenizer.ggml.*`, `<arch>.context_length`).
+    pub fn from_gguf(
+        g: &GgufSource,
+        device: &Device,
+        decoder: impl FnOnce() -> Result<D>,
+    ) -> Result<Self> {
+        let info = ModelInfo::from_gguf(g, device)?;
+        Ok(Self {
+            decoder: decoder()?,
+            info,
+        })
+    }
+}
+
+impl<D: Decoder> ModelBody for Decoded<D> {
+    fn forward(&mut self, input_ids: &Tensor, seqlen_offset: usize) -> Result<Tensor> {
+        self.decoder.forward(input_ids, seqlen_offset)
+    }
+
+    fn reset_cache(&mut self) -> Result<()> {
+        self.decoder.reset();
+        Ok(())
+    }
+
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+}
