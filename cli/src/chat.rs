@@ -47,7 +47,11 @@ pub fn chat(a: ChatArgs) -> Result<()> {
             "",
         )?,
         // What the checkpoint said at load; the model is not opened again.
-        None => loaded.chat_template.as_ref().map_err(chat_template_error)?.clone(),
+        None => loaded
+            .chat_template
+            .as_ref()
+            .map_err(chat_template_error)?
+            .clone(),
     };
     let interrupted = Arc::new(AtomicBool::new(false));
     let flag = interrupted.clone();

@@ -9,8 +9,6 @@ pub mod chat;
 pub mod error;
 pub mod fetch;
 pub mod generate;
-pub mod gguf;
-pub mod hf_config;
 pub mod load;
 pub mod model;
 pub mod registry;
@@ -38,8 +36,8 @@ pub mod __private {
     };
     pub use crate::source::{GgufSource, SafetensorsSource};
     pub use crate::{ArchEntry, CausalLM, Device, Error, Format, ModelSource, Result, Tensor};
-    pub use std::vec::Vec;
     pub use inventory;
     pub use std::boxed::Box;
     pub use std::result::Result as StdResult;
+    pub use std::vec::Vec;
 }

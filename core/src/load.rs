@@ -5,9 +5,11 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 
-use crate::{registry, ArchEntry, ChatTemplate, Format, FromRegistry, ModelSource, Result, Tokenizer};
 #[cfg(doc)]
 use crate::Error;
+use crate::{
+    registry, ArchEntry, ChatTemplate, Format, FromRegistry, ModelSource, Result, Tokenizer,
+};
 
 /// How to load.
 #[derive(Debug, Clone)]
@@ -57,7 +59,10 @@ impl<M> std::fmt::Debug for Loaded<M> {
 /// Loads the checkpoint at `path` (a `.gguf` file, or a directory with config.json,
 /// `*.safetensors` and tokenizer.json) as `M`, detecting its format from content and
 /// its architecture from its metadata. `zoo::load` is this with `M = zoo::Model`.
-pub fn load_as<M: FromRegistry>(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Loaded<M>> {
+pub fn load_as<M: FromRegistry>(
+    path: impl AsRef<Path>,
+    options: &LoadOptions,
+) -> Result<Loaded<M>> {
     let path = path.as_ref();
     let _span = tracing::info_span!("load", path = %path.display()).entered();
     let started = std::time::Instant::now();

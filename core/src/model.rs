@@ -151,7 +151,6 @@ pub fn last_position_logits(logits: Tensor) -> Result<Tensor> {
     Ok(logits.contiguous()?)
 }
 
-
 /// The facts every [`CausalLM`] reports besides its forward pass, read once at load.
 #[derive(Debug, Clone)]
 pub struct ModelInfo {

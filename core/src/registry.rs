@@ -85,8 +85,11 @@ pub fn boxed<M: Registered>(model: M) -> Box<dyn CausalLM> {
 /// `model_enum!` (static dispatch for its own architectures), or `Box<dyn CausalLM>`.
 pub trait FromRegistry: CausalLM + Sized {
     /// Loads `source` through `entry`.
-    fn from_registry(entry: &'static ArchEntry, source: &ModelSource, device: &Device)
-        -> Result<Self>;
+    fn from_registry(
+        entry: &'static ArchEntry,
+        source: &ModelSource,
+        device: &Device,
+    ) -> Result<Self>;
 }
 
 impl FromRegistry for Box<dyn CausalLM> {

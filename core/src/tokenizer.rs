@@ -13,7 +13,7 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior};
 
-use crate::gguf::as_u64;
+use crate::source::as_u64;
 use crate::source::GgufSource;
 use crate::{Error, ModelSource, Result};
 

@@ -13,5 +13,6 @@
 mod candle;
 mod decoded;
 
-pub use candle::{unsupported, CandleLm, ConfigQuirks};
+pub(crate) use candle::candle_load;
+pub use candle::{refuse_sliding_window, unsupported, CandleLm, ConfigQuirks};
 pub use decoded::{Decoded, Decoder};

@@ -212,7 +212,6 @@ impl GemmaDecoder {
             hp,
         })
     }
-
 }
 
 impl Decoder for GemmaDecoder {
@@ -308,3 +307,16 @@ fn gguf_hparams(
         final_softcap: softcap("final_logit_softcapping")?,
     })
 }
+
+/// The load function of a Gemma GGUF architecture with its generation's defaults:
+/// `gemma_gguf_load!(QuantizedGemma3, DEFAULTS);`.
+macro_rules! gemma_gguf_load {
+    ($ty:ident, $defaults:expr) => {
+        impl $ty {
+            fn load(g: &zoo_core::GgufSource, device: &zoo_core::Device) -> zoo_core::Result<Self> {
+                $crate::gemma_decoder::GemmaDecoder::load(g, &$defaults, device).map(Self)
+            }
+        }
+    };
+}
+pub(crate) use gemma_gguf_load;

@@ -124,7 +124,11 @@ impl LlamaDecoder {
     /// Reads a GGUF whose keys are under its `general.architecture`, with the facts
     /// its architecture's file states; tensors the options do not expect, or missing
     /// ones they do, are errors.
-    pub(crate) fn from_gguf(g: &GgufSource, options: &LlamaOptions, device: &Device) -> Result<Self> {
+    pub(crate) fn from_gguf(
+        g: &GgufSource,
+        options: &LlamaOptions,
+        device: &Device,
+    ) -> Result<Self> {
         let prefix = g.architecture().unwrap_or_default();
         let key = |s: &str| format!("{prefix}.{s}");
         let heads = g.u64(&key("attention.head_count"))? as usize;
@@ -151,9 +155,11 @@ impl LlamaDecoder {
         let dense = |name: &str| -> Result<Tensor> { Ok(tensor(name)?.dequantize(device)?) };
         let norm = |name: &str| -> Result<RmsNorm> { Ok(RmsNorm::new(dense(name)?, eps)) };
         // A tensor the architecture's facts do not foresee is an error, not ignored.
-        let unexpected = |name: &str, fact: &str| Error::InvalidGguf {
+        let unexpected = |name: &str, fact: &str| {
+            Error::InvalidGguf {
             path: g.path.clone(),
             detail: format!("tensor `{name}` present, but this architecture has no {fact}; the file may be of another architecture (check `general.architecture`)"),
+        }
         };
         let linear = |name: &str| -> Result<QLinear> {
             let bias = format!("{name}.bias");
@@ -171,12 +177,8 @@ impl LlamaDecoder {
                 (false, false) => Ok(None),
             }
         };
-        let embed = Arc::new(tensor("token_embd.weight")?);
-        let output = if g.has_tensor("output.weight") {
-            qm(tensor("output.weight")?)?
-        } else {
-            QLinear::new(embed.clone())?
-        };
+        let (embed, output) =
+            crate::gguf_head::embedding_and_head(g, device, || qm(tensor("output.weight")?))?;
         let mut rope = RopeTable::new(head_dim, base as f32, 1.0, device)?;
         if g.has_tensor("rope_freqs.weight") {
             let f: Vec<f32> = dense("rope_freqs.weight")?
@@ -259,7 +261,6 @@ impl LlamaDecoder {
             RopeLayout::Halves => self.rope.apply(x, offset)?,
         })
     }
-
 }
 
 impl Decoder for LlamaDecoder {
@@ -337,3 +338,16 @@ fn moe(router: &QLinear, experts: &[Expert], k: usize, x: &Tensor) -> Result<Ten
     }
     Ok(out)
 }
+
+/// The load function of a GGUF architecture built on [`LlamaDecoder`] with its
+/// options: `llama_gguf_load!(QuantizedQwen2, OPTIONS);`.
+macro_rules! llama_gguf_load {
+    ($ty:ident, $options:expr) => {
+        impl $ty {
+            fn load(g: &zoo_core::GgufSource, device: &zoo_core::Device) -> zoo_core::Result<Self> {
+                $crate::llama_decoder::LlamaDecoder::load(g, &$options, device).map(Self)
+            }
+        }
+    };
+}
+pub(crate) use llama_gguf_load;

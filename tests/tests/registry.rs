@@ -114,7 +114,10 @@ fn downstream_crate_registers_and_loads_its_own_architecture() {
     // names it like a built-in one.
     assert!(matches!(l.model, zoo::Model::External { .. }));
     assert_eq!(l.model.arch(), Arch::External(entry));
-    assert_eq!(Arch::from_str("toy-bigram").unwrap().entry().module, entry.module);
+    assert_eq!(
+        Arch::from_str("toy-bigram").unwrap().entry().module,
+        entry.module
+    );
     assert!(Arch::all().iter().any(|a| a.name() == "toy-bigram"));
     assert!(!Arch::ALL.iter().any(|a| a.name() == "toy-bigram"));
     // What the checkpoint said at load: no tokenizer_config.json, so no chat template.

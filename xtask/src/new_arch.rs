@@ -109,10 +109,10 @@ fn arch_file(o: &Opts) -> String {
 //! decoder (`llama_decoder.rs`); its facts are the options below: check each against
 //! llama.cpp's graph for `{g}` and say here what differs from Llama.
 
-use zoo_core::{{Device, GgufSource, Result}};
 use zoo_macros::register_model;
 
-use crate::llama_decoder::{{LlamaDecoder, LlamaOptions, RopeLayout}};
+use crate::adapters::Decoded;
+use crate::llama_decoder::{{llama_gguf_load, LlamaDecoder, LlamaOptions, RopeLayout}};
 
 /// {ty} (GGUF, quantized weights).
 #[register_model(
@@ -121,7 +121,7 @@ use crate::llama_decoder::{{LlamaDecoder, LlamaOptions, RopeLayout}};
     gguf_architectures = ["{g}"],
     load = {ty}::load,
 )]
-pub struct {ty}(crate::adapters::Decoded<LlamaDecoder>);
+pub struct {ty}(Decoded<LlamaDecoder>);
 zoo_core::delegate_causal_lm!({ty});
 
 /// The rotary layout llama.cpp's converter writes for `{g}`, which projections carry
@@ -134,11 +134,7 @@ const OPTIONS: LlamaOptions = LlamaOptions {{
     default_rope_base: 10_000.0,
 }};
 
-impl {ty} {{
-    fn load(g: &GgufSource, device: &Device) -> Result<Self> {{
-        LlamaDecoder::load(g, &OPTIONS, device).map(Self)
-    }}
-}}
+llama_gguf_load!({ty}, OPTIONS);
 "#,
             name = o.name,
         )
@@ -151,11 +147,9 @@ impl {ty} {{
 //! measures the difference); this file only maps the registry and config.json to it.
 
 use candle_transformers::models::{candle} as candle_model;
-use zoo_core::registry::Registered;
-use zoo_core::{{Device, Result, SafetensorsSource}};
 use zoo_macros::register_model;
 
-use crate::adapters::{{CandleLm, ConfigQuirks}};
+use crate::adapters::{{candle_load, CandleLm, ConfigQuirks}};
 
 /// {ty} (safetensors, f32 on CPU).
 #[register_model(
@@ -168,23 +162,9 @@ use crate::adapters::{{CandleLm, ConfigQuirks}};
 pub struct {ty}(CandleLm<candle_model::Model>);
 zoo_core::delegate_causal_lm!({ty});
 
-impl {ty} {{
-    fn load(src: &SafetensorsSource, device: &Device) -> Result<Self> {{
-        // A config.json without rope_theta is an error: set `rope_theta` here to the
-        // default transformers' config class documents, if it has one.
-        let quirks = ConfigQuirks::default();
-        CandleLm::load(
-            Self::ENTRY.name,
-            src,
-            device,
-            quirks,
-            candle_model::Model::new,
-            candle_model::Model::forward,
-            candle_model::Model::clear_kv_cache,
-        )
-        .map(Self)
-    }}
-}}
+// A config.json without rope_theta is an error: set `rope_theta` in the quirks to the
+// default transformers' config class documents, if it has one.
+candle_load!({ty}, candle_model::Model, ConfigQuirks::default());
 "#,
             archs = [o.hf_arch.as_deref(), o.model_type.as_deref()]
                 .into_iter()

@@ -176,7 +176,10 @@ mod tests {
         let mut shared = Vec::new();
         rust_files(&root.join("models/src"), &mut shared);
         let mut bad = Vec::new();
-        for p in shared.iter().filter(|p| !p.starts_with(root.join("models/src/arch"))) {
+        for p in shared
+            .iter()
+            .filter(|p| !p.starts_with(root.join("models/src/arch")))
+        {
             if p.ends_with("models/src/arch.rs") {
                 continue;
             }

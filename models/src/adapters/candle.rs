@@ -20,12 +20,19 @@ pub struct ConfigQuirks {
     /// Edits of the (normalised) config.json, or a clear error for what candle's model
     /// cannot compute.
     pub fix: Option<fn(&SafetensorsSource, &mut Value) -> Result<()>>,
+    /// candle's model masks config.json's `sliding_window` wrongly (or not at all) once a
+    /// sequence is longer than it: such a sequence is refused with
+    /// [`zoo_core::Error::PromptTooLong`] instead of computed wrongly. Read before `fix`.
+    pub refuse_past_sliding_window: bool,
 }
 
 /// A candle-transformers model `M` with the facts read at load.
 pub struct CandleLm<M> {
     model: M,
     info: ModelInfo,
+    /// The positions candle's model computes correctly (see
+    /// [`ConfigQuirks::refuse_past_sliding_window`]).
+    max_positions: Option<usize>,
     forward: fn(&mut M, &Tensor, usize) -> candle_core::Result<Tensor>,
     clear: fn(&mut M),
 }
@@ -45,6 +52,10 @@ impl<M: Send> CandleLm<M> {
     ) -> Result<Self> {
         let info = src.model_info(arch, quirks.context_length, device)?;
         let mut config = src.normalised_config(quirks.rope_theta)?;
+        let max_positions = match quirks.refuse_past_sliding_window {
+            true => config["sliding_window"].as_u64().map(|w| w as usize),
+            false => None,
+        };
         if let Some(fix) = quirks.fix {
             fix(src, &mut config)?;
         }
@@ -53,6 +64,7 @@ impl<M: Send> CandleLm<M> {
         Ok(Self {
             model: new(&config, vb)?,
             info,
+            max_positions,
             forward,
             clear,
         })
@@ -61,6 +73,15 @@ impl<M: Send> CandleLm<M> {
 
 impl<M: Send> ModelBody for CandleLm<M> {
     fn forward(&mut self, input_ids: &Tensor, seqlen_offset: usize) -> Result<Tensor> {
+        if let Some(w) = self.max_positions {
+            let end = seqlen_offset + input_ids.dim(1)?;
+            if end > w {
+                return Err(zoo_core::Error::PromptTooLong {
+                    prompt_tokens: end,
+                    context_length: w,
+                });
+            }
+        }
         last_position_logits((self.forward)(&mut self.model, input_ids, seqlen_offset)?)
     }
 
@@ -88,3 +109,57 @@ pub fn unsupported(
         hint: hint.into(),
     }
 }
+
+/// Config quirk shared by architectures whose candle model has no sliding window
+/// (Qwen2, Qwen3): `use_sliding_window: true` is refused rather than computed
+/// without the window. No released model of these architectures uses it.
+pub fn refuse_sliding_window(src: &SafetensorsSource, config: &mut Value) -> Result<()> {
+    if config["use_sliding_window"].as_bool() == Some(true) {
+        let arch = config["model_type"].as_str().unwrap_or("this architecture");
+        return Err(unsupported(
+            src,
+            arch,
+            "`use_sliding_window: true` is not supported",
+            "no released model of this architecture uses it; set it to false if the model was trained without",
+        ));
+    }
+    Ok(())
+}
+
+/// The load function of an architecture that is a candle-transformers model with the
+/// usual shape (`new(&Config, VarBuilder)`, `forward(&ids, seqlen_offset)`,
+/// `clear_kv_cache()`), given its config quirks:
+///
+/// ```text
+/// pub struct Helium(CandleLm<candle_model::Model>);
+/// zoo_core::delegate_causal_lm!(Helium);
+/// candle_load!(Helium, candle_model::Model, ConfigQuirks::default());
+/// ```
+///
+/// `new = expr` gives the constructor where candle's takes more than the config and
+/// the weights (`|c, vb| gemma::Model::new(false, c, vb)`).
+macro_rules! candle_load {
+    ($ty:ident, $model:ty, $quirks:expr) => {
+        $crate::adapters::candle_load!($ty, $model, $quirks, new = <$model>::new);
+    };
+    ($ty:ident, $model:ty, $quirks:expr, new = $new:expr) => {
+        impl $ty {
+            fn load(
+                src: &zoo_core::SafetensorsSource,
+                device: &zoo_core::Device,
+            ) -> zoo_core::Result<Self> {
+                $crate::adapters::CandleLm::load(
+                    <Self as zoo_core::registry::Registered>::ENTRY.name,
+                    src,
+                    device,
+                    $quirks,
+                    $new,
+                    <$model>::forward,
+                    <$model>::clear_kv_cache,
+                )
+                .map(Self)
+            }
+        }
+    };
+}
+pub(crate) use candle_load;

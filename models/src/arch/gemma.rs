@@ -6,11 +6,10 @@
 
 use candle_transformers::models::gemma as candle_model;
 use serde_json::{json, Value};
-use zoo_core::registry::Registered;
-use zoo_core::{Device, Result, SafetensorsSource};
+use zoo_core::{Result, SafetensorsSource};
 use zoo_macros::register_model;
 
-use crate::adapters::{CandleLm, ConfigQuirks};
+use crate::adapters::{candle_load, CandleLm, ConfigQuirks};
 
 /// Gemma (safetensors, f32 on CPU).
 #[register_model(
@@ -26,25 +25,19 @@ zoo_core::delegate_causal_lm!(Gemma);
 /// transformers' GemmaConfig default.
 const DEFAULT_ROPE_THETA: f64 = 10_000.0;
 
-impl Gemma {
-    fn load(src: &SafetensorsSource, device: &Device) -> Result<Self> {
-        let quirks = ConfigQuirks {
-            rope_theta: Some(DEFAULT_ROPE_THETA),
-            context_length: Some(8192),
-            fix: Some(Self::fix_config),
-        };
-        CandleLm::load(
-            Self::ENTRY.name,
-            src,
-            device,
-            quirks,
-            |c, vb| candle_model::Model::new(false, c, vb),
-            candle_model::Model::forward,
-            candle_model::Model::clear_kv_cache,
-        )
-        .map(Self)
-    }
+candle_load!(
+    Gemma,
+    candle_model::Model,
+    ConfigQuirks {
+        rope_theta: Some(DEFAULT_ROPE_THETA),
+        context_length: Some(8192),
+        fix: Some(Gemma::fix_config),
+        ..ConfigQuirks::default()
+    },
+    new = |c, vb| candle_model::Model::new(false, c, vb)
+);
 
+impl Gemma {
     /// transformers uses `hidden_activation` (gelu_pytorch_tanh when absent) and keeps
     /// the legacy `hidden_act` only for old configs; candle refuses both at once.
     fn fix_config(_: &SafetensorsSource, config: &mut Value) -> Result<()> {

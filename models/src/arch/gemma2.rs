@@ -7,11 +7,10 @@
 //! window local and global attention agree, so a sequence longer than the window
 //! (4096 in the released models) is refused with an error instead of computed wrongly.
 
-use candle_core::{Device, Tensor};
 use candle_transformers::models::gemma2 as candle_model;
-use zoo_core::registry::Registered;
-use zoo_core::{last_position_logits, CausalLM, ModelInfo, Result, SafetensorsSource};
 use zoo_macros::register_model;
+
+use crate::adapters::{candle_load, CandleLm, ConfigQuirks};
 
 /// Gemma 2 (safetensors, f32 on CPU).
 #[register_model(
@@ -21,51 +20,20 @@ use zoo_macros::register_model;
     model_types = ["gemma2"],
     load = Gemma2::load,
 )]
-pub struct Gemma2 {
-    model: candle_model::Model,
-    /// The local layers' sliding window; see `forward`.
-    window: Option<usize>,
-    info: ModelInfo,
-}
+pub struct Gemma2(CandleLm<candle_model::Model>);
+zoo_core::delegate_causal_lm!(Gemma2);
 
 /// transformers' Gemma2Config default.
 const DEFAULT_ROPE_THETA: f64 = 10_000.0;
 
-impl Gemma2 {
-    /// Loads config.json and the safetensors weights (memory-mapped).
-    pub fn load(src: &SafetensorsSource, device: &Device) -> Result<Self> {
-        let info = src.model_info(Self::ENTRY.name, Some(8192), device)?;
-        let config = src.normalised_config(Some(DEFAULT_ROPE_THETA))?;
-        let window = config["sliding_window"].as_u64().map(|w| w as usize);
-        let config: candle_model::Config = src.parse_config_value(Self::ENTRY.name, config)?;
-        let (vb, _dtype) = src.var_builder(device)?;
-        let model = candle_model::Model::new(false, &config, vb)?;
-        Ok(Self {
-            model,
-            window,
-            info,
-        })
-    }
-}
-
-impl CausalLM for Gemma2 {
-    fn forward(&mut self, input_ids: &Tensor, seqlen_offset: usize) -> Result<Tensor> {
-        if let Some(w) = self.window {
-            let end = seqlen_offset + input_ids.dim(1)?;
-            if end > w {
-                return Err(zoo_core::Error::PromptTooLong {
-                    prompt_tokens: end,
-                    context_length: w,
-                });
-            }
-        }
-        last_position_logits(self.model.forward(input_ids, seqlen_offset)?)
-    }
-
-    fn reset_cache(&mut self) -> Result<()> {
-        self.model.clear_kv_cache();
-        Ok(())
-    }
-
-    zoo_core::causal_lm_info!(info);
-}
+candle_load!(
+    Gemma2,
+    candle_model::Model,
+    ConfigQuirks {
+        rope_theta: Some(DEFAULT_ROPE_THETA),
+        context_length: Some(8192),
+        refuse_past_sliding_window: true,
+        ..ConfigQuirks::default()
+    },
+    new = |c, vb| candle_model::Model::new(false, c, vb)
+);

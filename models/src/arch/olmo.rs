@@ -5,11 +5,9 @@
 //! measures the difference); this file only maps the registry and config.json to it.
 
 use candle_transformers::models::olmo as candle_model;
-use zoo_core::registry::Registered;
-use zoo_core::{Device, Result, SafetensorsSource};
 use zoo_macros::register_model;
 
-use crate::adapters::{CandleLm, ConfigQuirks};
+use crate::adapters::{candle_load, CandleLm, ConfigQuirks};
 
 /// Olmo (safetensors, f32 on CPU).
 #[register_model(
@@ -22,18 +20,4 @@ use crate::adapters::{CandleLm, ConfigQuirks};
 pub struct Olmo(CandleLm<candle_model::Model>);
 zoo_core::delegate_causal_lm!(Olmo);
 
-impl Olmo {
-    fn load(src: &SafetensorsSource, device: &Device) -> Result<Self> {
-        let quirks = ConfigQuirks::default();
-        CandleLm::load(
-            Self::ENTRY.name,
-            src,
-            device,
-            quirks,
-            candle_model::Model::new,
-            candle_model::Model::forward,
-            candle_model::Model::clear_kv_cache,
-        )
-        .map(Self)
-    }
-}
+candle_load!(Olmo, candle_model::Model, ConfigQuirks::default());

@@ -5,11 +5,10 @@
 //! decoder (`gemma_decoder.rs`): candle-transformers 0.11.1 has no quantized Gemma 1
 //! (its `quantized_gemma3` wants the Gemma 3 norms).
 
-use zoo_core::{Device, GgufSource, Result};
 use zoo_macros::register_model;
 
 use crate::adapters::Decoded;
-use crate::gemma_decoder::{GemmaDecoder, GemmaDefaults};
+use crate::gemma_decoder::{gemma_gguf_load, GemmaDecoder, GemmaDefaults};
 
 /// Gemma (GGUF, quantized weights).
 #[register_model(
@@ -28,8 +27,4 @@ const DEFAULTS: GemmaDefaults = GemmaDefaults {
     rope_base_local: 10_000.0,
 };
 
-impl QuantizedGemma {
-    fn load(g: &GgufSource, device: &Device) -> Result<Self> {
-        GemmaDecoder::load(g, &DEFAULTS, device).map(Self)
-    }
-}
+gemma_gguf_load!(QuantizedGemma, DEFAULTS);

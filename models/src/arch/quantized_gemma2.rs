@@ -6,11 +6,10 @@
 //! soft-capping and sliding-window local layers; candle-transformers 0.11.1 has no
 //! quantized Gemma 2.
 
-use zoo_core::{Device, GgufSource, Result};
 use zoo_macros::register_model;
 
 use crate::adapters::Decoded;
-use crate::gemma_decoder::{GemmaDecoder, GemmaDefaults};
+use crate::gemma_decoder::{gemma_gguf_load, GemmaDecoder, GemmaDefaults};
 
 /// Gemma 2 (GGUF, quantized weights).
 #[register_model(
@@ -30,8 +29,4 @@ const DEFAULTS: GemmaDefaults = GemmaDefaults {
     rope_base_local: 10_000.0,
 };
 
-impl QuantizedGemma2 {
-    fn load(g: &GgufSource, device: &Device) -> Result<Self> {
-        GemmaDecoder::load(g, &DEFAULTS, device).map(Self)
-    }
-}
+gemma_gguf_load!(QuantizedGemma2, DEFAULTS);

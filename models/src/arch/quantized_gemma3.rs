@@ -9,11 +9,10 @@
 //! 22.9; candle issue 3745, fix 3747 unmerged), has no `clear_kv_cache`, mis-masks the
 //! sliding window and allocates ~2.3 GiB of rotary tables for the 270M model.
 
-use zoo_core::{Device, GgufSource, Result};
 use zoo_macros::register_model;
 
 use crate::adapters::Decoded;
-use crate::gemma_decoder::{GemmaDecoder, GemmaDefaults};
+use crate::gemma_decoder::{gemma_gguf_load, GemmaDecoder, GemmaDefaults};
 
 /// Gemma 3 (GGUF, quantized weights), text only.
 #[register_model(
@@ -33,8 +32,4 @@ const DEFAULTS: GemmaDefaults = GemmaDefaults {
     rope_base_local: 10_000.0,
 };
 
-impl QuantizedGemma3 {
-    fn load(g: &GgufSource, device: &Device) -> Result<Self> {
-        GemmaDecoder::load(g, &DEFAULTS, device).map(Self)
-    }
-}
+gemma_gguf_load!(QuantizedGemma3, DEFAULTS);

@@ -6,11 +6,10 @@
 //! Reference implementation: llama.cpp (`src/models/llama.cpp`). Built on zoo's
 //! Llama decoder (`llama_decoder.rs`; see there why not candle's `quantized_llama`).
 
-use zoo_core::{Device, GgufSource, Result};
 use zoo_macros::register_model;
 
 use crate::adapters::Decoded;
-use crate::llama_decoder::{LlamaDecoder, LlamaOptions, RopeLayout};
+use crate::llama_decoder::{llama_gguf_load, LlamaDecoder, LlamaOptions, RopeLayout};
 
 /// Llama (GGUF, quantized weights).
 #[register_model(
@@ -30,8 +29,4 @@ const OPTIONS: LlamaOptions = LlamaOptions {
     default_rope_base: 10_000.0,
 };
 
-impl QuantizedLlama {
-    fn load(g: &GgufSource, device: &Device) -> Result<Self> {
-        LlamaDecoder::load(g, &OPTIONS, device).map(Self)
-    }
-}
+llama_gguf_load!(QuantizedLlama, OPTIONS);

@@ -7,12 +7,12 @@
 //! Paper: "Mistral 7B" (Jiang et al., 2023). Reference implementation: llama.cpp
 //! (`src/models/llama.cpp`). Built on zoo's Llama decoder (`llama_decoder.rs`).
 
-use zoo_core::{Device, GgufSource, Result};
+use zoo_core::GgufSource;
 use zoo_macros::register_model;
 
 use crate::adapters::Decoded;
 use crate::detect;
-use crate::llama_decoder::{LlamaDecoder, LlamaOptions, RopeLayout};
+use crate::llama_decoder::{llama_gguf_load, LlamaDecoder, LlamaOptions, RopeLayout};
 
 /// Mistral (GGUF, quantized weights).
 #[register_model(
@@ -33,11 +33,9 @@ const OPTIONS: LlamaOptions = LlamaOptions {
     default_rope_base: 10_000.0,
 };
 
-impl QuantizedMistral {
-    fn load(g: &GgufSource, device: &Device) -> Result<Self> {
-        LlamaDecoder::load(g, &OPTIONS, device).map(Self)
-    }
+llama_gguf_load!(QuantizedMistral, OPTIONS);
 
+impl QuantizedMistral {
     /// A dense `llama` GGUF (not one `quantized-mixtral` claims) named Mistral.
     fn is_mistral(g: &GgufSource) -> bool {
         !detect::has_experts(g) && detect::named(g, "mistral")

@@ -8,12 +8,11 @@
 //! `quantized_llama` reads only the old per-expert tensors (`blk.N.ffn_gate.E.weight`)
 //! while current llama.cpp stacks the experts (`blk.N.ffn_gate_exps.weight`); both load.
 
-use zoo_core::{Device, GgufSource, Result};
 use zoo_macros::register_model;
 
 use crate::adapters::Decoded;
 use crate::detect::has_experts;
-use crate::llama_decoder::{LlamaDecoder, LlamaOptions, RopeLayout};
+use crate::llama_decoder::{llama_gguf_load, LlamaDecoder, LlamaOptions, RopeLayout};
 
 /// Mixtral (GGUF, quantized weights, sparse mixture of experts).
 #[register_model(
@@ -34,8 +33,4 @@ const OPTIONS: LlamaOptions = LlamaOptions {
     default_rope_base: 1_000_000.0,
 };
 
-impl QuantizedMixtral {
-    fn load(g: &GgufSource, device: &Device) -> Result<Self> {
-        LlamaDecoder::load(g, &OPTIONS, device).map(Self)
-    }
-}
+llama_gguf_load!(QuantizedMixtral, OPTIONS);

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use candle_core::quantized::QTensor;
 use candle_core::{Device, Module, Tensor};
-use zoo_core::{last_position_logits, CausalLM, ModelInfo, GgufSource, Result};
+use zoo_core::{last_position_logits, CausalLM, GgufSource, ModelInfo, Result};
 use zoo_macros::register_model;
 
 use crate::layers::{
@@ -108,12 +108,7 @@ impl QuantizedPhi {
                 eps,
             })
         };
-        let embed = Arc::new(g.tensor("token_embd.weight", device)?);
-        let output = if g.has_tensor("output.weight") {
-            linear("output")?
-        } else {
-            QLinear::new(embed.clone())?
-        };
+        let (embed, output) = crate::gguf_head::embedding_and_head(g, device, || linear("output"))?;
         let blocks = g.u64("phi2.block_count")? as usize;
         let mut layers = Vec::with_capacity(blocks);
         for i in 0..blocks {

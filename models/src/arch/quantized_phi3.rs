@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use candle_core::quantized::QTensor;
 use candle_core::{Device, Module, Tensor};
-use zoo_core::{last_position_logits, CausalLM, Error, ModelInfo, GgufSource, Result};
+use zoo_core::{last_position_logits, CausalLM, Error, GgufSource, ModelInfo, Result};
 use zoo_macros::register_model;
 
 use crate::layers::{
@@ -99,12 +99,8 @@ impl QuantizedPhi3 {
                 eps,
             ))
         };
-        let embed = Arc::new(g.tensor("token_embd.weight", device)?);
-        let output = if g.has_tensor("output.weight") {
-            qm("output.weight")?
-        } else {
-            QLinear::new(embed.clone())?
-        };
+        let (embed, output) =
+            crate::gguf_head::embedding_and_head(g, device, || qm("output.weight"))?;
         let blocks = g.u64("phi3.block_count")? as usize;
         let mut layers = Vec::with_capacity(blocks);
         for i in 0..blocks {

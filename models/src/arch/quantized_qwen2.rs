@@ -5,11 +5,10 @@
 //! halves. Built on zoo's Llama decoder (`llama_decoder.rs`): candle's
 //! `quantized_qwen2` expands the 151,936-token embedding to f32 (519 MiB for 0.5B).
 
-use zoo_core::{Device, GgufSource, Result};
 use zoo_macros::register_model;
 
 use crate::adapters::Decoded;
-use crate::llama_decoder::{LlamaDecoder, LlamaOptions, RopeLayout};
+use crate::llama_decoder::{llama_gguf_load, LlamaDecoder, LlamaOptions, RopeLayout};
 
 /// Qwen2 / Qwen2.5 (GGUF, quantized weights).
 #[register_model(
@@ -29,8 +28,4 @@ const OPTIONS: LlamaOptions = LlamaOptions {
     default_rope_base: 10_000.0,
 };
 
-impl QuantizedQwen2 {
-    fn load(g: &GgufSource, device: &Device) -> Result<Self> {
-        LlamaDecoder::load(g, &OPTIONS, device).map(Self)
-    }
-}
+llama_gguf_load!(QuantizedQwen2, OPTIONS);

@@ -8,11 +8,10 @@
 //! f16 (logits off by ~1e-3 on the conformance fixture; positions above 2048 not even
 //! representable), and expands the embedding to f32.
 
-use zoo_core::{Device, GgufSource, Result};
 use zoo_macros::register_model;
 
 use crate::adapters::Decoded;
-use crate::llama_decoder::{LlamaDecoder, LlamaOptions, RopeLayout};
+use crate::llama_decoder::{llama_gguf_load, LlamaDecoder, LlamaOptions, RopeLayout};
 
 /// Qwen3 (GGUF, quantized weights).
 #[register_model(
@@ -32,8 +31,4 @@ const OPTIONS: LlamaOptions = LlamaOptions {
     default_rope_base: 10_000.0,
 };
 
-impl QuantizedQwen3 {
-    fn load(g: &GgufSource, device: &Device) -> Result<Self> {
-        LlamaDecoder::load(g, &OPTIONS, device).map(Self)
-    }
-}
+llama_gguf_load!(QuantizedQwen3, OPTIONS);

@@ -11,11 +11,10 @@
 
 use candle_transformers::models::qwen2 as candle_model;
 use serde_json::{json, Value};
-use zoo_core::registry::Registered;
-use zoo_core::{Device, Result, SafetensorsSource};
+use zoo_core::{Result, SafetensorsSource};
 use zoo_macros::register_model;
 
-use crate::adapters::{unsupported, CandleLm, ConfigQuirks};
+use crate::adapters::{candle_load, refuse_sliding_window, CandleLm, ConfigQuirks};
 
 /// Qwen2 / Qwen2.5 (safetensors, f32 on CPU).
 #[register_model(
@@ -31,35 +30,20 @@ zoo_core::delegate_causal_lm!(Qwen2);
 /// transformers' Qwen2Config default.
 const DEFAULT_ROPE_THETA: f64 = 10_000.0;
 
-impl Qwen2 {
-    fn load(src: &SafetensorsSource, device: &Device) -> Result<Self> {
-        let quirks = ConfigQuirks {
-            rope_theta: Some(DEFAULT_ROPE_THETA),
-            fix: Some(Self::fix_config),
-            ..ConfigQuirks::default()
-        };
-        CandleLm::load(
-            Self::ENTRY.name,
-            src,
-            device,
-            quirks,
-            candle_model::ModelForCausalLM::new,
-            candle_model::ModelForCausalLM::forward,
-            candle_model::ModelForCausalLM::clear_kv_cache,
-        )
-        .map(Self)
+candle_load!(
+    Qwen2,
+    candle_model::ModelForCausalLM,
+    ConfigQuirks {
+        rope_theta: Some(DEFAULT_ROPE_THETA),
+        fix: Some(Qwen2::fix_config),
+        ..ConfigQuirks::default()
     }
+);
 
+impl Qwen2 {
     /// See the file's comment: the window opened to the whole context, or an error.
     fn fix_config(src: &SafetensorsSource, config: &mut Value) -> Result<()> {
-        if config["use_sliding_window"].as_bool() == Some(true) {
-            return Err(unsupported(
-                src,
-                Self::ENTRY.name,
-                "`use_sliding_window: true` is not supported",
-                "no released Qwen2 model uses it; set it to false if the model was trained without",
-            ));
-        }
+        refuse_sliding_window(src, config)?;
         config["sliding_window"] = json!(usize::MAX / 4);
         Ok(())
     }

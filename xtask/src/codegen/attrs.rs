@@ -39,16 +39,19 @@ fn read(module: &str, ty: &str, src: &str) -> Result<ArchFacts> {
         .items
         .iter()
         .find_map(|item| match item {
-            syn::Item::Struct(s) if s.ident == ty => {
-                Some((&s.attrs, quote_fields(&s.fields)))
-            }
+            syn::Item::Struct(s) if s.ident == ty => Some((&s.attrs, quote_fields(&s.fields))),
             syn::Item::Enum(e) if e.ident == ty => Some((&e.attrs, String::new())),
             _ => None,
         })
         .context("the registered type")?;
     let attr = attrs
         .iter()
-        .find(|a| a.path().segments.last().is_some_and(|s| s.ident == "register_model"))
+        .find(|a| {
+            a.path()
+                .segments
+                .last()
+                .is_some_and(|s| s.ident == "register_model")
+        })
         .context("#[register_model]")?;
     let metas = attr.parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated)?;
     let mut f = ArchFacts {
@@ -64,7 +67,11 @@ fn read(module: &str, ty: &str, src: &str) -> Result<ArchFacts> {
     };
     for m in metas {
         let Meta::NameValue(nv) = m else { continue };
-        let key = nv.path.get_ident().map(|i| i.to_string()).unwrap_or_default();
+        let key = nv
+            .path
+            .get_ident()
+            .map(|i| i.to_string())
+            .unwrap_or_default();
         match key.as_str() {
             "name" => f.name = string(&nv.value)?,
             "format" => f.format = path_name(&nv.value)?,

@@ -28,9 +28,12 @@ pub fn render(root: &Path) -> Result<Vec<(PathBuf, String)>> {
         ),
     ] {
         let path = root.join(file);
-        let text =
-            std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        out.push((path.clone(), splice(&text, section, &body).with_context(|| format!("in {}", path.display()))?));
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        out.push((
+            path.clone(),
+            splice(&text, section, &body).with_context(|| format!("in {}", path.display()))?,
+        ));
     }
     Ok(out)
 }
@@ -53,7 +56,10 @@ fn splice(text: &str, section: &str, body: &str) -> Result<String> {
 }
 
 fn code_list(v: &[String]) -> String {
-    v.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+    v.iter()
+        .map(|s| format!("`{s}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn readme_table(facts: &[ArchFacts]) -> String {
@@ -79,9 +85,7 @@ fn readme_table(facts: &[ArchFacts]) -> String {
 }
 
 fn files_table(facts: &[ArchFacts]) -> String {
-    let mut s = String::from(
-        "| entry | file | builds on | lines |\n| --- | --- | --- | ---: |\n",
-    );
+    let mut s = String::from("| entry | file | builds on | lines |\n| --- | --- | --- | ---: |\n");
     for f in facts {
         s.push_str(&format!(
             "| `{}` | `models/src/arch/{}.rs` | {} | {} |\n",
@@ -126,11 +130,19 @@ fn measured_table(facts: &[ArchFacts], fixtures: &Path) -> Result<String> {
     for f in facts {
         let dir = fixtures.join(&f.name);
         let mut variants: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect())
+            .map(|r| {
+                r.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.is_dir())
+                    .collect()
+            })
             .unwrap_or_default();
         variants.sort();
         for v in variants {
-            let variant = v.file_name().and_then(|n| n.to_str()).unwrap_or("?").to_string();
+            let variant = v
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("?")
+                .to_string();
             let path = v.join("measured.json");
             let Ok(text) = std::fs::read_to_string(&path) else {
                 missing.push(format!("{}/{variant}", f.name));

@@ -2,7 +2,7 @@
 
 use candle_core::quantized::gguf_file::Value;
 
-use crate::source::GgufSource;
+use super::GgufSource;
 use crate::{Error, Result};
 
 /// llama.cpp's end-of-generation token texts, used the way llama.cpp uses them: a

@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-use crate::source::SafetensorsSource;
+use super::SafetensorsSource;
 use crate::{Error, Result};
 
 impl SafetensorsSource {
