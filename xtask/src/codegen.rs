@@ -17,6 +17,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 pub use arch_rs::registered_models;
+#[cfg(test)]
 pub use attrs::read_all as read_arch_facts;
 
 /// Writes (or, with `check`, compares) every generated file.
