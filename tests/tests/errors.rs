@@ -241,3 +241,64 @@ fn a_sequence_past_a_mis_masked_sliding_window_is_refused() {
         e => panic!("expected PromptTooLong, got {e}"),
     }
 }
+
+/// GGUF v3 bytes written by hand: `kvs` as (key, u32 value), one tensor of `dims` (f32)
+/// at offset 0, then `data_len` bytes of data after 32-byte alignment.
+fn raw_gguf(kvs: &[(&str, u32)], dims: &[u64], data_len: usize) -> Vec<u8> {
+    let mut b = Vec::new();
+    let string = |b: &mut Vec<u8>, s: &str| {
+        b.extend((s.len() as u64).to_le_bytes());
+        b.extend(s.as_bytes());
+    };
+    b.extend(b"GGUF");
+    b.extend(3u32.to_le_bytes());
+    b.extend(1u64.to_le_bytes());
+    b.extend((kvs.len() as u64 + 1).to_le_bytes());
+    string(&mut b, "general.architecture");
+    b.extend(8u32.to_le_bytes()); // string
+    string(&mut b, "llama");
+    for (k, v) in kvs {
+        string(&mut b, k);
+        b.extend(4u32.to_le_bytes()); // u32
+        b.extend(v.to_le_bytes());
+    }
+    string(&mut b, "token_embd.weight");
+    b.extend((dims.len() as u32).to_le_bytes());
+    for d in dims {
+        b.extend(d.to_le_bytes());
+    }
+    b.extend(0u32.to_le_bytes()); // f32
+    b.extend(0u64.to_le_bytes());
+    while b.len() % 32 != 0 {
+        b.push(0);
+    }
+    b.extend(std::iter::repeat_n(0u8, data_len));
+    b
+}
+
+#[test]
+fn a_gguf_whose_dimensions_overflow_is_invalid_not_empty() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("model.gguf");
+    std::fs::write(&p, raw_gguf(&[], &[1 << 40; 4], 64)).unwrap();
+    let e = zoo::ModelSource::open(&p).unwrap_err();
+    assert!(
+        matches!(&e, Error::InvalidGguf { detail, .. } if detail.contains("overflows")),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_gguf_with_alignment_zero_is_an_error_not_a_panic() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("model.gguf");
+    std::fs::write(&p, raw_gguf(&[("general.alignment", 0)], &[4, 4], 64)).unwrap();
+    let e = zoo::ModelSource::open(&p).unwrap_err();
+    assert!(
+        matches!(&e, Error::InvalidGguf { detail, .. } if detail.contains("alignment")),
+        "{e}"
+    );
+    // The same bytes with a sane alignment open.
+    std::fs::write(&p, raw_gguf(&[("general.alignment", 32)], &[4, 4], 64)).unwrap();
+    zoo::ModelSource::open(&p).unwrap();
+}

@@ -43,15 +43,27 @@ impl GgufSource {
         // SAFETY: the map is read-only; zoo does not write to model files while they
         // are loaded, and documents that other programs must not either.
         let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        let mut cursor = std::io::Cursor::new(&mmap[..]);
-        let content =
-            gguf_file::Content::read(&mut cursor).map_err(|e| gguf_read_error(path, e))?;
+        let content = read_header(path, &mmap)?;
         let len = mmap.len() as u64;
         let mut infos: Vec<(&String, &gguf_file::TensorInfo)> =
             content.tensor_infos.iter().collect();
         infos.sort_by_key(|(_, i)| i.offset);
         for (name, info) in infos {
-            let elems = info.shape.elem_count();
+            // The product of the dimensions is checked before anything multiplies them
+            // (four dimensions of 2^40 wrap to 0 elements in a release build).
+            let elems = info
+                .shape
+                .dims()
+                .iter()
+                .try_fold(1usize, |n, &d| n.checked_mul(d))
+                .filter(|&n| n.checked_mul(info.ggml_dtype.type_size()).is_some())
+                .ok_or_else(|| Error::InvalidGguf {
+                    path: path.to_path_buf(),
+                    detail: format!(
+                        "tensor `{name}` has dimensions {:?}, whose product overflows; a real tensor's elements fit in the file",
+                        info.shape.dims()
+                    ),
+                })?;
             let block = info.ggml_dtype.block_size();
             if elems % block != 0 {
                 return Err(Error::InvalidGguf {
@@ -139,7 +151,7 @@ impl GgufSource {
     /// A fresh copy of the parsed header, for loaders that take the content by value
     /// (candle's `from_gguf`). Parsing again from the mapped file costs milliseconds.
     pub fn content_owned(&self) -> Result<gguf_file::Content> {
-        gguf_file::Content::read(&mut self.reader()).map_err(|e| gguf_read_error(&self.path, e))
+        read_header(&self.path, &self.mmap[..])
     }
 
     /// Whether the file has a tensor of this name.
@@ -278,6 +290,27 @@ impl GgufSource {
             .get("general.architecture")
             .and_then(|v| v.to_string().ok())
             .map(|s| s.as_str())
+    }
+}
+
+/// candle's header parser, which panics on some malformed headers (`general.alignment`
+/// of 0 divides by zero): a panic is turned into [`Error::InvalidGguf`].
+fn read_header(path: &Path, bytes: &[u8]) -> Result<gguf_file::Content> {
+    let parsed =
+        std::panic::catch_unwind(|| gguf_file::Content::read(&mut std::io::Cursor::new(bytes)));
+    match parsed {
+        Ok(r) => r.map_err(|e| gguf_read_error(path, e)),
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(Error::InvalidGguf {
+                path: path.to_path_buf(),
+                detail: format!("the header is malformed (the GGUF reader failed: {why}); check `general.alignment` (a non-zero multiple of 8) and the header's counts, or re-convert the file"),
+            })
+        }
     }
 }
 
