@@ -6,6 +6,7 @@
 pub mod gemma;
 pub mod gemma2;
 pub mod gemma3;
+pub mod glm4;
 pub mod helium;
 pub mod llama;
 pub mod mistral;
@@ -33,6 +34,7 @@ zoo_macros::model_enum! {
     gemma::Gemma,
     gemma2::Gemma2,
     gemma3::Gemma3,
+    glm4::Glm4,
     helium::Helium,
     llama::Llama,
     mistral::Mistral,
