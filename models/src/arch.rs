@@ -26,6 +26,7 @@ pub mod quantized_phi3;
 pub mod quantized_qwen2;
 pub mod quantized_qwen3;
 pub mod qwen2;
+pub mod qwen2_moe;
 pub mod qwen3;
 pub mod smollm3;
 pub mod starcoder2;
@@ -54,6 +55,7 @@ zoo_macros::model_enum! {
     quantized_qwen2::QuantizedQwen2,
     quantized_qwen3::QuantizedQwen3,
     qwen2::Qwen2,
+    qwen2_moe::Qwen2Moe,
     qwen3::Qwen3,
     smollm3::SmolLM3,
     starcoder2::Starcoder2,
