@@ -28,6 +28,7 @@ pub mod quantized_qwen3;
 pub mod qwen2;
 pub mod qwen2_moe;
 pub mod qwen3;
+pub mod qwen3_moe;
 pub mod smollm3;
 pub mod starcoder2;
 
@@ -57,6 +58,7 @@ zoo_macros::model_enum! {
     qwen2::Qwen2,
     qwen2_moe::Qwen2Moe,
     qwen3::Qwen3,
+    qwen3_moe::Qwen3Moe,
     smollm3::SmolLM3,
     starcoder2::Starcoder2,
 }
