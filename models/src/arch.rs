@@ -30,6 +30,7 @@ pub mod qwen2_moe;
 pub mod qwen3;
 pub mod qwen3_moe;
 pub mod smollm3;
+pub mod stablelm;
 pub mod starcoder2;
 
 zoo_macros::model_enum! {
@@ -60,5 +61,6 @@ zoo_macros::model_enum! {
     qwen3::Qwen3,
     qwen3_moe::Qwen3Moe,
     smollm3::SmolLM3,
+    stablelm::StableLm,
     starcoder2::Starcoder2,
 }
