@@ -7,6 +7,7 @@ pub mod gemma;
 pub mod gemma2;
 pub mod gemma3;
 pub mod glm4;
+pub mod granite;
 pub mod helium;
 pub mod llama;
 pub mod mistral;
@@ -38,6 +39,7 @@ zoo_macros::model_enum! {
     gemma2::Gemma2,
     gemma3::Gemma3,
     glm4::Glm4,
+    granite::Granite,
     helium::Helium,
     llama::Llama,
     mistral::Mistral,
