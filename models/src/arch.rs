@@ -6,6 +6,8 @@
 pub mod gemma;
 pub mod gemma2;
 pub mod gemma3;
+pub mod glm4;
+pub mod granite;
 pub mod helium;
 pub mod llama;
 pub mod mistral;
@@ -25,13 +27,19 @@ pub mod quantized_phi3;
 pub mod quantized_qwen2;
 pub mod quantized_qwen3;
 pub mod qwen2;
+pub mod qwen2_moe;
 pub mod qwen3;
+pub mod qwen3_moe;
+pub mod smollm3;
+pub mod stablelm;
 pub mod starcoder2;
 
 zoo_macros::model_enum! {
     gemma::Gemma,
     gemma2::Gemma2,
     gemma3::Gemma3,
+    glm4::Glm4,
+    granite::Granite,
     helium::Helium,
     llama::Llama,
     mistral::Mistral,
@@ -51,6 +59,10 @@ zoo_macros::model_enum! {
     quantized_qwen2::QuantizedQwen2,
     quantized_qwen3::QuantizedQwen3,
     qwen2::Qwen2,
+    qwen2_moe::Qwen2Moe,
     qwen3::Qwen3,
+    qwen3_moe::Qwen3Moe,
+    smollm3::SmolLM3,
+    stablelm::StableLm,
     starcoder2::Starcoder2,
 }

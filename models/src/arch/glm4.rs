@@ -1,0 +1,76 @@
+//! GLM-4 (the GLM-4-0414 family) from safetensors (`Glm4ForCausalLM`, `glm4`).
+//!
+//! Reference implementation: transformers' `modeling_glm4.py`. Built on
+//! candle-transformers' `glm4_new` (candle's `glm4` is THUDM's remote-code layout),
+//! which computes what transformers computes: interleaved rotary on the first
+//! `partial_rotary_factor` of each head, the four sandwich norms, the fused
+//! `gate_up_proj`. What candle does differently:
+//!
+//! - where config.json omits `head_dim` or `partial_rotary_factor`, candle takes
+//!   `hidden_size / num_attention_heads` and a full rotation, where transformers'
+//!   Glm4Config documents 128 and 0.5: this file writes transformers' defaults in;
+//! - it ignores `rope_scaling`: refused.
+
+use candle_transformers::models::glm4_new as candle_model;
+use serde_json::{json, Value};
+use zoo_core::registry::Registered;
+use zoo_core::{Device, Result, SafetensorsSource};
+use zoo_macros::register_model;
+
+use crate::adapters::{unsupported, CandleLm, ConfigQuirks};
+
+/// GLM-4 (safetensors, f32 on CPU).
+#[register_model(
+    name = "glm4",
+    format = safetensors,
+    hf_architectures = ["Glm4ForCausalLM"],
+    model_types = ["glm4"],
+    load = Glm4::load,
+)]
+pub struct Glm4(CandleLm<candle_model::ModelForCausalLM>);
+zoo_core::delegate_causal_lm!(Glm4);
+
+// transformers' Glm4Config defaults.
+const DEFAULT_ROPE_THETA: f64 = 10_000.0;
+const DEFAULT_HEAD_DIM: usize = 128;
+const DEFAULT_PARTIAL_ROTARY_FACTOR: f64 = 0.5;
+
+impl Glm4 {
+    fn load(src: &SafetensorsSource, device: &Device) -> Result<Self> {
+        let quirks = ConfigQuirks {
+            rope_theta: Some(DEFAULT_ROPE_THETA),
+            fix: Some(Self::fix_config),
+            ..ConfigQuirks::default()
+        };
+        CandleLm::load(
+            Self::ENTRY.name,
+            src,
+            device,
+            quirks,
+            candle_model::ModelForCausalLM::new,
+            candle_model::ModelForCausalLM::forward,
+            candle_model::ModelForCausalLM::clear_kv_cache,
+        )
+        .map(Self)
+    }
+
+    /// See the file's comment: transformers' defaults where candle's differ, rope
+    /// scaling refused.
+    fn fix_config(src: &SafetensorsSource, config: &mut Value) -> Result<()> {
+        if let Some(scaling) = src.rope_scaling() {
+            return Err(unsupported(
+                src,
+                Self::ENTRY.name,
+                format!("rope scaling {scaling} is not supported"),
+                "candle's GLM-4 ignores rope scaling; remove it to run within the trained context",
+            ));
+        }
+        if config["head_dim"].is_null() {
+            config["head_dim"] = json!(DEFAULT_HEAD_DIM);
+        }
+        if config["partial_rotary_factor"].is_null() {
+            config["partial_rotary_factor"] = json!(DEFAULT_PARTIAL_ROTARY_FACTOR);
+        }
+        Ok(())
+    }
+}
