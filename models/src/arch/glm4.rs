@@ -14,10 +14,10 @@
 use candle_transformers::models::glm4_new as candle_model;
 use serde_json::{json, Value};
 use zoo_core::registry::Registered;
-use zoo_core::{Device, Result, SafetensorsSource};
+use zoo_core::{Result, SafetensorsSource};
 use zoo_macros::register_model;
 
-use crate::adapters::{unsupported, CandleLm, ConfigQuirks};
+use crate::adapters::{candle_load, unsupported, CandleLm, ConfigQuirks};
 
 /// GLM-4 (safetensors, f32 on CPU).
 #[register_model(
@@ -35,25 +35,17 @@ const DEFAULT_ROPE_THETA: f64 = 10_000.0;
 const DEFAULT_HEAD_DIM: usize = 128;
 const DEFAULT_PARTIAL_ROTARY_FACTOR: f64 = 0.5;
 
-impl Glm4 {
-    fn load(src: &SafetensorsSource, device: &Device) -> Result<Self> {
-        let quirks = ConfigQuirks {
-            rope_theta: Some(DEFAULT_ROPE_THETA),
-            fix: Some(Self::fix_config),
-            ..ConfigQuirks::default()
-        };
-        CandleLm::load(
-            Self::ENTRY.name,
-            src,
-            device,
-            quirks,
-            candle_model::ModelForCausalLM::new,
-            candle_model::ModelForCausalLM::forward,
-            candle_model::ModelForCausalLM::clear_kv_cache,
-        )
-        .map(Self)
+candle_load!(
+    Glm4,
+    candle_model::ModelForCausalLM,
+    ConfigQuirks {
+        rope_theta: Some(DEFAULT_ROPE_THETA),
+        fix: Some(Self::fix_config),
+        ..ConfigQuirks::default()
     }
+);
 
+impl Glm4 {
     /// See the file's comment: transformers' defaults where candle's differ, rope
     /// scaling refused.
     fn fix_config(src: &SafetensorsSource, config: &mut Value) -> Result<()> {

@@ -17,10 +17,10 @@
 use candle_transformers::models::qwen2_moe as candle_model;
 use serde_json::{json, Value};
 use zoo_core::registry::Registered;
-use zoo_core::{Device, Result, SafetensorsSource};
+use zoo_core::{Result, SafetensorsSource};
 use zoo_macros::register_model;
 
-use crate::adapters::{unsupported, CandleLm, ConfigQuirks};
+use crate::adapters::{candle_load, unsupported, CandleLm, ConfigQuirks};
 
 /// Qwen2-MoE (safetensors, f32 on CPU).
 #[register_model(
@@ -36,25 +36,17 @@ zoo_core::delegate_causal_lm!(Qwen2Moe);
 /// transformers' Qwen2MoeConfig default.
 const DEFAULT_ROPE_THETA: f64 = 10_000.0;
 
-impl Qwen2Moe {
-    fn load(src: &SafetensorsSource, device: &Device) -> Result<Self> {
-        let quirks = ConfigQuirks {
-            rope_theta: Some(DEFAULT_ROPE_THETA),
-            fix: Some(Self::fix_config),
-            ..ConfigQuirks::default()
-        };
-        CandleLm::load(
-            Self::ENTRY.name,
-            src,
-            device,
-            quirks,
-            candle_model::Model::new,
-            candle_model::Model::forward,
-            candle_model::Model::clear_kv_cache,
-        )
-        .map(Self)
+candle_load!(
+    Qwen2Moe,
+    candle_model::Model,
+    ConfigQuirks {
+        rope_theta: Some(DEFAULT_ROPE_THETA),
+        fix: Some(Self::fix_config),
+        ..ConfigQuirks::default()
     }
+);
 
+impl Qwen2Moe {
     /// See the file's comment: refuse what candle would compute differently, open the
     /// window, fill `max_window_layers` (required by candle's config, unused).
     fn fix_config(src: &SafetensorsSource, config: &mut Value) -> Result<()> {

@@ -18,10 +18,10 @@
 use candle_transformers::models::qwen3_moe as candle_model;
 use serde_json::{json, Value};
 use zoo_core::registry::Registered;
-use zoo_core::{Device, Result, SafetensorsSource};
+use zoo_core::{Result, SafetensorsSource};
 use zoo_macros::register_model;
 
-use crate::adapters::{unsupported, CandleLm, ConfigQuirks};
+use crate::adapters::{candle_load, unsupported, CandleLm, ConfigQuirks};
 
 /// Qwen3-MoE (safetensors, f32 on CPU).
 #[register_model(
@@ -37,25 +37,17 @@ zoo_core::delegate_causal_lm!(Qwen3Moe);
 /// transformers' Qwen3MoeConfig default.
 const DEFAULT_ROPE_THETA: f64 = 10_000.0;
 
-impl Qwen3Moe {
-    fn load(src: &SafetensorsSource, device: &Device) -> Result<Self> {
-        let quirks = ConfigQuirks {
-            rope_theta: Some(DEFAULT_ROPE_THETA),
-            fix: Some(Self::fix_config),
-            ..ConfigQuirks::default()
-        };
-        CandleLm::load(
-            Self::ENTRY.name,
-            src,
-            device,
-            quirks,
-            candle_model::ModelForCausalLM::new,
-            candle_model::ModelForCausalLM::forward,
-            candle_model::ModelForCausalLM::clear_kv_cache,
-        )
-        .map(Self)
+candle_load!(
+    Qwen3Moe,
+    candle_model::ModelForCausalLM,
+    ConfigQuirks {
+        rope_theta: Some(DEFAULT_ROPE_THETA),
+        fix: Some(Self::fix_config),
+        ..ConfigQuirks::default()
     }
+);
 
+impl Qwen3Moe {
     /// See the file's comment: candle's names filled from transformers', and what
     /// candle would compute differently refused.
     fn fix_config(src: &SafetensorsSource, config: &mut Value) -> Result<()> {

@@ -15,10 +15,10 @@
 use candle_transformers::models::smol::smollm3 as candle_model;
 use serde_json::Value;
 use zoo_core::registry::Registered;
-use zoo_core::{Device, Result, SafetensorsSource};
+use zoo_core::{Result, SafetensorsSource};
 use zoo_macros::register_model;
 
-use crate::adapters::{unsupported, CandleLm, ConfigQuirks};
+use crate::adapters::{candle_load, unsupported, CandleLm, ConfigQuirks};
 
 /// SmolLM3 (safetensors, f32 on CPU).
 #[register_model(
@@ -34,25 +34,17 @@ zoo_core::delegate_causal_lm!(SmolLM3);
 /// transformers' SmolLM3Config default (`default_theta`).
 const DEFAULT_ROPE_THETA: f64 = 2_000_000.0;
 
-impl SmolLM3 {
-    fn load(src: &SafetensorsSource, device: &Device) -> Result<Self> {
-        let quirks = ConfigQuirks {
-            rope_theta: Some(DEFAULT_ROPE_THETA),
-            fix: Some(Self::fix_config),
-            ..ConfigQuirks::default()
-        };
-        CandleLm::load(
-            Self::ENTRY.name,
-            src,
-            device,
-            quirks,
-            candle_model::ModelForCausalLM::new,
-            candle_model::ModelForCausalLM::forward,
-            candle_model::ModelForCausalLM::clear_kv_cache,
-        )
-        .map(Self)
+candle_load!(
+    SmolLM3,
+    candle_model::ModelForCausalLM,
+    ConfigQuirks {
+        rope_theta: Some(DEFAULT_ROPE_THETA),
+        fix: Some(Self::fix_config),
+        ..ConfigQuirks::default()
     }
+);
 
+impl SmolLM3 {
     /// See the file's comment: refuse what candle would compute differently, drop an
     /// eos list candle cannot parse and does not use.
     fn fix_config(src: &SafetensorsSource, config: &mut Value) -> Result<()> {
