@@ -3,6 +3,7 @@
 //! Every architecture file of `src/arch/` and the `Model` enum derived from their
 //! `#[register_model]` attributes.
 
+pub mod deepseek_v2;
 pub mod gemma;
 pub mod gemma2;
 pub mod gemma3;
@@ -29,6 +30,7 @@ pub mod qwen3;
 pub mod starcoder2;
 
 zoo_macros::model_enum! {
+    deepseek_v2::DeepseekV2,
     gemma::Gemma,
     gemma2::Gemma2,
     gemma3::Gemma3,
