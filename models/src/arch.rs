@@ -7,6 +7,7 @@ pub mod deepseek_v2;
 pub mod gemma;
 pub mod gemma2;
 pub mod gemma3;
+pub mod granite_moe_hybrid;
 pub mod helium;
 pub mod llama;
 pub mod mistral;
@@ -34,6 +35,7 @@ zoo_macros::model_enum! {
     gemma::Gemma,
     gemma2::Gemma2,
     gemma3::Gemma3,
+    granite_moe_hybrid::GraniteMoeHybrid,
     helium::Helium,
     llama::Llama,
     mistral::Mistral,
