@@ -9,6 +9,7 @@ pub mod gemma2;
 pub mod gemma3;
 pub mod granite_moe_hybrid;
 pub mod helium;
+pub mod lfm2;
 pub mod llama;
 pub mod mistral;
 pub mod mixtral;
@@ -37,6 +38,7 @@ zoo_macros::model_enum! {
     gemma3::Gemma3,
     granite_moe_hybrid::GraniteMoeHybrid,
     helium::Helium,
+    lfm2::Lfm2,
     llama::Llama,
     mistral::Mistral,
     mixtral::Mixtral,
