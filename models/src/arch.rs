@@ -7,6 +7,7 @@ pub mod deepseek_v2;
 pub mod gemma;
 pub mod gemma2;
 pub mod gemma3;
+pub mod gpt_bigcode;
 pub mod granite_moe_hybrid;
 pub mod helium;
 pub mod lfm2;
@@ -36,6 +37,7 @@ zoo_macros::model_enum! {
     gemma::Gemma,
     gemma2::Gemma2,
     gemma3::Gemma3,
+    gpt_bigcode::GptBigcode,
     granite_moe_hybrid::GraniteMoeHybrid,
     helium::Helium,
     lfm2::Lfm2,
