@@ -21,6 +21,7 @@ pub mod phi3;
 pub mod quantized_gemma;
 pub mod quantized_gemma2;
 pub mod quantized_gemma3;
+pub mod quantized_lfm2;
 pub mod quantized_llama;
 pub mod quantized_mistral;
 pub mod quantized_mixtral;
@@ -51,6 +52,7 @@ zoo_macros::model_enum! {
     quantized_gemma::QuantizedGemma,
     quantized_gemma2::QuantizedGemma2,
     quantized_gemma3::QuantizedGemma3,
+    quantized_lfm2::QuantizedLfm2,
     quantized_llama::QuantizedLlama,
     quantized_mistral::QuantizedMistral,
     quantized_mixtral::QuantizedMixtral,
