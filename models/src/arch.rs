@@ -21,6 +21,7 @@ pub mod phi3;
 pub mod quantized_gemma;
 pub mod quantized_gemma2;
 pub mod quantized_gemma3;
+pub mod quantized_glm4;
 pub mod quantized_lfm2;
 pub mod quantized_llama;
 pub mod quantized_mistral;
@@ -52,6 +53,7 @@ zoo_macros::model_enum! {
     quantized_gemma::QuantizedGemma,
     quantized_gemma2::QuantizedGemma2,
     quantized_gemma3::QuantizedGemma3,
+    quantized_glm4::QuantizedGlm4,
     quantized_lfm2::QuantizedLfm2,
     quantized_llama::QuantizedLlama,
     quantized_mistral::QuantizedMistral,
