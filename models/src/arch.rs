@@ -3,12 +3,16 @@
 //! Every architecture file of `src/arch/` and the `Model` enum derived from their
 //! `#[register_model]` attributes.
 
+pub mod deepseek_v2;
 pub mod gemma;
 pub mod gemma2;
 pub mod gemma3;
 pub mod glm4;
+pub mod gpt_bigcode;
 pub mod granite;
+pub mod granite_moe_hybrid;
 pub mod helium;
+pub mod lfm2;
 pub mod llama;
 pub mod mistral;
 pub mod mixtral;
@@ -19,6 +23,8 @@ pub mod phi3;
 pub mod quantized_gemma;
 pub mod quantized_gemma2;
 pub mod quantized_gemma3;
+pub mod quantized_glm4;
+pub mod quantized_lfm2;
 pub mod quantized_llama;
 pub mod quantized_mistral;
 pub mod quantized_mixtral;
@@ -35,12 +41,16 @@ pub mod stablelm;
 pub mod starcoder2;
 
 zoo_macros::model_enum! {
+    deepseek_v2::DeepseekV2,
     gemma::Gemma,
     gemma2::Gemma2,
     gemma3::Gemma3,
     glm4::Glm4,
+    gpt_bigcode::GptBigcode,
     granite::Granite,
+    granite_moe_hybrid::GraniteMoeHybrid,
     helium::Helium,
+    lfm2::Lfm2,
     llama::Llama,
     mistral::Mistral,
     mixtral::Mixtral,
@@ -51,6 +61,8 @@ zoo_macros::model_enum! {
     quantized_gemma::QuantizedGemma,
     quantized_gemma2::QuantizedGemma2,
     quantized_gemma3::QuantizedGemma3,
+    quantized_glm4::QuantizedGlm4,
+    quantized_lfm2::QuantizedLfm2,
     quantized_llama::QuantizedLlama,
     quantized_mistral::QuantizedMistral,
     quantized_mixtral::QuantizedMixtral,
