@@ -14,6 +14,7 @@ pub mod arch;
 pub(crate) mod gemma_decoder;
 pub mod layers;
 pub(crate) mod llama_decoder;
+mod par;
 pub mod qkernels;
 
 pub use arch::{Arch, Model};
