@@ -17,6 +17,7 @@ pub(crate) mod gemma_decoder;
 pub(crate) mod gguf_head;
 pub mod layers;
 pub(crate) mod llama_decoder;
+mod par;
 pub mod qkernels;
 
 pub use arch::{Arch, Model};

@@ -1,0 +1,34 @@
+//! Layers shared by the architecture files that build their own forward pass (where
+//! candle-transformers' is wrong or missing something), one job per file:
+//!
+//! - `rope.rs`: one rotary table per base frequency, sized to what is used and grown on
+//!   demand;
+//! - `attention.rs`: causal masks with an optional sliding window, a KV cache that a
+//!   reset really empties and that attends in place, grouped-query attention;
+//! - `qlinear.rs`: [`QLinear`], the one quantized projection (zoo's kernels in
+//!   [`crate::qkernels`], candle's, or an f32 product for prompts);
+//! - `activation.rs`: the fused, threaded `gelu(gate) * up`;
+//! - `norm.rs`: RMS norm;
+//! - `heads.rs`: hidden states split into heads and back.
+//!
+//! Everything is re-exported here: the layers are used as `crate::layers::X`.
+
+mod activation;
+mod attention;
+mod heads;
+mod norm;
+mod qlinear;
+mod rope;
+
+pub use activation::gelu_mul;
+pub use attention::{attention, causal_mask, AttnParams, KvCache};
+pub use heads::{last_position, merge_heads, split_heads};
+pub use norm::RmsNorm;
+pub use qlinear::{QLinear, PROMPT_GEMM_ROWS};
+pub use rope::RopeTable;
+
+/// The largest absolute value of `t`.
+#[cfg(test)]
+fn max_abs(t: &candle_core::Tensor) -> f32 {
+    t.abs().unwrap().max_all().unwrap().to_scalar().unwrap()
+}

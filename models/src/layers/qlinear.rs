@@ -1,0 +1,173 @@
+//! The quantized projection, [`QLinear`]: which kernel multiplies a quantized weight
+//! with the activations (zoo's, candle's, or an f32 product for prompts).
+
+use candle_core::{DType, Module, Result, Tensor};
+
+/// Rows from which [`QLinear`] treats a product as a prompt: Q6_K through zoo's
+/// kernels, formats without a zoo kernel dequantized to f32. (Q4_K changes kernels at
+/// the same count: [`crate::qkernels::K_TILE_ROWS`].)
+pub const PROMPT_GEMM_ROWS: usize = crate::qkernels::K_TILE_ROWS;
+
+/// A quantized projection. The activations are quantized to 8 bits per block, as
+/// llama.cpp does, and multiplied with the weight blocks in integers: by zoo's own SIMD
+/// kernels ([`crate::qkernels`]) for Q4_0, Q4_1, Q5_0, Q8_0 and Q4_K (prompts eight rows
+/// at a time, each weight block decoded once for the eight; Q4_K's single tokens in the
+/// order of llama.cpp's repacked kernel, which the conformance suite needs, without
+/// candle's repacked copy of the weights), and for Q6_K prompts of at least
+/// [`PROMPT_GEMM_ROWS`] rows; by candle's quantized matmul for single tokens of Q6_K
+/// (candle sums them as llama.cpp does) and for the other formats. For those other
+/// formats a batch of at least [`PROMPT_GEMM_ROWS`] rows on CPU instead dequantizes the
+/// weight once and runs an f32 matrix product (candle's row-by-row quantized dot
+/// products are slower).
+#[derive(Debug, Clone)]
+pub struct QLinear {
+    q: candle_core::quantized::QMatMul,
+    weight: Option<std::sync::Arc<candle_core::quantized::QTensor>>,
+    /// Set when zoo's kernels handle the weight's format.
+    kernel: Option<crate::qkernels::Format>,
+    bias: Option<Tensor>,
+}
+
+impl QLinear {
+    pub fn new(t: std::sync::Arc<candle_core::quantized::QTensor>) -> Result<Self> {
+        let q = candle_core::quantized::QMatMul::from_arc(t.clone())?;
+        let weight = matches!(q, candle_core::quantized::QMatMul::QTensor(_)).then_some(t);
+        let kernel = weight.as_ref().and_then(|w| {
+            let format = crate::qkernels::Format::from_ggml(w.dtype())?;
+            let k = *w.shape().dims().last()?;
+            (k % format.block_values() == 0 && w.device().is_cpu()).then_some(format)
+        });
+        Ok(Self {
+            q,
+            weight,
+            kernel,
+            bias: None,
+        })
+    }
+
+    /// Adds `bias` (broadcast over the rows) to every product.
+    pub fn with_bias(mut self, bias: Option<Tensor>) -> Self {
+        self.bias = bias;
+        self
+    }
+}
+
+impl Module for QLinear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let k = x.dim(candle_core::D::Minus1)?;
+        let rows = x.elem_count() / k.max(1);
+        let y = match (&self.weight, self.kernel) {
+            (Some(w), Some(format))
+                if x.device().is_cpu()
+                    && x.dtype() == DType::F32
+                    && (!format.prompt_only() || rows >= PROMPT_GEMM_ROWS) =>
+            {
+                let n = w.shape().dims()[0];
+                let x2 = x.flatten_to(candle_core::D::Minus2)?.contiguous()?;
+                let (xs, _) = x2.storage_and_layout();
+                let xs = match &*xs {
+                    candle_core::Storage::Cpu(s) => s.as_slice::<f32>()?,
+                    _ => candle_core::bail!("QLinear: CPU input expected"),
+                };
+                let xs = &xs[x2.layout().start_offset()..][..rows * k];
+                let mut out = vec![0f32; rows * n];
+                crate::qkernels::matmul(
+                    crate::qkernels::Level::detected(),
+                    format,
+                    &w.data()?,
+                    (rows, k, n),
+                    xs,
+                    &mut out,
+                )
+                .map_err(candle_core::Error::wrap)?;
+                let mut dims = x.dims().to_vec();
+                *dims.last_mut().expect("k is the last dimension") = n;
+                Tensor::from_vec(out, dims, x.device())?
+            }
+            (Some(w), _) if rows >= PROMPT_GEMM_ROWS && x.device().is_cpu() => {
+                let w = w.dequantize(x.device())?;
+                x.broadcast_matmul(&w.t()?)?
+            }
+            _ => self.q.forward(x)?,
+        };
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::max_abs;
+    use candle_core::Device;
+
+    /// A prompt-sized batch against the same rows one at a time: for zoo's kernel
+    /// formats the same 8-bit product (a tile of rows at a time, a different summation
+    /// order); for Q4_K / Q6_K, zoo's kernels for the prompt and candle's for single
+    /// rows, each within the 8-bit error of the exact product; for the others the f32
+    /// product with the dequantized weight.
+    #[test]
+    fn qlinear_prompt_path_matches_the_quantized_path() {
+        use candle_core::quantized::{GgmlDType, QTensor};
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (96, 256), &dev).unwrap();
+        // Whole tiles of rows for the tile kernels, and rows left over.
+        let x = Tensor::randn(0f32, 1.0, (1, PROMPT_GEMM_ROWS + 3, 256), &dev).unwrap();
+        for dtype in [
+            GgmlDType::Q4_0,
+            GgmlDType::Q4_1,
+            GgmlDType::Q5_0,
+            GgmlDType::Q8_0,
+            GgmlDType::Q4K,
+            GgmlDType::Q6K,
+        ] {
+            let q = std::sync::Arc::new(QTensor::quantize(&w, dtype).unwrap());
+            let lin = QLinear::new(q.clone()).unwrap();
+            let batch = lin.forward(&x).unwrap();
+            // The same rows one at a time take the 8-bit quantized path.
+            let rows: Vec<Tensor> = (0..x.dim(1).unwrap())
+                .map(|i| lin.forward(&x.narrow(1, i, 1).unwrap()).unwrap())
+                .collect();
+            let single = Tensor::cat(&rows, 1).unwrap();
+            // And the exact product with the dequantized weight.
+            let exact = x
+                .broadcast_matmul(&q.dequantize(&dev).unwrap().t().unwrap())
+                .unwrap();
+            let scale = max_abs(&exact);
+            let d_single = max_abs(&(&single - &exact).unwrap());
+            // 8-bit activations: about 1% of the largest output at most.
+            assert!(
+                d_single <= 2e-2 * scale,
+                "{dtype:?}: quantized path off by {d_single} (scale {scale})"
+            );
+            let format = crate::qkernels::Format::from_ggml(dtype);
+            if format.is_some_and(|f| !f.prompt_only()) {
+                let d = max_abs(&(&batch - &single).unwrap());
+                assert!(
+                    d <= 1e-5 * scale,
+                    "{dtype:?}: batch off the row-by-row product by {d}"
+                );
+            } else if format.is_some() {
+                // Q4_K / Q6_K: zoo's 8-bit product for the prompt, candle's (8 bits per
+                // 256 values) for single rows: both within the 8-bit error of exact.
+                let d = max_abs(&(&batch - &exact).unwrap());
+                assert!(
+                    d <= 2e-2 * scale,
+                    "{dtype:?}: prompt path off the exact product by {d} (scale {scale})"
+                );
+                assert!(
+                    d > 0.0,
+                    "{dtype:?}: the prompt path should be the 8-bit one"
+                );
+            } else {
+                let d = max_abs(&(&batch - &exact).unwrap());
+                assert!(
+                    d <= 1e-4 * scale,
+                    "{dtype:?}: prompt path off the exact product by {d}"
+                );
+            }
+        }
+    }
+}

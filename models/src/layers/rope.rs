@@ -1,0 +1,105 @@
+//! Rotary position embeddings: one cos/sin table per base frequency, shared by every
+//! layer with that base, sized to the positions reached and grown on demand.
+
+use candle_core::{DType, Device, Result, Tensor};
+
+/// cos/sin tables for rotary position embeddings ("NeoX" layout: the two halves of each
+/// head are rotated together), shared by every layer with the same base. Sized to the
+/// positions actually reached, not to the model's maximum context.
+#[derive(Debug, Clone)]
+pub struct RopeTable {
+    inv_freq: Vec<f32>,
+    /// Positions are multiplied by this (1 / linear scaling factor).
+    position_scale: f32,
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl RopeTable {
+    /// `dim` is the rotated width of a head (`head_dim`, or less with partial rotary).
+    pub fn new(dim: usize, base: f32, position_scale: f32, device: &Device) -> Result<Self> {
+        let inv_freq: Vec<f32> = (0..dim)
+            .step_by(2)
+            .map(|i| 1.0 / base.powf(i as f32 / dim as f32))
+            .collect();
+        let empty = Tensor::zeros((0, inv_freq.len()), DType::F32, device)?;
+        Ok(Self {
+            inv_freq,
+            position_scale,
+            cos: empty.clone(),
+            sin: empty,
+        })
+    }
+
+    fn ensure(&mut self, len: usize) -> Result<()> {
+        let have = self.cos.dim(0)?;
+        if len <= have {
+            return Ok(());
+        }
+        let new_len = len.next_power_of_two().max(256);
+        let half = self.inv_freq.len();
+        let mut angles = Vec::with_capacity(new_len * half);
+        for p in 0..new_len {
+            let p = p as f32 * self.position_scale;
+            angles.extend(self.inv_freq.iter().map(|f| p * f));
+        }
+        let t = Tensor::from_vec(angles, (new_len, half), self.cos.device())?;
+        self.cos = t.cos()?;
+        self.sin = t.sin()?;
+        Ok(())
+    }
+
+    /// Divides each frequency by its factor (llama.cpp's `rope_freqs` tensor, written
+    /// for Llama 3.1-style long-context scaling).
+    pub fn with_factors(mut self, factors: &[f32]) -> Result<Self> {
+        if factors.len() != self.inv_freq.len() {
+            candle_core::bail!(
+                "{} rope frequency factors for {} frequencies",
+                factors.len(),
+                self.inv_freq.len()
+            );
+        }
+        for (f, k) in self.inv_freq.iter_mut().zip(factors) {
+            *f /= k;
+        }
+        Ok(self)
+    }
+
+    /// Rotates `x` of shape `[batch, heads, seq, head_dim]` for positions
+    /// `offset..offset + seq`.
+    pub fn apply(&mut self, x: &Tensor, offset: usize) -> Result<Tensor> {
+        let seq = x.dim(2)?;
+        self.ensure(offset + seq)?;
+        let cos = self.cos.narrow(0, offset, seq)?;
+        let sin = self.sin.narrow(0, offset, seq)?;
+        candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin)
+    }
+
+    /// As [`Self::apply`] with GPT-J's interleaved pairs, which llama.cpp's `llama`
+    /// GGUFs use (the converter permutes q/k rows to make NeoX checkpoints fit it).
+    pub fn apply_interleaved(&mut self, x: &Tensor, offset: usize) -> Result<Tensor> {
+        let seq = x.dim(2)?;
+        self.ensure(offset + seq)?;
+        let cos = self.cos.narrow(0, offset, seq)?;
+        let sin = self.sin.narrow(0, offset, seq)?;
+        candle_nn::rotary_emb::rope_i(&x.contiguous()?, &cos, &sin)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::max_abs;
+
+    #[test]
+    fn rope_table_grows_and_matches_a_fresh_one() {
+        let mut small = RopeTable::new(8, 10_000.0, 1.0, &Device::Cpu).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (1, 2, 3, 8), &Device::Cpu).unwrap();
+        let a = small.apply(&x, 1000).unwrap();
+        let mut big = RopeTable::new(8, 10_000.0, 1.0, &Device::Cpu).unwrap();
+        big.ensure(5000).unwrap();
+        let b = big.apply(&x, 1000).unwrap();
+        let d = max_abs(&(a - b).unwrap());
+        assert_eq!(d, 0.0);
+    }
+}
