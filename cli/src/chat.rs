@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use zoo::{ChatTemplate, GenerateOptions, Message, SamplingParams, StopReason};
 
 use crate::commands::ModelArg;
+use crate::hint::CliResult;
 
 #[derive(clap::Args)]
 pub struct ChatArgs {
@@ -45,7 +46,7 @@ pub fn chat(a: ChatArgs) -> Result<()> {
             "",
             "",
         )?,
-        None => ChatTemplate::for_source(&zoo::ModelSource::open(&path)?)?,
+        None => ChatTemplate::for_source(&zoo::ModelSource::open(&path)?).cli()?,
     };
     let mut loaded = a.model.load()?;
     let interrupted = Arc::new(AtomicBool::new(false));

@@ -7,7 +7,6 @@
 
 pub mod chat;
 pub mod error;
-pub mod fetch;
 pub mod generate;
 pub mod gguf;
 pub mod hf_config;
