@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use zoo::{CausalLM, ChatTemplate, GenerateOptions, Message, SamplingParams, StopReason};
 
 use crate::commands::ModelArg;
+use crate::hint::CliResult;
 
 #[derive(clap::Args)]
 pub struct ChatArgs {
@@ -47,11 +48,7 @@ pub fn chat(a: ChatArgs) -> Result<()> {
             "",
         )?,
         // What the checkpoint said at load; the model is not opened again.
-        None => loaded
-            .chat_template
-            .as_ref()
-            .map_err(chat_template_error)?
-            .clone(),
+        None => loaded.chat_template.cli()?,
     };
     let interrupted = Arc::new(AtomicBool::new(false));
     let flag = interrupted.clone();
@@ -141,9 +138,4 @@ pub fn chat(a: ChatArgs) -> Result<()> {
             Err(e) => return Err(e.into()),
         }
     }
-}
-
-/// The load's chat template error (the typed error is kept in `Loaded`).
-fn chat_template_error(e: &zoo::Error) -> anyhow::Error {
-    anyhow::anyhow!("{e}")
 }

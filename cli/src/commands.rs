@@ -7,8 +7,10 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use zoo::fetch::{self, FetchEvent, KnownModel};
 use zoo::{GenerateOptions, LoadOptions, ModelSource, SamplingParams};
+use zoo_fetch::{self as fetch, FetchEvent, KnownModel};
+
+use crate::hint::{cli_error, CliResult};
 
 /// Which model: a path, a known model's name, or (absent) the default model.
 #[derive(Args, Clone)]
@@ -56,7 +58,9 @@ impl ModelArg {
             },
         );
         spinner.finish_and_clear();
-        let loaded = loaded.with_context(|| format!("loading {}", path.display()))?;
+        let loaded = loaded
+            .cli()
+            .with_context(|| format!("loading {}", path.display()))?;
         tracing::info!(
             architecture = loaded.entry.name,
             ms = t.elapsed().as_millis() as u64,
@@ -244,7 +248,7 @@ pub fn list(a: ListArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("{:<20} {:<12} {}", "NAME", "FORMAT", "DETECTED FROM");
+    println!("{:<20} {:<12} DETECTED FROM", "NAME", "FORMAT");
     for e in entries {
         let from: Vec<&str> = e
             .hf_architectures
@@ -273,7 +277,7 @@ pub struct InspectArgs {
 
 pub fn inspect(a: InspectArgs) -> Result<()> {
     let source = ModelSource::open(&a.path)?;
-    let detected = zoo::registry::detect(&source);
+    let detected = zoo::registry::detect(&source).map_err(cli_error);
     let ids: Vec<String> = source
         .architecture_ids()
         .into_iter()

@@ -3,6 +3,7 @@
 mod bench;
 mod chat;
 mod commands;
+mod hint;
 mod serve;
 
 use clap::{Parser, Subcommand};

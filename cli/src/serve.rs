@@ -7,6 +7,10 @@
 //! an error. SIGINT/SIGTERM stop accepting connections and let in-flight responses
 //! finish. `/metrics` is Prometheus text.
 
+// The request helpers return the error response itself (`Result<_, Response>`), once per
+// request; boxing it would buy nothing.
+#![allow(clippy::result_large_err)]
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
@@ -685,7 +689,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         }
         None => match ChatTemplate::for_source(&zoo::ModelSource::open(&path)?) {
             Ok(t) => (Some(t), None),
-            Err(e) => (None, Some(e.to_string())),
+            Err(e) => (None, Some(crate::hint::cli_error(e).to_string())),
         },
     };
     let metrics = Arc::new(Metrics {

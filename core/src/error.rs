@@ -64,7 +64,7 @@ pub enum Error {
         closest: Option<&'static str>,
     },
 
-    #[error("architecture `{found}` is claimed by {} registered models ({}) and the file does not tell which; choose one with `--arch NAME` (LoadOptions::architecture)", .claimed_by.len(), .claimed_by.join(", "))]
+    #[error("architecture `{found}` is claimed by {} registered models ({}) and the file does not tell which; choose one with `LoadOptions::architecture`", .claimed_by.len(), .claimed_by.join(", "))]
     AmbiguousArchitecture {
         found: String,
         claimed_by: Vec<&'static str>,
@@ -73,7 +73,7 @@ pub enum Error {
     #[error("tokenizer: {0}")]
     Tokenizer(String),
 
-    #[error("{} has no chat template (GGUF `tokenizer.chat_template` or `chat_template` in tokenizer_config.json); this is likely a base model: use `zoo run` for plain completion, or give a template with `--template FILE`", .path.display())]
+    #[error("{} has no chat template (GGUF `tokenizer.chat_template` or `chat_template` in tokenizer_config.json); this is likely a base model: prompt it for plain completion, or give a template with `ChatTemplate::new`", .path.display())]
     NoChatTemplate { path: std::path::PathBuf },
 
     #[error("chat template: {0}")]
@@ -90,9 +90,6 @@ pub enum Error {
 
     #[error("invalid sampling parameter: {0}")]
     Sampling(String),
-
-    #[error("fetching {what}: {detail}")]
-    Fetch { what: String, detail: String },
 
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

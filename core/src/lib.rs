@@ -7,7 +7,6 @@
 
 pub mod chat;
 pub mod error;
-pub mod fetch;
 pub mod generate;
 pub mod load;
 pub mod model;

@@ -375,7 +375,7 @@ mod tests {
         };
         let err = pick(&[&CLAIMS, &CLAIMS2]).unwrap_err().to_string();
         assert!(
-            err.contains("claims, claims2") && err.contains("--arch"),
+            err.contains("claims, claims2") && err.contains("LoadOptions::architecture"),
             "{err}"
         );
         const DECLINES2: ArchEntry = ArchEntry {

@@ -225,7 +225,7 @@ impl Tokenizer {
         )));
         tk.with_pre_tokenizer(Some(Sequence::new(pres)));
         tk.with_decoder(Some(ByteLevelDecoder::default()));
-        add_gguf_added_tokens(&mut tk, &tokens, &types);
+        add_gguf_added_tokens(&mut tk, &tokens, &types)?;
         let bos_id = g.u64_opt("tokenizer.ggml.bos_token_id")?.map(|v| v as u32);
         // llama.cpp's default for BPE vocabularies is not to add BOS unless the file says so.
         let add_bos = g.bool_opt("tokenizer.ggml.add_bos_token")?.unwrap_or(false);
@@ -413,7 +413,11 @@ fn token_types(g: &GgufSource, n: usize) -> Vec<u64> {
 
 /// Control tokens (type 3) become special tokens; user-defined tokens (type 4) are
 /// always matched as whole tokens in the raw text, as llama.cpp does.
-fn add_gguf_added_tokens(tk: &mut tokenizers::Tokenizer, tokens: &[&str], types: &[u64]) {
+fn add_gguf_added_tokens(
+    tk: &mut tokenizers::Tokenizer,
+    tokens: &[&str],
+    types: &[u64],
+) -> Result<()> {
     let mut specials = Vec::new();
     let mut user = Vec::new();
     for (t, ty) in tokens.iter().zip(types) {
@@ -423,8 +427,9 @@ fn add_gguf_added_tokens(tk: &mut tokenizers::Tokenizer, tokens: &[&str], types:
             _ => {}
         }
     }
-    tk.add_special_tokens(&specials);
-    tk.add_tokens(&user);
+    tk.add_special_tokens(specials).map_err(Error::tokenizer)?;
+    tk.add_tokens(user).map_err(Error::tokenizer)?;
+    Ok(())
 }
 
 /// Turns tokens into text pieces as they come, with the spaces decoding the whole

@@ -45,7 +45,7 @@ pub fn reference(name: &str) -> Result<Reference> {
 
 /// The path of a known real model, fetched into the cache on first use.
 pub fn real_model(name: &str) -> Result<PathBuf> {
-    let m = zoo::fetch::known(name).with_context(|| format!("{name} is not a known model"))?;
+    let m = zoo_fetch::known(name).with_context(|| format!("{name} is not a known model"))?;
     m.ensure(&mut |_| {}).with_context(|| {
         format!("the real model `{name}` is needed by this test; fetch it with `cargo run -p zoo-cli -- fetch {name}`")
     })
@@ -78,7 +78,6 @@ pub fn first_divergence(
     model.reset_cache()?;
     let device = model.device().clone();
     let mut logits = model.forward(&Tensor::new(prompt, &device)?.unsqueeze(0)?, 0)?;
-    let mut pos = prompt.len();
     for (i, &want) in reference.iter().enumerate() {
         let row: Vec<f32> = logits.squeeze(0)?.to_vec1()?;
         let ours = argmax(&row);
@@ -91,8 +90,8 @@ pub fn first_divergence(
                 our_logit: row[ours as usize],
             }));
         }
+        let pos = prompt.len() + i;
         logits = model.forward(&Tensor::new(&[want], &device)?.unsqueeze(0)?, pos)?;
-        pos += 1;
     }
     Ok(None)
 }
@@ -300,7 +299,7 @@ impl TinyLlama {
 /// `llama-cpp-python==0.3.36`, fetched once with `pip download --no-deps` into the cache.
 pub fn llama_cpp_vocab_dir() -> Result<PathBuf> {
     const VERSION: &str = "0.3.36";
-    let root = zoo::fetch::cache_dir().join(format!("llama-cpp-python-{VERSION}"));
+    let root = zoo_fetch::cache_dir().join(format!("llama-cpp-python-{VERSION}"));
     let models = root.join(format!(
         "llama_cpp_python-{VERSION}/vendor/llama.cpp/models"
     ));
@@ -464,13 +463,13 @@ pub fn openai_python() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("ZOO_OPENAI_PYTHON") {
         return Ok(PathBuf::from(p));
     }
-    let venv = zoo::fetch::cache_dir().join("openai-venv");
+    let venv = zoo_fetch::cache_dir().join("openai-venv");
     let python = venv.join("bin/python");
     let ready = venv.join(format!(".ready-{OPENAI_PACKAGE}"));
     if ready.is_file() {
         return Ok(python);
     }
-    std::fs::create_dir_all(zoo::fetch::cache_dir())?;
+    std::fs::create_dir_all(zoo_fetch::cache_dir())?;
     let system = std::env::var("ZOO_PYTHON").unwrap_or_else(|_| "python3".into());
     let run = |c: &mut std::process::Command| -> Result<()> {
         let s = c.status().with_context(|| format!("running {c:?}"))?;

@@ -9,9 +9,7 @@ use zoo::{Error, LoadOptions};
 use zoo_tests::TinyLlama;
 
 fn load_err(path: &Path) -> Error {
-    zoo::load(path, &LoadOptions::default())
-        .err()
-        .expect("loading must fail")
+    zoo::load(path, &LoadOptions::default()).expect_err("loading must fail")
 }
 
 /// A small valid GGUF: llama metadata and one Q8_0 tensor.

@@ -15,7 +15,7 @@ use crate::{cargo, root, run, zoo_release};
 
 pub const LLAMA_CPP_PYTHON: &str = "0.3.36";
 
-/// The zoo cache directory, resolved as `zoo_core::fetch::cache_dir` does.
+/// The zoo cache directory, resolved as `zoo_fetch::cache_dir` does.
 fn cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("ZOO_CACHE_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(d);
