@@ -244,7 +244,7 @@ pub fn list(a: ListArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("{:<20} {:<12} {}", "NAME", "FORMAT", "DETECTED FROM");
+    println!("{:<20} {:<12} DETECTED FROM", "NAME", "FORMAT");
     for e in entries {
         let from: Vec<&str> = e
             .hf_architectures
