@@ -59,7 +59,7 @@ fn main() -> anyhow::Result<()> {
         Command::Inspect(a) => commands::inspect(a),
         Command::Fetch(a) => commands::fetch(a),
         Command::Bench(a) => bench::bench(a),
-        Command::Serve(a) => serve::serve(a),
+        Command::Serve(a) => serve::run(a),
         Command::Chat(a) => chat::chat(a),
     }
 }

@@ -1,0 +1,200 @@
+//! `zoo serve`: an OpenAI-compatible HTTP server over any registered architecture.
+//!
+//! One worker thread owns the model and runs one generation at a time (the KV cache is
+//! reset by `generate` for each request); requests wait in a bounded queue, and past
+//! its depth get 429. A client that disconnects (its response stream dropped) cancels
+//! its generation at the next token; a request that runs past `--timeout-s` ends with
+//! an error. SIGINT/SIGTERM stop accepting connections and let in-flight responses
+//! finish. `/metrics` is Prometheus text.
+//!
+//! - [`request`], [`params`]: the request bodies and their validation;
+//! - [`endpoint`]: what differs between completions and chat completions, and the
+//!   handler they share;
+//! - [`response`], [`error`]: the response bodies; [`reply`]: whole or streamed;
+//! - [`worker`]: the queue, admission and the model thread;
+//! - [`metrics`]: the counters and their Prometheus text.
+
+mod endpoint;
+mod error;
+mod metrics;
+mod params;
+mod reply;
+mod request;
+mod response;
+mod worker;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use zoo::{CausalLM, ChatTemplate};
+
+use crate::commands::ModelArg;
+use endpoint::{ChatCompletions, Completions};
+use error::ApiError;
+use metrics::Metrics;
+use response::ModelList;
+use worker::Queue;
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// 0 picks a free port (the address is printed on stdout).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Requests that may wait for the model; past this they get 429.
+    #[arg(long, default_value_t = 64)]
+    pub queue_depth: usize,
+    /// A request running longer than this ends with an error.
+    #[arg(long, default_value_t = 300)]
+    pub timeout_s: u64,
+    /// A Jinja chat template file, for models without one.
+    #[arg(long)]
+    pub template: Option<std::path::PathBuf>,
+}
+
+/// What the handlers share.
+pub struct AppState {
+    model_id: String,
+    context_length: usize,
+    tokenizer: zoo::Tokenizer,
+    template: Option<ChatTemplate>,
+    /// Why there is no template, for chat requests.
+    template_error: Option<String>,
+    queue: Queue,
+    metrics: Arc<Metrics>,
+}
+
+/// The chat template: `--template` if given, else the one the checkpoint gave at load
+/// (nothing is opened again). A checkpoint without one is not an error until a chat
+/// request comes (`template_error`, with the flag that answers it).
+fn chat_template(
+    file: Option<&Path>,
+    loaded: zoo::Result<ChatTemplate>,
+) -> Result<(Option<ChatTemplate>, Option<String>)> {
+    Ok(match file {
+        Some(file) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            (Some(ChatTemplate::new(text, "", "")?), None)
+        }
+        None => match loaded {
+            Ok(t) => (Some(t), None),
+            Err(e) => (None, Some(crate::hint::cli_error(e).to_string())),
+        },
+    })
+}
+
+/// Loads the model, starts its worker and serves until SIGINT or SIGTERM.
+pub fn run(a: ServeArgs) -> Result<()> {
+    let path = a.model.resolve()?;
+    let mut loaded = a.model.load()?;
+    let model_id = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    let from_checkpoint = std::mem::replace(
+        &mut loaded.chat_template,
+        Err(zoo::Error::NoChatTemplate { path: path.clone() }),
+    );
+    let (template, template_error) = chat_template(a.template.as_deref(), from_checkpoint)?;
+    let metrics = Arc::new(Metrics::default());
+    let context_length = loaded.model.context_length();
+    let tokenizer = loaded.tokenizer.clone();
+    let timeout = Duration::from_secs(a.timeout_s);
+    let queue = Queue::start(loaded, a.queue_depth, timeout, metrics.clone())?;
+    let state = Arc::new(AppState {
+        model_id,
+        context_length,
+        tokenizer,
+        template,
+        template_error,
+        queue,
+        metrics,
+    });
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let addr: SocketAddr = format!("{}:{}", a.host, a.port)
+            .parse()
+            .context("--host/--port")?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        let local = listener.local_addr()?;
+        println!("zoo: listening on http://{local}");
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        axum::serve(listener, router(state))
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
+        eprintln!("zoo: stopped");
+        Ok(())
+    })
+}
+
+/// The two generation endpoints, `/v1/models`, `/health`, `/metrics`, and an OpenAI
+/// 404 for anything else.
+fn router(state: Arc<AppState>) -> Router {
+    type S = State<Arc<AppState>>;
+    Router::new()
+        .route("/v1/completions", post(endpoint::handle::<Completions>))
+        .route(
+            "/v1/chat/completions",
+            post(endpoint::handle::<ChatCompletions>),
+        )
+        .route(
+            "/v1/models",
+            get(|State(s): S| async move { Json(ModelList::new(&s.model_id)).into_response() }),
+        )
+        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route(
+            "/metrics",
+            get(|State(s): S| async move {
+                let text = s.metrics.render(s.queue.in_flight());
+                ([("content-type", "text/plain; version=0.0.4")], text)
+            }),
+        )
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "no such endpoint",
+            )
+        })
+        .with_state(state)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    eprintln!("zoo: shutting down; in-flight responses finish");
+}
