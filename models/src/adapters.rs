@@ -14,5 +14,8 @@ mod candle;
 mod decoded;
 
 pub(crate) use candle::candle_load;
-pub use candle::{refuse_sliding_window, unsupported, CandleLm, ConfigQuirks};
+pub use candle::{
+    refuse_other_head_dim, refuse_rope_scaling, refuse_sliding_window, unsupported, CandleLm,
+    ConfigQuirks,
+};
 pub use decoded::{Decoded, Decoder};

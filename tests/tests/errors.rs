@@ -300,3 +300,36 @@ fn a_gguf_with_alignment_zero_is_an_error_not_a_panic() {
     std::fs::write(&p, raw_gguf(&[("general.alignment", 32)], &[4, 4], 64)).unwrap();
     zoo::ModelSource::open(&p).unwrap();
 }
+
+/// config.json with what candle's model would compute differently is refused with a
+/// typed error naming the field: rope scaling it ignores, a head size it does not take.
+#[test]
+fn configs_candle_would_compute_differently_are_refused() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/smollm3/f32");
+    for (key, value, says) in [
+        (
+            "rope_scaling",
+            serde_json::json!({"rope_type": "yarn", "factor": 4.0}),
+            "rope scaling",
+        ),
+        ("head_dim", serde_json::json!(32), "head_dim: 32"),
+    ] {
+        let d = tempfile::tempdir().unwrap();
+        for f in [
+            "model.safetensors",
+            "tokenizer.json",
+            "generation_config.json",
+        ] {
+            std::fs::copy(fixture.join(f), d.path().join(f)).unwrap();
+        }
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(fixture.join("config.json")).unwrap())
+                .unwrap();
+        config[key] = value;
+        std::fs::write(d.path().join("config.json"), config.to_string()).unwrap();
+        match load_err(d.path()) {
+            Error::Config { detail, .. } => assert!(detail.contains(says), "{detail}"),
+            e => panic!("expected a config error, got {e}"),
+        }
+    }
+}

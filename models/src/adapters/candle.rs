@@ -163,3 +163,39 @@ macro_rules! candle_load {
     };
 }
 pub(crate) use candle_load;
+
+/// Refuses config.json's rope scaling where candle's model ignores it (or reads it in a
+/// form of its own): computed without it, positions past the trained context would be
+/// wrong.
+pub fn refuse_rope_scaling(src: &SafetensorsSource, arch: &str) -> Result<()> {
+    match src.rope_scaling() {
+        None => Ok(()),
+        Some(scaling) => Err(unsupported(
+            src,
+            arch,
+            format!("rope scaling {scaling} is not supported"),
+            "candle's model for this architecture does not apply it; remove rope_scaling to run within the trained context",
+        )),
+    }
+}
+
+/// Refuses a `head_dim` other than `hidden_size / num_attention_heads`, which candle's
+/// model for the architecture assumes.
+pub fn refuse_other_head_dim(src: &SafetensorsSource, arch: &str, config: &Value) -> Result<()> {
+    let dims = (
+        config["hidden_size"].as_u64(),
+        config["num_attention_heads"].as_u64(),
+        config["head_dim"].as_u64(),
+    );
+    if let (Some(h), Some(n), Some(d)) = dims {
+        if n == 0 || h / n != d {
+            return Err(unsupported(
+                src,
+                arch,
+                format!("`head_dim: {d}` differs from hidden_size / num_attention_heads ({h} / {n})"),
+                "candle's model for this architecture takes the head size as hidden_size / num_attention_heads",
+            ));
+        }
+    }
+    Ok(())
+}

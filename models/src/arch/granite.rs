@@ -34,7 +34,7 @@ use zoo_core::registry::Registered;
 use zoo_core::{last_position_logits, CausalLM, ModelInfo, Result, SafetensorsSource};
 use zoo_macros::register_model;
 
-use crate::adapters::unsupported;
+use crate::adapters::{refuse_other_head_dim, refuse_rope_scaling, unsupported};
 
 /// Granite (safetensors, f32 on CPU).
 #[register_model(
@@ -102,23 +102,8 @@ impl Granite {
                 "candle's Granite always uses SiLU",
             ));
         }
-        if let Some(scaling) = src.rope_scaling() {
-            return Err(refuse(
-                format!("rope scaling {scaling} is not supported"),
-                "candle's Granite reads rope scaling in a form of its own; remove it to run within the trained context",
-            ));
-        }
-        let (hidden, heads) = (&config["hidden_size"], &config["num_attention_heads"]);
-        if let (Some(h), Some(n), Some(d)) =
-            (hidden.as_u64(), heads.as_u64(), config["head_dim"].as_u64())
-        {
-            if n == 0 || h / n != d {
-                return Err(refuse(
-                    format!("`head_dim: {d}` differs from hidden_size / num_attention_heads"),
-                    "candle's Granite takes the head size as hidden_size / num_attention_heads",
-                ));
-            }
-        }
+        refuse_rope_scaling(src, Self::ENTRY.name)?;
+        refuse_other_head_dim(src, Self::ENTRY.name, &config)?;
         let mult = |key: &str| match &config[key] {
             Value::Null => Ok(1.0),
             v => v.as_f64().ok_or_else(|| {

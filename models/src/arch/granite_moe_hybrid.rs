@@ -27,7 +27,7 @@ use zoo_core::registry::Registered;
 use zoo_core::{last_position_logits, CausalLM, ModelInfo, Result, SafetensorsSource};
 use zoo_macros::register_model;
 
-use crate::adapters::unsupported;
+use crate::adapters::{refuse_rope_scaling, unsupported};
 
 /// Granite 4.0 hybrid, attention-only dense form (safetensors, f32 on CPU).
 #[register_model(
@@ -141,12 +141,7 @@ impl GraniteMoeHybrid {
                 ));
             }
         }
-        if let Some(scaling) = src.rope_scaling() {
-            return Err(refuse(
-                format!("rope scaling {scaling} is not supported"),
-                "Granite 4.0 models use plain RoPE",
-            ));
-        }
+        refuse_rope_scaling(src, Self::ENTRY.name)?;
         // Read from config.json by `model_info` (candle's field takes one id only).
         config["eos_token_id"] = Value::Null;
         config["bos_token_id"] = Value::Null;

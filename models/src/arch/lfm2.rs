@@ -29,7 +29,7 @@ use zoo_core::registry::Registered;
 use zoo_core::{last_position_logits, CausalLM, ModelInfo, Result, SafetensorsSource};
 use zoo_macros::register_model;
 
-use crate::adapters::unsupported;
+use crate::adapters::{refuse_rope_scaling, unsupported};
 
 /// LFM2 (safetensors, f32 on CPU).
 #[register_model(
@@ -76,12 +76,7 @@ impl Lfm2 {
                 "candle's LFM2 loads no convolution biases; released LFM2 models have none",
             ));
         }
-        if let Some(scaling) = src.rope_scaling() {
-            return Err(refuse(
-                format!("rope scaling {scaling} is not supported"),
-                "LFM2 models use plain RoPE",
-            ));
-        }
+        refuse_rope_scaling(src, Self::ENTRY.name)?;
         let (hidden, heads) = (
             config["hidden_size"].as_u64(),
             config["num_attention_heads"].as_u64(),

@@ -20,7 +20,9 @@ use zoo_core::registry::Registered;
 use zoo_core::{Result, SafetensorsSource};
 use zoo_macros::register_model;
 
-use crate::adapters::{candle_load, unsupported, CandleLm, ConfigQuirks};
+use crate::adapters::{
+    candle_load, refuse_other_head_dim, refuse_rope_scaling, unsupported, CandleLm, ConfigQuirks,
+};
 
 /// Qwen2-MoE (safetensors, f32 on CPU).
 #[register_model(
@@ -79,23 +81,8 @@ impl Qwen2Moe {
                 "candle's Qwen2-MoE ignores mlp_only_layers and would build experts there",
             ));
         }
-        if let Some(scaling) = src.rope_scaling() {
-            return Err(refuse(
-                format!("rope scaling {scaling} is not supported"),
-                "candle's Qwen2-MoE ignores rope scaling; remove it to run within the trained context",
-            ));
-        }
-        let (hidden, heads) = (&config["hidden_size"], &config["num_attention_heads"]);
-        if let (Some(h), Some(n), Some(d)) =
-            (hidden.as_u64(), heads.as_u64(), config["head_dim"].as_u64())
-        {
-            if n == 0 || h / n != d {
-                return Err(refuse(
-                    format!("`head_dim: {d}` differs from hidden_size / num_attention_heads"),
-                    "candle's Qwen2-MoE takes the head size as hidden_size / num_attention_heads",
-                ));
-            }
-        }
+        refuse_rope_scaling(src, Self::ENTRY.name)?;
+        refuse_other_head_dim(src, Self::ENTRY.name, &config)?;
         config["sliding_window"] = json!(usize::MAX / 4);
         if config["max_window_layers"].is_null() {
             config["max_window_layers"] = config["num_hidden_layers"].clone();

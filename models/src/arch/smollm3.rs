@@ -18,7 +18,9 @@ use zoo_core::registry::Registered;
 use zoo_core::{Result, SafetensorsSource};
 use zoo_macros::register_model;
 
-use crate::adapters::{candle_load, unsupported, CandleLm, ConfigQuirks};
+use crate::adapters::{
+    candle_load, refuse_other_head_dim, refuse_rope_scaling, unsupported, CandleLm, ConfigQuirks,
+};
 
 /// SmolLM3 (safetensors, f32 on CPU).
 #[register_model(
@@ -55,23 +57,8 @@ impl SmolLM3 {
                 "candle's SmolLM3 has no sliding window; SmolLM3-3B does not use one",
             ));
         }
-        if let Some(scaling) = src.rope_scaling() {
-            return Err(refuse(
-                format!("rope scaling {scaling} is not supported"),
-                "candle's SmolLM3 ignores rope scaling; remove it to run within the trained context",
-            ));
-        }
-        let (hidden, heads) = (&config["hidden_size"], &config["num_attention_heads"]);
-        if let (Some(h), Some(n), Some(d)) =
-            (hidden.as_u64(), heads.as_u64(), config["head_dim"].as_u64())
-        {
-            if n == 0 || h / n != d {
-                return Err(refuse(
-                    format!("`head_dim: {d}` differs from hidden_size / num_attention_heads"),
-                    "candle's SmolLM3 takes the head size as hidden_size / num_attention_heads",
-                ));
-            }
-        }
+        refuse_rope_scaling(src, Self::ENTRY.name)?;
+        refuse_other_head_dim(src, Self::ENTRY.name, &config)?;
         if config["eos_token_id"].is_array() {
             config["eos_token_id"] = Value::Null;
         }
