@@ -1,5 +1,5 @@
 //! What the registry costs: the same tiny Llama (tests/fixtures/llama/f32, safetensors)
-//! decoded through `zoo::load` (a `Box<dyn CausalLM>` chosen by the registry, with
+//! decoded through `zoo::load` (the derived `Model` enum the registry loads, with
 //! zoo's wrapper around candle's model) and through candle-transformers' `llama`
 //! called directly. The model is tiny (2 layers, hidden 64) so that a step takes tens
 //! of microseconds and any per-call overhead shows; with a real model a step takes
@@ -15,6 +15,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::llama as candle_llama;
+use zoo::CausalLM;
 
 const STEPS: usize = 48;
 const ROUNDS: usize = 31;

@@ -103,7 +103,7 @@ impl Granite {
             ));
         }
         refuse_rope_scaling(src, Self::ENTRY.name)?;
-        refuse_other_head_dim(src, Self::ENTRY.name, &config)?;
+        refuse_other_head_dim(src, Self::ENTRY.name, config)?;
         let mult = |key: &str| match &config[key] {
             Value::Null => Ok(1.0),
             v => v.as_f64().ok_or_else(|| {

@@ -82,7 +82,7 @@ impl Qwen2Moe {
             ));
         }
         refuse_rope_scaling(src, Self::ENTRY.name)?;
-        refuse_other_head_dim(src, Self::ENTRY.name, &config)?;
+        refuse_other_head_dim(src, Self::ENTRY.name, config)?;
         config["sliding_window"] = json!(usize::MAX / 4);
         if config["max_window_layers"].is_null() {
             config["max_window_layers"] = config["num_hidden_layers"].clone();

@@ -58,7 +58,7 @@ impl SmolLM3 {
             ));
         }
         refuse_rope_scaling(src, Self::ENTRY.name)?;
-        refuse_other_head_dim(src, Self::ENTRY.name, &config)?;
+        refuse_other_head_dim(src, Self::ENTRY.name, config)?;
         if config["eos_token_id"].is_array() {
             config["eos_token_id"] = Value::Null;
         }
