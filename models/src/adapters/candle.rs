@@ -34,7 +34,16 @@ pub struct CandleLm<M> {
     /// [`ConfigQuirks::refuse_past_sliding_window`]).
     max_positions: Option<usize>,
     forward: fn(&mut M, &Tensor, usize) -> candle_core::Result<Tensor>,
-    clear: fn(&mut M),
+    reset: Reset<M>,
+}
+
+/// How a reset empties the KV cache.
+enum Reset<M> {
+    /// candle's `clear_kv_cache`.
+    Clear(fn(&mut M)),
+    /// candle's model has no way to empty its cache: it is built again from the
+    /// config and the memory-mapped weights (no weights are read again).
+    Rebuild(Box<dyn Fn() -> candle_core::Result<M> + Send>),
 }
 
 impl<M: Send> CandleLm<M> {
@@ -50,25 +59,59 @@ impl<M: Send> CandleLm<M> {
         forward: fn(&mut M, &Tensor, usize) -> candle_core::Result<Tensor>,
         clear: fn(&mut M),
     ) -> Result<Self> {
-        let info = src.model_info(arch, quirks.context_length, device)?;
-        let mut config = src.normalised_config(quirks.rope_theta)?;
-        let max_positions = match quirks.refuse_past_sliding_window {
-            true => config["sliding_window"].as_u64().map(|w| w as usize),
-            false => None,
-        };
-        if let Some(fix) = quirks.fix {
-            fix(src, &mut config)?;
-        }
-        let config: C = src.parse_config_value(arch, config)?;
-        let (vb, _dtype) = src.var_builder(device)?;
+        let (info, max_positions, config, vb) = read::<C>(arch, src, device, quirks)?;
         Ok(Self {
             model: new(&config, vb)?,
             info,
             max_positions,
             forward,
-            clear,
+            reset: Reset::Clear(clear),
         })
     }
+
+    /// As [`CandleLm::load`], for a candle model without `clear_kv_cache`: a reset
+    /// builds it again from the config and the mapped weights.
+    pub fn load_rebuilt_on_reset<C: DeserializeOwned + Send + 'static>(
+        arch: &str,
+        src: &SafetensorsSource,
+        device: &Device,
+        quirks: ConfigQuirks,
+        new: fn(&C, VarBuilder) -> candle_core::Result<M>,
+        forward: fn(&mut M, &Tensor, usize) -> candle_core::Result<Tensor>,
+    ) -> Result<Self>
+    where
+        M: 'static,
+    {
+        let (info, max_positions, config, vb) = read::<C>(arch, src, device, quirks)?;
+        Ok(Self {
+            model: new(&config, vb.clone())?,
+            info,
+            max_positions,
+            forward,
+            reset: Reset::Rebuild(Box::new(move || new(&config, vb.clone()))),
+        })
+    }
+}
+
+/// The facts, the sliding-window limit, candle's config and the mapped weights.
+fn read<C: DeserializeOwned>(
+    arch: &str,
+    src: &SafetensorsSource,
+    device: &Device,
+    quirks: ConfigQuirks,
+) -> Result<(ModelInfo, Option<usize>, C, VarBuilder<'static>)> {
+    let info = src.model_info(arch, quirks.context_length, device)?;
+    let mut config = src.normalised_config(quirks.rope_theta)?;
+    let max_positions = match quirks.refuse_past_sliding_window {
+        true => config["sliding_window"].as_u64().map(|w| w as usize),
+        false => None,
+    };
+    if let Some(fix) = quirks.fix {
+        fix(src, &mut config)?;
+    }
+    let config: C = src.parse_config_value(arch, config)?;
+    let (vb, _dtype) = src.var_builder(device)?;
+    Ok((info, max_positions, config, vb))
 }
 
 impl<M: Send> ModelBody for CandleLm<M> {
@@ -86,7 +129,10 @@ impl<M: Send> ModelBody for CandleLm<M> {
     }
 
     fn reset_cache(&mut self) -> Result<()> {
-        (self.clear)(&mut self.model);
+        match &self.reset {
+            Reset::Clear(clear) => clear(&mut self.model),
+            Reset::Rebuild(new) => self.model = new()?,
+        }
         Ok(())
     }
 
@@ -136,9 +182,28 @@ pub fn refuse_sliding_window(src: &SafetensorsSource, config: &mut Value) -> Res
 /// candle_load!(Helium, candle_model::Model, ConfigQuirks::default());
 /// ```
 ///
+/// `reset = rebuild`: candle's model has no `clear_kv_cache`, a reset builds it again.
 /// `new = expr` gives the constructor where candle's takes more than the config and
 /// the weights (`|c, vb| gemma::Model::new(false, c, vb)`).
 macro_rules! candle_load {
+    ($ty:ident, $model:ty, $quirks:expr, reset = rebuild) => {
+        impl $ty {
+            fn load(
+                src: &zoo_core::SafetensorsSource,
+                device: &zoo_core::Device,
+            ) -> zoo_core::Result<Self> {
+                $crate::adapters::CandleLm::load_rebuilt_on_reset(
+                    <Self as zoo_core::registry::Registered>::ENTRY.name,
+                    src,
+                    device,
+                    $quirks,
+                    <$model>::new,
+                    <$model>::forward,
+                )
+                .map(Self)
+            }
+        }
+    };
     ($ty:ident, $model:ty, $quirks:expr) => {
         $crate::adapters::candle_load!($ty, $model, $quirks, new = <$model>::new);
     };

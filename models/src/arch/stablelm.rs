@@ -16,14 +16,13 @@
 //! - it has neither `qk_layernorm` nor `use_parallel_residual` (StableLM 2 12B), always
 //!   reads an untied `lm_head`, and ignores `rope_scaling`: refused.
 
-use candle_core::{Device, Tensor};
 use candle_transformers::models::stable_lm as candle_model;
 use serde_json::{json, Value};
 use zoo_core::registry::Registered;
-use zoo_core::{last_position_logits, CausalLM, ModelInfo, Result, SafetensorsSource};
+use zoo_core::{Result, SafetensorsSource};
 use zoo_macros::register_model;
 
-use crate::adapters::unsupported;
+use crate::adapters::{candle_load, refuse_rope_scaling, unsupported, CandleLm, ConfigQuirks};
 
 /// StableLM (safetensors, f32 on CPU).
 #[register_model(
@@ -33,36 +32,25 @@ use crate::adapters::unsupported;
     model_types = ["stablelm"],
     load = StableLm::load,
 )]
-pub struct StableLm {
-    model: candle_model::Model,
-    /// What `reset_cache` rebuilds the model from: candle's StableLM has no
-    /// `clear_kv_cache`.
-    config: candle_model::Config,
-    vb: candle_nn::VarBuilder<'static>,
-    info: ModelInfo,
-}
+pub struct StableLm(CandleLm<candle_model::Model>);
+zoo_core::delegate_causal_lm!(StableLm);
 
 // transformers' StableLmConfig defaults.
 const DEFAULT_ROPE_THETA: f64 = 10_000.0;
 const DEFAULT_PARTIAL_ROTARY_FACTOR: f64 = 0.25;
 
-impl StableLm {
-    /// Loads config.json and the safetensors weights (memory-mapped).
-    pub fn load(src: &SafetensorsSource, device: &Device) -> Result<Self> {
-        let info = src.model_info(Self::ENTRY.name, None, device)?;
-        let mut config = src.normalised_config(Some(DEFAULT_ROPE_THETA))?;
-        Self::fix_config(src, &mut config)?;
-        let config: candle_model::Config = src.parse_config_value(Self::ENTRY.name, config)?;
-        let (vb, _dtype) = src.var_builder(device)?;
-        let model = candle_model::Model::new(&config, vb.clone())?;
-        Ok(Self {
-            model,
-            config,
-            vb,
-            info,
-        })
-    }
+candle_load!(
+    StableLm,
+    candle_model::Model,
+    ConfigQuirks {
+        rope_theta: Some(DEFAULT_ROPE_THETA),
+        fix: Some(StableLm::fix_config),
+        ..ConfigQuirks::default()
+    },
+    reset = rebuild
+);
 
+impl StableLm {
     /// See the file's comment: refuse what candle would compute differently, fill
     /// transformers' defaults where candle has none, keep the cache on.
     fn fix_config(src: &SafetensorsSource, config: &mut Value) -> Result<()> {
@@ -85,29 +73,11 @@ impl StableLm {
                 return Err(refuse(&format!("`{key}: true` is not supported"), hint));
             }
         }
-        if let Some(scaling) = src.rope_scaling() {
-            return Err(refuse(
-                &format!("rope scaling {scaling} is not supported"),
-                "candle's StableLM ignores rope scaling; remove it to run within the trained context",
-            ));
-        }
+        refuse_rope_scaling(src, Self::ENTRY.name)?;
         if config["partial_rotary_factor"].is_null() {
             config["partial_rotary_factor"] = json!(DEFAULT_PARTIAL_ROTARY_FACTOR);
         }
         config["use_cache"] = json!(true);
         Ok(())
     }
-}
-
-impl CausalLM for StableLm {
-    fn forward(&mut self, input_ids: &Tensor, seqlen_offset: usize) -> Result<Tensor> {
-        last_position_logits(self.model.forward(input_ids, seqlen_offset)?)
-    }
-
-    fn reset_cache(&mut self) -> Result<()> {
-        self.model = candle_model::Model::new(&self.config, self.vb.clone())?;
-        Ok(())
-    }
-
-    zoo_core::causal_lm_info!(info);
 }
