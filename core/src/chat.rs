@@ -61,11 +61,12 @@ impl ChatTemplate {
                     let Some(id) = g.u64_opt(key)? else {
                         return Ok(String::new());
                     };
-                    let tokens = g.str_array("tokenizer.ggml.tokens")?;
-                    Ok(tokens
-                        .get(id as usize)
-                        .map(|s| s.to_string())
-                        .unwrap_or_default())
+                    // One piece of the vocabulary, not a copy of all of it: this runs on
+                    // every load (`Loaded::chat_template`).
+                    Ok(match g.array("tokenizer.ggml.tokens")?.get(id as usize) {
+                        Some(candle_core::quantized::gguf_file::Value::String(s)) => s.clone(),
+                        _ => String::new(),
+                    })
                 };
                 Self::new(
                     text,

@@ -411,10 +411,18 @@ fn main() {
                     );
                 }
                 if std::env::var_os("ZOO_RECORD_MEASURED").is_some() {
-                    let json = serde_json::json!({ "references": measured });
+                    // Serialized as the f32s they are (through `json!` they would widen
+                    // to f64 and print 1e-4 as 0.00009999999747378752).
+                    #[derive(serde::Serialize)]
+                    struct File<'a> {
+                        references: &'a [Measured],
+                    }
+                    let file = File {
+                        references: &measured,
+                    };
                     std::fs::write(
                         dir.join("measured.json"),
-                        serde_json::to_string_pretty(&json).unwrap() + "\n",
+                        serde_json::to_string_pretty(&file).unwrap() + "\n",
                     )
                     .map_err(|e| Failed::from(format!("writing measured.json: {e}")))?;
                 }

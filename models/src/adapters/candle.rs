@@ -187,40 +187,30 @@ pub fn refuse_sliding_window(src: &SafetensorsSource, config: &mut Value) -> Res
 /// the weights (`|c, vb| gemma::Model::new(false, c, vb)`).
 macro_rules! candle_load {
     ($ty:ident, $model:ty, $quirks:expr, reset = rebuild) => {
-        impl $ty {
-            fn load(
-                src: &zoo_core::SafetensorsSource,
-                device: &zoo_core::Device,
-            ) -> zoo_core::Result<Self> {
-                $crate::adapters::CandleLm::load_rebuilt_on_reset(
-                    <Self as zoo_core::registry::Registered>::ENTRY.name,
-                    src,
-                    device,
-                    $quirks,
-                    <$model>::new,
-                    <$model>::forward,
-                )
-                .map(Self)
-            }
-        }
+        $crate::adapters::candle_load!(
+            @impl $ty, load_rebuilt_on_reset, $quirks, <$model>::new, <$model>::forward
+        );
     };
     ($ty:ident, $model:ty, $quirks:expr) => {
         $crate::adapters::candle_load!($ty, $model, $quirks, new = <$model>::new);
     };
     ($ty:ident, $model:ty, $quirks:expr, new = $new:expr) => {
+        $crate::adapters::candle_load!(
+            @impl $ty, load, $quirks, $new, <$model>::forward, <$model>::clear_kv_cache
+        );
+    };
+    (@impl $ty:ident, $loader:ident, $quirks:expr, $($fns:expr),+) => {
         impl $ty {
             fn load(
                 src: &zoo_core::SafetensorsSource,
                 device: &zoo_core::Device,
             ) -> zoo_core::Result<Self> {
-                $crate::adapters::CandleLm::load(
+                $crate::adapters::CandleLm::$loader(
                     <Self as zoo_core::registry::Registered>::ENTRY.name,
                     src,
                     device,
                     $quirks,
-                    $new,
-                    <$model>::forward,
-                    <$model>::clear_kv_cache,
+                    $($fns),+
                 )
                 .map(Self)
             }

@@ -167,7 +167,7 @@ fn measured_table(facts: &[ArchFacts], fixtures: &Path) -> Result<String> {
                     ),
                 };
                 s.push_str(&format!(
-                    "| `{}` | {variant} | {} | {} | {:.0e} | {greedy} |\n",
+                    "| `{}` | {variant} | {} | {} | {} | {greedy} |\n",
                     f.name,
                     r.implementation,
                     sci(r.max_abs_diff),
