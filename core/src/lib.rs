@@ -5,6 +5,7 @@
 //! Architectures live in `zoo-models` (one file each) and register themselves with
 //! `#[register_model(...)]` from `zoo-macros`; this crate never names an architecture.
 
+pub mod batch;
 pub mod chat;
 pub mod error;
 pub mod generate;
@@ -16,6 +17,7 @@ pub mod source;
 mod spm;
 pub mod tokenizer;
 
+pub use batch::{BatchedLM, KvShape, Logits, SeqChunk};
 pub use candle_core::{DType, Device, Tensor};
 pub use chat::{ChatTemplate, Message};
 pub use error::{Error, Result};
@@ -34,7 +36,9 @@ pub mod __private {
         self, assert_distinct, boxed, format_mismatch, unknown_name, FromRegistry, Registered,
     };
     pub use crate::source::{GgufSource, SafetensorsSource};
-    pub use crate::{ArchEntry, CausalLM, Device, Error, Format, ModelSource, Result, Tensor};
+    pub use crate::{
+        ArchEntry, BatchedLM, CausalLM, Device, Error, Format, ModelSource, Result, Tensor,
+    };
     pub use inventory;
     pub use std::boxed::Box;
     pub use std::result::Result as StdResult;

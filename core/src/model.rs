@@ -2,11 +2,14 @@
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 
-use crate::Result;
+use crate::{BatchedLM, Result};
 
 /// A causal language model with its own KV cache.
 ///
-/// Every method is mandatory: there is no default that silently does nothing.
+/// Every method but [`CausalLM::batched`] is mandatory: there is no default that
+/// silently does nothing. `batched`'s default says "this model does not batch", which
+/// the engine honours by running it one sequence at a time; the registry attribute's
+/// `batching` states the same fact and the conformance suite checks that they agree.
 /// `zoo-macros` derives the `Model` enum that delegates to these methods, and the
 /// conformance suite checks every implementation (shapes, cache consistency, reset).
 #[diagnostic::on_unimplemented(
@@ -38,6 +41,11 @@ pub trait CausalLM: Send {
 
     /// The device the weights live on.
     fn device(&self) -> &Device;
+
+    /// The batched forward over KV blocks, for a model that has one.
+    fn batched(&mut self) -> Option<&mut dyn BatchedLM> {
+        None
+    }
 }
 
 impl<M: CausalLM + ?Sized> CausalLM for Box<M> {
@@ -62,6 +70,9 @@ impl<M: CausalLM + ?Sized> CausalLM for Box<M> {
     fn device(&self) -> &Device {
         (**self).device()
     }
+    fn batched(&mut self) -> Option<&mut dyn BatchedLM> {
+        (**self).batched()
+    }
 }
 
 /// The forward pass, KV cache and facts of a model, which a registered newtype wraps:
@@ -76,6 +87,8 @@ pub trait ModelBody: Send {
     fn reset_cache(&mut self) -> Result<()>;
     /// The facts read at load.
     fn info(&self) -> &ModelInfo;
+    /// As [`CausalLM::batched`].
+    fn batched(&mut self) -> Option<&mut dyn BatchedLM>;
 }
 
 /// Implements [`CausalLM`] for a registered one-field tuple struct whose field is a
@@ -121,6 +134,10 @@ macro_rules! delegate_causal_lm {
 
             fn device(&self) -> &$crate::Device {
                 &$crate::ModelBody::info(&self.0).device
+            }
+
+            fn batched(&mut self) -> ::core::option::Option<&mut dyn $crate::BatchedLM> {
+                $crate::ModelBody::batched(&mut self.0)
             }
         }
     };

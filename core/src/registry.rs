@@ -64,6 +64,9 @@ pub struct ArchEntry {
     /// whether this entry claims the file, from its content. An entry without it is
     /// the fallback when no entry claims the file.
     pub detect: Option<fn(&ModelSource) -> bool>,
+    /// Whether its models run several sequences in one step
+    /// ([`crate::CausalLM::batched`]); the engine runs the others one at a time.
+    pub batching: bool,
 }
 
 inventory::collect!(ArchEntry);
@@ -324,6 +327,7 @@ mod tests {
         module: "a",
         load: never,
         detect: None,
+        batching: false,
     };
 
     fn yes(_: &ModelSource) -> bool {

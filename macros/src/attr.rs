@@ -7,7 +7,7 @@ use syn::{Ident, LitStr, Path};
 use crate::ctxt::Ctxt;
 
 pub const KEYS: &str =
-    "name, format, hf_architectures, model_types, gguf_architectures, load, detect, description, crate";
+    "name, format, hf_architectures, model_types, gguf_architectures, load, detect, batching, description, crate";
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -24,6 +24,7 @@ pub struct Attr {
     pub load: Option<Path>,
     pub detect: Option<Path>,
     pub description: Option<LitStr>,
+    pub batching: Option<syn::LitBool>,
     pub krate: Option<Path>,
 }
 
@@ -38,6 +39,7 @@ impl Attr {
             load: None,
             detect: None,
             description: None,
+            batching: None,
             krate: None,
         };
         let parser = syn::meta::parser(|meta| {
@@ -75,6 +77,10 @@ impl Attr {
             "description" => set!(description, meta.value().and_then(|v| v.parse::<LitStr>())),
             "load" => set!(load, meta.value().and_then(|v| v.parse::<Path>())),
             "detect" => set!(detect, meta.value().and_then(|v| v.parse::<Path>())),
+            "batching" => set!(
+                batching,
+                meta.value().and_then(|v| v.parse::<syn::LitBool>())
+            ),
             "crate" => set!(krate, meta.value().and_then(|v| v.parse::<Path>())),
             "format" => set!(
                 format,

@@ -87,6 +87,7 @@ pub fn register_model(args: TokenStream, input: TokenStream) -> TokenStream {
         }
         None => quote!(::core::option::Option::None),
     };
+    let batching = attr.batching.as_ref().is_some_and(|b| b.value);
     let load_span = load.span();
     // The bound is spanned at the type's name so a missing `CausalLM` impl points there.
     let registered_impl = quote_spanned! {ident.span()=>
@@ -101,6 +102,7 @@ pub fn register_model(args: TokenStream, input: TokenStream) -> TokenStream {
                 module: ::core::module_path!(),
                 load: __zoo_load_dyn,
                 detect: #detect,
+                batching: #batching,
             };
             fn load_registered(
                 source: &__zoo::ModelSource,

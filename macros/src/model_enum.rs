@@ -108,6 +108,7 @@ pub fn expand(input: TokenStream) -> TokenStream {
     let arch_name = delegate(quote!(architecture()));
     let ctx = delegate(quote!(context_length()));
     let device = delegate(quote!(device()));
+    let batched = delegate(quote!(batched()));
     let arch_of = variants.iter().map(|v| quote!(Model::#v(_) => Arch::#v));
     let entry_arms = variants
         .iter()
@@ -260,6 +261,7 @@ pub fn expand(input: TokenStream) -> TokenStream {
             fn architecture(&self) -> &'static str { #arch_name }
             fn context_length(&self) -> usize { #ctx }
             fn device(&self) -> &__zoo::Device { #device }
+            fn batched(&mut self) -> ::core::option::Option<&mut dyn __zoo::BatchedLM> { #batched }
         }
 
         #(#checks)*

@@ -19,12 +19,13 @@
 use std::sync::Arc;
 
 use candle_core::quantized::QTensor;
-use candle_core::{Device, Module, Tensor};
-use zoo_core::{last_position_logits, Result};
+use candle_core::{DType, Device, Module, Tensor};
+use zoo_core::{last_position_logits, BatchedLM, KvShape, Result, SeqChunk};
 
 use crate::adapters::{Decoded, Decoder};
 use crate::layers::{
-    last_position, merge_heads, split_heads, AttnParams, KvCache, QLinear, RmsNorm, RopeTable,
+    last_position, merge_heads, split_heads, AttnParams, KvCache, PagedKv, QLinear, RmsNorm,
+    RopeTable, StepLayout,
 };
 
 /// A weight by its llama.cpp name (`blk.0.attn_q.weight`), still quantized or as f32.
@@ -81,6 +82,8 @@ pub(crate) struct GemmaDecoder {
     rope_local: RopeTable,
     rope_global: RopeTable,
     hp: Hparams,
+    /// Rows of the output projection.
+    vocab: usize,
 }
 
 struct Layer {
@@ -102,6 +105,8 @@ struct Layer {
     /// `Some(window)` for local (sliding-window) layers, `None` for global ones.
     window: Option<usize>,
     cache: KvCache,
+    /// The batched forward's share of the KV block store.
+    paged: PagedKv,
 }
 
 fn apply(norm: &Option<RmsNorm>, x: Tensor) -> Result<Tensor> {
@@ -141,6 +146,92 @@ impl Layer {
     }
 }
 
+impl Layer {
+    /// [`Layer::forward`] for a batched step: every product row by row
+    /// ([`QLinear::forward_rows`]), rotations at each token's position, attention over
+    /// each sequence's blocks.
+    fn forward_rows(
+        &mut self,
+        x: &Tensor,
+        layout: &StepLayout,
+        hp: &Hparams,
+        rope: &mut RopeTable,
+    ) -> Result<Tensor> {
+        let h = self.attn_norm.forward(x)?;
+        let q = split_heads(&self.q.forward_rows(&h)?, hp.heads, hp.head_dim)?;
+        let k = split_heads(&self.k.forward_rows(&h)?, hp.kv_heads, hp.head_dim)?;
+        let v = split_heads(&self.v.forward_rows(&h)?, hp.kv_heads, hp.head_dim)?;
+        let q = rope.apply_at(&apply(&self.q_norm, q)?, &layout.position)?;
+        let k = rope.apply_at(&apply(&self.k_norm, k)?, &layout.position)?;
+        let params = AttnParams {
+            scale: hp.attn_scale,
+            softcap: hp.attn_softcap,
+            window: self.window,
+        };
+        let a = self.paged.attend(layout, &q, &k, &v, &params)?;
+        let a = apply(
+            &self.post_attn_norm,
+            self.o.forward_rows(&merge_heads(&a)?)?,
+        )?;
+        let x = (x + a)?;
+        let h = self.ffn_norm.forward(&x)?;
+        let f = crate::layers::gelu_mul(&self.gate.forward_rows(&h)?, &self.up.forward_rows(&h)?)?;
+        let f = apply(&self.post_ffn_norm, self.down.forward_rows(&f)?)?;
+        Ok((x + f)?)
+    }
+}
+
+impl BatchedLM for GemmaDecoder {
+    fn kv_shape(&self) -> KvShape {
+        KvShape {
+            layers: self.layers.len(),
+            kv_heads: self.hp.kv_heads,
+            head_dim: self.hp.head_dim,
+            bytes_per_value: 4,
+        }
+    }
+
+    fn allocate_kv(&mut self, blocks: usize, block_size: usize) -> Result<()> {
+        for layer in &mut self.layers {
+            layer.paged = PagedKv::default(); // the old store goes before the new comes
+            layer.paged = PagedKv::new(blocks, block_size, self.hp.kv_heads, self.hp.head_dim);
+        }
+        Ok(())
+    }
+
+    fn forward_batch(&mut self, chunks: &[SeqChunk<'_>]) -> Result<Vec<Tensor>> {
+        let layout = StepLayout::new(chunks);
+        let device = self.embed.device().clone();
+        if layout.position.is_empty() {
+            let empty = Tensor::zeros((0, self.vocab), DType::F32, &device)?;
+            return Ok(chunks.iter().map(|_| empty.clone()).collect());
+        }
+        let ids = Tensor::new(layout.tokens().as_slice(), &device)?.unsqueeze(0)?;
+        let mut x = (self.embed.embedding(&ids)? * self.embed_scale)?;
+        for layer in &mut self.layers {
+            let rope = if layer.window.is_some() {
+                &mut self.rope_local
+            } else {
+                &mut self.rope_global
+            };
+            x = layer.forward_rows(&x, &layout, &self.hp, rope)?;
+        }
+        let rows = layout.logit_rows();
+        let logits = if rows.is_empty() {
+            Tensor::zeros((0, self.vocab), DType::F32, &device)?
+        } else {
+            let idx = Tensor::new(rows.as_slice(), &device)?;
+            let x = self.norm.forward(&x.squeeze(0)?.index_select(&idx, 0)?)?;
+            let mut logits = self.output.forward_rows(&x)?;
+            if let Some(cap) = self.hp.final_softcap {
+                logits = ((logits / cap)?.tanh()? * cap)?;
+            }
+            logits.to_dtype(DType::F32)?
+        };
+        crate::llama_decoder::split_logits(chunks, &logits)
+    }
+}
+
 impl GemmaDecoder {
     /// Builds the decoder from weights named as llama.cpp names them; `has` tells which
     /// exist. Norm weights are llama.cpp's (`1 + w` already added).
@@ -168,6 +259,7 @@ impl GemmaDecoder {
         } else {
             QLinear::new(embed.clone())?
         };
+        let vocab = embed.shape().dims()[0];
         let mut layers = Vec::with_capacity(hp.blocks);
         for i in 0..hp.blocks {
             let p = |s: &str| format!("blk.{i}.{s}.weight");
@@ -187,6 +279,7 @@ impl GemmaDecoder {
                 down: qmatmul(&p("ffn_down"))?,
                 window: hp.local[i].then_some(hp.window),
                 cache: KvCache::default(),
+                paged: PagedKv::default(),
             });
         }
         // Linear RoPE scaling applies to the global layers only (llama.cpp and
@@ -208,6 +301,7 @@ impl GemmaDecoder {
                 position_scale as f32,
                 device,
             )?,
+            vocab,
             layers,
             hp,
         })

@@ -14,11 +14,12 @@ use std::sync::Arc;
 use candle_core::quantized::{QStorage, QTensor};
 use candle_core::{DType, Device, Module, Tensor, D};
 use zoo_core::source::GgufSource;
-use zoo_core::{last_position_logits, Error, Result};
+use zoo_core::{last_position_logits, BatchedLM, Error, KvShape, Result, SeqChunk};
 
 use crate::adapters::{Decoded, Decoder};
 use crate::layers::{
-    last_position, merge_heads, split_heads, AttnParams, KvCache, QLinear, RmsNorm, RopeTable,
+    last_position, merge_heads, split_heads, AttnParams, KvCache, PagedKv, QLinear, RmsNorm,
+    RopeTable, StepLayout,
 };
 
 struct Expert {
@@ -28,9 +29,17 @@ struct Expert {
 }
 
 impl Expert {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = (candle_nn::ops::silu(&self.gate.forward(x)?)? * self.up.forward(x)?)?;
-        Ok(self.down.forward(&h)?)
+    /// `rows`: each row's product alone ([`QLinear::forward_rows`], the batched forward).
+    fn forward(&self, x: &Tensor, rows: bool) -> Result<Tensor> {
+        let mm = |l: &QLinear, x: &Tensor| {
+            if rows {
+                l.forward_rows(x)
+            } else {
+                l.forward(x)
+            }
+        };
+        let h = (candle_nn::ops::silu(&mm(&self.gate, x)?)? * mm(&self.up, x)?)?;
+        Ok(mm(&self.down, &h)?)
     }
 }
 
@@ -57,6 +66,8 @@ struct Layer {
     ffn_norm: RmsNorm,
     ffn: Ffn,
     cache: KvCache,
+    /// The batched forward's share of the KV block store.
+    paged: PagedKv,
 }
 
 /// How a Llama-like GGUF pairs the rotary dimensions.
@@ -91,6 +102,7 @@ pub(crate) struct LlamaDecoder {
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
+    vocab: usize,
 }
 
 /// Expert `e` of a stacked `[experts, rows, cols]` tensor, as its own 2-D tensor.
@@ -240,6 +252,7 @@ impl LlamaDecoder {
                 ffn_norm: norm(&p("ffn_norm.weight"))?,
                 ffn,
                 cache: KvCache::default(),
+                paged: PagedKv::default(),
             });
         }
         Ok(Self {
@@ -252,7 +265,17 @@ impl LlamaDecoder {
             heads,
             kv_heads,
             head_dim,
+            vocab: g.vocab_size()?,
         })
+    }
+
+    fn norm_device(&self) -> Device {
+        self.embed.device().clone()
+    }
+
+    /// The vocabulary: rows of the output projection.
+    fn output_rows(&self) -> usize {
+        self.vocab
     }
 
     fn rotate(&mut self, x: &Tensor, offset: usize) -> Result<Tensor> {
@@ -266,7 +289,6 @@ impl LlamaDecoder {
 impl Decoder for LlamaDecoder {
     fn forward(&mut self, input_ids: &Tensor, offset: usize) -> Result<Tensor> {
         let (h, kvh, hd) = (self.heads, self.kv_heads, self.head_dim);
-        let (b, s) = input_ids.dims2()?;
         let mut x = self.embed.embedding(input_ids)?;
         for i in 0..self.layers.len() {
             let n = self.layers[i].attn_norm.forward(&x)?;
@@ -284,20 +306,7 @@ impl Decoder for LlamaDecoder {
                 .cache
                 .attend(&q, &k, &v, offset, &AttnParams::for_head_dim(hd))?;
             x = (x + layer.o.forward(&merge_heads(&a)?)?)?;
-            let n = layer.ffn_norm.forward(&x)?;
-            let f = match &layer.ffn {
-                Ffn::Dense(e) => e.forward(&n)?,
-                Ffn::Moe {
-                    router,
-                    experts,
-                    used,
-                } => {
-                    let hidden = n.dim(2)?;
-                    moe(router, experts, *used, &n.reshape((b * s, hidden))?)?
-                        .reshape((b, s, hidden))?
-                }
-            };
-            x = (x + f)?;
+            x = (&x + layer.ffn.forward(&layer.ffn_norm.forward(&x)?, false)?)?;
         }
         let x = self.norm.forward(&last_position(&x)?)?;
         last_position_logits(self.output.forward(&x)?)
@@ -310,9 +319,119 @@ impl Decoder for LlamaDecoder {
     }
 }
 
-/// The sparse feed-forward of `x` (`[tokens, hidden]`).
-fn moe(router: &QLinear, experts: &[Expert], k: usize, x: &Tensor) -> Result<Tensor> {
-    let probs = candle_nn::ops::softmax_last_dim(&router.forward(x)?)?;
+impl Ffn {
+    /// The feed-forward of `x` (`[batch, seq, hidden]`); `rows` as in [`Expert::forward`].
+    fn forward(&self, x: &Tensor, rows: bool) -> Result<Tensor> {
+        match self {
+            Ffn::Dense(e) => e.forward(x, rows),
+            Ffn::Moe {
+                router,
+                experts,
+                used,
+            } => {
+                let (b, s, hidden) = x.dims3()?;
+                moe(router, experts, *used, &x.reshape((b * s, hidden))?, rows)?
+                    .reshape((b, s, hidden))
+                    .map_err(Into::into)
+            }
+        }
+    }
+}
+
+impl BatchedLM for LlamaDecoder {
+    fn kv_shape(&self) -> KvShape {
+        KvShape {
+            layers: self.layers.len(),
+            kv_heads: self.kv_heads,
+            head_dim: self.head_dim,
+            bytes_per_value: 4,
+        }
+    }
+
+    fn allocate_kv(&mut self, blocks: usize, block_size: usize) -> Result<()> {
+        for layer in &mut self.layers {
+            layer.paged = PagedKv::default(); // the old store goes before the new comes
+            layer.paged = PagedKv::new(blocks, block_size, self.kv_heads, self.head_dim);
+        }
+        Ok(())
+    }
+
+    /// The forward above over all chunks' tokens as one sequence of rows, every product
+    /// row by row ([`QLinear::forward_rows`]), rotations at each token's position, and
+    /// attention over each sequence's blocks ([`PagedKv`]).
+    fn forward_batch(&mut self, chunks: &[SeqChunk<'_>]) -> Result<Vec<Tensor>> {
+        let (h, kvh, hd) = (self.heads, self.kv_heads, self.head_dim);
+        let layout = StepLayout::new(chunks);
+        let device = self.norm_device();
+        let vocab = self.output_rows();
+        if layout.position.is_empty() {
+            return Ok(chunks
+                .iter()
+                .map(|_| Tensor::zeros((0, vocab), DType::F32, &device))
+                .collect::<candle_core::Result<_>>()?);
+        }
+        let ids = Tensor::new(layout.tokens().as_slice(), &device)?.unsqueeze(0)?;
+        let mut x = self.embed.embedding(&ids)?;
+        let params = AttnParams::for_head_dim(hd);
+        for i in 0..self.layers.len() {
+            let layer = &self.layers[i];
+            let n = layer.attn_norm.forward(&x)?;
+            let q = split_heads(&layer.q.forward_rows(&n)?, h, hd)?;
+            let k = split_heads(&layer.k.forward_rows(&n)?, kvh, hd)?;
+            let v = split_heads(&layer.v.forward_rows(&n)?, kvh, hd)?;
+            let (q, k) = match (&layer.q_norm, &layer.k_norm) {
+                (Some(qn), Some(kn)) => (qn.forward(&q)?, kn.forward(&k)?),
+                _ => (q, k),
+            };
+            let (q, k) = match self.rope_layout {
+                RopeLayout::Interleaved => (
+                    self.rope.apply_interleaved_at(&q, &layout.position)?,
+                    self.rope.apply_interleaved_at(&k, &layout.position)?,
+                ),
+                RopeLayout::Halves => (
+                    self.rope.apply_at(&q, &layout.position)?,
+                    self.rope.apply_at(&k, &layout.position)?,
+                ),
+            };
+            let layer = &mut self.layers[i];
+            let a = layer.paged.attend(&layout, &q, &k, &v, &params)?;
+            x = (x + layer.o.forward_rows(&merge_heads(&a)?)?)?;
+            x = (&x + layer.ffn.forward(&layer.ffn_norm.forward(&x)?, true)?)?;
+        }
+        let rows = layout.logit_rows();
+        let logits = if rows.is_empty() {
+            Tensor::zeros((0, vocab), DType::F32, &device)?
+        } else {
+            let idx = Tensor::new(rows.as_slice(), &device)?;
+            let x = self.norm.forward(&x.squeeze(0)?.index_select(&idx, 0)?)?;
+            self.output.forward_rows(&x)?.to_dtype(DType::F32)?
+        };
+        split_logits(chunks, &logits)
+    }
+}
+
+/// The rows of `logits` (every chunk's rows, in chunk order) cut back per chunk.
+pub(crate) fn split_logits(chunks: &[SeqChunk<'_>], logits: &Tensor) -> Result<Vec<Tensor>> {
+    let mut start = 0;
+    let mut out = Vec::with_capacity(chunks.len());
+    for c in chunks {
+        let n = c.logits.rows(c.tokens.len());
+        out.push(logits.narrow(0, start, n)?);
+        start += n;
+    }
+    Ok(out)
+}
+
+/// The sparse feed-forward of `x` (`[tokens, hidden]`); `rows` as in [`Expert::forward`]
+/// (a token's result never depends on the others routed with it: each expert's
+/// contributions are added in expert order).
+fn moe(router: &QLinear, experts: &[Expert], k: usize, x: &Tensor, rows: bool) -> Result<Tensor> {
+    let logits = if rows {
+        router.forward_rows(x)?
+    } else {
+        router.forward(x)?
+    };
+    let probs = candle_nn::ops::softmax_last_dim(&logits)?;
     let probs: Vec<Vec<f32>> = probs.to_dtype(DType::F32)?.to_vec2()?;
     // For each expert, the tokens routed to it and their renormalised weights.
     let mut routed: Vec<(Vec<u32>, Vec<f32>)> = vec![(Vec::new(), Vec::new()); experts.len()];
@@ -332,7 +451,7 @@ fn moe(router: &QLinear, experts: &[Expert], k: usize, x: &Tensor) -> Result<Ten
             continue;
         }
         let idx = Tensor::new(tokens.as_slice(), x.device())?;
-        let y = expert.forward(&x.index_select(&idx, 0)?)?;
+        let y = expert.forward(&x.index_select(&idx, 0)?, rows)?;
         let w = Tensor::new(weights.as_slice(), x.device())?.unsqueeze(D::Minus1)?;
         out = out.index_add(&idx, &y.broadcast_mul(&w)?, 0)?;
     }

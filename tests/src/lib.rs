@@ -1,6 +1,8 @@
 //! Helpers of the zoo test suite: the recorded llama.cpp references, the real models,
 //! tiny deterministic checkpoints, and the greedy-continuation comparison.
 
+pub mod batch;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 

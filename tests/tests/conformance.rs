@@ -15,7 +15,11 @@
 //! 6. parity with the reference: last-position logits within the variant's tolerance
 //!    and the 16-token greedy continuation identical (up to a near tie within that
 //!    tolerance, reported);
-//! 7. a named insta snapshot of the greedy ids and a rounded logits summary.
+//! 7. a named insta snapshot of the greedy ids and a rounded logits summary;
+//! 8. batching: `batching` in the attribute agrees with `CausalLM::batched`, and a
+//!    batching model's mixed batch (chunked prompts, sequences at different positions,
+//!    a prefix taken from another sequence's blocks) is bit-identical to each sequence
+//!    alone ([`zoo_tests::batch`]), its logits within the tolerance of the reference.
 
 use std::path::{Path, PathBuf};
 
@@ -363,6 +367,39 @@ fn check(entry: &'static ArchEntry, dir: &Path) -> Result<Vec<Measured>> {
                 "top5": top[..5].iter().map(|(i, x)| (i, round(*x, 2))).collect::<Vec<_>>(),
                 "mean": round(mean, 2),
             }));
+        }
+    }
+
+    // 8. Batching: the attribute's `batching` is what the model does, and a batching
+    // model's mixed batch is bit-identical to each sequence alone, and its logits are
+    // within the reference's tolerance like the single-sequence forward's.
+    ensure!(
+        m.batched().is_some() == entry.batching,
+        "the attribute says batching = {} but the model's batched() is {}",
+        entry.batching,
+        if m.batched().is_some() {
+            "Some"
+        } else {
+            "None"
+        }
+    );
+    if let Some(b) = m.batched() {
+        let cases = &references[0].cases;
+        let prompts: Vec<&[u32]> = cases.iter().map(|c| c.prompt.as_slice()).collect();
+        let lasts = zoo_tests::batch::check(b, &prompts, 4)?;
+        let tol = worst[0].tolerance;
+        for (case, last) in cases.iter().zip(&lasts) {
+            let d = max_diff(last, &case.last_logits);
+            eprintln!(
+                "conformance {}/{variant}: batched forward off {} by {d:.2e}",
+                entry.name, references[0].implementation
+            );
+            ensure!(
+                d <= tol,
+                "the batched forward's logits differ from {} by {d} (tolerance {tol}) for prompt {:?}",
+                references[0].implementation,
+                case.prompt
+            );
         }
     }
 

@@ -136,6 +136,11 @@ impl<M: Send> ModelBody for CandleLm<M> {
         Ok(())
     }
 
+    fn batched(&mut self) -> Option<&mut dyn zoo_core::BatchedLM> {
+        // candle's models keep one sequence's KV cache inside: one at a time.
+        None
+    }
+
     fn info(&self) -> &ModelInfo {
         &self.info
     }

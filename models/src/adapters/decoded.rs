@@ -1,11 +1,12 @@
 //! [`Decoded`]: one of zoo's decoders with the facts read at load.
 
 use candle_core::Tensor;
-use zoo_core::{Device, GgufSource, ModelBody, ModelInfo, Result};
+use zoo_core::{BatchedLM, Device, GgufSource, ModelBody, ModelInfo, Result};
 
 /// What zoo's decoders (`LlamaDecoder`, `GemmaDecoder`) do: a forward pass that
-/// returns the last position's f32 logits, and a cache that a reset empties.
-pub trait Decoder: Send {
+/// returns the last position's f32 logits, a cache that a reset empties, and the
+/// batched forward over KV blocks.
+pub trait Decoder: BatchedLM + Send {
     fn forward(&mut self, input_ids: &Tensor, seqlen_offset: usize) -> Result<Tensor>;
     fn reset(&mut self);
 }
@@ -44,5 +45,9 @@ impl<D: Decoder> ModelBody for Decoded<D> {
 
     fn info(&self) -> &ModelInfo {
         &self.info
+    }
+
+    fn batched(&mut self) -> Option<&mut dyn BatchedLM> {
+        Some(&mut self.decoder)
     }
 }

@@ -23,6 +23,7 @@ use crate::gemma_decoder::{GemmaDecoder, Hparams};
     hf_architectures = ["Gemma3ForCausalLM"],
     model_types = ["gemma3_text"],
     load = Gemma3::load,
+    batching = true,
 )]
 pub struct Gemma3(Decoded<GemmaDecoder>);
 zoo_core::delegate_causal_lm!(Gemma3);

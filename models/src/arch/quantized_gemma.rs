@@ -16,6 +16,7 @@ use crate::gemma_decoder::{gemma_gguf_load, GemmaDecoder, GemmaDefaults};
     format = gguf,
     gguf_architectures = ["gemma"],
     load = QuantizedGemma::load,
+    batching = true,
 )]
 pub struct QuantizedGemma(Decoded<GemmaDecoder>);
 zoo_core::delegate_causal_lm!(QuantizedGemma);

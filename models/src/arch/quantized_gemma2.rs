@@ -17,6 +17,7 @@ use crate::gemma_decoder::{gemma_gguf_load, GemmaDecoder, GemmaDefaults};
     format = gguf,
     gguf_architectures = ["gemma2"],
     load = QuantizedGemma2::load,
+    batching = true,
 )]
 pub struct QuantizedGemma2(Decoded<GemmaDecoder>);
 zoo_core::delegate_causal_lm!(QuantizedGemma2);

@@ -20,6 +20,7 @@ use crate::gemma_decoder::{gemma_gguf_load, GemmaDecoder, GemmaDefaults};
     format = gguf,
     gguf_architectures = ["gemma3"],
     load = QuantizedGemma3::load,
+    batching = true,
 )]
 pub struct QuantizedGemma3(Decoded<GemmaDecoder>);
 zoo_core::delegate_causal_lm!(QuantizedGemma3);

@@ -17,6 +17,7 @@ use crate::llama_decoder::{llama_gguf_load, LlamaDecoder, LlamaOptions, RopeLayo
     format = gguf,
     gguf_architectures = ["llama"],
     load = QuantizedLlama::load,
+    batching = true,
 )]
 pub struct QuantizedLlama(Decoded<LlamaDecoder>);
 zoo_core::delegate_causal_lm!(QuantizedLlama);

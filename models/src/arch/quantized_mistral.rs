@@ -20,6 +20,7 @@ use crate::llama_decoder::{llama_gguf_load, LlamaDecoder, LlamaOptions, RopeLayo
     format = gguf,
     gguf_architectures = ["llama"],
     load = QuantizedMistral::load,
+    batching = true,
     detect = Self::is_mistral,
 )]
 pub struct QuantizedMistral(Decoded<LlamaDecoder>);

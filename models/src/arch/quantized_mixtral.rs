@@ -20,6 +20,7 @@ use crate::llama_decoder::{llama_gguf_load, LlamaDecoder, LlamaOptions, RopeLayo
     format = gguf,
     gguf_architectures = ["llama"],
     load = QuantizedMixtral::load,
+    batching = true,
     detect = has_experts,
 )]
 pub struct QuantizedMixtral(Decoded<LlamaDecoder>);

@@ -16,6 +16,7 @@ use crate::llama_decoder::{llama_gguf_load, LlamaDecoder, LlamaOptions, RopeLayo
     format = gguf,
     gguf_architectures = ["qwen2"],
     load = QuantizedQwen2::load,
+    batching = true,
 )]
 pub struct QuantizedQwen2(Decoded<LlamaDecoder>);
 zoo_core::delegate_causal_lm!(QuantizedQwen2);

@@ -19,6 +19,7 @@ use crate::llama_decoder::{llama_gguf_load, LlamaDecoder, LlamaOptions, RopeLayo
     format = gguf,
     gguf_architectures = ["qwen3"],
     load = QuantizedQwen3::load,
+    batching = true,
 )]
 pub struct QuantizedQwen3(Decoded<LlamaDecoder>);
 zoo_core::delegate_causal_lm!(QuantizedQwen3);

@@ -9,7 +9,8 @@
 //!   [`crate::qkernels`], candle's, or an f32 product for prompts);
 //! - `activation.rs`: the fused, threaded `gelu(gate) * up`;
 //! - `norm.rs`: RMS norm;
-//! - `heads.rs`: hidden states split into heads and back.
+//! - `heads.rs`: hidden states split into heads and back;
+//! - `paged.rs`: the KV cache as blocks shared by the sequences of a batched step.
 //!
 //! Everything is re-exported here: the layers are used as `crate::layers::X`.
 
@@ -17,6 +18,7 @@ mod activation;
 mod attention;
 mod heads;
 mod norm;
+mod paged;
 mod qlinear;
 mod rope;
 
@@ -24,6 +26,7 @@ pub use activation::gelu_mul;
 pub use attention::{attention, causal_mask, AttnParams, KvCache};
 pub use heads::{last_position, merge_heads, split_heads};
 pub use norm::RmsNorm;
+pub use paged::{PagedKv, StepLayout};
 pub use qlinear::{QLinear, PROMPT_GEMM_ROWS};
 pub use rope::RopeTable;
 

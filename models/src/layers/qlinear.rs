@@ -1,6 +1,7 @@
 //! The quantized projection, [`QLinear`]: which kernel multiplies a quantized weight
 //! with the activations (zoo's, candle's, or an f32 product for prompts).
 
+use candle_core::quantized::QMatMul;
 use candle_core::{DType, Module, Result, Tensor};
 
 /// Rows from which [`QLinear`] treats a product as a prompt: Q6_K through zoo's
@@ -49,6 +50,79 @@ impl QLinear {
     pub fn with_bias(mut self, bias: Option<Tensor>) -> Self {
         self.bias = bias;
         self
+    }
+}
+
+impl QLinear {
+    /// The product with each row computed alone, in an order fixed by the weight's
+    /// format: a row's result is the same bits whatever rows come with it (the batched
+    /// forward, whose results must not depend on the batch).
+    ///
+    /// - zoo's kernel formats through [`crate::qkernels::matmul_rows`]: Q4_0, Q4_1,
+    ///   Q5_0, Q8_0 as always; Q4_K in llama.cpp's single-row order for any number of
+    ///   rows (the tile kernels' order differs by ~1e-5, enough to flip an 8-bit
+    ///   rounding of the next layer's activations: the quantized-mistral q4_k_m fixture
+    ///   came out 0.097 off llama.cpp instead of 4e-6); Q6_K in its tile kernel for any
+    ///   number of rows (candle's Q6_K product is not row-invariant: the Gemma q4_k_m
+    ///   fixtures' decode rows changed with the batch);
+    /// - the other quantized formats through candle's product (one quantized dot
+    ///   product per row and column; `forward_rows_is_batch_invariant` checks them);
+    /// - f32/f16 weights: a dot product per row and column here (candle's f32 matmul
+    ///   picks its blocking by the number of rows).
+    pub fn forward_rows(&self, x: &Tensor) -> Result<Tensor> {
+        let k = x.dim(candle_core::D::Minus1)?;
+        let rows = x.elem_count() / k.max(1);
+        let cpu_f32 = x.device().is_cpu() && x.dtype() == DType::F32;
+        let x2 = x.flatten_to(candle_core::D::Minus2)?.contiguous()?;
+        let y = match (&self.weight, self.kernel, &self.q) {
+            (Some(w), Some(format), _) if cpu_f32 => {
+                let n = w.shape().dims()[0];
+                let xs = x2.flatten_all()?.to_vec1::<f32>()?;
+                let mut out = vec![0f32; rows * n];
+                crate::qkernels::matmul_rows(
+                    crate::qkernels::Level::detected(),
+                    format,
+                    &w.data()?,
+                    (rows, k, n),
+                    &xs,
+                    &mut out,
+                )
+                .map_err(candle_core::Error::wrap)?;
+                Tensor::from_vec(out, (rows, n), x.device())?
+            }
+            (_, _, QMatMul::Tensor(w) | QMatMul::TensorF16(w)) if cpu_f32 => {
+                let w = w.to_dtype(DType::F32)?;
+                let n = w.dim(0)?;
+                let ws = w.flatten_all()?.to_vec1::<f32>()?;
+                let xs = x2.flatten_all()?.to_vec1::<f32>()?;
+                // Column `j` of every row, then transposed: parallel over the weight's rows.
+                let mut out_t = vec![0f32; n * rows];
+                crate::par::par_chunks_mut(
+                    &mut out_t,
+                    rows,
+                    n * rows * k >= 1 << 15,
+                    |cols, part| {
+                        for (j, col) in cols.zip(part.chunks_exact_mut(rows)) {
+                            let wr = &ws[j * k..(j + 1) * k];
+                            for (i, o) in col.iter_mut().enumerate() {
+                                *o = super::attention::dot(&xs[i * k..(i + 1) * k], wr);
+                            }
+                        }
+                    },
+                );
+                Tensor::from_vec(out_t, (n, rows), x.device())?
+                    .t()?
+                    .contiguous()?
+            }
+            _ => self.q.forward(&x2)?,
+        };
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let mut dims = x.dims().to_vec();
+        *dims.last_mut().expect("k is the last dimension") = y.dim(1)?;
+        y.reshape(dims)
     }
 }
 
@@ -168,6 +242,77 @@ mod tests {
                     "{dtype:?}: prompt path off the exact product by {d}"
                 );
             }
+        }
+    }
+
+    /// [`QLinear::forward_rows`] on every format: rows in a batch are the same bits as
+    /// each row alone (and as rows in another batch).
+    #[test]
+    fn forward_rows_is_batch_invariant() {
+        use candle_core::quantized::{GgmlDType, QTensor};
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (40, 256), &dev).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (1, 37, 256), &dev).unwrap();
+        for dtype in [
+            GgmlDType::F32,
+            GgmlDType::F16,
+            GgmlDType::Q4_0,
+            GgmlDType::Q4_1,
+            GgmlDType::Q5_0,
+            GgmlDType::Q5_1,
+            GgmlDType::Q8_0,
+            GgmlDType::Q2K,
+            GgmlDType::Q3K,
+            GgmlDType::Q4K,
+            GgmlDType::Q5K,
+            GgmlDType::Q6K,
+        ] {
+            let lin = QLinear::new(std::sync::Arc::new(QTensor::quantize(&w, dtype).unwrap()))
+                .unwrap()
+                .with_bias(Some(Tensor::randn(0f32, 1.0, 40, &dev).unwrap()));
+            let bits = |t: Tensor| -> Vec<u32> {
+                t.flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect()
+            };
+            let all = bits(lin.forward_rows(&x).unwrap());
+            for (start, len) in [(0, 1), (5, 1), (3, 8), (10, 27), (36, 1)] {
+                let part = bits(lin.forward_rows(&x.narrow(1, start, len).unwrap()).unwrap());
+                assert_eq!(
+                    part,
+                    all[start * 40..(start + len) * 40],
+                    "{dtype:?} rows {start}+{len}"
+                );
+            }
+            // Against the single-sequence path on the same rows: the same 8-bit
+            // products, summed in another order.
+            let small = x.narrow(1, 0, 13).unwrap();
+            let d = max_abs(
+                &(lin.forward_rows(&small).unwrap() - lin.forward(&small).unwrap()).unwrap(),
+            );
+            // The same kernel as the decode path (0), or another summation order (f32
+            // rounding of sums of 256 products: 1e-5 of the largest output).
+            let limit = match dtype {
+                GgmlDType::F32 | GgmlDType::F16 | GgmlDType::Q6K => {
+                    1e-5 * max_abs(&lin.forward(&small).unwrap())
+                }
+                _ => 0.0,
+            };
+            assert!(d <= limit, "{dtype:?}: forward_rows off forward by {d}");
+            let exact = x.broadcast_matmul(&w.t().unwrap()).unwrap();
+            let got = lin.forward_rows(&x).unwrap();
+            let scale = max_abs(&exact);
+            let bias = lin.bias.clone().unwrap();
+            let d = max_abs(&(got.broadcast_sub(&bias).unwrap() - exact).unwrap());
+            // 2-bit weights are coarse; this only catches a wrong product, not precision.
+            assert!(
+                d <= 0.5 * scale,
+                "{dtype:?}: off the exact product by {d} (scale {scale})"
+            );
         }
     }
 }

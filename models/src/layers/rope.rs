@@ -86,6 +86,31 @@ impl RopeTable {
     }
 }
 
+impl RopeTable {
+    /// As [`Self::apply`] for `x` `[1, heads, tokens, head_dim]` whose tokens sit at
+    /// `positions` (a batched step: several sequences, each at its own position).
+    pub fn apply_at(&mut self, x: &Tensor, positions: &[usize]) -> Result<Tensor> {
+        let (cos, sin) = self.rows(positions)?;
+        candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin)
+    }
+
+    /// As [`Self::apply_interleaved`] at `positions`.
+    pub fn apply_interleaved_at(&mut self, x: &Tensor, positions: &[usize]) -> Result<Tensor> {
+        let (cos, sin) = self.rows(positions)?;
+        candle_nn::rotary_emb::rope_i(&x.contiguous()?, &cos, &sin)
+    }
+
+    fn rows(&mut self, positions: &[usize]) -> Result<(Tensor, Tensor)> {
+        self.ensure(positions.iter().max().map_or(0, |p| p + 1))?;
+        let idx: Vec<u32> = positions.iter().map(|&p| p as u32).collect();
+        let idx = Tensor::new(idx.as_slice(), self.cos.device())?;
+        Ok((
+            self.cos.index_select(&idx, 0)?,
+            self.sin.index_select(&idx, 0)?,
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,5 +126,17 @@ mod tests {
         let b = big.apply(&x, 1000).unwrap();
         let d = max_abs(&(a - b).unwrap());
         assert_eq!(d, 0.0);
+    }
+
+    #[test]
+    fn rope_at_positions_is_rope_at_an_offset() {
+        let mut t = RopeTable::new(8, 10_000.0, 1.0, &Device::Cpu).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (1, 2, 3, 8), &Device::Cpu).unwrap();
+        let a = t.apply(&x, 40).unwrap();
+        let b = t.apply_at(&x, &[40, 41, 42]).unwrap();
+        assert_eq!(max_abs(&(a - b).unwrap()), 0.0);
+        let a = t.apply_interleaved(&x, 7).unwrap();
+        let b = t.apply_interleaved_at(&x, &[7, 8, 9]).unwrap();
+        assert_eq!(max_abs(&(a - b).unwrap()), 0.0);
     }
 }

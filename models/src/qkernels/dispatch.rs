@@ -86,7 +86,9 @@ pub(super) fn matmul_32(
 
 /// [`super::matmul`] for Q4_K and Q6_K: activations as [`Q8KBlock`]s, as llama.cpp's K-quant
 /// dot products take them. The SIMD levels go [`TILE`] rows at a time only (the rows
-/// left over in one more tile, padded with zero rows, which add nothing).
+/// left over in one more tile, padded with zero rows, which add nothing). Q4_K's
+/// decode steps (fewer than [`K_TILE_ROWS`] rows) take llama.cpp's single-row order,
+/// and so does every row when `row_invariant` (each row alone, whatever the rows).
 pub(super) fn matmul_k(
     level: Level,
     format: Format,
@@ -94,12 +96,13 @@ pub(super) fn matmul_k(
     (m, k, n): (usize, usize, usize),
     x: &[f32],
     out: &mut [f32],
+    row_invariant: bool,
 ) {
     let kb = k / QK_K;
     let row_bytes = format.row_bytes(k);
     let mut act = vec![Q8KBlock::ZERO; m * kb];
     quantize_rows(m, k, &mut act, quantize_q8k, x);
-    if format == Format::Q4K && m < K_TILE_ROWS {
+    if format == Format::Q4K && (m < K_TILE_ROWS || row_invariant) {
         let act = &act;
         for_each_unit(m, n, out, worth_the_pool(m, k, n), |rows, out| {
             let wr = &w[rows.start * row_bytes..rows.end * row_bytes];

@@ -116,6 +116,34 @@ pub fn matmul(
     x: &[f32],
     out: &mut [f32],
 ) -> Result<(), ShapeError> {
+    product(level, format, w, (m, k, n), x, out, false)
+}
+
+/// [`matmul`] whose every output row is the same bits whatever rows come with it: the
+/// 32-value formats are so already; Q4_K takes llama.cpp's single-row order (what
+/// [`matmul`] does below [`K_TILE_ROWS`] rows) for any number of rows, Q6_K its tile
+/// kernel (a lone row padded with zero rows, which add nothing). The batched forward
+/// uses it, so a sequence's logits do not depend on the batch it ran in.
+pub fn matmul_rows(
+    level: Level,
+    format: Format,
+    w: &[u8],
+    (m, k, n): (usize, usize, usize),
+    x: &[f32],
+    out: &mut [f32],
+) -> Result<(), ShapeError> {
+    product(level, format, w, (m, k, n), x, out, true)
+}
+
+fn product(
+    level: Level,
+    format: Format,
+    w: &[u8],
+    (m, k, n): (usize, usize, usize),
+    x: &[f32],
+    out: &mut [f32],
+    row_invariant: bool,
+) -> Result<(), ShapeError> {
     let bv = format.block_values();
     if k % bv != 0 {
         return Err(ShapeError(format!(
@@ -134,7 +162,7 @@ pub fn matmul(
         )));
     }
     if bv == QK_K {
-        dispatch::matmul_k(level, format, w, (m, k, n), x, out);
+        dispatch::matmul_k(level, format, w, (m, k, n), x, out, row_invariant);
     } else {
         dispatch::matmul_32(level, format, w, (m, k, n), x, out);
     }

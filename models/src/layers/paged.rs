@@ -1,0 +1,273 @@
+//! The KV cache as blocks shared by every sequence of a batched step
+//! ([`zoo_core::BatchedLM`]): one store per layer, `[block][kv_head][slot][head_dim]`
+//! f32, written where each sequence's block table says and attended over in position
+//! order, with the same arithmetic as [`super::KvCache`] (each query's scores, softmax
+//! and weighted sum in position order), so a query's result does not depend on the
+//! block layout, the chunking or the other sequences of the step.
+
+use candle_core::{Result, Tensor};
+use zoo_core::SeqChunk;
+
+use super::attention::dot;
+use super::AttnParams;
+use crate::par::par_chunks_mut;
+
+/// Where each token of a batched step sits: its chunk and its position.
+pub struct StepLayout<'a> {
+    pub chunks: &'a [SeqChunk<'a>],
+    /// Per token of the step (chunks one after the other): its chunk index.
+    pub chunk_of: Vec<usize>,
+    /// Per token: its position in its sequence.
+    pub position: Vec<usize>,
+}
+
+impl<'a> StepLayout<'a> {
+    pub fn new(chunks: &'a [SeqChunk<'a>]) -> Self {
+        let mut chunk_of = Vec::new();
+        let mut position = Vec::new();
+        for (c, chunk) in chunks.iter().enumerate() {
+            for i in 0..chunk.tokens.len() {
+                chunk_of.push(c);
+                position.push(chunk.offset + i);
+            }
+        }
+        Self {
+            chunks,
+            chunk_of,
+            position,
+        }
+    }
+
+    /// All tokens of the step, chunk after chunk.
+    pub fn tokens(&self) -> Vec<u32> {
+        self.chunks
+            .iter()
+            .flat_map(|c| c.tokens.iter().copied())
+            .collect()
+    }
+
+    /// The rows of the step's hidden states whose logits are asked for, in chunk order.
+    pub fn logit_rows(&self) -> Vec<u32> {
+        let mut rows = Vec::new();
+        let mut start = 0;
+        for c in self.chunks {
+            let n = c.tokens.len();
+            let want = c.logits.rows(n);
+            rows.extend((start + n - want..start + n).map(|r| r as u32));
+            start += n;
+        }
+        rows
+    }
+}
+
+/// One layer's share of the block store.
+#[derive(Debug, Clone, Default)]
+pub struct PagedKv {
+    k: Vec<f32>,
+    v: Vec<f32>,
+    blocks: usize,
+    block_size: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+/// Below this many multiply-adds an attention step runs on the calling thread.
+const PARALLEL_WORK: usize = 1 << 15;
+
+impl PagedKv {
+    pub fn new(blocks: usize, block_size: usize, kv_heads: usize, head_dim: usize) -> Self {
+        let n = blocks * kv_heads * block_size * head_dim;
+        Self {
+            k: vec![0f32; n],
+            v: vec![0f32; n],
+            blocks,
+            block_size,
+            kv_heads,
+            head_dim,
+        }
+    }
+
+    /// Index of position `pos` of kv head `g` in a sequence with block table `table`.
+    fn at(&self, table: &[u32], pos: usize, g: usize) -> usize {
+        let block = table[pos / self.block_size] as usize;
+        ((block * self.kv_heads + g) * self.block_size + pos % self.block_size) * self.head_dim
+    }
+
+    /// Writes the step's keys and values (`[1, kv_heads, tokens, head_dim]`) and returns
+    /// the attention of `q` (`[1, heads, tokens, head_dim]`) of each token over its
+    /// sequence's positions up to its own, `[1, heads, tokens, head_dim]`.
+    pub fn attend(
+        &mut self,
+        layout: &StepLayout,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        p: &AttnParams,
+    ) -> Result<Tensor> {
+        let (_, heads, t, d) = q.dims4()?;
+        let (_, kv_heads, kt, kd) = k.dims4()?;
+        if self.blocks == 0 {
+            candle_core::bail!("the KV block store is not allocated (BatchedLM::allocate_kv)");
+        }
+        if (kv_heads, kt, kd) != (self.kv_heads, t, self.head_dim)
+            || d != kd
+            || heads % kv_heads != 0
+        {
+            candle_core::bail!(
+                "paged attention: q {:?}, k {:?} for a store of {} kv heads of {}",
+                q.dims(),
+                k.dims(),
+                self.kv_heads,
+                self.head_dim
+            );
+        }
+        for c in layout.chunks {
+            let end = c.offset + c.tokens.len();
+            let need = end.div_ceil(self.block_size);
+            if c.blocks.len() < need || c.blocks.iter().any(|&b| b as usize >= self.blocks) {
+                candle_core::bail!(
+                    "a sequence up to position {end} needs {need} blocks below {}; its table is {:?}",
+                    self.blocks,
+                    c.blocks
+                );
+            }
+        }
+        let (ks, vs) = (host(k)?, host(v)?);
+        for (i, (&c, &pos)) in layout.chunk_of.iter().zip(&layout.position).enumerate() {
+            let table = layout.chunks[c].blocks;
+            for g in 0..kv_heads {
+                let dst = self.at(table, pos, g);
+                let src = (g * t + i) * d;
+                self.k[dst..dst + d].copy_from_slice(&ks[src..src + d]);
+                self.v[dst..dst + d].copy_from_slice(&vs[src..src + d]);
+            }
+        }
+        let qs = host(q)?;
+        let n_rep = heads / kv_heads;
+        let (scale, cap) = (p.scale as f32, p.softcap.map(|c| c as f32));
+        let mut out = vec![0f32; heads * t * d];
+        let work: usize = layout.position.iter().map(|p| p + 1).sum::<usize>() * heads * d;
+        let this = &*self;
+        // Unit `head * t + i` is token `i`'s query of `head`; it writes `o`, its row.
+        let item = |unit: usize, scores: &mut Vec<f32>, o: &mut [f32]| {
+            let (head, i) = (unit / t, unit % t);
+            let g = head / n_rep;
+            let pos = layout.position[i];
+            let table = layout.chunks[layout.chunk_of[i]].blocks;
+            let first = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+            let qrow = &qs[(head * t + i) * d..][..d];
+            scores.clear();
+            let mut max = f32::NEG_INFINITY;
+            for j in first..=pos {
+                let at = this.at(table, j, g);
+                let mut x = dot(qrow, &this.k[at..at + d]) * scale;
+                if let Some(c) = cap {
+                    x = (x / c).tanh() * c;
+                }
+                max = max.max(x);
+                scores.push(x);
+            }
+            let mut sum = 0f32;
+            for x in scores.iter_mut() {
+                *x = (*x - max).exp();
+                sum += *x;
+            }
+            for (w, j) in scores.iter().zip(first..=pos) {
+                let w = w / sum;
+                let at = this.at(table, j, g);
+                for (o, v) in o.iter_mut().zip(&this.v[at..at + d]) {
+                    *o += w * v;
+                }
+            }
+        };
+        par_chunks_mut(&mut out, d, work >= PARALLEL_WORK, |units, rows| {
+            let mut scores = Vec::new();
+            for (unit, o) in units.zip(rows.chunks_exact_mut(d)) {
+                item(unit, &mut scores, o);
+            }
+        });
+        Tensor::from_vec(out, (1, heads, t, d), q.device())
+    }
+}
+
+fn host(t: &Tensor) -> Result<Vec<f32>> {
+    t.flatten_all()?.to_vec1::<f32>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::KvCache;
+    use candle_core::Device;
+    use zoo_core::Logits;
+
+    /// Two sequences in one step over scattered blocks, against each run alone through
+    /// the contiguous [`KvCache`]: the same bits (the same sums in the same order).
+    #[test]
+    fn paged_attention_is_the_contiguous_cache_bit_for_bit() {
+        let dev = Device::Cpu;
+        let (heads, kvh, d, bs) = (4, 2, 8, 4);
+        let params = AttnParams {
+            scale: 0.3,
+            softcap: Some(4.0),
+            window: Some(6),
+        };
+        let r = |h, n| Tensor::randn(0f32, 1.0, (1, h, n, d), &dev).unwrap();
+        // Sequence A: 9 tokens; B: 5 tokens. Prefill both at once.
+        let (qa, ka, va) = (r(heads, 9), r(kvh, 9), r(kvh, 9));
+        let (qb, kb, vb) = (r(heads, 5), r(kvh, 5), r(kvh, 5));
+        let (ta, tb) = ([7u32, 2, 5], [0u32, 6]);
+        let chunks = [
+            SeqChunk {
+                tokens: &[0; 9],
+                offset: 0,
+                blocks: &ta,
+                logits: Logits::Last,
+            },
+            SeqChunk {
+                tokens: &[0; 5],
+                offset: 0,
+                blocks: &tb,
+                logits: Logits::Last,
+            },
+        ];
+        let layout = StepLayout::new(&chunks);
+        let cat = |a: &Tensor, b: &Tensor| Tensor::cat(&[a, b], 2).unwrap();
+        let mut store = PagedKv::new(8, bs, kvh, d);
+        let got = store
+            .attend(
+                &layout,
+                &cat(&qa, &qb),
+                &cat(&ka, &kb),
+                &cat(&va, &vb),
+                &params,
+            )
+            .unwrap();
+        for (q, k, v, range) in [(&qa, &ka, &va, 0..9), (&qb, &kb, &vb, 9..14)] {
+            let want = KvCache::default().attend(q, k, v, 0, &params).unwrap();
+            let got = got.narrow(2, range.start, range.len()).unwrap();
+            let (g, w): (Vec<f32>, Vec<f32>) = (
+                got.flatten_all().unwrap().to_vec1().unwrap(),
+                want.flatten_all().unwrap().to_vec1().unwrap(),
+            );
+            assert!(g.iter().zip(&w).all(|(a, b)| a.to_bits() == b.to_bits()));
+        }
+        // A decode step of B alone continues over its blocks.
+        let too_short = [SeqChunk {
+            tokens: &[0; 4],
+            offset: 5,
+            blocks: &tb,
+            logits: Logits::Last,
+        }];
+        let e = store
+            .attend(
+                &StepLayout::new(&too_short),
+                &r(heads, 4),
+                &r(kvh, 4),
+                &r(kvh, 4),
+                &params,
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("needs 3 blocks"), "{e}");
+    }
+}
