@@ -91,6 +91,19 @@ pub enum Error {
     #[error("invalid sampling parameter: {0}")]
     Sampling(String),
 
+    #[error("the engine's queue is full ({waiting} waiting); retry later")]
+    EngineBusy { waiting: usize },
+
+    #[error("the prompt of {prompt_tokens} tokens needs {needed} KV blocks; the engine's KV budget holds {blocks}: raise the budget (`EngineConfig::kv_budget`) or shorten the prompt")]
+    KvBudget {
+        prompt_tokens: usize,
+        needed: usize,
+        blocks: usize,
+    },
+
+    #[error("engine: {0}")]
+    Engine(String),
+
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

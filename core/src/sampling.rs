@@ -1,4 +1,5 @@
-//! Choosing the next token: greedy, temperature, top-k, top-p, repeat penalty, seed.
+//! Choosing the next token: greedy, temperature, top-k, top-p, min-p, repeat,
+//! presence and frequency penalties, seed; and the log-probabilities of a row.
 //! Built on candle-transformers' `LogitsProcessor`.
 
 use candle_core::Tensor;
@@ -19,6 +20,15 @@ pub struct SamplingParams {
     pub repeat_penalty: f32,
     /// How many recent tokens the repeat penalty looks at.
     pub repeat_last_n: usize,
+    /// Keep the tokens whose probability is at least `min_p` times the most likely
+    /// one's (`None`: all).
+    pub min_p: Option<f64>,
+    /// Subtracted once from the logit of every token generated so far (OpenAI's
+    /// `presence_penalty`, -2..2); 0 is off.
+    pub presence_penalty: f32,
+    /// Subtracted from a token's logit once per time it was generated (OpenAI's
+    /// `frequency_penalty`, -2..2); 0 is off.
+    pub frequency_penalty: f32,
     pub seed: u64,
 }
 
@@ -30,6 +40,9 @@ impl Default for SamplingParams {
             top_p: None,
             repeat_penalty: 1.0,
             repeat_last_n: 64,
+            min_p: None,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
             seed: 299792458,
         }
     }
@@ -54,6 +67,21 @@ impl SamplingParams {
                 return Err(Error::Sampling(format!("top_p must be in (0, 1], got {p}")));
             }
         }
+        if let Some(p) = self.min_p {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(Error::Sampling(format!("min_p must be in [0, 1], got {p}")));
+            }
+        }
+        for (name, v) in [
+            ("presence_penalty", self.presence_penalty),
+            ("frequency_penalty", self.frequency_penalty),
+        ] {
+            if !(-2.0..=2.0).contains(&v) {
+                return Err(Error::Sampling(format!(
+                    "{name} must be in [-2, 2], got {v}"
+                )));
+            }
+        }
         if self.top_k == Some(0) {
             return Err(Error::Sampling("top_k must be at least 1".into()));
         }
@@ -71,6 +99,8 @@ impl SamplingParams {
 pub struct Sampler {
     params: SamplingParams,
     processor: LogitsProcessor,
+    /// How often each token was sampled (presence and frequency penalties).
+    counts: std::collections::HashMap<u32, u32>,
 }
 
 impl Sampler {
@@ -92,7 +122,11 @@ impl Sampler {
             }
         };
         let processor = LogitsProcessor::from_sampling(params.seed, sampling);
-        Ok(Self { params, processor })
+        Ok(Self {
+            params,
+            processor,
+            counts: Default::default(),
+        })
     }
 
     /// The next token for one row of logits (`[vocab]` or `[1, vocab]`), given the
@@ -109,8 +143,67 @@ impl Sampler {
         } else {
             logits
         };
-        Ok(self.processor.sample(&logits)?)
+        let p = &self.params;
+        let adjust = !self.counts.is_empty()
+            && (p.presence_penalty != 0.0 || p.frequency_penalty != 0.0)
+            || p.min_p.is_some_and(|m| m > 0.0) && p.temperature > 0.0;
+        let logits = if adjust {
+            let mut v = logits.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
+            for (&t, &n) in &self.counts {
+                if let Some(x) = v.get_mut(t as usize) {
+                    *x -= p.presence_penalty + p.frequency_penalty * n as f32;
+                }
+            }
+            if let Some(m) = p.min_p.filter(|&m| m > 0.0 && p.temperature > 0.0) {
+                // p_i >= m * p_max  <=>  x_i >= x_max + ln(m) (temperature-scaled).
+                let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let floor = max + (m.ln() * p.temperature) as f32;
+                for x in v.iter_mut().filter(|x| **x < floor) {
+                    *x = f32::NEG_INFINITY;
+                }
+            }
+            Tensor::new(v, logits.device())?
+        } else {
+            logits
+        };
+        let next = self.processor.sample(&logits)?;
+        *self.counts.entry(next).or_default() += 1;
+        Ok(next)
     }
+}
+
+/// The log-probability of `chosen` in a row of logits and the `top` most likely
+/// tokens with theirs (log-softmax of the model's own logits, before any sampling
+/// adjustment, as OpenAI's `logprobs` reports).
+pub fn logprobs(row: &[f32], chosen: u32, top: usize) -> (f32, Vec<(u32, f32)>) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let lse = max
+        + row
+            .iter()
+            .map(|x| ((x - max) as f64).exp())
+            .sum::<f64>()
+            .ln() as f32;
+    let mut order: Vec<u32> = (0..row.len() as u32).collect();
+    let top = top.min(row.len());
+    if top > 0 {
+        order.select_nth_unstable_by(top - 1, |&a, &b| {
+            row[b as usize].total_cmp(&row[a as usize])
+        });
+        order.truncate(top);
+        order.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b)));
+    } else {
+        order.clear();
+    }
+    let lp = row
+        .get(chosen as usize)
+        .map_or(f32::NEG_INFINITY, |x| x - lse);
+    (
+        lp,
+        order
+            .into_iter()
+            .map(|t| (t, row[t as usize] - lse))
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -191,5 +284,49 @@ mod tests {
         ] {
             assert!(matches!(Sampler::new(p), Err(Error::Sampling(_))));
         }
+    }
+
+    #[test]
+    fn penalties_and_min_p_move_the_choice() {
+        // Greedy with a presence penalty: after picking 1 once, 2 (2.9) beats 1 (3.0 - 0.5).
+        let mut s = Sampler::new(SamplingParams {
+            presence_penalty: 0.5,
+            ..SamplingParams::greedy()
+        })
+        .unwrap();
+        assert_eq!(s.sample(&logits(), &[]).unwrap(), 1);
+        assert_eq!(s.sample(&logits(), &[]).unwrap(), 2);
+        // min_p 0.5 at temperature 1 keeps 1 (3.0) and 2 (2.9 > 3.0 + ln 0.5) only.
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 1.0,
+            min_p: Some(0.5),
+            seed: 3,
+            ..Default::default()
+        })
+        .unwrap();
+        for _ in 0..50 {
+            assert!(matches!(s.sample(&logits(), &[]).unwrap(), 1 | 2));
+        }
+        assert!(SamplingParams {
+            min_p: Some(1.5),
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
+        assert!(SamplingParams {
+            frequency_penalty: 3.0,
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
+    }
+
+    #[test]
+    fn logprobs_are_a_log_softmax() {
+        let (lp, top) = logprobs(&[0.0, 1.0, 2.0], 1, 2);
+        let z = (1f64 + 1f64.exp() + 2f64.exp()).ln();
+        assert!((lp as f64 - (1.0 - z)).abs() < 1e-6);
+        assert_eq!(top.iter().map(|t| t.0).collect::<Vec<_>>(), vec![2, 1]);
+        assert!(top.iter().map(|t| (t.1 as f64).exp()).sum::<f64>() < 1.0);
     }
 }

@@ -382,14 +382,9 @@ impl Tokenizer {
     /// piece has the leading space it has after the context, which decoding it alone
     /// would strip (SentencePiece drops the space of a first token).
     pub fn stream_after(&self, context: &[u32], skip_special: bool) -> TokenStream<'_> {
-        let ids = context.last().map(|&t| vec![t]).unwrap_or_default();
-        let n = ids.len();
         TokenStream {
             tokenizer: self,
-            ids,
-            prefix: 0,
-            read: n,
-            skip_special,
+            state: Detokenizer::after(context, skip_special),
         }
     }
 }
@@ -440,6 +435,25 @@ fn add_gguf_added_tokens(
 /// leading space with SentencePiece and split multi-byte characters with byte-level BPE.
 pub struct TokenStream<'a> {
     tokenizer: &'a Tokenizer,
+    state: Detokenizer,
+}
+
+impl TokenStream<'_> {
+    /// Adds a token; returns the text it completes, if any.
+    pub fn push(&mut self, id: u32) -> Result<Option<String>> {
+        self.state.push(self.tokenizer, id)
+    }
+
+    /// What is left when the stream ends (an incomplete character is emitted as U+FFFD).
+    pub fn finish(&mut self) -> Result<Option<String>> {
+        self.state.finish(self.tokenizer)
+    }
+}
+
+/// [`TokenStream`]'s state without the borrow of its tokenizer, for a holder that keeps
+/// the tokenizer elsewhere (the engine's sequences): pass the tokenizer to each call.
+#[derive(Debug, Clone)]
+pub struct Detokenizer {
     ids: Vec<u32>,
     /// Start of the decode window.
     prefix: usize,
@@ -448,16 +462,24 @@ pub struct TokenStream<'a> {
     skip_special: bool,
 }
 
-impl TokenStream<'_> {
-    /// Adds a token; returns the text it completes, if any.
-    pub fn push(&mut self, id: u32) -> Result<Option<String>> {
+impl Detokenizer {
+    /// As [`Tokenizer::stream_after`].
+    pub fn after(context: &[u32], skip_special: bool) -> Self {
+        let ids = context.last().map(|&t| vec![t]).unwrap_or_default();
+        let n = ids.len();
+        Self {
+            ids,
+            prefix: 0,
+            read: n,
+            skip_special,
+        }
+    }
+
+    /// As [`TokenStream::push`].
+    pub fn push(&mut self, tokenizer: &Tokenizer, id: u32) -> Result<Option<String>> {
         self.ids.push(id);
-        let before = self
-            .tokenizer
-            .decode(&self.ids[self.prefix..self.read], self.skip_special)?;
-        let now = self
-            .tokenizer
-            .decode(&self.ids[self.prefix..], self.skip_special)?;
+        let before = tokenizer.decode(&self.ids[self.prefix..self.read], self.skip_special)?;
+        let now = tokenizer.decode(&self.ids[self.prefix..], self.skip_special)?;
         if now.len() > before.len() && !now.ends_with('\u{FFFD}') && now.starts_with(&before) {
             let piece = now[before.len()..].to_string();
             self.prefix = self.read;
@@ -468,14 +490,10 @@ impl TokenStream<'_> {
         }
     }
 
-    /// What is left when the stream ends (an incomplete character is emitted as U+FFFD).
-    pub fn finish(&mut self) -> Result<Option<String>> {
-        let before = self
-            .tokenizer
-            .decode(&self.ids[self.prefix..self.read], self.skip_special)?;
-        let now = self
-            .tokenizer
-            .decode(&self.ids[self.prefix..], self.skip_special)?;
+    /// As [`TokenStream::finish`].
+    pub fn finish(&mut self, tokenizer: &Tokenizer) -> Result<Option<String>> {
+        let before = tokenizer.decode(&self.ids[self.prefix..self.read], self.skip_special)?;
+        let now = tokenizer.decode(&self.ids[self.prefix..], self.skip_special)?;
         self.prefix = self.ids.len();
         self.read = self.ids.len();
         if now.len() > before.len() && now.starts_with(&before) {
