@@ -8,12 +8,15 @@
 //!   and llama.cpp.
 //! - `refgen [NAME...]`: record the reference logits next to them (docs/conformance.md);
 //!   `refgen --long-prompts`: llama.cpp's continuations of long prompts on the real models.
+//! - `llama-cpp`: build llama.cpp's own `llama-bench`, `llama-server` and `llama-perplexity`
+//!   (the llama.cpp the references come from) once, and print their directory.
 //! - `new-arch NAME --candle MODULE ...`: scaffold an architecture file and its fixture
 //!   spec (docs/adding-an-architecture.md).
 //! - `ci`: what `.ci/run` runs: codegen check, the whole test suite (which fetches the
 //!   real models it needs).
 
 mod codegen;
+mod llama_cpp;
 mod new_arch;
 mod refgen;
 mod tidy;
@@ -33,10 +36,14 @@ fn main() -> Result<()> {
         "bench" => bench(rest),
         "fixtures" | "refgen" => refgen::refgen(task, rest),
         "new-arch" => new_arch::new_arch(rest),
+        "llama-cpp" => {
+            println!("{}", llama_cpp::binaries()?.display());
+            Ok(())
+        }
         "ci" => ci(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <codegen [--check] | bench --model PATH [-p N -n N -r N] [--llama-cpp] | bench --dispatch | new-arch NAME ... | fixtures [NAME...] | refgen [NAME...] | refgen --long-prompts | ci>"
+                "usage: cargo xtask <codegen [--check] | bench --model PATH [-p N -n N -r N] [--llama-cpp] | bench --dispatch | new-arch NAME ... | fixtures [NAME...] | refgen [NAME...] | refgen --long-prompts | llama-cpp | ci>"
             );
             if task == "help" || task == "--help" {
                 Ok(())

@@ -16,7 +16,7 @@ use crate::{cargo, root, run, zoo_release};
 pub const LLAMA_CPP_PYTHON: &str = "0.3.36";
 
 /// The zoo cache directory, resolved as `zoo_fetch::cache_dir` does.
-fn cache_dir() -> PathBuf {
+pub(crate) fn cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("ZOO_CACHE_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(d);
     }
@@ -29,14 +29,15 @@ fn cache_dir() -> PathBuf {
     home.join(".cache").join("zoo")
 }
 
-fn system_python() -> String {
+pub(crate) fn system_python() -> String {
     std::env::var("ZOO_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
 /// The unpacked `llama-cpp-python` source distribution (its `vendor/llama.cpp` holds
 /// `convert_hf_to_gguf.py` and `gguf-py`). Nothing from it is executed here except
-/// through pip building it and the converter script, both pinned by version.
-fn llama_cpp_python_src() -> Result<PathBuf> {
+/// through pip building it, the converter script and cmake building llama.cpp's tools
+/// (`llama_cpp::binaries`), all pinned by version.
+pub(crate) fn llama_cpp_python_src() -> Result<PathBuf> {
     let base = cache_dir().join(format!("llama-cpp-python-{LLAMA_CPP_PYTHON}"));
     let src = base.join("src");
     let unpacked = src.join(format!("llama_cpp_python-{LLAMA_CPP_PYTHON}"));
