@@ -133,6 +133,9 @@ pub struct RunArgs {
     pub top_k: Option<usize>,
     #[arg(long)]
     pub top_p: Option<f64>,
+    /// Keep tokens at least this fraction as likely as the most likely one.
+    #[arg(long)]
+    pub min_p: Option<f64>,
     #[arg(long, default_value_t = 1.0)]
     pub repeat_penalty: f32,
     #[arg(long, default_value_t = 64)]
@@ -152,7 +155,9 @@ pub fn run(a: RunArgs) -> Result<()> {
             top_p: a.top_p,
             repeat_penalty: a.repeat_penalty,
             repeat_last_n: a.repeat_last_n,
+            min_p: a.min_p,
             seed: a.seed,
+            ..Default::default()
         },
         skip_special: true,
         stop: Vec::new(),
@@ -241,6 +246,7 @@ pub fn list(a: ListArgs) -> Result<()> {
                     "hf_architectures": e.hf_architectures,
                     "model_types": e.model_types,
                     "gguf_architectures": e.gguf_architectures,
+                    "batching": e.batching,
                     "description": e.description,
                 })
             })
@@ -248,7 +254,12 @@ pub fn list(a: ListArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("{:<20} {:<12} DETECTED FROM", "NAME", "FORMAT");
+    // BATCHING: whether `zoo serve` runs several sequences of it per step ("one at a
+    // time": its requests are served one after the other).
+    println!(
+        "{:<20} {:<12} {:<12} DETECTED FROM",
+        "NAME", "FORMAT", "BATCHING"
+    );
     for e in entries {
         let from: Vec<&str> = e
             .hf_architectures
@@ -257,10 +268,12 @@ pub fn list(a: ListArgs) -> Result<()> {
             .chain(e.gguf_architectures)
             .copied()
             .collect();
+        let batching = if e.batching { "yes" } else { "one at a time" };
         println!(
-            "{:<20} {:<12} {}",
+            "{:<20} {:<12} {:<12} {}",
             e.name,
             e.format.as_str(),
+            batching,
             from.join(", ")
         );
     }

@@ -19,9 +19,13 @@ base = sys.argv[1]
 client = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0)
 
 
-def generated_tokens():
+def metric(name):
     text = httpx.get(base + "/metrics").text
-    return int(re.search(r"^zoo_generated_tokens_total (\d+)$", text, re.M).group(1))
+    return int(re.search(rf"^{name} (\d+)$", text, re.M).group(1))
+
+
+def generated_tokens():
+    return metric("zoo_generated_tokens_total")
 
 
 # 1. A completion.
@@ -64,8 +68,63 @@ after = client.completions.create(model="zoo", prompt="The capital of France is"
 assert after.choices[0].text == first.choices[0].text, (after, first)
 cancelled_tokens = generated_tokens() - before - 8
 assert cancelled_tokens < 100, f"the disconnected request went on for {cancelled_tokens} tokens"
+# The engine freed its sequence: counted as cancelled, nothing left running.
+for _ in range(100):
+    if metric("zoo_cancelled_total") >= 1 and metric("zoo_sequences_running") == 0:
+        break
+    time.sleep(0.02)
+else:
+    raise AssertionError("the disconnected request's sequence was not freed")
 
-# 5. Load: 64 concurrent streamed chat requests.
+# 5. 16 concurrent streams of different prompts with fixed seeds: each text equals the
+# same request sent alone (the engine's results do not depend on the batch).
+def request16(i):
+    return dict(model="zoo", prompt=f"Story {i}: Once upon a time, in a land of {i * 7} hills,",
+                max_tokens=24, temperature=0.8, top_p=0.95, seed=1000 + i)
+
+
+async def streamed(ac, i):
+    text = ""
+    async for chunk in await ac.completions.create(stream=True, **request16(i)):
+        if chunk.choices:
+            text += chunk.choices[0].text
+    return text
+
+
+async def sixteen():
+    ac = openai.AsyncOpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=600)
+    return await asyncio.gather(*(streamed(ac, i) for i in range(16)))
+
+
+together = asyncio.run(sixteen())
+for i, text in enumerate(together):
+    alone = client.completions.create(**request16(i)).choices[0].text
+    assert text == alone, (i, text, alone)
+assert len(set(together)) > 8, together
+
+# 6. n = 2, logprobs, a prompt list and the usage chunk.
+two = client.completions.create(model="zoo", prompt="Hello", max_tokens=6, temperature=0.9, seed=3,
+                                n=2, logprobs=2)
+assert [c.index for c in two.choices] == [0, 1], two
+for c in two.choices:
+    lp = c.logprobs
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == 6, lp
+    assert all(x <= 0 for x in lp.token_logprobs) and all(len(t) == 2 for t in lp.top_logprobs), lp
+assert two.usage.completion_tokens == 12, two.usage
+chat_lp = client.chat.completions.create(model="zoo", messages=messages, max_tokens=5, temperature=0,
+                                         logprobs=True, top_logprobs=3)
+content = chat_lp.choices[0].logprobs.content
+assert len(content) == 5 and all(len(t.top_logprobs) == 3 for t in content), content
+# Greedy: the chosen token is the most likely one.
+assert all(abs(t.logprob - t.top_logprobs[0].logprob) < 1e-6 for t in content), content
+listed = client.completions.create(model="zoo", prompt=["The capital of France is", "One, two,"],
+                                   max_tokens=8, temperature=0)
+assert listed.choices[0].text == first.choices[0].text and len(listed.choices) == 2, listed
+usage = [c.usage for c in client.completions.create(model="zoo", prompt="Hi", max_tokens=3, stream=True,
+                                                    stream_options={"include_usage": True}) if c.usage]
+assert len(usage) == 1 and usage[0].completion_tokens == 3, usage
+
+# 7. Load: 64 concurrent streamed chat requests.
 async def one(ac, i):
     t0 = time.perf_counter()
     ttft = None

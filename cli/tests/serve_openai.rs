@@ -1,7 +1,9 @@
 //! `zoo serve` on loopback with the real SmolLM2 GGUF, driven by the official `openai`
 //! Python package (cli/tests/openai_e2e.py): a completion, a streamed chat completion,
-//! a bad request, a disconnect mid-stream followed by an unaffected request, and a
-//! bounded load test of 64 concurrent streamed requests (figures printed). Then
+//! a bad request, a disconnect mid-stream followed by an unaffected request whose
+//! sequence the engine frees, 16 concurrent seeded streams each equal to the same
+//! request alone, `n` = 2 with logprobs, chat logprobs, a prompt list, the usage chunk,
+//! and a bounded load test of 64 concurrent streamed requests (figures printed). Then
 //! SIGTERM: the server stops cleanly.
 
 use std::io::{BufRead, BufReader};

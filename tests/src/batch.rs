@@ -30,14 +30,16 @@ impl Blocks {
     }
 }
 
-/// Runs `steps` (each a list of `(sequence, new tokens, logits)`) and records the bits
-/// of every logits row per sequence. Tokens marked `None` are the sequence's greedy
-/// next token.
+/// One sequence's part of a step: its index, its new tokens (`None`: its greedy next
+/// token) and the logits it wants.
+type Part = (usize, Option<Vec<u32>>, Logits);
+
+/// Runs `steps` and records the bits of every logits row per sequence.
 fn run(
     b: &mut dyn BatchedLM,
     seqs: &mut [Seq],
     blocks: &mut Blocks,
-    steps: &[Vec<(usize, Option<Vec<u32>>, Logits)>],
+    steps: &[Vec<Part>],
 ) -> Result<()> {
     for step in steps {
         let mut offsets = Vec::new();

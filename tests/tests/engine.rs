@@ -172,11 +172,8 @@ fn dropping_the_events_cancels_and_frees_the_sequence() -> Result<()> {
         block_size: 4,
         ..Default::default()
     })?;
-    let mut events = e.submit(Request::new(vec![5, 6, 7, 8, 9], 40))?;
-    assert!(matches!(
-        Iterator::next(&mut events),
-        Some(Event::Token { .. })
-    ));
+    let mut events = e.submit(Request::new(vec![5, 6, 7, 8, 9], 40))?.blocking();
+    assert!(matches!(events.next(), Some(Event::Token { .. })));
     drop(events);
     let stats = e.stats();
     for _ in 0..200 {
@@ -199,13 +196,14 @@ fn the_async_stream_yields_the_same_tokens() -> Result<()> {
     let r = requests().remove(3);
     let want = alone(&r)?;
     let ids: Vec<u32> = futures::executor::block_on(
-        StreamExt::filter_map(e.submit(r)?, |ev| async move {
-            match ev {
-                Event::Token { id, .. } => Some(id),
-                _ => None,
-            }
-        })
-        .collect(),
+        e.submit(r)?
+            .filter_map(|ev| async move {
+                match ev {
+                    Event::Token { id, .. } => Some(id),
+                    _ => None,
+                }
+            })
+            .collect(),
     );
     assert_eq!(ids, want.ids);
     Ok(())
@@ -260,11 +258,13 @@ fn a_model_that_does_not_batch_runs_one_at_a_time_like_generate() -> Result<()> 
         .map(|p| e.submit(Request::new(p.clone(), 8)))
         .collect::<zoo::Result<_>>()?;
     for (ev, want) in events.into_iter().zip(want) {
-        let ids: Vec<u32> = Iterator::filter_map(ev, |e| match e {
-            Event::Token { id, .. } => Some(id),
-            _ => None,
-        })
-        .collect();
+        let ids: Vec<u32> = ev
+            .blocking()
+            .filter_map(|e| match e {
+                Event::Token { id, .. } => Some(id),
+                _ => None,
+            })
+            .collect();
         let mut want_ids = want.ids.clone();
         if want.stop == StopReason::Eos {
             want_ids.pop();

@@ -15,8 +15,8 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use super::error::ApiError;
 use super::reply;
 use super::request::{self, ChatRequest, CompletionRequest, Generation};
-use super::response::{now_s, ChatChoice, ChatDelta, TextChoice};
-use super::worker::Out;
+use super::response::{now_s, ChatChoice, ChatDelta, Choice, TextChoice};
+use super::worker::{Out, TokenLp};
 use super::AppState;
 
 /// One OpenAI generation API: its request, how its prompt becomes token ids, and the
@@ -24,9 +24,9 @@ use super::AppState;
 pub trait Endpoint: Send + Sync + 'static {
     type Request: DeserializeOwned;
     /// A choice of the whole response.
-    type Choice: Serialize;
+    type Choice: Serialize + Choice;
     /// A choice of a streamed chunk.
-    type Chunk: Serialize + Send;
+    type Chunk: Serialize + Send + Choice;
     /// Begins the response's `id`.
     const ID_PREFIX: &'static str;
     /// The `object` of the whole response.
@@ -34,8 +34,14 @@ pub trait Endpoint: Send + Sync + 'static {
     /// The `object` of a streamed chunk.
     const CHUNK_OBJECT: &'static str;
 
-    /// Validates the request and turns its prompt into token ids.
-    fn prepare(request: Self::Request, state: &AppState) -> Result<Generation<Vec<u32>>, ApiError>;
+    /// Validates the request and turns its prompt(s) into token ids.
+    fn prepare(
+        request: Self::Request,
+        state: &AppState,
+    ) -> Result<Generation<Vec<Vec<u32>>>, ApiError>;
+    /// Tokens' log-probabilities in the API's shape; `offset`: where the first token's
+    /// text starts in the choice's text.
+    fn logprobs(tokens: &[TokenLp], offset: usize) -> serde_json::Value;
     /// The choice of the whole response: all the text, and why it ended.
     fn choice(text: String, finish_reason: &'static str) -> Self::Choice;
     /// The chunk streamed before the first piece, if the API has one.
@@ -65,13 +71,36 @@ impl Endpoint for Completions {
     fn prepare(
         request: CompletionRequest,
         state: &AppState,
-    ) -> Result<Generation<Vec<u32>>, ApiError> {
+    ) -> Result<Generation<Vec<Vec<u32>>>, ApiError> {
         let g = request.validate(state.context_length)?;
-        let ids = state
-            .tokenizer
-            .encode_prompt(&g.prompt)
-            .map_err(tokenizer_error)?;
+        let ids = g
+            .prompt
+            .iter()
+            .map(|p| state.tokenizer.encode_prompt(p).map_err(tokenizer_error))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(g.with_prompt(ids))
+    }
+
+    /// The legacy completions shape: parallel lists of tokens, their log-probabilities,
+    /// the alternatives (token to log-probability) and each token's text offset.
+    fn logprobs(tokens: &[TokenLp], offset: usize) -> serde_json::Value {
+        let mut at = offset;
+        let offsets: Vec<usize> = tokens
+            .iter()
+            .map(|t| {
+                let o = at;
+                at += t.token.len();
+                o
+            })
+            .collect();
+        serde_json::json!({
+            "text_offset": offsets,
+            "token_logprobs": tokens.iter().map(|t| t.logprob).collect::<Vec<_>>(),
+            "tokens": tokens.iter().map(|t| t.token.as_str()).collect::<Vec<_>>(),
+            "top_logprobs": tokens.iter().map(|t| {
+                t.top.iter().map(|(s, l)| (s.clone(), serde_json::json!(l))).collect::<serde_json::Map<_, _>>()
+            }).collect::<Vec<_>>(),
+        })
     }
 
     fn choice(text: String, finish_reason: &'static str) -> TextChoice {
@@ -103,7 +132,10 @@ impl Endpoint for ChatCompletions {
     const OBJECT: &'static str = "chat.completion";
     const CHUNK_OBJECT: &'static str = "chat.completion.chunk";
 
-    fn prepare(request: ChatRequest, state: &AppState) -> Result<Generation<Vec<u32>>, ApiError> {
+    fn prepare(
+        request: ChatRequest,
+        state: &AppState,
+    ) -> Result<Generation<Vec<Vec<u32>>>, ApiError> {
         let g = request.validate(state.context_length)?;
         let Some(template) = &state.template else {
             let why = state
@@ -119,7 +151,20 @@ impl Endpoint for ChatCompletions {
             .tokenizer
             .encode_chat(&text, template.bos_token())
             .map_err(tokenizer_error)?;
-        Ok(g.with_prompt(ids))
+        Ok(g.with_prompt(vec![ids]))
+    }
+
+    /// The chat shape: `content`, a list of tokens with their log-probability, bytes
+    /// and alternatives.
+    fn logprobs(tokens: &[TokenLp], _offset: usize) -> serde_json::Value {
+        let entry = |token: &str, logprob: f32| serde_json::json!({"bytes": token.as_bytes(), "logprob": logprob, "token": token});
+        serde_json::json!({
+            "content": tokens.iter().map(|t| {
+                let mut e = entry(&t.token, t.logprob);
+                e["top_logprobs"] = t.top.iter().map(|(s, l)| entry(s, *l)).collect();
+                e
+            }).collect::<Vec<_>>(),
+        })
     }
 
     fn choice(text: String, finish_reason: &'static str) -> ChatChoice {
@@ -141,24 +186,43 @@ impl Endpoint for ChatCompletions {
 
 /// `POST` handler of an endpoint: validate, admit, then answer whole or streamed.
 pub async fn handle<E: Endpoint>(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    let (rx, stream) = match admit::<E>(&state, &body) {
+    let (rx, shape) = match admit::<E>(&state, &body) {
         Ok(admitted) => admitted,
         Err(e) => return e.into_response(),
     };
     let id = format!("{}-{}", E::ID_PREFIX, now_s());
-    if stream {
-        Sse::new(reply::sse::<E>(rx, id, state.model_id.clone())).into_response()
+    if shape.stream {
+        Sse::new(reply::sse::<E>(rx, shape, id, state.model_id.clone())).into_response()
     } else {
-        reply::collect::<E>(rx, &id, &state.model_id).await
+        reply::collect::<E>(rx, shape, &id, &state.model_id).await
     }
 }
 
-/// The receiver of the generation's output, and whether to stream it.
+/// What the reply needs to know of the request.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    pub stream: bool,
+    /// Choices in all (prompts times `n`).
+    pub choices: usize,
+    /// Choices per prompt.
+    pub n: usize,
+    pub logprobs: bool,
+    pub include_usage: bool,
+}
+
+/// The receiver of the generation's output, and the shape of the reply.
 fn admit<E: Endpoint>(
     state: &AppState,
     body: &[u8],
-) -> Result<(UnboundedReceiver<Out>, bool), ApiError> {
+) -> Result<(UnboundedReceiver<Out>, Shape), ApiError> {
     let g = E::prepare(request::parse(body)?, state)?;
-    let rx = state.queue.submit(g.prompt, g.options)?;
-    Ok((rx, g.stream))
+    let shape = Shape {
+        stream: g.stream,
+        choices: g.prompt.len() * g.n,
+        n: g.n,
+        logprobs: g.logprobs.is_some(),
+        include_usage: g.include_usage,
+    };
+    let rx = state.queue.submit(g.prompt, &g.options, g.n, g.logprobs)?;
+    Ok((rx, shape))
 }

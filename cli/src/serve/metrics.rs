@@ -124,8 +124,8 @@ impl Metrics {
     }
 
     /// The Prometheus text: the counters, `queue_depth` (requests waiting or running)
-    /// as a gauge, then the histograms.
-    pub fn render(&self, queue_depth: usize) -> String {
+    /// and the engine's gauges and counters, then the histograms.
+    pub fn render(&self, queue_depth: usize, engine: &zoo::EngineStats) -> String {
         let mut out = String::new();
         let counters = [
             (
@@ -166,6 +166,74 @@ impl Metrics {
             "# HELP zoo_queue_depth Requests waiting or running.\n\
              # TYPE zoo_queue_depth gauge\nzoo_queue_depth {queue_depth}\n"
         );
+        let get = zoo::EngineStats::get;
+        for (name, kind, help, v) in [
+            (
+                "zoo_sequences_running",
+                "gauge",
+                "Sequences in the engine's batch.",
+                get(&engine.running),
+            ),
+            (
+                "zoo_sequences_waiting",
+                "gauge",
+                "Sequences waiting for a slot or KV blocks.",
+                get(&engine.waiting),
+            ),
+            (
+                "zoo_batch_sequences",
+                "gauge",
+                "Sequences in the last engine step.",
+                get(&engine.batch_sequences),
+            ),
+            (
+                "zoo_batch_tokens",
+                "gauge",
+                "Tokens in the last engine step.",
+                get(&engine.batch_tokens),
+            ),
+            (
+                "zoo_kv_blocks_used",
+                "gauge",
+                "KV cache blocks held by sequences.",
+                get(&engine.kv_blocks_used),
+            ),
+            (
+                "zoo_kv_blocks_free",
+                "gauge",
+                "KV cache blocks free or cached and held by nobody.",
+                get(&engine.kv_blocks_total).saturating_sub(get(&engine.kv_blocks_used)),
+            ),
+            (
+                "zoo_prefix_cache_hit_tokens_total",
+                "counter",
+                "Prompt tokens taken from the prefix cache.",
+                get(&engine.prefix_hit_tokens),
+            ),
+            (
+                "zoo_prefix_cache_lookup_tokens_total",
+                "counter",
+                "Prompt tokens looked up in the prefix cache.",
+                get(&engine.prefix_lookup_tokens),
+            ),
+            (
+                "zoo_preemptions_total",
+                "counter",
+                "Sequences preempted for KV blocks (recomputed later).",
+                get(&engine.preemptions),
+            ),
+            (
+                "zoo_cancelled_total",
+                "counter",
+                "Sequences cancelled because the client went away.",
+                get(&engine.cancelled),
+            ),
+        ] {
+            let _ = write!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+            );
+        }
         self.ttft.render(
             "zoo_time_to_first_token_seconds",
             "From admission to the first token.",
@@ -189,7 +257,7 @@ mod tests {
         let m = Metrics::default();
         m.token(true, Duration::from_millis(20));
         m.token(true, Duration::from_secs(100));
-        let text = m.render(0);
+        let text = m.render(0, &zoo::EngineStats::default());
         assert!(text.contains("zoo_time_to_first_token_seconds_bucket{le=\"0.01\"} 0\n"));
         assert!(text.contains("zoo_time_to_first_token_seconds_bucket{le=\"0.025\"} 1\n"));
         assert!(text.contains("zoo_time_to_first_token_seconds_bucket{le=\"60\"} 1\n"));
@@ -203,14 +271,15 @@ mod tests {
         let m = Metrics::default();
         m.request();
         m.generation(5, 8);
-        let text = m.render(3);
+        let text = m.render(3, &zoo::EngineStats::default());
         assert!(text.starts_with(
             "# HELP zoo_requests_total Generation requests received.\n\
              # TYPE zoo_requests_total counter\nzoo_requests_total 1\n"
         ));
         assert!(text.contains("\nzoo_generated_tokens_total 8\n"));
         assert!(text.contains(
-            "# TYPE zoo_queue_depth gauge\nzoo_queue_depth 3\n# HELP zoo_time_to_first_token"
+            "# TYPE zoo_queue_depth gauge\nzoo_queue_depth 3\n# HELP zoo_sequences_running"
         ));
+        assert!(text.contains("\nzoo_kv_blocks_used 0\n"));
     }
 }

@@ -1,17 +1,19 @@
 //! `zoo serve`: an OpenAI-compatible HTTP server over any registered architecture.
 //!
-//! One worker thread owns the model and runs one generation at a time (the KV cache is
-//! reset by `generate` for each request); requests wait in a bounded queue, and past
-//! its depth get 429. A client that disconnects (its response stream dropped) cancels
-//! its generation at the next token; a request that runs past `--timeout-s` ends with
-//! an error. SIGINT/SIGTERM stop accepting connections and let in-flight responses
-//! finish. `/metrics` is Prometheus text.
+//! The model runs in zoo's engine ([`zoo::Engine`]): `--parallel` sequences at once in
+//! continuous batches, KV memory in blocks within `--kv-cache-mib`, a prefix cache, and
+//! results that are the same bits whatever else runs. Requests past the engine's
+//! running slots wait in its queue, and past `--queue-depth` get 429. A client that
+//! disconnects (its response stream dropped) cancels its choices at the engine's next
+//! step; a request that runs past `--timeout-s` ends with an error. SIGINT/SIGTERM stop
+//! accepting connections and let in-flight responses finish. `/metrics` is Prometheus
+//! text.
 //!
 //! - [`request`], [`params`]: the request bodies and their validation;
 //! - [`endpoint`]: what differs between completions and chat completions, and the
 //!   handler they share;
 //! - [`response`], [`error`]: the response bodies; [`reply`]: whole or streamed;
-//! - [`worker`]: the queue, admission and the model thread;
+//! - [`worker`]: a request's choices into the engine, and their output back;
 //! - [`metrics`]: the counters and their Prometheus text.
 
 mod endpoint;
@@ -53,9 +55,21 @@ pub struct ServeArgs {
     /// 0 picks a free port (the address is printed on stdout).
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
-    /// Requests that may wait for the model; past this they get 429.
+    /// Requests that may wait for a running slot; past this they get 429.
     #[arg(long, default_value_t = 64)]
     pub queue_depth: usize,
+    /// Sequences running at once (continuous batching). Architectures that do not
+    /// batch (`zoo list`) run one at a time whatever this says.
+    #[arg(long, default_value_t = 16)]
+    pub parallel: usize,
+    /// Memory for the KV cache blocks, MiB (default: a quarter of the available memory,
+    /// at most what `--parallel` full contexts take).
+    #[arg(long)]
+    pub kv_cache_mib: Option<usize>,
+    /// Tokens one engine step may run: one per decoding sequence, the rest for prompt
+    /// chunks.
+    #[arg(long, default_value_t = 512)]
+    pub step_tokens: usize,
     /// A request running longer than this ends with an error.
     #[arg(long, default_value_t = 300)]
     pub timeout_s: u64,
@@ -113,7 +127,23 @@ pub fn run(a: ServeArgs) -> Result<()> {
     let context_length = loaded.model.context_length();
     let tokenizer = loaded.tokenizer.clone();
     let timeout = Duration::from_secs(a.timeout_s);
-    let queue = Queue::start(loaded, a.queue_depth, timeout, metrics.clone())?;
+    let config = zoo::EngineConfig {
+        max_sequences: a.parallel,
+        step_tokens: a.step_tokens,
+        kv_budget: a
+            .kv_cache_mib
+            .map_or(zoo::KvBudget::Auto, |m| zoo::KvBudget::Bytes(m << 20)),
+        max_waiting: a.queue_depth,
+        ..Default::default()
+    };
+    let block_size = config.block_size;
+    let queue = Queue::start(loaded, config, timeout, metrics.clone())?;
+    let engine = queue.engine();
+    eprintln!(
+        "zoo: engine with {} sequence(s) at once, {} KV blocks of {block_size} positions",
+        if engine.batching() { a.parallel } else { 1 },
+        zoo::EngineStats::get(&engine.stats().kv_blocks_total),
+    );
     let state = Arc::new(AppState {
         model_id,
         context_length,
@@ -164,7 +194,9 @@ fn router(state: Arc<AppState>) -> Router {
         .route(
             "/metrics",
             get(|State(s): S| async move {
-                let text = s.metrics.render(s.queue.in_flight());
+                let text = s
+                    .metrics
+                    .render(s.queue.in_flight(), s.queue.engine().stats());
                 ([("content-type", "text/plain; version=0.0.4")], text)
             }),
         )

@@ -1,9 +1,11 @@
-//! The fields both generation endpoints share (sampling, `max_tokens`, `stop`,
-//! `stream`) and their validation into [`GenerateOptions`].
+//! The fields both generation endpoints share (sampling, `max_tokens`, `stop`, `n`,
+//! `logprobs`, `stream`, `stream_options`) and their validation into
+//! [`GenerateOptions`] and the rest of a [`Generation`].
 //!
 //! Each field is checked in a fixed order with its own message and a 400 naming it;
-//! the first refusal wins. `presence_penalty` and `frequency_penalty` are accepted
-//! only as 0, and `n` only as 1.
+//! the first refusal wins. `logprobs` is an integer (0-5 alternatives) on
+//! completions and a boolean with `top_logprobs` (0-20) on chat completions, as in
+//! OpenAI's API.
 
 use serde::Deserialize;
 use zoo::{GenerateOptions, SamplingParams};
@@ -15,6 +17,22 @@ use super::request::{Field, Generation};
 const DEFAULT_MAX_TOKENS: usize = 256;
 /// Without `seed`.
 const DEFAULT_SEED: u64 = 299792458;
+/// Most choices per prompt (`n`).
+const MAX_N: usize = 8;
+
+/// Which API the fields came with (they differ in `logprobs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    Completions,
+    Chat,
+}
+
+/// `stream_options`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct StreamOptions {
+    include_usage: Field<bool>,
+}
 
 /// `stop`: one string or a list.
 #[derive(Debug, Deserialize)]
@@ -40,11 +58,33 @@ pub struct Params {
     seed: Field<f64>,
     stop: Field<Stop>,
     stream: Field<bool>,
+    top_k: Field<f64>,
+    min_p: Field<f64>,
+    logprobs: Field<serde_json::Value>,
+    top_logprobs: Field<f64>,
+    stream_options: Field<StreamOptions>,
+}
+
+/// A non-negative integer field at most `max`.
+fn count(
+    field: Field<f64>,
+    param: &'static str,
+    min: usize,
+    max: usize,
+) -> Result<Option<usize>, ApiError> {
+    match field.number(param)? {
+        None => Ok(None),
+        Some(v) if v.fract() == 0.0 && v >= min as f64 && v <= max as f64 => Ok(Some(v as usize)),
+        Some(_) => Err(ApiError::bad_request(
+            format!("`{param}` must be an integer from {min} to {max}"),
+            Some(param),
+        )),
+    }
 }
 
 impl Params {
     /// Checks the fields against a model with a context of `ctx` tokens.
-    pub fn validate(self, ctx: usize) -> Result<Generation<()>, ApiError> {
+    pub fn validate(self, ctx: usize, api: Api) -> Result<Generation<()>, ApiError> {
         let temperature = self.temperature.number("temperature")?.unwrap_or(1.0);
         if !(0.0..=2.0).contains(&temperature) {
             return Err(ApiError::bad_request(
@@ -59,10 +99,22 @@ impl Params {
                 Some("top_p"),
             ));
         }
-        for (key, field) in [
+        let top_k = count(self.top_k, "top_k", 1, usize::MAX >> 12)?;
+        let min_p = self.min_p.number("min_p")?;
+        if min_p.is_some_and(|p| !(0.0..=1.0).contains(&p)) {
+            return Err(ApiError::bad_request(
+                "`min_p` must be in [0, 1]",
+                Some("min_p"),
+            ));
+        }
+        let mut penalties = [0f32; 2];
+        for (i, (key, field)) in [
             ("presence_penalty", self.presence_penalty),
             ("frequency_penalty", self.frequency_penalty),
-        ] {
+        ]
+        .into_iter()
+        .enumerate()
+        {
             if let Some(v) = field.number(key)? {
                 if !(-2.0..=2.0).contains(&v) {
                     return Err(ApiError::bad_request(
@@ -70,12 +122,7 @@ impl Params {
                         Some(key),
                     ));
                 }
-                if v != 0.0 {
-                    return Err(ApiError::bad_request(
-                        format!("`{key}` other than 0 is not supported (candle's logits processor has a repeat penalty only)"),
-                        Some(key),
-                    ));
-                }
+                penalties[i] = v as f32;
             }
         }
         let max_tokens = self.max_tokens.number("max_tokens")?;
@@ -98,12 +145,7 @@ impl Params {
                 Some("max_tokens"),
             ));
         }
-        if self.n.number("n")?.is_some_and(|n| n != 1.0) {
-            return Err(ApiError::bad_request(
-                "only `n` = 1 is supported",
-                Some("n"),
-            ));
-        }
+        let n = count(self.n, "n", 1, MAX_N)?.unwrap_or(1);
         let seed = match self.seed.number("seed")? {
             None => DEFAULT_SEED,
             Some(s) if s >= 0.0 && s.fract() == 0.0 => s as u64,
@@ -122,6 +164,45 @@ impl Params {
             Some(Stop::Many(_)) => return Err(ApiError::bad_request(stop_error, Some("stop"))),
         };
         let stream = self.stream.get("stream", "`stream` must be a boolean")?;
+        let logprobs = match api {
+            Api::Completions => {
+                let m = "`logprobs` must be an integer from 0 to 5";
+                match self.logprobs.get("logprobs", m)? {
+                    None => None,
+                    Some(v) => match v.as_f64() {
+                        Some(k) if k.fract() == 0.0 && (0.0..=5.0).contains(&k) => Some(k as usize),
+                        _ => return Err(ApiError::bad_request(m, Some("logprobs"))),
+                    },
+                }
+            }
+            Api::Chat => {
+                let m = "`logprobs` must be a boolean";
+                let on = match self.logprobs.get("logprobs", m)? {
+                    None => false,
+                    Some(serde_json::Value::Bool(b)) => b,
+                    Some(_) => return Err(ApiError::bad_request(m, Some("logprobs"))),
+                };
+                let top = count(self.top_logprobs, "top_logprobs", 0, 20)?;
+                if top.is_some() && !on {
+                    return Err(ApiError::bad_request(
+                        "`top_logprobs` needs `logprobs`: true",
+                        Some("top_logprobs"),
+                    ));
+                }
+                on.then_some(top.unwrap_or(0))
+            }
+        };
+        let options = self
+            .stream_options
+            .get("stream_options", "`stream_options` must be an object")?
+            .unwrap_or_default();
+        let include_usage = options
+            .include_usage
+            .get(
+                "stream_options",
+                "`stream_options.include_usage` must be a boolean",
+            )?
+            .unwrap_or(false);
         Ok(Generation {
             prompt: (),
             options: GenerateOptions {
@@ -129,6 +210,10 @@ impl Params {
                 sampling: SamplingParams {
                     temperature,
                     top_p,
+                    top_k,
+                    min_p,
+                    presence_penalty: penalties[0],
+                    frequency_penalty: penalties[1],
                     seed,
                     ..Default::default()
                 },
@@ -136,6 +221,9 @@ impl Params {
                 stop,
             },
             stream: stream.unwrap_or(false),
+            n,
+            logprobs,
+            include_usage,
         })
     }
 }
@@ -148,7 +236,7 @@ mod tests {
     use crate::serve::request::parse;
 
     fn params(body: Value) -> Result<Generation<()>, ApiError> {
-        parse::<Params>(body.to_string().as_bytes())?.validate(2048)
+        parse::<Params>(body.to_string().as_bytes())?.validate(2048, Api::Completions)
     }
 
     /// The message and param of the 400 a body gets.
@@ -175,12 +263,18 @@ mod tests {
     fn given_fields_are_used() {
         let g = params(
             json!({"temperature": 0, "top_p": 0.5, "max_tokens": 8.0, "seed": 7,
-            "stop": ["a", "b"], "stream": true, "n": 1, "presence_penalty": 0,
-            "frequency_penalty": null}),
+            "stop": ["a", "b"], "stream": true, "n": 2, "presence_penalty": 0.5,
+            "frequency_penalty": null, "top_k": 40, "min_p": 0.05, "logprobs": 2,
+            "stream_options": {"include_usage": true}}),
         )
         .unwrap();
         let s = &g.options.sampling;
         assert_eq!((s.temperature, s.top_p, s.seed), (0.0, Some(0.5), 7));
+        assert_eq!(
+            (s.top_k, s.min_p, s.presence_penalty),
+            (Some(40), Some(0.05), 0.5)
+        );
+        assert_eq!((g.n, g.logprobs, g.include_usage), (2, Some(2), true));
         assert_eq!(
             (g.options.max_tokens, g.options.stop),
             (8, vec!["a".into(), "b".into()])
@@ -198,8 +292,6 @@ mod tests {
 
     #[test]
     fn each_field_is_refused_with_its_message() {
-        let penalty =
-            "other than 0 is not supported (candle's logits processor has a repeat penalty only)";
         let stop = "`stop` must be a string or up to 4 strings";
         let cases = [
             (
@@ -221,8 +313,24 @@ mod tests {
             ),
             (
                 "frequency_penalty",
-                json!(0.5),
-                format!("`frequency_penalty` {penalty}"),
+                json!(-2.5),
+                "`frequency_penalty` must be between -2 and 2".into(),
+            ),
+            (
+                "top_k",
+                json!(0),
+                "`top_k` must be an integer from 1 to 4503599627370495".into(),
+            ),
+            ("min_p", json!(2), "`min_p` must be in [0, 1]".into()),
+            (
+                "logprobs",
+                json!(6),
+                "`logprobs` must be an integer from 0 to 5".into(),
+            ),
+            (
+                "logprobs",
+                json!(true),
+                "`logprobs` must be an integer from 0 to 5".into(),
             ),
             (
                 "max_tokens",
@@ -234,7 +342,7 @@ mod tests {
                 json!(2048),
                 "`max_tokens` 2048 does not fit the model's context of 2048 tokens".into(),
             ),
-            ("n", json!(2), "only `n` = 1 is supported".into()),
+            ("n", json!(9), "`n` must be an integer from 1 to 8".into()),
             (
                 "seed",
                 json!(-1),
@@ -253,6 +361,24 @@ mod tests {
         // Both names are read before either is used.
         let refused = refusal(json!({"max_tokens": 4, "max_completion_tokens": "x"}));
         assert_eq!(refused.1, Some("max_completion_tokens"));
+    }
+
+    #[test]
+    fn chat_logprobs_are_a_boolean_with_top_logprobs() {
+        let chat = |b: serde_json::Value| {
+            parse::<Params>(b.to_string().as_bytes())?.validate(2048, Api::Chat)
+        };
+        assert_eq!(
+            chat(json!({"logprobs": true, "top_logprobs": 3}))
+                .unwrap()
+                .logprobs,
+            Some(3)
+        );
+        assert_eq!(chat(json!({"logprobs": false})).unwrap().logprobs, None);
+        let e = chat(json!({"top_logprobs": 3})).unwrap_err();
+        assert_eq!(e.param, Some("top_logprobs"));
+        let e = chat(json!({"logprobs": 2})).unwrap_err();
+        assert_eq!(e.message, "`logprobs` must be a boolean");
     }
 
     #[test]

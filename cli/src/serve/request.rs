@@ -13,7 +13,7 @@ use serde_json::Value;
 use zoo::{GenerateOptions, Message};
 
 use super::error::ApiError;
-use super::params::Params;
+use super::params::{Api, Params};
 
 /// The roles a chat message may have.
 const ROLES: [&str; 4] = ["system", "user", "assistant", "developer"];
@@ -79,11 +79,22 @@ impl Field<f64> {
     }
 }
 
+/// `prompt`: one string or a list (each prompt gets `n` choices).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Prompt {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Most prompts in one completion request.
+const MAX_PROMPTS: usize = 16;
+
 /// A `/v1/completions` body: `prompt` and the shared [`Params`].
 #[derive(Debug, Deserialize)]
 pub struct CompletionRequest {
     #[serde(default)]
-    prompt: Field<String>,
+    prompt: Field<Prompt>,
     #[serde(flatten)]
     params: Params,
 }
@@ -103,6 +114,12 @@ pub struct Generation<P> {
     pub prompt: P,
     pub options: GenerateOptions,
     pub stream: bool,
+    /// Choices per prompt.
+    pub n: usize,
+    /// Log-probabilities with this many alternatives per token.
+    pub logprobs: Option<usize>,
+    /// A last streamed chunk with the usage.
+    pub include_usage: bool,
 }
 
 impl<P> Generation<P> {
@@ -112,26 +129,34 @@ impl<P> Generation<P> {
             prompt,
             options: self.options,
             stream: self.stream,
+            n: self.n,
+            logprobs: self.logprobs,
+            include_usage: self.include_usage,
         }
     }
 }
 
 impl CompletionRequest {
     /// Checks the fields against a model with `context_length` tokens.
-    pub fn validate(self, context_length: usize) -> Result<Generation<String>, ApiError> {
-        let g = self.params.validate(context_length)?;
-        let prompt = self.prompt.require("prompt", "`prompt` must be a string")?;
-        if prompt.is_empty() {
+    pub fn validate(self, context_length: usize) -> Result<Generation<Vec<String>>, ApiError> {
+        let g = self.params.validate(context_length, Api::Completions)?;
+        let m = "`prompt` must be a string or a list of up to 16 strings";
+        let prompts = match self.prompt.require("prompt", m)? {
+            Prompt::One(p) => vec![p],
+            Prompt::Many(v) if !v.is_empty() && v.len() <= MAX_PROMPTS => v,
+            Prompt::Many(_) => return Err(ApiError::bad_request(m, Some("prompt"))),
+        };
+        if prompts.iter().any(|p| p.is_empty()) {
             return Err(ApiError::bad_request("`prompt` is empty", Some("prompt")));
         }
-        Ok(g.with_prompt(prompt))
+        Ok(g.with_prompt(prompts))
     }
 }
 
 impl ChatRequest {
     /// Checks the fields against a model with `context_length` tokens.
     pub fn validate(self, context_length: usize) -> Result<Generation<Vec<Message>>, ApiError> {
-        let g = self.params.validate(context_length)?;
+        let g = self.params.validate(context_length, Api::Chat)?;
         let messages = self.messages.require(
             "messages",
             "`messages` must be a list of {role, content} strings",
@@ -160,7 +185,7 @@ mod tests {
 
     const CTX: usize = 2048;
 
-    fn completion(body: Value) -> Result<Generation<String>, ApiError> {
+    fn completion(body: Value) -> Result<Generation<Vec<String>>, ApiError> {
         parse::<CompletionRequest>(body.to_string().as_bytes())?.validate(CTX)
     }
 
@@ -178,13 +203,20 @@ mod tests {
     #[test]
     fn completion_prompts() {
         let g = completion(json!({"prompt": "Hi", "model": "zoo", "echo": false})).unwrap();
-        assert_eq!((g.prompt.as_str(), g.options.max_tokens), ("Hi", 256));
-        let string = "`prompt` must be a string";
+        assert_eq!(
+            (g.prompt, g.options.max_tokens),
+            (vec!["Hi".to_string()], 256)
+        );
+        let g = completion(json!({"prompt": ["a", "b"]})).unwrap();
+        assert_eq!(g.prompt, ["a", "b"]);
+        let string = "`prompt` must be a string or a list of up to 16 strings";
         for (body, message) in [
             (json!({}), string),
             (json!({"prompt": null}), string),
-            (json!({"prompt": ["a"]}), string),
+            (json!({"prompt": [1]}), string),
+            (json!({"prompt": []}), string),
             (json!({"prompt": ""}), "`prompt` is empty"),
+            (json!({"prompt": ["a", ""]}), "`prompt` is empty"),
         ] {
             assert_eq!(refusal(body), (message.into(), Some("prompt")));
         }

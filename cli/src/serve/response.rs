@@ -13,7 +13,7 @@ use zoo::StopReason;
 /// A whole response (`usage` set) or one streamed chunk (`usage` left out).
 #[derive(Serialize)]
 pub struct Body<'a, C> {
-    pub choices: [C; 1],
+    pub choices: Vec<C>,
     /// Seconds since the Unix epoch ([`now_s`]).
     pub created: u64,
     pub id: &'a str,
@@ -45,9 +45,9 @@ impl Usage {
 #[derive(Serialize)]
 pub struct TextChoice {
     finish_reason: Option<&'static str>,
-    index: u32,
-    /// Always null: no log probabilities are returned.
-    logprobs: (),
+    index: usize,
+    /// Null unless the request asked for `logprobs`.
+    logprobs: Option<serde_json::Value>,
     text: String,
 }
 
@@ -56,18 +56,42 @@ impl TextChoice {
         Self {
             finish_reason,
             index: 0,
-            logprobs: (),
+            logprobs: None,
             text,
         }
     }
 }
 
+/// The index and log-probabilities every choice type carries.
+pub trait Choice: Sized {
+    /// The choice's place among the request's (`prompt * n + j`).
+    fn at(self, index: usize) -> Self;
+    /// Its tokens' log-probabilities, in the API's shape.
+    fn with_logprobs(self, logprobs: Option<serde_json::Value>) -> Self;
+}
+
+macro_rules! choice {
+    ($($t:ty),*) => {$(
+        impl Choice for $t {
+            fn at(mut self, index: usize) -> Self {
+                self.index = index;
+                self
+            }
+            fn with_logprobs(mut self, logprobs: Option<serde_json::Value>) -> Self {
+                self.logprobs = logprobs;
+                self
+            }
+        }
+    )*};
+}
+choice!(TextChoice, ChatChoice, ChatDelta);
+
 /// A whole `/v1/chat/completions` choice: the assistant's message.
 #[derive(Serialize)]
 pub struct ChatChoice {
     finish_reason: &'static str,
-    index: u32,
-    logprobs: (),
+    index: usize,
+    logprobs: Option<serde_json::Value>,
     message: ChatMessage,
 }
 
@@ -82,7 +106,7 @@ impl ChatChoice {
         Self {
             finish_reason,
             index: 0,
-            logprobs: (),
+            logprobs: None,
             message: ChatMessage {
                 content,
                 role: "assistant",
@@ -97,8 +121,8 @@ impl ChatChoice {
 pub struct ChatDelta {
     delta: Delta,
     finish_reason: Option<&'static str>,
-    index: u32,
-    logprobs: (),
+    index: usize,
+    logprobs: Option<serde_json::Value>,
 }
 
 #[derive(Serialize, Default)]
@@ -115,7 +139,7 @@ impl ChatDelta {
             delta,
             finish_reason,
             index: 0,
-            logprobs: (),
+            logprobs: None,
         }
     }
 
@@ -203,7 +227,7 @@ mod tests {
 
     fn body<C>(choice: C, object: &'static str, usage: Option<Usage>) -> Body<'static, C> {
         Body {
-            choices: [choice],
+            choices: vec![choice],
             created: 7,
             id: "x-7",
             model: "m",

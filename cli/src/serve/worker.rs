@@ -1,30 +1,40 @@
-//! The model worker and the bounded queue in front of it.
-//!
-//! One thread owns the model and runs one generation at a time (`generate` resets the
-//! KV cache for each request). [`Queue::submit`] admits a request while fewer than
-//! `depth + 1` are waiting or running (the one running included) and refuses it with
-//! 429 past that. The worker streams pieces back on a channel per request: a closed
-//! channel means the client went away, and the generation stops at its next token. A
-//! request that runs past the timeout, counted from admission, ends with an error.
+//! The way from a request to the engine and back: [`Queue::submit`] queues one engine
+//! request per choice (each prompt times `n`, the `j`-th choice of a prompt seeded
+//! `seed + j`) and returns one receiver of their merged output ([`Out`]), fed by a
+//! task per choice. The engine ([`zoo::Engine`]) runs them with the other requests in
+//! continuous batches; a receiver dropped (the client went away) drops the choices'
+//! events, which cancels them at the engine's next step. A choice that runs past the
+//! timeout, counted from submission, ends with an error.
 
-use std::ops::ControlFlow;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
+use futures::StreamExt;
 use tokio::sync::mpsc;
-use zoo::{CausalLM, GenerateOptions, StopReason};
+use zoo::{Engine, EngineConfig, Event, GenerateOptions, Request, StopReason};
 
 use super::error::ApiError;
 use super::metrics::Metrics;
 
-/// What the worker sends back for one request: pieces of text, then `Done` or
-/// `Error`.
+/// A generated token's log-probability and the most likely alternatives, as text.
+#[derive(Debug, Clone)]
+pub struct TokenLp {
+    pub token: String,
+    pub logprob: f32,
+    pub top: Vec<(String, f32)>,
+}
+
+/// What comes back for one request: pieces of each choice's text, each choice's end,
+/// or an error that ends the whole request.
 pub enum Out {
-    Piece(String),
+    Piece {
+        index: usize,
+        text: String,
+        logprobs: Vec<TokenLp>,
+    },
     Done {
+        index: usize,
         stop: StopReason,
         prompt_tokens: usize,
         completion_tokens: usize,
@@ -32,180 +42,186 @@ pub enum Out {
     Error(String),
 }
 
-struct Job {
-    prompt_ids: Vec<u32>,
-    options: GenerateOptions,
-    tx: mpsc::UnboundedSender<Out>,
-    enqueued: Instant,
-}
-
-/// The way into the model worker thread.
+/// The engine and what submitting needs.
 pub struct Queue {
-    jobs: SyncSender<Job>,
-    /// Requests admitted and not yet finished (waiting or running).
-    in_flight: Arc<AtomicUsize>,
-    depth: usize,
+    engine: Engine,
+    tokenizer: Arc<zoo::Tokenizer>,
     context_length: usize,
+    timeout: Duration,
     metrics: Arc<Metrics>,
 }
 
 impl Queue {
-    /// Starts the worker thread (`zoo-model`), which owns `loaded` from then on.
+    /// Starts the engine thread, which owns `loaded.model` from then on.
     pub fn start(
         loaded: zoo::Loaded,
-        depth: usize,
+        config: EngineConfig,
         timeout: Duration,
         metrics: Arc<Metrics>,
-    ) -> std::io::Result<Self> {
-        let (jobs, rx) = sync_channel(depth + 1);
-        let in_flight = Arc::new(AtomicUsize::new(0));
-        let context_length = loaded.model.context_length();
-        let worker = Worker {
-            loaded,
-            in_flight: in_flight.clone(),
-            metrics: metrics.clone(),
-            timeout,
-        };
-        std::thread::Builder::new()
-            .name("zoo-model".into())
-            .spawn(move || worker.run(rx))?;
+    ) -> zoo::Result<Self> {
+        let tokenizer = Arc::new(loaded.tokenizer);
+        let engine = Engine::start(loaded.model, tokenizer.clone(), config)?;
         Ok(Self {
-            jobs,
-            in_flight,
-            depth,
-            context_length,
+            context_length: engine.context_length(),
+            engine,
+            tokenizer,
+            timeout,
             metrics,
         })
     }
 
-    /// Requests admitted and not yet finished (waiting or running).
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::SeqCst)
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
-    /// Admits a generation and returns the receiver of its output: 400 if the prompt
-    /// and `max_tokens` do not fit the context, 429 if the queue is full, 503 if the
-    /// worker has stopped.
+    /// Sequences waiting or running.
+    pub fn in_flight(&self) -> usize {
+        let s = self.engine.stats();
+        zoo::EngineStats::get(&s.running) + zoo::EngineStats::get(&s.waiting)
+    }
+
+    /// Queues `n` choices per prompt: 400 if a prompt and `max_tokens` do not fit the
+    /// context or the KV budget, 429 if the engine's queue is full.
     pub fn submit(
         &self,
-        prompt_ids: Vec<u32>,
-        options: GenerateOptions,
+        prompts: Vec<Vec<u32>>,
+        options: &GenerateOptions,
+        n: usize,
+        logprobs: Option<usize>,
     ) -> Result<mpsc::UnboundedReceiver<Out>, ApiError> {
         self.metrics.request();
-        if prompt_ids.len() + options.max_tokens > self.context_length {
-            return Err(ApiError::bad_request(
-                format!(
-                    "the prompt has {} tokens; with max_tokens {} that exceeds the model's context of {} tokens",
-                    prompt_ids.len(),
-                    options.max_tokens,
-                    self.context_length
-                ),
-                Some("max_tokens"),
-            ));
+        for p in &prompts {
+            if p.len() + options.max_tokens > self.context_length {
+                return Err(ApiError::bad_request(
+                    format!(
+                        "the prompt has {} tokens; with max_tokens {} that exceeds the model's context of {} tokens",
+                        p.len(),
+                        options.max_tokens,
+                        self.context_length
+                    ),
+                    Some("max_tokens"),
+                ));
+            }
         }
-        let admitted = self
-            .in_flight
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < self.depth + 1).then_some(n + 1)
-            })
-            .is_ok();
-        if !admitted {
-            self.metrics.rejected();
-            return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_error",
-                format!(
-                    "the server's queue is full ({} waiting); retry later",
-                    self.depth
-                ),
-            ));
+        let mut choices = Vec::new();
+        for (i, prompt) in prompts.into_iter().enumerate() {
+            for j in 0..n {
+                let mut sampling = options.sampling.clone();
+                sampling.seed = sampling.seed.wrapping_add(j as u64);
+                let request = Request {
+                    prompt_ids: prompt.clone(),
+                    sampling,
+                    max_tokens: options.max_tokens,
+                    stop: options.stop.clone(),
+                    logprobs,
+                    skip_special: options.skip_special,
+                };
+                // An error drops the choices queued so far, which cancels them.
+                let events = self.engine.submit(request).map_err(|e| self.refusal(e))?;
+                choices.push((i * n + j, events));
+            }
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        let job = Job {
-            prompt_ids,
-            options,
-            tx,
-            enqueued: Instant::now(),
-        };
-        if self.jobs.send(job).is_err() {
-            self.in_flight.fetch_sub(1, Ordering::SeqCst);
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server_error",
-                "the model worker has stopped",
-            ));
+        let start = Instant::now();
+        for (index, events) in choices {
+            let tx = tx.clone();
+            let metrics = self.metrics.clone();
+            let tokenizer = self.tokenizer.clone();
+            let deadline = tokio::time::Instant::from_std(start + self.timeout);
+            let timeout = self.timeout;
+            tokio::spawn(async move {
+                let mut events = events;
+                let mut last = start;
+                let mut first = true;
+                loop {
+                    let event = match tokio::time::timeout_at(deadline, events.next()).await {
+                        Ok(Some(e)) => e,
+                        Ok(None) => {
+                            let _ = tx.send(Out::Error("the engine stopped".into()));
+                            return;
+                        }
+                        Err(_) => {
+                            metrics.error();
+                            let _ = tx.send(Out::Error(format!(
+                                "the request ran past the server's timeout of {} s",
+                                timeout.as_secs()
+                            )));
+                            return;
+                        }
+                    };
+                    let out = match event {
+                        Event::Token { id, text, logprob } => {
+                            let now = Instant::now();
+                            metrics.token(first, now - last);
+                            (first, last) = (false, now);
+                            let logprobs = logprob
+                                .map(|lp| {
+                                    let piece =
+                                        |t: u32| tokenizer.decode(&[t], false).unwrap_or_default();
+                                    vec![TokenLp {
+                                        token: piece(id),
+                                        logprob: lp.logprob,
+                                        top: lp.top.iter().map(|&(t, l)| (piece(t), l)).collect(),
+                                    }]
+                                })
+                                .unwrap_or_default();
+                            if text.is_empty() && logprobs.is_empty() {
+                                continue;
+                            }
+                            Out::Piece {
+                                index,
+                                text,
+                                logprobs,
+                            }
+                        }
+                        Event::Text(text) => Out::Piece {
+                            index,
+                            text,
+                            logprobs: vec![],
+                        },
+                        Event::Done(f) => {
+                            metrics.generation(f.prompt_tokens, f.completion_tokens);
+                            let _ = tx.send(Out::Done {
+                                index,
+                                stop: f.reason,
+                                prompt_tokens: f.prompt_tokens,
+                                completion_tokens: f.completion_tokens,
+                            });
+                            return;
+                        }
+                        Event::Error(e) => {
+                            metrics.error();
+                            let _ = tx.send(Out::Error(e.to_string()));
+                            return;
+                        }
+                    };
+                    // The client went away: dropping `events` cancels the choice.
+                    if tx.send(out).is_err() {
+                        return;
+                    }
+                }
+            });
         }
         Ok(rx)
     }
-}
 
-/// The model thread's side.
-struct Worker {
-    loaded: zoo::Loaded,
-    in_flight: Arc<AtomicUsize>,
-    metrics: Arc<Metrics>,
-    timeout: Duration,
-}
-
-impl Worker {
-    /// Runs jobs one at a time until every [`Queue`] is gone; a job whose client
-    /// left while it waited is skipped.
-    fn run(mut self, jobs: Receiver<Job>) {
-        while let Ok(job) = jobs.recv() {
-            if !job.tx.is_closed() {
-                self.generate(&job);
+    fn refusal(&self, e: zoo::Error) -> ApiError {
+        match e {
+            zoo::Error::EngineBusy { .. } => {
+                self.metrics.rejected();
+                ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    e.to_string(),
+                )
             }
-            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            zoo::Error::Engine(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                e.to_string(),
+            ),
+            zoo::Error::Sampling(_) => ApiError::bad_request(e.to_string(), None),
+            other => ApiError::bad_request(other.to_string(), Some("prompt")),
         }
-    }
-
-    fn generate(&mut self, job: &Job) {
-        let metrics = &self.metrics;
-        let deadline = job.enqueued + self.timeout;
-        let mut last = None::<Instant>;
-        let mut timed_out = false;
-        let result = zoo::generate(
-            &mut self.loaded.model,
-            &self.loaded.tokenizer,
-            &job.prompt_ids,
-            &job.options,
-            |piece| {
-                let now = Instant::now();
-                metrics.token(last.is_none(), now - last.unwrap_or(job.enqueued));
-                last = Some(now);
-                if now > deadline {
-                    timed_out = true;
-                    return ControlFlow::Break(());
-                }
-                // A dropped receiver means the client went away: stop now.
-                match job.tx.send(Out::Piece(piece.to_string())) {
-                    Ok(()) => ControlFlow::Continue(()),
-                    Err(_) => ControlFlow::Break(()),
-                }
-            },
-        );
-        let out = match result {
-            Ok(g) => {
-                metrics.generation(g.stats.prompt_tokens, g.stats.generated_tokens);
-                if timed_out {
-                    metrics.error();
-                    Out::Error(format!(
-                        "the request ran past the server's timeout of {} s",
-                        self.timeout.as_secs()
-                    ))
-                } else {
-                    Out::Done {
-                        stop: g.stop,
-                        prompt_tokens: g.stats.prompt_tokens,
-                        completion_tokens: g.stats.generated_tokens,
-                    }
-                }
-            }
-            Err(e) => {
-                metrics.error();
-                Out::Error(e.to_string())
-            }
-        };
-        let _ = job.tx.send(out);
     }
 }

@@ -151,16 +151,34 @@ pub enum Event {
     Error(Error),
 }
 
-/// A request's events: iterate (blocking) or poll as a [`futures::Stream`]. Dropping it
-/// cancels the request.
+/// A request's events: a [`futures::Stream`], and with `for event in events` (or
+/// [`Events::blocking`]) a blocking iterator. Dropping it cancels the request.
 pub struct Events {
     rx: fmpsc::UnboundedReceiver<Event>,
 }
 
-impl Iterator for Events {
+impl Events {
+    /// The events as a blocking iterator, for code without an async runtime.
+    pub fn blocking(self) -> BlockingEvents {
+        BlockingEvents(self)
+    }
+}
+
+impl IntoIterator for Events {
+    type Item = Event;
+    type IntoIter = BlockingEvents;
+    fn into_iter(self) -> BlockingEvents {
+        self.blocking()
+    }
+}
+
+/// [`Events`] waited for one at a time on the calling thread.
+pub struct BlockingEvents(Events);
+
+impl Iterator for BlockingEvents {
     type Item = Event;
     fn next(&mut self) -> Option<Event> {
-        futures::executor::block_on(self.rx.next())
+        futures::executor::block_on(self.0.rx.next())
     }
 }
 
