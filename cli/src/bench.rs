@@ -1,6 +1,8 @@
 //! `zoo bench`: prompt processing and decode speed, set up like llama.cpp's
 //! `llama-bench -p 128 -n 128` (random prompt tokens, one batch for the prompt, one
-//! token at a time for decode, fresh cache each repetition).
+//! token at a time for decode, fresh cache each repetition). With `--parallel N`, the
+//! engine instead: N requests at once of `-p` prompt tokens and `-n` generated tokens
+//! each, aggregate tokens per second (as `llama-batched-bench` does).
 
 use anyhow::Result;
 use clap::Args;
@@ -24,6 +26,9 @@ pub struct BenchArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Run N requests at once through the engine (continuous batching).
+    #[arg(long)]
+    pub parallel: Option<usize>,
 }
 
 fn mean_sd(v: &[f64]) -> (f64, f64) {
@@ -41,22 +46,15 @@ fn peak_rss() -> Option<u64> {
 }
 
 pub fn bench(a: BenchArgs) -> Result<()> {
+    if let Some(n) = a.parallel {
+        return engine_bench(&a, n);
+    }
     let path = a.model.resolve()?;
     let t = std::time::Instant::now();
     let mut loaded = a.model.load()?;
     let load_s = t.elapsed().as_secs_f64();
     let model = &mut loaded.model;
-    let vocab = model.vocab_size() as u64;
-    // A fixed pseudo-random prompt (xorshift), like llama-bench's random tokens.
-    let mut x = 0x2545F4914F6CDD1Du64;
-    let prompt: Vec<u32> = (0..a.prompt)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % vocab) as u32
-        })
-        .collect();
+    let prompt = random_prompt(a.prompt, model.vocab_size() as u64, 0x2545F4914F6CDD1D);
     let device = model.device().clone();
     let mut pp = Vec::new();
     let mut tg = Vec::new();
@@ -127,6 +125,80 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             "load {load_s:.2} s, peak RSS {:.1} MiB",
             rss as f64 / (1 << 20) as f64
         );
+    }
+    Ok(())
+}
+
+/// A fixed pseudo-random prompt (xorshift from `seed`), like llama-bench's random tokens.
+fn random_prompt(n: usize, vocab: u64, seed: u64) -> Vec<u32> {
+    let mut x = seed;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % vocab) as u32
+        })
+        .collect()
+}
+
+/// `--parallel N`: N requests submitted at once (different random prompts, greedy,
+/// `-n` tokens each whatever they generate), after one warm-up request; prints the
+/// aggregate generated tokens per second, prompt tokens per second over the time to
+/// the last first token, and the mean time to first token.
+fn engine_bench(a: &BenchArgs, n: usize) -> Result<()> {
+    let loaded = a.model.load()?;
+    let vocab = loaded.model.vocab_size() as u64;
+    let config = zoo::EngineConfig {
+        max_sequences: n,
+        kv_budget: zoo::KvBudget::Tokens(n * (a.prompt + a.gen + 32)),
+        ..Default::default()
+    };
+    let engine = zoo::Engine::start(loaded.model, loaded.tokenizer.into(), config)?;
+    let request = |i: usize| {
+        let mut r = zoo::Request::new(random_prompt(a.prompt, vocab, 0x9E37 + i as u64), a.gen);
+        r.ignore_eos = true;
+        r
+    };
+    let finish = |events: zoo::Events| -> Result<zoo::Finished> {
+        for e in events {
+            match e {
+                zoo::Event::Done(f) => return Ok(f),
+                zoo::Event::Error(e) => return Err(e.into()),
+                _ => {}
+            }
+        }
+        anyhow::bail!("the engine stopped")
+    };
+    finish(engine.submit(request(usize::MAX))?)?;
+    let t = std::time::Instant::now();
+    let all: Vec<zoo::Events> = (0..n)
+        .map(|i| engine.submit(request(i)))
+        .collect::<zoo::Result<_>>()?;
+    let done: Vec<zoo::Finished> = all.into_iter().map(finish).collect::<Result<_>>()?;
+    let wall = t.elapsed().as_secs_f64();
+    let generated: usize = done.iter().map(|f| f.completion_tokens).sum();
+    let ttft: Vec<f64> = done
+        .iter()
+        .map(|f| f.time_to_first_token.as_secs_f64())
+        .collect();
+    let last_first = ttft.iter().copied().fold(0.0, f64::max);
+    let figures = serde_json::json!({
+        "parallel": n,
+        "batching": engine.batching(),
+        "prompt_tokens": a.prompt,
+        "generated_tokens": generated,
+        "wall_s": wall,
+        "generated_tok_s": generated as f64 / wall,
+        "prompt_tok_s": (n * a.prompt) as f64 / last_first,
+        "ttft_mean_s": ttft.iter().sum::<f64>() / n as f64,
+        "ttft_max_s": last_first,
+        "peak_rss_bytes": peak_rss().unwrap_or(0),
+    });
+    if a.json {
+        println!("{figures}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&figures)?);
     }
     Ok(())
 }

@@ -16,11 +16,13 @@
 //!   real models it needs).
 
 mod codegen;
+mod llama_bench;
 mod llama_cpp;
 mod new_arch;
 mod refgen;
 mod tidy;
 
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
@@ -95,8 +97,8 @@ fn run(mut c: Command) -> Result<()> {
 }
 
 /// A benchmark, not a test: builds `zoo` in release mode and runs `zoo bench`; with
-/// `--llama-cpp`, also llama.cpp (through llama-cpp-python, the refgen environment) on
-/// the same file with the same settings, in the same run, and prints the ratios.
+/// `--llama-cpp`, also llama.cpp's native `llama-bench` ([`llama_bench`]) on the same
+/// file with the same settings, in the same run, and prints the ratios.
 ///
 /// `--dispatch` instead measures what the registry costs per decode step against
 /// calling the candle model directly (tests/benches/dispatch.rs).
@@ -147,24 +149,14 @@ fn bench(args: &[String]) -> Result<()> {
             .unwrap_or_else(|| default.to_string())
     };
     let threads = zoo["threads"].as_u64().unwrap_or(2).to_string();
-    let python = refgen::python()?;
-    let out = std::process::Command::new(python)
-        .arg(root().join("xtask/refgen/llama_bench.py"))
-        .arg(zoo["model"].as_str().context("model path")?)
-        .args([
-            get("-p", "128"),
-            get("-n", "128"),
-            get("-r", "3"),
-            threads.clone(),
-        ])
-        .output()
-        .context("running llama_bench.py")?;
-    anyhow::ensure!(
-        out.status.success(),
-        "llama.cpp bench failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lc: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let lc = llama_bench::run(
+        Path::new(zoo["model"].as_str().context("model path")?),
+        &get("-p", "128"),
+        &get("-n", "128"),
+        &get("-r", "3"),
+        &threads,
+        None,
+    )?;
     let f = |v: &serde_json::Value, p: &[&str]| {
         p.iter().fold(v, |v, k| &v[*k]).as_f64().unwrap_or(f64::NAN)
     };
@@ -184,8 +176,8 @@ fn bench(args: &[String]) -> Result<()> {
         mib(f(&lc, &["peak_rss_bytes"])),
     );
     println!("| peak RSS MiB | {z:.0} | {l:.0} | {:.2}x |", z / l);
-    let (z, l) = (f(&zoo, &["load_s"]), f(&lc, &["load_s"]));
-    println!("| load s | {z:.2} | {l:.2} | {:.2}x |", z / l);
+    // llama-bench does not time the load.
+    println!("| load s | {:.2} | - | - |", f(&zoo, &["load_s"]));
     Ok(())
 }
 

@@ -132,12 +132,6 @@ fn registry_json() -> Result<PathBuf> {
     Ok(path)
 }
 
-/// The refgen Python (with llama-cpp-python), made on first use.
-pub fn python() -> Result<PathBuf> {
-    let lcp = llama_cpp_python_src()?;
-    refgen_python(&lcp)
-}
-
 /// The real models whose long-prompt continuations `refgen --long-prompts` records
 /// (names known to `zoo fetch`), and where.
 const LONG_PROMPT_MODELS: [&str; 3] = ["smollm2", "gemma3", "qwen2.5-coder"];

@@ -115,6 +115,7 @@ impl Queue {
                     stop: options.stop.clone(),
                     logprobs,
                     skip_special: options.skip_special,
+                    ignore_eos: false,
                 };
                 // An error drops the choices queued so far, which cancels them.
                 let events = self.engine.submit(request).map_err(|e| self.refusal(e))?;

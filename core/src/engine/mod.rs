@@ -97,6 +97,8 @@ pub struct Request {
     pub logprobs: Option<usize>,
     /// Leave control tokens out of the text.
     pub skip_special: bool,
+    /// Go on past an end-of-sequence token (benchmarks, as llama.cpp's `ignore_eos`).
+    pub ignore_eos: bool,
 }
 
 impl Request {
@@ -108,6 +110,7 @@ impl Request {
             stop: Vec::new(),
             logprobs: None,
             skip_special: true,
+            ignore_eos: false,
         }
     }
 }

@@ -101,7 +101,7 @@ impl Seq {
         });
         self.tokens.push(next);
         self.generated += 1;
-        if sh.eos.contains(&next) {
+        if sh.eos.contains(&next) && !self.request.ignore_eos {
             return Ok(Some(StopReason::Eos));
         }
         let (text, stopped) = match self.detok.push(sh.tokenizer, next)? {
