@@ -23,6 +23,10 @@ pub struct BenchArgs {
     /// Repetitions (after one warm-up).
     #[arg(short = 'r', long, default_value_t = 3)]
     pub reps: usize,
+    /// Positions already in the KV cache before each test (untimed), like
+    /// `llama-bench -d`.
+    #[arg(short = 'd', long, default_value_t = 0)]
+    pub depth: usize,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -55,20 +59,25 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     let load_s = t.elapsed().as_secs_f64();
     let model = &mut loaded.model;
     let prompt = random_prompt(a.prompt, model.vocab_size() as u64, 0x2545F4914F6CDD1D);
+    let context = random_prompt(a.depth, model.vocab_size() as u64, 0x51ED);
     let device = model.device().clone();
     let mut pp = Vec::new();
     let mut tg = Vec::new();
     for rep in 0..=a.reps {
         model.reset_cache()?;
+        for (i, chunk) in context.chunks(512).enumerate() {
+            let input = Tensor::new(chunk, &device)?.unsqueeze(0)?;
+            model.forward(&input, i * 512)?;
+        }
         let input = Tensor::new(prompt.as_slice(), &device)?.unsqueeze(0)?;
         let t = std::time::Instant::now();
-        let logits = model.forward(&input, 0)?;
+        let logits = model.forward(&input, a.depth)?;
         let pp_s = t.elapsed().as_secs_f64();
         let mut next = logits.argmax(1)?.to_vec1::<u32>()?[0];
         let t = std::time::Instant::now();
         for i in 0..a.gen {
             let input = Tensor::new(&[next], &device)?.unsqueeze(0)?;
-            let logits = model.forward(&input, a.prompt + i)?;
+            let logits = model.forward(&input, a.depth + a.prompt + i)?;
             next = logits.argmax(1)?.to_vec1::<u32>()?[0];
         }
         let tg_s = t.elapsed().as_secs_f64();
@@ -100,6 +109,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
                 "model": path.display().to_string(),
                 "architecture": loaded.entry.name,
                 "threads": threads,
+                "depth": a.depth,
                 "load_s": load_s,
                 "pp": {"tokens": a.prompt, "tok_s": pp_m, "sd": pp_sd},
                 "tg": {"tokens": a.gen, "tok_s": tg_m, "sd": tg_sd},
@@ -145,13 +155,15 @@ fn random_prompt(n: usize, vocab: u64, seed: u64) -> Vec<u32> {
 /// `--parallel N`: N requests submitted at once (different random prompts, greedy,
 /// `-n` tokens each whatever they generate), after one warm-up request; prints the
 /// aggregate generated tokens per second, prompt tokens per second over the time to
-/// the last first token, and the mean time to first token.
+/// the last first token, and the mean time to first token. Then the prefix cache: the
+/// time to first token of a `-p`+16-token prompt cold, and of one sharing its first
+/// `-p` tokens.
 fn engine_bench(a: &BenchArgs, n: usize) -> Result<()> {
     let loaded = a.model.load()?;
     let vocab = loaded.model.vocab_size() as u64;
     let config = zoo::EngineConfig {
         max_sequences: n,
-        kv_budget: zoo::KvBudget::Tokens(n * (a.prompt + a.gen + 32)),
+        kv_budget: zoo::KvBudget::Tokens((n + 2) * (a.prompt + a.gen + 32)),
         ..Default::default()
     };
     let engine = zoo::Engine::start(loaded.model, loaded.tokenizer.into(), config)?;
@@ -177,6 +189,16 @@ fn engine_bench(a: &BenchArgs, n: usize) -> Result<()> {
         .collect::<zoo::Result<_>>()?;
     let done: Vec<zoo::Finished> = all.into_iter().map(finish).collect::<Result<_>>()?;
     let wall = t.elapsed().as_secs_f64();
+    // The prefix cache: a prompt of `-p` new tokens and 16 more, cold, then the same
+    // `-p` tokens with 16 others (its whole blocks come from the cache), one token each.
+    let shared = random_prompt(a.prompt, vocab, 0xC0FFEE);
+    let mut ttft_prefix = Vec::new();
+    for tail in [1u64, 2] {
+        let mut prompt = shared.clone();
+        prompt.extend(random_prompt(16, vocab, tail));
+        let f = finish(engine.submit(zoo::Request::new(prompt, 1))?)?;
+        ttft_prefix.push((f.time_to_first_token.as_secs_f64(), f.cached_tokens));
+    }
     let generated: usize = done.iter().map(|f| f.completion_tokens).sum();
     let ttft: Vec<f64> = done
         .iter()
@@ -193,6 +215,10 @@ fn engine_bench(a: &BenchArgs, n: usize) -> Result<()> {
         "prompt_tok_s": (n * a.prompt) as f64 / last_first,
         "ttft_mean_s": ttft.iter().sum::<f64>() / n as f64,
         "ttft_max_s": last_first,
+        "prefix_cold_ttft_s": ttft_prefix[0].0,
+        "prefix_cached_ttft_s": ttft_prefix[1].0,
+        "prefix_cached_tokens": ttft_prefix[1].1,
+        "prefix_cached_over_cold": ttft_prefix[1].0 / ttft_prefix[0].0,
         "peak_rss_bytes": peak_rss().unwrap_or(0),
     });
     if a.json {

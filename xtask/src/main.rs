@@ -155,7 +155,10 @@ fn bench(args: &[String]) -> Result<()> {
         &get("-n", "128"),
         &get("-r", "3"),
         &threads,
-        None,
+        args.iter()
+            .position(|a| a.as_str() == "-d")
+            .and_then(|i| args.get(i + 1))
+            .map(|s| s.as_str()),
     )?;
     let f = |v: &serde_json::Value, p: &[&str]| {
         p.iter().fold(v, |v, k| &v[*k]).as_f64().unwrap_or(f64::NAN)
