@@ -164,6 +164,15 @@ pub fn bench_serve(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The 1-minute load average, printed as each server starts: other work on the cores
+/// (a build) slows both servers, and more than anything their latency tails.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
+}
+
 /// The release `zoo` binary, built as `cargo xtask bench` builds it (`zoo_release`), its
 /// path taken from cargo's own report rather than guessed from the target directory.
 fn zoo_binary() -> Result<PathBuf> {
@@ -234,7 +243,11 @@ impl Server {
         c.stdin(Stdio::null())
             .stdout(file.try_clone()?)
             .stderr(file);
-        eprintln!("xtask: starting {name} (log: {}): {c:?}", log.display());
+        eprintln!(
+            "xtask: starting {name} (load average {}; log: {}): {c:?}",
+            load_average(),
+            log.display()
+        );
         let started = Instant::now();
         let child = c.spawn().with_context(|| format!("starting {c:?}"))?;
         let mut server = Self { name, child, port };
