@@ -3,7 +3,10 @@
 //! - `codegen [--check]`: write `models/src/arch.rs` from the `#[register_model]` files.
 //! - `bench --model PATH [-p 128 -n 128 -r 3] [--llama-cpp]`: prompt and decode speed
 //!   (release build), side by side with llama.cpp; `bench --dispatch`: the registry's
-//!   cost per decode step against calling the candle model directly.
+//!   cost per decode step against calling the candle model directly;
+//!   `bench --serve --model PATH_OR_NAME [--levels 1,4,16,64] [--new-tokens 128]
+//!   [--threads N] [--zoo-only | --llama-only]`: HTTP load on `zoo serve` and on
+//!   llama.cpp's `llama-server`, in turn, side by side (bench_serve.rs).
 //! - `fixtures [NAME...]`: write the conformance fixtures (tests/fixtures) with transformers
 //!   and llama.cpp.
 //! - `refgen [NAME...]`: record the reference logits next to them (docs/conformance.md);
@@ -15,6 +18,7 @@
 //! - `ci`: what `.ci/run` runs: codegen check, the whole test suite (which fetches the
 //!   real models it needs).
 
+mod bench_serve;
 mod codegen;
 mod llama_bench;
 mod llama_cpp;
@@ -45,7 +49,7 @@ fn main() -> Result<()> {
         "ci" => ci(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <codegen [--check] | bench --model PATH [-p N -n N -r N] [--llama-cpp] | bench --dispatch | new-arch NAME ... | fixtures [NAME...] | refgen [NAME...] | refgen --long-prompts | llama-cpp | ci>"
+                "usage: cargo xtask <codegen [--check] | bench --model PATH [-p N -n N -r N] [--llama-cpp] | bench --dispatch | bench --serve --model PATH_OR_NAME [--levels 1,4,16,64] [--new-tokens N] [--threads N] [--zoo-only|--llama-only] | new-arch NAME ... | fixtures [NAME...] | refgen [NAME...] | refgen --long-prompts | llama-cpp | ci>"
             );
             if task == "help" || task == "--help" {
                 Ok(())
@@ -101,8 +105,12 @@ fn run(mut c: Command) -> Result<()> {
 /// file with the same settings, in the same run, and prints the ratios.
 ///
 /// `--dispatch` instead measures what the registry costs per decode step against
-/// calling the candle model directly (tests/benches/dispatch.rs).
+/// calling the candle model directly (tests/benches/dispatch.rs); `--serve` loads the
+/// HTTP servers, zoo's and llama.cpp's (bench_serve.rs).
 fn bench(args: &[String]) -> Result<()> {
+    if args.iter().any(|a| a == "--serve") {
+        return bench_serve::bench_serve(args);
+    }
     if args.iter().any(|a| a == "--dispatch") {
         let mut c = cargo();
         c.args(["bench", "-p", "zoo-tests", "--bench", "dispatch"]);
