@@ -17,8 +17,8 @@ last one ends). Measured per level:
 
 Prompts (~128 tokens) share a prefix (~96 tokens), so that a server which reuses a
 cached prefix may, and end in a distinct suffix (no two prompts of a run are equal).
-`ignore_eos` is sent to every server: llama-server honours it, zoo ignores unknown
-fields, so zoo may stop early; the counted tokens are what was generated.
+`ignore_eos` is sent to every server (both honour it), so every request generates its
+new tokens in full; the counted tokens are what was generated.
 """
 
 import argparse

@@ -223,6 +223,8 @@ fn admit<E: Endpoint>(
         logprobs: g.logprobs.is_some(),
         include_usage: g.include_usage,
     };
-    let rx = state.queue.submit(g.prompt, &g.options, g.n, g.logprobs)?;
+    let rx = state
+        .queue
+        .submit(g.prompt, &g.options, g.n, g.logprobs, g.ignore_eos)?;
     Ok((rx, shape))
 }

@@ -63,6 +63,9 @@ pub struct Params {
     logprobs: Field<serde_json::Value>,
     top_logprobs: Field<f64>,
     stream_options: Field<StreamOptions>,
+    /// Not OpenAI's: go on past the end-of-sequence token (llama.cpp's and vLLM's
+    /// `ignore_eos`, for benchmarks).
+    ignore_eos: Field<bool>,
 }
 
 /// A non-negative integer field at most `max`.
@@ -203,8 +206,13 @@ impl Params {
                 "`stream_options.include_usage` must be a boolean",
             )?
             .unwrap_or(false);
+        let ignore_eos = self
+            .ignore_eos
+            .get("ignore_eos", "`ignore_eos` must be a boolean")?
+            .unwrap_or(false);
         Ok(Generation {
             prompt: (),
+            ignore_eos,
             options: GenerateOptions {
                 max_tokens,
                 sampling: SamplingParams {

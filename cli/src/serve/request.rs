@@ -120,6 +120,7 @@ pub struct Generation<P> {
     pub logprobs: Option<usize>,
     /// A last streamed chunk with the usage.
     pub include_usage: bool,
+    pub ignore_eos: bool,
 }
 
 impl<P> Generation<P> {
@@ -132,6 +133,7 @@ impl<P> Generation<P> {
             n: self.n,
             logprobs: self.logprobs,
             include_usage: self.include_usage,
+            ignore_eos: self.ignore_eos,
         }
     }
 }

@@ -88,6 +88,7 @@ impl Queue {
         options: &GenerateOptions,
         n: usize,
         logprobs: Option<usize>,
+        ignore_eos: bool,
     ) -> Result<mpsc::UnboundedReceiver<Out>, ApiError> {
         self.metrics.request();
         for p in &prompts {
@@ -115,7 +116,7 @@ impl Queue {
                     stop: options.stop.clone(),
                     logprobs,
                     skip_special: options.skip_special,
-                    ignore_eos: false,
+                    ignore_eos,
                 };
                 // An error drops the choices queued so far, which cancels them.
                 let events = self.engine.submit(request).map_err(|e| self.refusal(e))?;
