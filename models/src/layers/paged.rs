@@ -93,6 +93,27 @@ impl PagedKv {
         ((block * self.kv_heads + g) * self.block_size + pos % self.block_size) * self.head_dim
     }
 
+    /// The stored rows of positions `from..to` of kv head `g`, block by block in
+    /// position order (each a contiguous run of whole `head_dim` rows of `store`).
+    fn spans<'s>(
+        &self,
+        table: &'s [u32],
+        from: usize,
+        to: usize,
+        g: usize,
+        store: &'s [f32],
+    ) -> impl Iterator<Item = &'s [f32]> + 's {
+        let (bs, d, kvh) = (self.block_size, self.head_dim, self.kv_heads);
+        let first_block = from / bs;
+        let last_block = to.div_ceil(bs);
+        (first_block..last_block).map(move |b| {
+            let start = if b == first_block { from % bs } else { 0 };
+            let end = if (b + 1) * bs <= to { bs } else { to - b * bs };
+            let base = (table[b] as usize * kvh + g) * bs;
+            &store[(base + start) * d..(base + end) * d]
+        })
+    }
+
     /// Writes the step's keys and values (`[1, kv_heads, tokens, head_dim]`) and returns
     /// the attention of `q` (`[1, heads, tokens, head_dim]`) of each token over its
     /// sequence's positions up to its own, `[1, heads, tokens, head_dim]`.
@@ -158,25 +179,28 @@ impl PagedKv {
             let qrow = &qs[(head * t + i) * d..][..d];
             scores.clear();
             let mut max = f32::NEG_INFINITY;
-            for j in first..=pos {
-                let at = this.at(table, j, g);
-                let mut x = dot(qrow, &this.k[at..at + d]) * scale;
-                if let Some(c) = cap {
-                    x = (x / c).tanh() * c;
+            for keys in this.spans(table, first, pos + 1, g, &this.k) {
+                for key in keys.chunks_exact(d) {
+                    let mut x = dot(qrow, key) * scale;
+                    if let Some(c) = cap {
+                        x = (x / c).tanh() * c;
+                    }
+                    max = max.max(x);
+                    scores.push(x);
                 }
-                max = max.max(x);
-                scores.push(x);
             }
             let mut sum = 0f32;
             for x in scores.iter_mut() {
                 *x = (*x - max).exp();
                 sum += *x;
             }
-            for (w, j) in scores.iter().zip(first..=pos) {
-                let w = w / sum;
-                let at = this.at(table, j, g);
-                for (o, v) in o.iter_mut().zip(&this.v[at..at + d]) {
-                    *o += w * v;
+            let mut w = scores.iter();
+            for values in this.spans(table, first, pos + 1, g, &this.v) {
+                for (value, w) in values.chunks_exact(d).zip(&mut w) {
+                    let w = w / sum;
+                    for (o, v) in o.iter_mut().zip(value) {
+                        *o += w * v;
+                    }
                 }
             }
         };
