@@ -153,6 +153,7 @@ pub fn run(a: RunArgs) -> Result<()> {
             repeat_penalty: a.repeat_penalty,
             repeat_last_n: a.repeat_last_n,
             seed: a.seed,
+            ..Default::default()
         },
         skip_special: true,
         stop: Vec::new(),
