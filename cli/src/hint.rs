@@ -17,6 +17,7 @@ fn flag_hint(e: &zoo::Error) -> Option<&'static str> {
         zoo::Error::NoChatTemplate { .. } => {
             Some("use `zoo run` for plain completion, or give a template with `--template FILE`")
         }
+        zoo::Error::TextTooShort { .. } => Some("set the window with `--ctx N`"),
         _ => None,
     }
 }

@@ -4,6 +4,7 @@ mod bench;
 mod chat;
 mod commands;
 mod hint;
+mod perplexity;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -40,6 +41,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Measure prompt processing and decode speed (a benchmark, comparable to llama-bench -p 128 -n 128).
     Bench(bench::BenchArgs),
+    /// Perplexity of a text file, computed as llama-perplexity computes it (-c 512, second half of each window scored).
+    Perplexity(perplexity::PerplexityArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,5 +64,6 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(a) => bench::bench(a),
         Command::Serve(a) => serve::run(a),
         Command::Chat(a) => chat::chat(a),
+        Command::Perplexity(a) => perplexity::perplexity(a),
     }
 }

@@ -104,6 +104,12 @@ pub enum Error {
     #[error("engine: {0}")]
     Engine(String),
 
+    #[error("the text tokenizes to {tokens} tokens, but perplexity over windows of {ctx} tokens needs at least {} (two windows, as llama-perplexity requires): give a longer text or a smaller context", 2 * .ctx)]
+    TextTooShort { tokens: usize, ctx: usize },
+
+    #[error("perplexity: {0}")]
+    Perplexity(String),
+
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

@@ -16,6 +16,7 @@ use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior};
 use crate::source::as_u64;
 use crate::source::GgufSource;
 use crate::{Error, ModelSource, Result};
+mod document;
 
 /// Where a tokenizer came from and which algorithm it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
