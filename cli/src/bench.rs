@@ -69,11 +69,17 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             let input = Tensor::new(chunk, &device)?.unsqueeze(0)?;
             model.forward(&input, i * 512)?;
         }
-        let input = Tensor::new(prompt.as_slice(), &device)?.unsqueeze(0)?;
+        // `-p 0` (decode only, as `llama-bench -p 0`): decoding starts from token 1.
         let t = std::time::Instant::now();
-        let logits = model.forward(&input, a.depth)?;
+        let mut next = match prompt.is_empty() {
+            true => 1,
+            false => {
+                let input = Tensor::new(prompt.as_slice(), &device)?.unsqueeze(0)?;
+                let logits = model.forward(&input, a.depth)?;
+                logits.argmax(1)?.to_vec1::<u32>()?[0]
+            }
+        };
         let pp_s = t.elapsed().as_secs_f64();
-        let mut next = logits.argmax(1)?.to_vec1::<u32>()?[0];
         let t = std::time::Instant::now();
         for i in 0..a.gen {
             let input = Tensor::new(&[next], &device)?.unsqueeze(0)?;
