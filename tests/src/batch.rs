@@ -100,8 +100,8 @@ fn argmax_bits(row: &[u32]) -> u32 {
 /// logits from its run alone (for the caller to hold against a reference).
 ///
 /// Alone: the whole prompt in one chunk (every position's logits), then `decode`
-/// greedy steps. Mixed: the first prompt cut in two chunks, the others whole in the
-/// first step; then decode steps for all; from the third step a copy of the first
+/// greedy steps. Mixed: the first prompt cut in two chunks (the first without logits),
+/// the others whole in the first step; then decode steps for all; from the third step a copy of the first
 /// prompt that starts from the first sequence's full prefix blocks (as the prefix cache
 /// hands them out) and computes only the rest. Every row must be the same bits.
 pub fn check(b: &mut dyn BatchedLM, prompts: &[&[u32]], decode: usize) -> Result<Vec<Vec<f32>>> {
@@ -135,7 +135,10 @@ pub fn check(b: &mut dyn BatchedLM, prompts: &[&[u32]], decode: usize) -> Result
     let mut mixed = new(prompts.len() + 1);
     let mut blocks = Blocks(total_blocks as u32);
     let cut = prompts[0].len() / 2;
-    let mut first: Vec<_> = vec![(0, Some(prompts[0][..cut].to_vec()), Logits::All)];
+    // The first chunk asks for no logits (a prompt chunk that does not end the prompt):
+    // its keys and values must still be written. Its rows are taken from the run alone.
+    mixed[0].rows = alone[0].rows[..cut].to_vec();
+    let mut first: Vec<_> = vec![(0, Some(prompts[0][..cut].to_vec()), Logits::None)];
     first.extend((1..prompts.len()).map(|i| (i, Some(prompts[i].to_vec()), Logits::All)));
     let mut second = vec![(0, Some(prompts[0][cut..].to_vec()), Logits::All)];
     second.extend((1..prompts.len()).map(|i| (i, None, Logits::Last)));

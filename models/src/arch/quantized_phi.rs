@@ -12,12 +12,15 @@
 use std::sync::Arc;
 
 use candle_core::quantized::QTensor;
-use candle_core::{Device, Module, Tensor};
-use zoo_core::{last_position_logits, CausalLM, GgufSource, ModelInfo, Result};
+use candle_core::{DType, Device, Module, Tensor};
+use zoo_core::{
+    last_position_logits, BatchedLM, CausalLM, GgufSource, KvShape, ModelInfo, Result, SeqChunk,
+};
 use zoo_macros::register_model;
 
 use crate::layers::{
-    last_position, merge_heads, split_heads, AttnParams, KvCache, QLinear, RopeTable,
+    last_position, merge_heads, split_heads, AttnParams, LayerKv, PagedKv, Positions, QLinear,
+    RopeTable, StepLayout,
 };
 
 /// Phi-2 / Phi-1.5 (GGUF, quantized weights).
@@ -26,6 +29,7 @@ use crate::layers::{
     format = gguf,
     gguf_architectures = ["phi2"],
     load = QuantizedPhi::load,
+    batching = true,
 )]
 pub struct QuantizedPhi {
     embed: Arc<QTensor>,
@@ -66,7 +70,7 @@ struct Layer {
     o: QLinear,
     up: QLinear,
     down: QLinear,
-    cache: KvCache,
+    kv: LayerKv,
 }
 
 /// transformers' PhiConfig default.
@@ -127,7 +131,7 @@ impl QuantizedPhi {
                 o: linear(&p("attn_output"))?,
                 up: linear(&p("ffn_up"))?,
                 down: linear(&p("ffn_down"))?,
-                cache: KvCache::default(),
+                kv: LayerKv::default(),
             });
         }
         Ok(Self {
@@ -145,53 +149,105 @@ impl QuantizedPhi {
     }
 
     /// Rotates the first `rope_dim` features of each head, leaves the rest.
-    fn partial_rope(&mut self, x: &Tensor, offset: usize) -> Result<Tensor> {
-        let rot = self.rope.apply(&x.narrow(3, 0, self.rope_dim)?, offset)?;
+    fn partial_rope(&mut self, x: &Tensor, at: Positions) -> Result<Tensor> {
+        let rot = at.rope(&mut self.rope, &x.narrow(3, 0, self.rope_dim)?)?;
         let pass = x.narrow(3, self.rope_dim, self.head_dim - self.rope_dim)?;
         Ok(Tensor::cat(&[&rot, &pass], 3)?)
     }
 }
 
-impl CausalLM for QuantizedPhi {
-    fn forward(&mut self, input_ids: &Tensor, seqlen_offset: usize) -> Result<Tensor> {
+impl QuantizedPhi {
+    /// The hidden states of `ids` (`[batch, tokens]`) after the last layer, for either
+    /// kind of step.
+    fn hidden(&mut self, ids: &Tensor, at: Positions) -> Result<Tensor> {
         let (h, kvh, hd) = (self.heads, self.kv_heads, self.head_dim);
-        let mut x = self.embed.embedding(input_ids)?;
+        let mut x = self.embed.embedding(ids)?;
         for i in 0..self.layers.len() {
             let n = self.layers[i].norm.forward(&x)?;
             let (q, k, v) = match &self.layers[i].qkv {
                 Qkv::Fused(qkv) => {
-                    let qkv = qkv.forward(&n)?;
+                    let qkv = at.linear(qkv, &n)?;
                     (
                         qkv.narrow(2, 0, h * hd)?,
                         qkv.narrow(2, h * hd, kvh * hd)?,
                         qkv.narrow(2, (h + kvh) * hd, kvh * hd)?,
                     )
                 }
-                Qkv::Separate(q, k, v) => (q.forward(&n)?, k.forward(&n)?, v.forward(&n)?),
+                Qkv::Separate(q, k, v) => (at.linear(q, &n)?, at.linear(k, &n)?, at.linear(v, &n)?),
             };
             let q = split_heads(&q, h, hd)?;
             let k = split_heads(&k, kvh, hd)?;
             let v = split_heads(&v, kvh, hd)?;
-            let q = self.partial_rope(&q, seqlen_offset)?;
-            let k = self.partial_rope(&k, seqlen_offset)?;
+            let q = self.partial_rope(&q, at)?;
+            let k = self.partial_rope(&k, at)?;
             let layer = &mut self.layers[i];
             let a = layer
-                .cache
-                .attend(&q, &k, &v, seqlen_offset, &AttnParams::for_head_dim(hd))?;
-            let a = layer.o.forward(&merge_heads(&a)?)?;
-            let f = layer.down.forward(&layer.up.forward(&n)?.gelu()?)?;
+                .kv
+                .attend(&at, &q, &k, &v, &AttnParams::for_head_dim(hd))?;
+            let a = at.linear(&layer.o, &merge_heads(&a)?)?;
+            let f = at.linear(&layer.down, &at.linear(&layer.up, &n)?.gelu()?)?;
             x = ((x + a)? + f)?;
         }
+        Ok(x)
+    }
+}
+
+impl CausalLM for QuantizedPhi {
+    fn forward(&mut self, input_ids: &Tensor, seqlen_offset: usize) -> Result<Tensor> {
+        let x = self.hidden(input_ids, Positions::From(seqlen_offset))?;
         let x = self.norm.forward(&last_position(&x)?)?;
         last_position_logits(self.output.forward(&x)?)
     }
 
     fn reset_cache(&mut self) -> Result<()> {
         for layer in &mut self.layers {
-            layer.cache.clear();
+            layer.kv.cache.clear();
         }
         Ok(())
     }
 
+    fn batched(&mut self) -> Option<&mut dyn BatchedLM> {
+        Some(self)
+    }
+
     zoo_core::causal_lm_info!(info);
+}
+
+impl BatchedLM for QuantizedPhi {
+    fn kv_shape(&self) -> KvShape {
+        KvShape {
+            layers: self.layers.len(),
+            kv_heads: self.kv_heads,
+            head_dim: self.head_dim,
+            bytes_per_value: 4,
+        }
+    }
+
+    fn allocate_kv(&mut self, blocks: usize, block_size: usize) -> Result<()> {
+        for layer in &mut self.layers {
+            layer.kv.paged = PagedKv::default(); // the old store goes before the new comes
+            layer.kv.paged = PagedKv::new(blocks, block_size, self.kv_heads, self.head_dim);
+        }
+        Ok(())
+    }
+
+    fn forward_batch(&mut self, chunks: &[SeqChunk<'_>]) -> Result<Vec<Tensor>> {
+        let layout = StepLayout::new(chunks);
+        let device = self.info.device.clone();
+        let rows = layout.logit_rows();
+        let ids = Tensor::new(layout.tokens().as_slice(), &device)?.unsqueeze(0)?;
+        let x = match layout.position.is_empty() {
+            true => None,
+            false => Some(self.hidden(&ids, Positions::Batch(&layout))?),
+        };
+        let logits = match x {
+            Some(x) if !rows.is_empty() => {
+                let idx = Tensor::new(rows.as_slice(), &device)?;
+                let x = self.norm.forward(&x.squeeze(0)?.index_select(&idx, 0)?)?;
+                self.output.forward_rows(&x)?.to_dtype(DType::F32)?
+            }
+            _ => Tensor::zeros((0, self.info.vocab_size), DType::F32, &device)?,
+        };
+        crate::llama_decoder::split_logits(chunks, &logits)
+    }
 }

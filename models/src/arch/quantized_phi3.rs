@@ -17,12 +17,16 @@
 use std::sync::Arc;
 
 use candle_core::quantized::QTensor;
-use candle_core::{Device, Module, Tensor};
-use zoo_core::{last_position_logits, CausalLM, Error, GgufSource, ModelInfo, Result};
+use candle_core::{DType, Device, Module, Tensor};
+use zoo_core::{
+    last_position_logits, BatchedLM, CausalLM, Error, GgufSource, KvShape, ModelInfo, Result,
+    SeqChunk,
+};
 use zoo_macros::register_model;
 
 use crate::layers::{
-    last_position, merge_heads, split_heads, AttnParams, KvCache, QLinear, RmsNorm, RopeTable,
+    last_position, merge_heads, split_heads, AttnParams, LayerKv, PagedKv, Positions, QLinear,
+    RmsNorm, RopeTable, StepLayout,
 };
 
 /// Phi-3 / Phi-3.5 mini (GGUF, quantized weights).
@@ -31,6 +35,7 @@ use crate::layers::{
     format = gguf,
     gguf_architectures = ["phi3"],
     load = QuantizedPhi3::load,
+    batching = true,
 )]
 pub struct QuantizedPhi3 {
     embed: Arc<QTensor>,
@@ -53,7 +58,7 @@ struct Layer {
     /// gate and up fused, gate first.
     gate_up: QLinear,
     down: QLinear,
-    cache: KvCache,
+    kv: LayerKv,
 }
 
 /// transformers' Phi3Config default.
@@ -112,7 +117,7 @@ impl QuantizedPhi3 {
                 ffn_norm: norm(&p("ffn_norm"))?,
                 gate_up: qm(&p("ffn_up"))?,
                 down: qm(&p("ffn_down"))?,
-                cache: KvCache::default(),
+                kv: LayerKv::default(),
             });
         }
         Ok(Self {
@@ -129,38 +134,90 @@ impl QuantizedPhi3 {
     }
 }
 
-impl CausalLM for QuantizedPhi3 {
-    fn forward(&mut self, input_ids: &Tensor, seqlen_offset: usize) -> Result<Tensor> {
+impl QuantizedPhi3 {
+    /// The hidden states of `ids` (`[batch, tokens]`) after the last layer, for either
+    /// kind of step.
+    fn hidden(&mut self, ids: &Tensor, at: Positions) -> Result<Tensor> {
         let (h, kvh, hd) = (self.heads, self.kv_heads, self.head_dim);
-        let mut x = self.embed.embedding(input_ids)?;
+        let mut x = self.embed.embedding(ids)?;
         for layer in &mut self.layers {
             let n = layer.attn_norm.forward(&x)?;
-            let qkv = layer.qkv.forward(&n)?;
+            let qkv = at.linear(&layer.qkv, &n)?;
             let q = split_heads(&qkv.narrow(2, 0, h * hd)?, h, hd)?;
             let k = split_heads(&qkv.narrow(2, h * hd, kvh * hd)?, kvh, hd)?;
             let v = split_heads(&qkv.narrow(2, (h + kvh) * hd, kvh * hd)?, kvh, hd)?;
-            let q = self.rope.apply(&q, seqlen_offset)?;
-            let k = self.rope.apply(&k, seqlen_offset)?;
+            let q = at.rope(&mut self.rope, &q)?;
+            let k = at.rope(&mut self.rope, &k)?;
             let a = layer
-                .cache
-                .attend(&q, &k, &v, seqlen_offset, &AttnParams::for_head_dim(hd))?;
-            x = (x + layer.o.forward(&merge_heads(&a)?)?)?;
+                .kv
+                .attend(&at, &q, &k, &v, &AttnParams::for_head_dim(hd))?;
+            x = (x + at.linear(&layer.o, &merge_heads(&a)?)?)?;
             let n = layer.ffn_norm.forward(&x)?;
-            let gu = layer.gate_up.forward(&n)?;
+            let gu = at.linear(&layer.gate_up, &n)?;
             let ff = gu.dim(2)? / 2;
             let f = (candle_nn::ops::silu(&gu.narrow(2, 0, ff)?)? * gu.narrow(2, ff, ff)?)?;
-            x = (x + layer.down.forward(&f)?)?;
+            x = (x + at.linear(&layer.down, &f)?)?;
         }
+        Ok(x)
+    }
+}
+
+impl CausalLM for QuantizedPhi3 {
+    fn forward(&mut self, input_ids: &Tensor, seqlen_offset: usize) -> Result<Tensor> {
+        let x = self.hidden(input_ids, Positions::From(seqlen_offset))?;
         let x = self.norm.forward(&last_position(&x)?)?;
         last_position_logits(self.output.forward(&x)?)
     }
 
     fn reset_cache(&mut self) -> Result<()> {
         for layer in &mut self.layers {
-            layer.cache.clear();
+            layer.kv.cache.clear();
         }
         Ok(())
     }
 
+    fn batched(&mut self) -> Option<&mut dyn BatchedLM> {
+        Some(self)
+    }
+
     zoo_core::causal_lm_info!(info);
+}
+
+impl BatchedLM for QuantizedPhi3 {
+    fn kv_shape(&self) -> KvShape {
+        KvShape {
+            layers: self.layers.len(),
+            kv_heads: self.kv_heads,
+            head_dim: self.head_dim,
+            bytes_per_value: 4,
+        }
+    }
+
+    fn allocate_kv(&mut self, blocks: usize, block_size: usize) -> Result<()> {
+        for layer in &mut self.layers {
+            layer.kv.paged = PagedKv::default(); // the old store goes before the new comes
+            layer.kv.paged = PagedKv::new(blocks, block_size, self.kv_heads, self.head_dim);
+        }
+        Ok(())
+    }
+
+    fn forward_batch(&mut self, chunks: &[SeqChunk<'_>]) -> Result<Vec<Tensor>> {
+        let layout = StepLayout::new(chunks);
+        let device = self.info.device.clone();
+        let rows = layout.logit_rows();
+        let ids = Tensor::new(layout.tokens().as_slice(), &device)?.unsqueeze(0)?;
+        let x = match layout.position.is_empty() {
+            true => None,
+            false => Some(self.hidden(&ids, Positions::Batch(&layout))?),
+        };
+        let logits = match x {
+            Some(x) if !rows.is_empty() => {
+                let idx = Tensor::new(rows.as_slice(), &device)?;
+                let x = self.norm.forward(&x.squeeze(0)?.index_select(&idx, 0)?)?;
+                self.output.forward_rows(&x)?.to_dtype(DType::F32)?
+            }
+            _ => Tensor::zeros((0, self.info.vocab_size), DType::F32, &device)?,
+        };
+        crate::llama_decoder::split_logits(chunks, &logits)
+    }
 }

@@ -60,6 +60,59 @@ impl<'a> StepLayout<'a> {
     }
 }
 
+/// Where a forward pass's tokens sit: one sequence from an offset (the contiguous
+/// [`super::KvCache`]), or a batched step ([`StepLayout`], the block store). A decoder
+/// written once over it serves both [`zoo_core::CausalLM::forward`] and
+/// [`zoo_core::BatchedLM::forward_batch`].
+#[derive(Clone, Copy)]
+pub enum Positions<'a> {
+    From(usize),
+    Batch(&'a StepLayout<'a>),
+}
+
+impl Positions<'_> {
+    /// The product: [`super::QLinear::forward_rows`] in a batched step (row-invariant),
+    /// the usual one otherwise.
+    pub fn linear(&self, l: &super::QLinear, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Positions::From(_) => candle_core::Module::forward(l, x),
+            Positions::Batch(_) => l.forward_rows(x),
+        }
+    }
+
+    /// NeoX-style rotation of `[1 or batch, heads, tokens, head_dim]` at these positions.
+    pub fn rope(&self, table: &mut super::RopeTable, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Positions::From(offset) => table.apply(x, *offset),
+            Positions::Batch(layout) => table.apply_at(x, &layout.position),
+        }
+    }
+}
+
+/// A layer's keys and values for both kinds of step.
+#[derive(Debug, Clone, Default)]
+pub struct LayerKv {
+    pub cache: super::KvCache,
+    pub paged: PagedKv,
+}
+
+impl LayerKv {
+    /// Appends this step's keys and values and attends over the sequence's positions.
+    pub fn attend(
+        &mut self,
+        at: &Positions,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        p: &AttnParams,
+    ) -> Result<Tensor> {
+        match at {
+            Positions::From(offset) => self.cache.attend(q, k, v, *offset, p),
+            Positions::Batch(layout) => self.paged.attend(layout, q, k, v, p),
+        }
+    }
+}
+
 /// One layer's share of the block store.
 #[derive(Debug, Clone, Default)]
 pub struct PagedKv {
