@@ -194,7 +194,7 @@ impl BatchedLM for GemmaDecoder {
     fn allocate_kv(&mut self, blocks: usize, block_size: usize) -> Result<()> {
         for layer in &mut self.layers {
             layer.paged = PagedKv::default(); // the old store goes before the new comes
-            layer.paged = PagedKv::new(blocks, block_size, self.hp.kv_heads, self.hp.head_dim);
+            layer.paged = PagedKv::new(blocks, block_size, self.hp.kv_heads, self.hp.head_dim)?;
         }
         Ok(())
     }

@@ -226,7 +226,7 @@ impl BatchedLM for QuantizedPhi {
     fn allocate_kv(&mut self, blocks: usize, block_size: usize) -> Result<()> {
         for layer in &mut self.layers {
             layer.kv.paged = PagedKv::default(); // the old store goes before the new comes
-            layer.kv.paged = PagedKv::new(blocks, block_size, self.kv_heads, self.head_dim);
+            layer.kv.paged = PagedKv::new(blocks, block_size, self.kv_heads, self.head_dim)?;
         }
         Ok(())
     }

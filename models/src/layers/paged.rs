@@ -128,16 +128,26 @@ pub struct PagedKv {
 const PARALLEL_WORK: usize = 1 << 15;
 
 impl PagedKv {
-    pub fn new(blocks: usize, block_size: usize, kv_heads: usize, head_dim: usize) -> Self {
-        let n = blocks * kv_heads * block_size * head_dim;
-        Self {
-            k: vec![0f32; n],
-            v: vec![0f32; n],
+    /// The store of `blocks` blocks, zeroed by the allocator (pages are only touched,
+    /// and resident, once used). An allocation the system refuses is an error, not an
+    /// abort.
+    pub fn new(
+        blocks: usize,
+        block_size: usize,
+        kv_heads: usize,
+        head_dim: usize,
+    ) -> zoo_core::Result<Self> {
+        let n = blocks
+            .checked_mul(kv_heads * block_size * head_dim)
+            .ok_or_else(|| zoo_core::Error::Engine(format!("{blocks} KV blocks overflow")))?;
+        Ok(Self {
+            k: zeroed(n)?,
+            v: zeroed(n)?,
             blocks,
             block_size,
             kv_heads,
             head_dim,
-        }
+        })
     }
 
     /// Index of position `pos` of kv head `g` in a sequence with block table `table`.
@@ -267,6 +277,31 @@ impl PagedKv {
     }
 }
 
+/// `n` zeroed f32s from the allocator's zeroed memory (no page written here), or an
+/// error that says how much was asked for.
+fn zeroed(n: usize) -> zoo_core::Result<Vec<f32>> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let refused = || {
+        zoo_core::Error::Engine(format!(
+            "cannot allocate {} MiB for the KV cache; give it a smaller budget (EngineConfig::kv_budget)",
+            (n * 4) >> 20
+        ))
+    };
+    let layout = std::alloc::Layout::array::<f32>(n).map_err(|_| refused())?;
+    // SAFETY: `layout` has a non-zero size (n > 0). The pointer, if not null, is an
+    // allocation of `n` f32s from the global allocator with f32's alignment, all bytes
+    // zero (a valid f32, 0.0), so a `Vec` of length and capacity `n` may own it.
+    unsafe {
+        let p = std::alloc::alloc_zeroed(layout) as *mut f32;
+        if p.is_null() {
+            return Err(refused());
+        }
+        Ok(Vec::from_raw_parts(p, n, n))
+    }
+}
+
 fn host(t: &Tensor) -> Result<Vec<f32>> {
     t.flatten_all()?.to_vec1::<f32>()
 }
@@ -280,6 +315,14 @@ mod tests {
 
     /// Two sequences in one step over scattered blocks, against each run alone through
     /// the contiguous [`KvCache`]: the same bits (the same sums in the same order).
+    #[test]
+    fn a_store_the_system_refuses_is_an_error() {
+        let e = PagedKv::new(usize::MAX / 64, 16, 8, 128).unwrap_err();
+        assert!(e.to_string().contains("KV"), "{e}");
+        let e = PagedKv::new(1 << 40, 16, 2, 64).unwrap_err();
+        assert!(e.to_string().contains("cannot allocate"), "{e}");
+    }
+
     #[test]
     fn paged_attention_is_the_contiguous_cache_bit_for_bit() {
         let dev = Device::Cpu;
@@ -310,7 +353,7 @@ mod tests {
         ];
         let layout = StepLayout::new(&chunks);
         let cat = |a: &Tensor, b: &Tensor| Tensor::cat(&[a, b], 2).unwrap();
-        let mut store = PagedKv::new(8, bs, kvh, d);
+        let mut store = PagedKv::new(8, bs, kvh, d).unwrap();
         let got = store
             .attend(
                 &layout,
