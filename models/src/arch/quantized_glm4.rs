@@ -1,24 +1,30 @@
 //! GLM-4 (the 0414 family) from GGUF (`general.architecture = glm4`): q/k/v biases,
-//! interleaved rotary embeddings on half of each head, fused gate/up MLP, and a
-//! second RMS norm after both attention and MLP ("sandwich" norms).
+//! interleaved rotary embeddings on part of each head (`glm4.rope.dimension_count`,
+//! half in the released models), fused gate/up MLP, and a second RMS norm after both
+//! attention and MLP ("sandwich" norms).
 //!
 //! Reference implementation: llama.cpp (`src/models/glm4.cpp`) and transformers'
-//! `modeling_glm4.py`. Built on candle-transformers' `quantized_glm4`, which reads
-//! llama.cpp's tensor names and metadata. It expands the token embedding to f32.
-//!
-//! What candle does differently, and what this file does about it:
-//! - the rotated part of each head is fixed at half (GLM-4's `partial_rotary_factor`),
-//!   ignoring `glm4.rope.dimension_count`; a file whose rotary width is not half the
-//!   key width is refused, as is one whose value width differs from the key width
-//!   (candle uses the key width for both);
-//! - it has no cache reset (its attention drops the cache at position 0): a reset
-//!   restores a copy of the freshly loaded model, which shares the weights, so the old
-//!   cache's memory is freed.
+//! `modeling_glm4.py`. Our own forward pass on zoo's layers, one body for a single
+//! sequence and for the engine's batched steps ([`Positions`]), instead of
+//! candle-transformers 0.11.1's `quantized_glm4`, which expands the token embedding to
+//! f32, fixes the rotated part at half of each head and has no cache reset or batched
+//! forward. A file whose value width differs from its key width is refused (the cache
+//! stores one width).
 
-use candle_core::{DType, Device, Tensor};
-use candle_transformers::models::quantized_glm4 as candle_model;
-use zoo_core::{last_position_logits, CausalLM, Error, GgufSource, ModelInfo, Result};
+use std::sync::Arc;
+
+use candle_core::quantized::QTensor;
+use candle_core::{DType, Device, Module, Tensor};
+use zoo_core::{
+    last_position_logits, BatchedLM, CausalLM, Error, GgufSource, KvShape, ModelInfo, Result,
+    SeqChunk,
+};
 use zoo_macros::register_model;
+
+use crate::layers::{
+    last_position, merge_heads, split_heads, AttnParams, LayerKv, PagedKv, Positions, QLinear,
+    RmsNorm, RopeTable, StepLayout,
+};
 
 /// GLM-4-0414 (GGUF, quantized weights).
 #[register_model(
@@ -26,53 +32,206 @@ use zoo_macros::register_model;
     format = gguf,
     gguf_architectures = ["glm4"],
     load = QuantizedGlm4::load,
+    batching = true,
 )]
 pub struct QuantizedGlm4 {
-    model: candle_model::ModelWeights,
-    /// The model as loaded, with empty caches; a clone shares its weights.
-    fresh: candle_model::ModelWeights,
+    embed: Arc<QTensor>,
+    layers: Vec<Layer>,
+    norm: RmsNorm,
+    output: QLinear,
+    rope: RopeTable,
+    rotary: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
     info: ModelInfo,
 }
+
+struct Layer {
+    attn_norm: RmsNorm,
+    q: QLinear,
+    k: QLinear,
+    v: QLinear,
+    o: QLinear,
+    post_attn_norm: RmsNorm,
+    ffn_norm: RmsNorm,
+    /// gate and up fused, gate first.
+    gate_up: QLinear,
+    down: QLinear,
+    post_ffw_norm: RmsNorm,
+    kv: LayerKv,
+}
+
+/// transformers' Glm4Config default.
+const DEFAULT_ROPE_BASE: f64 = 10_000.0;
 
 impl QuantizedGlm4 {
     /// Loads the tensors and hyper-parameters from the GGUF file.
     pub fn load(g: &GgufSource, device: &Device) -> Result<Self> {
         let info = ModelInfo::from_gguf(g, device)?;
-        let key = g.u64("glm4.attention.key_length")?;
-        let value = g.u64_opt("glm4.attention.value_length")?.unwrap_or(key);
-        let rotary = g.u64_opt("glm4.rope.dimension_count")?.unwrap_or(key / 2);
-        if rotary * 2 != key || value != key {
+        let heads = g.u64("glm4.attention.head_count")? as usize;
+        let kv_heads = g.u64("glm4.attention.head_count_kv")? as usize;
+        let key = g.u64("glm4.attention.key_length")? as usize;
+        let value = g
+            .u64_opt("glm4.attention.value_length")?
+            .map_or(key, |v| v as usize);
+        let rotary = g
+            .u64_opt("glm4.rope.dimension_count")?
+            .map_or(key / 2, |r| r as usize);
+        if value != key || rotary > key || rotary % 2 != 0 {
             return Err(Error::InvalidGguf {
                 path: g.path.clone(),
                 detail: format!(
                     "glm4 with key width {key}, value width {value} and rotary width {rotary}: \
-                     candle's GLM-4 rotates half of each head and uses the key width for values"
+                     expected equal key and value widths and an even rotary width up to the key width"
                 ),
             });
         }
-        let fresh = candle_model::ModelWeights::from_gguf(
-            g.content_owned()?,
-            &mut g.reader(),
-            device,
-            DType::F32,
-        )?;
+        let eps = g.f64("glm4.attention.layer_norm_rms_epsilon")?;
+        let base = g
+            .f64_opt("glm4.rope.freq_base")?
+            .unwrap_or(DEFAULT_ROPE_BASE);
+        let dense =
+            |name: &str| -> Result<Tensor> { Ok(g.tensor(name, device)?.dequantize(device)?) };
+        let qm = |name: &str| -> Result<QLinear> {
+            let bias = format!("{name}.bias");
+            let bias = if g.has_tensor(&bias) {
+                Some(dense(&bias)?)
+            } else {
+                None
+            };
+            Ok(
+                QLinear::new(Arc::new(g.tensor(&format!("{name}.weight"), device)?))?
+                    .with_bias(bias),
+            )
+        };
+        let norm = |name: &str| -> Result<RmsNorm> { Ok(RmsNorm::new(dense(name)?, eps)) };
+        let (embed, output) = crate::gguf_head::embedding_and_head(g, device, || qm("output"))?;
+        let blocks = g.u64("glm4.block_count")? as usize;
+        let mut layers = Vec::with_capacity(blocks);
+        for i in 0..blocks {
+            let p = |s: &str| format!("blk.{i}.{s}");
+            layers.push(Layer {
+                attn_norm: norm(&p("attn_norm.weight"))?,
+                q: qm(&p("attn_q"))?,
+                k: qm(&p("attn_k"))?,
+                v: qm(&p("attn_v"))?,
+                o: qm(&p("attn_output"))?,
+                post_attn_norm: norm(&p("post_attention_norm.weight"))?,
+                ffn_norm: norm(&p("ffn_norm.weight"))?,
+                gate_up: qm(&p("ffn_up"))?,
+                down: qm(&p("ffn_down"))?,
+                post_ffw_norm: norm(&p("post_ffw_norm.weight"))?,
+                kv: LayerKv::default(),
+            });
+        }
         Ok(Self {
-            model: fresh.clone(),
-            fresh,
+            embed,
+            layers,
+            norm: norm("output_norm.weight")?,
+            output,
+            rope: RopeTable::new(rotary, base as f32, 1.0, device)?,
+            rotary,
+            heads,
+            kv_heads,
+            head_dim: key,
             info,
         })
+    }
+
+    /// Rotates the first `rotary` features of each head (interleaved pairs).
+    fn partial_rope(&mut self, x: &Tensor, at: Positions) -> Result<Tensor> {
+        let rot = at.rope_interleaved(&mut self.rope, &x.narrow(3, 0, self.rotary)?)?;
+        let pass = x.narrow(3, self.rotary, self.head_dim - self.rotary)?;
+        Ok(Tensor::cat(&[&rot, &pass], 3)?)
+    }
+
+    /// The hidden states of `ids` (`[batch, tokens]`) after the last layer, for either
+    /// kind of step.
+    fn hidden(&mut self, ids: &Tensor, at: Positions) -> Result<Tensor> {
+        let (h, kvh, hd) = (self.heads, self.kv_heads, self.head_dim);
+        let mut x = self.embed.embedding(ids)?;
+        for i in 0..self.layers.len() {
+            let layer = &self.layers[i];
+            let n = layer.attn_norm.forward(&x)?;
+            let q = split_heads(&at.linear(&layer.q, &n)?, h, hd)?;
+            let k = split_heads(&at.linear(&layer.k, &n)?, kvh, hd)?;
+            let v = split_heads(&at.linear(&layer.v, &n)?, kvh, hd)?;
+            let q = self.partial_rope(&q, at)?;
+            let k = self.partial_rope(&k, at)?;
+            let layer = &mut self.layers[i];
+            let a = layer
+                .kv
+                .attend(&at, &q, &k, &v, &AttnParams::for_head_dim(hd))?;
+            let a = layer
+                .post_attn_norm
+                .forward(&at.linear(&layer.o, &merge_heads(&a)?)?)?;
+            x = (x + a)?;
+            let gu = at.linear(&layer.gate_up, &layer.ffn_norm.forward(&x)?)?;
+            let ff = gu.dim(2)? / 2;
+            let f = (candle_nn::ops::silu(&gu.narrow(2, 0, ff)?)? * gu.narrow(2, ff, ff)?)?;
+            x = (x + layer.post_ffw_norm.forward(&at.linear(&layer.down, &f)?)?)?;
+        }
+        Ok(x)
     }
 }
 
 impl CausalLM for QuantizedGlm4 {
     fn forward(&mut self, input_ids: &Tensor, seqlen_offset: usize) -> Result<Tensor> {
-        last_position_logits(self.model.forward(input_ids, seqlen_offset)?)
+        let x = self.hidden(input_ids, Positions::From(seqlen_offset))?;
+        let x = self.norm.forward(&last_position(&x)?)?;
+        last_position_logits(self.output.forward(&x)?)
     }
 
     fn reset_cache(&mut self) -> Result<()> {
-        self.model = self.fresh.clone();
+        for layer in &mut self.layers {
+            layer.kv.cache.clear();
+        }
         Ok(())
     }
 
+    fn batched(&mut self) -> Option<&mut dyn BatchedLM> {
+        Some(self)
+    }
+
     zoo_core::causal_lm_info!(info);
+}
+
+impl BatchedLM for QuantizedGlm4 {
+    fn kv_shape(&self) -> KvShape {
+        KvShape {
+            layers: self.layers.len(),
+            kv_heads: self.kv_heads,
+            head_dim: self.head_dim,
+            bytes_per_value: 4,
+        }
+    }
+
+    fn allocate_kv(&mut self, blocks: usize, block_size: usize) -> Result<()> {
+        for layer in &mut self.layers {
+            layer.kv.paged = PagedKv::default(); // the old store goes before the new comes
+            layer.kv.paged = PagedKv::new(blocks, block_size, self.kv_heads, self.head_dim)?;
+        }
+        Ok(())
+    }
+
+    fn forward_batch(&mut self, chunks: &[SeqChunk<'_>]) -> Result<Vec<Tensor>> {
+        let layout = StepLayout::new(chunks);
+        let device = self.info.device.clone();
+        let rows = layout.logit_rows();
+        let ids = Tensor::new(layout.tokens().as_slice(), &device)?.unsqueeze(0)?;
+        let x = match layout.position.is_empty() {
+            true => None,
+            false => Some(self.hidden(&ids, Positions::Batch(&layout))?),
+        };
+        let logits = match x {
+            Some(x) if !rows.is_empty() => {
+                let idx = Tensor::new(rows.as_slice(), &device)?;
+                let x = self.norm.forward(&x.squeeze(0)?.index_select(&idx, 0)?)?;
+                self.output.forward_rows(&x)?.to_dtype(DType::F32)?
+            }
+            _ => Tensor::zeros((0, self.info.vocab_size), DType::F32, &device)?,
+        };
+        crate::llama_decoder::split_logits(chunks, &logits)
+    }
 }

@@ -87,6 +87,14 @@ impl Positions<'_> {
             Positions::Batch(layout) => table.apply_at(x, &layout.position),
         }
     }
+
+    /// As [`Positions::rope`] with GPT-J's interleaved pairs.
+    pub fn rope_interleaved(&self, table: &mut super::RopeTable, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Positions::From(offset) => table.apply_interleaved(x, *offset),
+            Positions::Batch(layout) => table.apply_interleaved_at(x, &layout.position),
+        }
+    }
 }
 
 /// A layer's keys and values for both kinds of step.
