@@ -17,16 +17,12 @@
 use std::sync::Arc;
 
 use candle_core::quantized::QTensor;
-use candle_core::{DType, Device, Module, Tensor};
-use zoo_core::{
-    last_position_logits, BatchedLM, CausalLM, Error, GgufSource, KvShape, ModelInfo, Result,
-    SeqChunk,
-};
+use candle_core::{Device, Module, Tensor};
+use zoo_core::{Error, GgufSource, ModelInfo, Result};
 use zoo_macros::register_model;
 
 use crate::layers::{
-    last_position, merge_heads, split_heads, AttnParams, LayerKv, PagedKv, Positions, QLinear,
-    RmsNorm, RopeTable, StepLayout,
+    merge_heads, split_heads, AttnParams, LayerKv, Positions, QLinear, RmsNorm, RopeTable,
 };
 
 /// Phi-3 / Phi-3.5 mini (GGUF, quantized weights).
@@ -162,62 +158,4 @@ impl QuantizedPhi3 {
     }
 }
 
-impl CausalLM for QuantizedPhi3 {
-    fn forward(&mut self, input_ids: &Tensor, seqlen_offset: usize) -> Result<Tensor> {
-        let x = self.hidden(input_ids, Positions::From(seqlen_offset))?;
-        let x = self.norm.forward(&last_position(&x)?)?;
-        last_position_logits(self.output.forward(&x)?)
-    }
-
-    fn reset_cache(&mut self) -> Result<()> {
-        for layer in &mut self.layers {
-            layer.kv.cache.clear();
-        }
-        Ok(())
-    }
-
-    fn batched(&mut self) -> Option<&mut dyn BatchedLM> {
-        Some(self)
-    }
-
-    zoo_core::causal_lm_info!(info);
-}
-
-impl BatchedLM for QuantizedPhi3 {
-    fn kv_shape(&self) -> KvShape {
-        KvShape {
-            layers: self.layers.len(),
-            kv_heads: self.kv_heads,
-            head_dim: self.head_dim,
-            bytes_per_value: 4,
-        }
-    }
-
-    fn allocate_kv(&mut self, blocks: usize, block_size: usize) -> Result<()> {
-        for layer in &mut self.layers {
-            layer.kv.paged = PagedKv::default(); // the old store goes before the new comes
-            layer.kv.paged = PagedKv::new(blocks, block_size, self.kv_heads, self.head_dim)?;
-        }
-        Ok(())
-    }
-
-    fn forward_batch(&mut self, chunks: &[SeqChunk<'_>]) -> Result<Vec<Tensor>> {
-        let layout = StepLayout::new(chunks);
-        let device = self.info.device.clone();
-        let rows = layout.logit_rows();
-        let ids = Tensor::new(layout.tokens().as_slice(), &device)?.unsqueeze(0)?;
-        let x = match layout.position.is_empty() {
-            true => None,
-            false => Some(self.hidden(&ids, Positions::Batch(&layout))?),
-        };
-        let logits = match x {
-            Some(x) if !rows.is_empty() => {
-                let idx = Tensor::new(rows.as_slice(), &device)?;
-                let x = self.norm.forward(&x.squeeze(0)?.index_select(&idx, 0)?)?;
-                self.output.forward_rows(&x)?.to_dtype(DType::F32)?
-            }
-            _ => Tensor::zeros((0, self.info.vocab_size), DType::F32, &device)?,
-        };
-        crate::llama_decoder::split_logits(chunks, &logits)
-    }
-}
+crate::layers::positions_lm!(QuantizedPhi3);

@@ -26,6 +26,7 @@ pub use activation::gelu_mul;
 pub use attention::{attention, causal_mask, AttnParams, KvCache};
 pub use heads::{last_position, merge_heads, split_heads};
 pub use norm::RmsNorm;
+pub(crate) use paged::positions_lm;
 pub use paged::{LayerKv, PagedKv, Positions, StepLayout};
 pub use qlinear::{QLinear, PROMPT_GEMM_ROWS};
 pub use rope::RopeTable;

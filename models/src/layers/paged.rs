@@ -121,6 +121,92 @@ impl LayerKv {
     }
 }
 
+/// `CausalLM` (with `batched`) and `BatchedLM` for a model file that writes its
+/// forward once over [`Positions`]: a struct with `layers` (each with `kv:` [`LayerKv`]),
+/// `kv_heads`, `head_dim`, `info: ModelInfo`, `norm`, `output: QLinear`, and a method
+/// `hidden(&mut self, ids, Positions) -> Result<Tensor>` giving the last layer's hidden
+/// states. The single-sequence forward takes the last position; the batched one the
+/// rows the chunks ask for, through [`super::QLinear::forward_rows`].
+macro_rules! positions_lm {
+    ($ty:ty) => {
+        impl zoo_core::CausalLM for $ty {
+            fn forward(
+                &mut self,
+                input_ids: &candle_core::Tensor,
+                seqlen_offset: usize,
+            ) -> zoo_core::Result<candle_core::Tensor> {
+                use candle_core::Module;
+                let x = self.hidden(input_ids, $crate::layers::Positions::From(seqlen_offset))?;
+                let x = self.norm.forward(&$crate::layers::last_position(&x)?)?;
+                zoo_core::last_position_logits(self.output.forward(&x)?)
+            }
+
+            fn reset_cache(&mut self) -> zoo_core::Result<()> {
+                for layer in &mut self.layers {
+                    layer.kv.cache.clear();
+                }
+                Ok(())
+            }
+
+            fn batched(&mut self) -> Option<&mut dyn zoo_core::BatchedLM> {
+                Some(self)
+            }
+
+            zoo_core::causal_lm_info!(info);
+        }
+
+        impl zoo_core::BatchedLM for $ty {
+            fn kv_shape(&self) -> zoo_core::KvShape {
+                zoo_core::KvShape {
+                    layers: self.layers.len(),
+                    kv_heads: self.kv_heads,
+                    head_dim: self.head_dim,
+                    bytes_per_value: 4,
+                }
+            }
+
+            fn allocate_kv(&mut self, blocks: usize, block_size: usize) -> zoo_core::Result<()> {
+                for layer in &mut self.layers {
+                    // The old store goes before the new comes.
+                    layer.kv.paged = $crate::layers::PagedKv::default();
+                    layer.kv.paged = $crate::layers::PagedKv::new(
+                        blocks,
+                        block_size,
+                        self.kv_heads,
+                        self.head_dim,
+                    )?;
+                }
+                Ok(())
+            }
+
+            fn forward_batch(
+                &mut self,
+                chunks: &[zoo_core::SeqChunk<'_>],
+            ) -> zoo_core::Result<Vec<candle_core::Tensor>> {
+                use candle_core::{DType, Module, Tensor};
+                let layout = $crate::layers::StepLayout::new(chunks);
+                let device = self.info.device.clone();
+                let rows = layout.logit_rows();
+                let ids = Tensor::new(layout.tokens().as_slice(), &device)?.unsqueeze(0)?;
+                let x = match layout.position.is_empty() {
+                    true => None,
+                    false => Some(self.hidden(&ids, $crate::layers::Positions::Batch(&layout))?),
+                };
+                let logits = match x {
+                    Some(x) if !rows.is_empty() => {
+                        let idx = Tensor::new(rows.as_slice(), &device)?;
+                        let x = self.norm.forward(&x.squeeze(0)?.index_select(&idx, 0)?)?;
+                        self.output.forward_rows(&x)?.to_dtype(DType::F32)?
+                    }
+                    _ => Tensor::zeros((0, self.info.vocab_size), DType::F32, &device)?,
+                };
+                $crate::llama_decoder::split_logits(chunks, &logits)
+            }
+        }
+    };
+}
+pub(crate) use positions_lm;
+
 /// One layer's share of the block store.
 #[derive(Debug, Clone, Default)]
 pub struct PagedKv {
