@@ -331,10 +331,16 @@ impl Tokenizer {
     /// The ids of a prompt as the model expects it: BOS where the model adds one,
     /// special-token text parsed.
     pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        self.encode_with_bos(text, true)
+    }
+
+    /// BOS where the model adds one (a tokenizer.json: what its post-processor adds),
+    /// then `text`, special-token text parsed or taken as plain text.
+    fn encode_with_bos(&self, text: &str, parse_special: bool) -> Result<Vec<u32>> {
         match (&self.kind, &*self.backend) {
             (TokenizerKind::HfJson, Backend::Hf(tk)) => {
                 let mut tk = lock(tk);
-                tk.set_encode_special_tokens(false);
+                tk.set_encode_special_tokens(!parse_special);
                 let enc = tk.encode(text, true).map_err(Error::tokenizer)?;
                 Ok(enc.get_ids().to_vec())
             }
@@ -343,7 +349,7 @@ impl Tokenizer {
                 if self.add_bos {
                     ids.extend(self.bos_id);
                 }
-                ids.extend(self.encode(text, true)?);
+                ids.extend(self.encode(text, parse_special)?);
                 Ok(ids)
             }
         }

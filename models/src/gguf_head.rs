@@ -1,10 +1,12 @@
-//! The token embedding and output head of a llama.cpp GGUF: the embedding kept
-//! quantized (rows dequantized on lookup), the head `output.weight` or, where the file
-//! has none, the embedding itself (tied).
+//! Weights of a llama.cpp GGUF as zoo's layers: the token embedding kept quantized
+//! (rows dequantized on lookup) with the head `output.weight` or, where the file has
+//! none, the embedding itself (tied); projections with their bias where the file has
+//! one; dense tensors.
 
 use std::sync::Arc;
 
 use candle_core::quantized::QTensor;
+use candle_core::Tensor;
 use zoo_core::{Device, GgufSource, Result};
 
 use crate::layers::QLinear;
@@ -23,4 +25,19 @@ pub(crate) fn embedding_and_head(
         QLinear::new(embed.clone())?
     };
     Ok((embed, output))
+}
+
+/// A tensor dequantized (norm weights, biases).
+pub(crate) fn dense(g: &GgufSource, name: &str, device: &Device) -> Result<Tensor> {
+    Ok(g.tensor(name, device)?.dequantize(device)?)
+}
+
+/// The projection `{stem}.weight`, with `{stem}.bias` added where the file has it.
+pub(crate) fn linear(g: &GgufSource, stem: &str, device: &Device) -> Result<QLinear> {
+    let bias = format!("{stem}.bias");
+    let bias = match g.has_tensor(&bias) {
+        true => Some(dense(g, &bias, device)?),
+        false => None,
+    };
+    Ok(QLinear::new(Arc::new(g.tensor(&format!("{stem}.weight"), device)?))?.with_bias(bias))
 }

@@ -13,22 +13,7 @@ impl Tokenizer {
     /// taken as plain text (a document is data, not a prompt). A tokenizer.json's
     /// post-processor adds what it adds.
     pub fn encode_document(&self, text: &str) -> Result<Vec<u32>> {
-        match (&self.kind, &*self.backend) {
-            (TokenizerKind::HfJson, Backend::Hf(tk)) => {
-                let mut tk = lock(tk);
-                tk.set_encode_special_tokens(true);
-                let enc = tk.encode(text, true).map_err(Error::tokenizer)?;
-                Ok(enc.get_ids().to_vec())
-            }
-            _ => {
-                let mut ids = Vec::new();
-                if self.add_bos {
-                    ids.extend(self.bos_id);
-                }
-                ids.extend(self.encode(text, false)?);
-                Ok(ids)
-            }
-        }
+        self.encode_with_bos(text, false)
     }
 
     /// The BOS id the model puts before a text, if it puts one: llama.cpp's

@@ -18,6 +18,8 @@ use candle_core::{Device, Module, Tensor};
 use zoo_core::{Error, GgufSource, ModelInfo, Result};
 use zoo_macros::register_model;
 
+use crate::gguf_head;
+
 use crate::layers::{
     merge_heads, split_heads, AttnParams, LayerKv, Positions, QLinear, RmsNorm, RopeTable,
 };
@@ -87,22 +89,10 @@ impl QuantizedGlm4 {
         let base = g
             .f64_opt("glm4.rope.freq_base")?
             .unwrap_or(DEFAULT_ROPE_BASE);
-        let dense =
-            |name: &str| -> Result<Tensor> { Ok(g.tensor(name, device)?.dequantize(device)?) };
-        let qm = |name: &str| -> Result<QLinear> {
-            let bias = format!("{name}.bias");
-            let bias = if g.has_tensor(&bias) {
-                Some(dense(&bias)?)
-            } else {
-                None
-            };
-            Ok(
-                QLinear::new(Arc::new(g.tensor(&format!("{name}.weight"), device)?))?
-                    .with_bias(bias),
-            )
-        };
+        let dense = |name: &str| gguf_head::dense(g, name, device);
+        let qm = |stem: &str| gguf_head::linear(g, stem, device);
         let norm = |name: &str| -> Result<RmsNorm> { Ok(RmsNorm::new(dense(name)?, eps)) };
-        let (embed, output) = crate::gguf_head::embedding_and_head(g, device, || qm("output"))?;
+        let (embed, output) = gguf_head::embedding_and_head(g, device, || qm("output"))?;
         let blocks = g.u64("glm4.block_count")? as usize;
         let mut layers = Vec::with_capacity(blocks);
         for i in 0..blocks {

@@ -16,6 +16,8 @@ use candle_core::{Device, Module, Tensor};
 use zoo_core::{GgufSource, ModelInfo, Result};
 use zoo_macros::register_model;
 
+use crate::gguf_head;
+
 use crate::layers::{merge_heads, split_heads, AttnParams, LayerKv, Positions, QLinear, RopeTable};
 
 /// Phi-2 / Phi-1.5 (GGUF, quantized weights).
@@ -86,20 +88,8 @@ impl QuantizedPhi {
             .f64_opt("phi2.rope.freq_base")?
             .unwrap_or(DEFAULT_ROPE_BASE);
         let rope_dim = g.u64("phi2.rope.dimension_count")? as usize;
-        let dense =
-            |name: &str| -> Result<Tensor> { Ok(g.tensor(name, device)?.dequantize(device)?) };
-        let linear = |name: &str| -> Result<QLinear> {
-            let bias = format!("{name}.bias");
-            let bias = if g.has_tensor(&bias) {
-                Some(dense(&bias)?)
-            } else {
-                None
-            };
-            Ok(
-                QLinear::new(Arc::new(g.tensor(&format!("{name}.weight"), device)?))?
-                    .with_bias(bias),
-            )
-        };
+        let dense = |name: &str| gguf_head::dense(g, name, device);
+        let linear = |stem: &str| gguf_head::linear(g, stem, device);
         let norm = |name: &str| -> Result<LayerNorm> {
             Ok(LayerNorm {
                 weight: dense(&format!("{name}.weight"))?,
@@ -107,7 +97,7 @@ impl QuantizedPhi {
                 eps,
             })
         };
-        let (embed, output) = crate::gguf_head::embedding_and_head(g, device, || linear("output"))?;
+        let (embed, output) = gguf_head::embedding_and_head(g, device, || linear("output"))?;
         let blocks = g.u64("phi2.block_count")? as usize;
         let mut layers = Vec::with_capacity(blocks);
         for i in 0..blocks {

@@ -13,6 +13,9 @@ pub struct RopeTable {
     position_scale: f32,
     cos: Tensor,
     sin: Tensor,
+    /// The rows of the last `positions` asked for (a batched step asks the same for q
+    /// and k of every layer).
+    at: Option<(Vec<usize>, Tensor, Tensor)>,
 }
 
 impl RopeTable {
@@ -28,6 +31,7 @@ impl RopeTable {
             position_scale,
             cos: empty.clone(),
             sin: empty,
+            at: None,
         })
     }
 
@@ -101,13 +105,20 @@ impl RopeTable {
     }
 
     fn rows(&mut self, positions: &[usize]) -> Result<(Tensor, Tensor)> {
+        if let Some((p, cos, sin)) = &self.at {
+            if p == positions {
+                return Ok((cos.clone(), sin.clone()));
+            }
+        }
         self.ensure(positions.iter().max().map_or(0, |p| p + 1))?;
         let idx: Vec<u32> = positions.iter().map(|&p| p as u32).collect();
         let idx = Tensor::new(idx.as_slice(), self.cos.device())?;
-        Ok((
+        let (cos, sin) = (
             self.cos.index_select(&idx, 0)?,
             self.sin.index_select(&idx, 0)?,
-        ))
+        );
+        self.at = Some((positions.to_vec(), cos.clone(), sin.clone()));
+        Ok((cos, sin))
     }
 }
 
