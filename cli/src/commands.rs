@@ -12,12 +12,15 @@ use zoo_fetch::{self as fetch, FetchEvent, KnownModel};
 
 use crate::hint::{cli_error, CliResult};
 
-/// Which model: a path, a known model's name, or (absent) the default model.
+/// Which model: a path, a known model's name, `org/name[@revision]` of the local
+/// Hugging Face cache, or (absent) the default model.
 #[derive(Args, Clone)]
 pub struct ModelArg {
-    /// A .gguf file, a safetensors model directory, or a known model's name
-    /// (smollm2, gemma3, qwen2.5-coder). Default: smollm2, fetched once into the cache
-    /// ($ZOO_CACHE_DIR, else $XDG_CACHE_HOME/zoo, else ~/.cache/zoo).
+    /// A .gguf file, a safetensors model directory, a known model's name
+    /// (smollm2, gemma3, qwen2.5-coder), or `org/name[@revision]` already in the local
+    /// Hugging Face cache ($HF_HUB_CACHE, else $HF_HOME/hub, else
+    /// ~/.cache/huggingface/hub; never downloaded). Default: smollm2, fetched once into
+    /// the cache ($ZOO_CACHE_DIR, else $XDG_CACHE_HOME/zoo, else ~/.cache/zoo).
     #[arg(long, short)]
     pub model: Option<String>,
     /// Use this registered architecture instead of detecting it.
@@ -29,17 +32,19 @@ impl ModelArg {
     pub fn resolve(&self) -> Result<PathBuf> {
         match &self.model {
             Some(m) if std::path::Path::new(m).exists() => Ok(PathBuf::from(m)),
-            Some(m) => {
-                match fetch::known(m) {
-                    Some(k) => ensure(k),
-                    None => {
-                        bail!(
-                    "no file or directory `{m}`, and `{m}` is not a known model (known: {})",
-                    fetch::KNOWN_MODELS.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
-                )
-                    }
+            Some(m) => match (fetch::known(m), fetch::hf_cache::HubModel::parse(m)) {
+                (Some(k), _) => ensure(k),
+                (None, Some(hub)) => {
+                    let root = fetch::hf_cache::cache_root();
+                    let path = fetch::hf_cache::resolve(&root, &hub)?;
+                    tracing::info!(model = m, path = %path.display(), "found in the Hugging Face cache");
+                    Ok(path)
                 }
-            }
+                (None, None) => bail!(
+                    "no file or directory `{m}`, and `{m}` is neither a known model (known: {}) nor `org/name[@revision]` of the Hugging Face cache",
+                    fetch::KNOWN_MODELS.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
+                ),
+            },
             None => ensure(fetch::default_model()),
         }
     }
@@ -282,14 +287,20 @@ pub fn list(a: ListArgs) -> Result<()> {
 
 #[derive(Args)]
 pub struct InspectArgs {
-    /// A .gguf file or a safetensors model directory.
+    /// A .gguf file, a safetensors model directory, a known model's name or
+    /// `org/name[@revision]` of the local Hugging Face cache (as `--model` elsewhere).
     pub path: PathBuf,
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn inspect(a: InspectArgs) -> Result<()> {
-    let source = ModelSource::open(&a.path)?;
+    let path = ModelArg {
+        model: Some(a.path.to_string_lossy().into_owned()),
+        arch: None,
+    }
+    .resolve()?;
+    let source = ModelSource::open(&path)?;
     let detected = zoo::registry::detect(&source).map_err(cli_error);
     let ids: Vec<String> = source
         .architecture_ids()
@@ -321,7 +332,7 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
     };
     let tokenizer = zoo::Tokenizer::for_source(&source);
     let v = serde_json::json!({
-        "path": a.path.display().to_string(),
+        "path": path.display().to_string(),
         "format": source.format().as_str(),
         "declared_architecture": ids,
         "architecture": detected.as_ref().map(|e| e.name).ok(),
@@ -337,7 +348,7 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("path:          {}", a.path.display());
+    println!("path:          {}", path.display());
     println!("format:        {}", source.format());
     println!("declares:      {}", ids.join(", "));
     match &detected {

@@ -65,6 +65,16 @@ pub enum Error {
         /// The directory of downloaded wheels.
         downloads: PathBuf,
     },
+
+    #[error("model `{model}` in the local Hugging Face cache: {detail}; {hint}")]
+    HubCache {
+        /// `org/name`.
+        model: String,
+        /// What was found (or not) on disk.
+        detail: String,
+        /// What to do.
+        hint: String,
+    },
 }
 
 impl Error {

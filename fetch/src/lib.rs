@@ -9,8 +9,12 @@
 //! pip's own output (progress bars included) goes to this process's stderr, never its
 //! stdout: `zoo run ... > out.txt` on an empty cache leaves only the generated text in
 //! out.txt.
+//!
+//! [`hf_cache`] finds models a user already downloaded into the local Hugging Face
+//! cache (`--model org/name[@revision]`), on disk only.
 
 mod error;
+pub mod hf_cache;
 
 use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
