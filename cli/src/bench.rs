@@ -41,14 +41,6 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
     (m, var.sqrt())
 }
 
-/// Peak resident set size of this process in bytes (Linux `VmHWM`).
-fn peak_rss() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
 pub fn bench(a: BenchArgs) -> Result<()> {
     if let Some(n) = a.parallel {
         return engine_bench(&a, n);
@@ -104,7 +96,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     }
     let (pp_m, pp_sd) = mean_sd(&pp);
     let (tg_m, tg_sd) = mean_sd(&tg);
-    let rss = peak_rss().unwrap_or(0);
+    let rss = zoo::memory::peak_rss_bytes().unwrap_or(0);
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -225,7 +217,7 @@ fn engine_bench(a: &BenchArgs, n: usize) -> Result<()> {
         "prefix_cached_ttft_s": ttft_prefix[1].0,
         "prefix_cached_tokens": ttft_prefix[1].1,
         "prefix_cached_over_cold": ttft_prefix[1].0 / ttft_prefix[0].0,
-        "peak_rss_bytes": peak_rss().unwrap_or(0),
+        "peak_rss_bytes": zoo::memory::peak_rss_bytes().unwrap_or(0),
     });
     if a.json {
         println!("{figures}");

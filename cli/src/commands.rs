@@ -292,14 +292,21 @@ pub struct InspectArgs {
     pub path: PathBuf,
     #[arg(long)]
     pub json: bool,
+    /// Load the model and report its memory (checkpoint, resident weights, KV cache
+    /// per position and for the full context, peak RSS) instead of the file's facts.
+    #[arg(long)]
+    pub memory: bool,
 }
 
 pub fn inspect(a: InspectArgs) -> Result<()> {
-    let path = ModelArg {
+    let model = ModelArg {
         model: Some(a.path.to_string_lossy().into_owned()),
         arch: None,
+    };
+    if a.memory {
+        return crate::memory::report(model, a.json);
     }
-    .resolve()?;
+    let path = model.resolve()?;
     let source = ModelSource::open(&path)?;
     let detected = zoo::registry::detect(&source).map_err(cli_error);
     let ids: Vec<String> = source

@@ -4,6 +4,7 @@ mod bench;
 mod chat;
 mod commands;
 mod hint;
+mod memory;
 mod perplexity;
 mod serve;
 
@@ -31,7 +32,8 @@ enum Command {
     Tokenize(commands::TokenizeArgs),
     /// List the registered architectures.
     List(commands::ListArgs),
-    /// Describe a checkpoint: format, architecture, parameters, quantization, tokenizer.
+    /// Describe a checkpoint: format, architecture, parameters, quantization, tokenizer
+    /// (with --memory: load it and report weights, KV cache and peak RSS).
     Inspect(commands::InspectArgs),
     /// Fetch a known model into the cache and print its path.
     Fetch(commands::FetchArgs),

@@ -30,6 +30,7 @@ fn the_openai_client_drives_zoo_serve() {
         .strip_prefix("zoo: listening on ")
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .to_string();
+    zoo_tests::http::wait_ready(&base, Duration::from_secs(300));
 
     let out = Command::new(&python)
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openai_e2e.py"))

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod error;
 pub mod generate;
 pub mod load;
+pub mod memory;
 pub mod model;
 pub mod perplexity;
 pub mod registry;
@@ -28,6 +29,7 @@ pub use engine::{
 pub use error::{Error, Result};
 pub use generate::{generate, GenerateOptions, Generation, GenerationStats, StopReason};
 pub use load::{load_as, pin_thread_count, LoadOptions, Loaded};
+pub use memory::LoadMemory;
 pub use model::{last_position_logits, CausalLM, ModelBody, ModelInfo};
 pub use perplexity::{perplexity, Perplexity, PerplexityOptions, WindowScore};
 pub use registry::{ArchEntry, Format, FromRegistry};

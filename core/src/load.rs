@@ -42,6 +42,8 @@ pub struct Loaded<M> {
     /// The checkpoint: the GGUF file or the safetensors directory.
     pub path: PathBuf,
     pub format: Format,
+    /// The checkpoint's size and what loading it cost in resident memory.
+    pub memory: crate::LoadMemory,
 }
 
 impl<M> std::fmt::Debug for Loaded<M> {
@@ -66,7 +68,9 @@ pub fn load_as<M: FromRegistry>(
     let path = path.as_ref();
     let _span = tracing::info_span!("load", path = %path.display()).entered();
     let started = std::time::Instant::now();
+    let rss_before = crate::memory::rss_bytes();
     let mut source = ModelSource::open(path)?;
+    let checkpoint_bytes = source.checkpoint_bytes();
     let entry = match &options.architecture {
         Some(name) => registry::find(name)?,
         None => registry::detect(&source)?,
@@ -100,7 +104,14 @@ pub fn load_as<M: FromRegistry>(
         (tokenizer, model)
     });
     let (tokenizer, model) = (tokenizer?, model?);
-    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "loaded");
+    let memory = crate::LoadMemory {
+        checkpoint_bytes,
+        resident_growth_bytes: crate::memory::rss_bytes()
+            .zip(rss_before)
+            .map(|(after, before)| after.saturating_sub(before)),
+        peak_rss_bytes: crate::memory::peak_rss_bytes(),
+    };
+    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, %memory, "loaded");
     Ok(Loaded {
         model,
         tokenizer,
@@ -108,6 +119,7 @@ pub fn load_as<M: FromRegistry>(
         chat_template,
         path: source.path().to_path_buf(),
         format: source.format(),
+        memory,
     })
 }
 

@@ -186,6 +186,9 @@ impl Endpoint for ChatCompletions {
 
 /// `POST` handler of an endpoint: validate, admit, then answer whole or streamed.
 pub async fn handle<E: Endpoint>(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    if let Some(refused) = state.life.refuse() {
+        return refused.into_response();
+    }
     let (rx, shape) = match admit::<E>(&state, &body) {
         Ok(admitted) => admitted,
         Err(e) => return e.into_response(),

@@ -73,6 +73,8 @@ pub struct Metrics {
     ttft: Histogram,
     /// Between consecutive tokens.
     itl: Histogram,
+    /// What loading the model cost (set once it has loaded).
+    pub load_memory: std::sync::OnceLock<zoo::LoadMemory>,
 }
 
 impl Default for Metrics {
@@ -85,6 +87,7 @@ impl Default for Metrics {
             generated_tokens: AtomicU64::new(0),
             ttft: Histogram::new(LATENCY_BUCKETS),
             itl: Histogram::new(LATENCY_BUCKETS),
+            load_memory: std::sync::OnceLock::new(),
         }
     }
 }
@@ -167,6 +170,42 @@ impl Metrics {
              # TYPE zoo_queue_depth gauge\nzoo_queue_depth {queue_depth}\n"
         );
         let get = zoo::EngineStats::get;
+        let load = self.load_memory.get().copied().unwrap_or_default();
+        let memory = [
+            (
+                "zoo_checkpoint_bytes",
+                "The checkpoint's size on disk.",
+                Some(load.checkpoint_bytes),
+            ),
+            (
+                "zoo_weights_resident_bytes",
+                "How much the resident set grew while the model loaded (weights, tokenizer).",
+                load.resident_growth_bytes,
+            ),
+            (
+                "zoo_kv_cache_bytes",
+                "The KV block store, allocated at start.",
+                Some(get(&engine.kv_cache_bytes) as u64),
+            ),
+            (
+                "zoo_resident_bytes",
+                "The process's resident set now.",
+                zoo::memory::rss_bytes(),
+            ),
+            (
+                "zoo_peak_resident_bytes",
+                "The process's peak resident set.",
+                zoo::memory::peak_rss_bytes(),
+            ),
+        ];
+        for (name, help, v) in memory {
+            if let Some(v) = v {
+                let _ = write!(
+                    out,
+                    "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"
+                );
+            }
+        }
         for (name, kind, help, v) in [
             (
                 "zoo_sequences_running",
@@ -278,8 +317,10 @@ mod tests {
         ));
         assert!(text.contains("\nzoo_generated_tokens_total 8\n"));
         assert!(text.contains(
-            "# TYPE zoo_queue_depth gauge\nzoo_queue_depth 3\n# HELP zoo_sequences_running"
+            "# TYPE zoo_queue_depth gauge\nzoo_queue_depth 3\n# HELP zoo_checkpoint_bytes"
         ));
         assert!(text.contains("\nzoo_kv_blocks_used 0\n"));
+        assert!(text.contains("\nzoo_kv_cache_bytes 0\n"));
+        assert!(text.contains("\nzoo_checkpoint_bytes 0\n"));
     }
 }

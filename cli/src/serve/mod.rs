@@ -5,19 +5,23 @@
 //! results that are the same bits whatever else runs. Requests past the engine's
 //! running slots wait in its queue, and past `--queue-depth` get 429. A client that
 //! disconnects (its response stream dropped) cancels its choices at the engine's next
-//! step; a request that runs past `--timeout-s` ends with an error. SIGINT/SIGTERM stop
-//! accepting connections and let in-flight responses finish. `/metrics` is Prometheus
-//! text.
+//! step; a request that runs past `--timeout-s` ends with an error. The address
+//! answers as soon as it is bound, before the model has loaded; `/health` tells
+//! loading, ready and draining apart ([`lifecycle`]): SIGINT/SIGTERM turn the server to
+//! draining, in-flight responses finish, then it stops. `/metrics` is Prometheus text,
+//! with the memory report (checkpoint, resident weights, KV cache, RSS).
 //!
 //! - [`request`], [`params`]: the request bodies and their validation;
 //! - [`endpoint`]: what differs between completions and chat completions, and the
 //!   handler they share;
 //! - [`response`], [`error`]: the response bodies; [`reply`]: whole or streamed;
 //! - [`worker`]: a request's choices into the engine, and their output back;
-//! - [`metrics`]: the counters and their Prometheus text.
+//! - [`metrics`]: the counters and their Prometheus text;
+//! - [`lifecycle`]: loading, ready, draining, and `/health`.
 
 mod endpoint;
 mod error;
+mod lifecycle;
 mod metrics;
 mod params;
 mod reply;
@@ -36,7 +40,6 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::json;
 use zoo::{CausalLM, ChatTemplate};
 
 use crate::commands::ModelArg;
@@ -44,6 +47,7 @@ use endpoint::{ChatCompletions, Completions};
 use error::ApiError;
 use metrics::Metrics;
 use response::ModelList;
+use lifecycle::{Lifecycle, Phase};
 use worker::Queue;
 
 #[derive(clap::Args)]
@@ -76,6 +80,9 @@ pub struct ServeArgs {
     /// A Jinja chat template file, for models without one.
     #[arg(long)]
     pub template: Option<std::path::PathBuf>,
+    /// Skip the warmup request run after loading (`/health` turns ready at once).
+    #[arg(long)]
+    pub no_warmup: bool,
 }
 
 /// What the handlers share.
@@ -88,6 +95,7 @@ pub struct AppState {
     template_error: Option<String>,
     queue: Queue,
     metrics: Arc<Metrics>,
+    life: Arc<Lifecycle>,
 }
 
 /// The chat template: `--template` if given, else the one the checkpoint gave at load
@@ -110,8 +118,71 @@ fn chat_template(
     })
 }
 
-/// Loads the model, starts its worker and serves until SIGINT or SIGTERM.
+/// Binds the address, serves `/health` (loading) while the model loads and warms up,
+/// then serves the API until SIGINT or SIGTERM, and drains.
 pub fn run(a: ServeArgs) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(serve(a));
+    // A signal during loading leaves the loading thread behind: do not wait for it.
+    rt.shutdown_background();
+    result
+}
+
+async fn serve(a: ServeArgs) -> Result<()> {
+    let addr: SocketAddr = format!("{}:{}", a.host, a.port)
+        .parse()
+        .context("--host/--port")?;
+    let listener = std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+    listener.set_nonblocking(true)?;
+    let local = listener.local_addr()?;
+    println!("zoo: listening on http://{local}");
+    use std::io::Write;
+    std::io::stdout().flush()?;
+
+    let life = Arc::new(Lifecycle::default());
+    let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel::<()>();
+    let loading_listener = tokio::net::TcpListener::from_std(listener.try_clone()?)?;
+    let loading_routes = lifecycle::loading_router(life.clone());
+    let loading = tokio::spawn(async move {
+        axum::serve(loading_listener, loading_routes)
+            .with_graceful_shutdown(async {
+                let _ = loaded_rx.await;
+            })
+            .await
+    });
+    let timeout = Duration::from_secs(a.timeout_s);
+    let prepare = {
+        let life = life.clone();
+        tokio::task::spawn_blocking(move || prepare(a, life))
+    };
+    let state = tokio::select! {
+        state = prepare => state??,
+        _ = lifecycle::signal() => {
+            eprintln!("zoo: stopped while loading");
+            return Ok(());
+        }
+    };
+    let _ = loaded_tx.send(());
+    loading.await??;
+    life.set(Phase::Ready);
+    eprintln!("zoo: ready");
+    let queue_state = state.clone();
+    axum::serve(tokio::net::TcpListener::from_std(listener)?, router(state))
+        .with_graceful_shutdown(lifecycle::drain(
+            life,
+            move || queue_state.queue.in_flight(),
+            timeout,
+        ))
+        .await?;
+    eprintln!("zoo: stopped");
+    Ok(())
+}
+
+/// Loads the model, starts the engine and runs the warmup request (on a blocking
+/// thread while the loading router answers).
+fn prepare(a: ServeArgs, life: Arc<Lifecycle>) -> Result<Arc<AppState>> {
     let path = a.model.resolve()?;
     let mut loaded = a.model.load()?;
     let model_id = path
@@ -124,6 +195,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
     );
     let (template, template_error) = chat_template(a.template.as_deref(), from_checkpoint)?;
     let metrics = Arc::new(Metrics::default());
+    let _ = metrics.load_memory.set(loaded.memory);
     let context_length = loaded.model.context_length();
     let tokenizer = loaded.tokenizer.clone();
     let timeout = Duration::from_secs(a.timeout_s);
@@ -139,12 +211,19 @@ pub fn run(a: ServeArgs) -> Result<()> {
     let block_size = config.block_size;
     let queue = Queue::start(loaded, config, timeout, metrics.clone())?;
     let engine = queue.engine();
+    let stats = engine.stats();
     eprintln!(
-        "zoo: engine with {} sequence(s) at once, {} KV blocks of {block_size} positions",
+        "zoo: engine with {} sequence(s) at once, {} KV blocks of {block_size} positions ({:.1} MiB)",
         if engine.batching() { a.parallel } else { 1 },
-        zoo::EngineStats::get(&engine.stats().kv_blocks_total),
+        zoo::EngineStats::get(&stats.kv_blocks_total),
+        zoo::EngineStats::get(&stats.kv_cache_bytes) as f64 / (1 << 20) as f64,
     );
-    let state = Arc::new(AppState {
+    if !a.no_warmup {
+        let t = std::time::Instant::now();
+        warmup(engine, &tokenizer)?;
+        eprintln!("zoo: warmed up in {} ms", t.elapsed().as_millis());
+    }
+    Ok(Arc::new(AppState {
         model_id,
         context_length,
         tokenizer,
@@ -152,28 +231,23 @@ pub fn run(a: ServeArgs) -> Result<()> {
         template_error,
         queue,
         metrics,
-    });
+        life,
+    }))
+}
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
-        let addr: SocketAddr = format!("{}:{}", a.host, a.port)
-            .parse()
-            .context("--host/--port")?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding {addr}"))?;
-        let local = listener.local_addr()?;
-        println!("zoo: listening on http://{local}");
-        use std::io::Write;
-        std::io::stdout().flush()?;
-        axum::serve(listener, router(state))
-            .with_graceful_shutdown(shutdown_signal())
-            .await?;
-        eprintln!("zoo: stopped");
-        Ok(())
-    })
+/// One short greedy request through the engine before the server says ready: the
+/// first step's allocations and the kernels' first touch of the weights happen here,
+/// not in a client's time to first token.
+fn warmup(engine: &zoo::Engine, tokenizer: &zoo::Tokenizer) -> Result<()> {
+    let ids = tokenizer.encode_prompt("Hello")?;
+    let mut request = zoo::Request::new(ids, 2);
+    request.ignore_eos = true;
+    for event in engine.submit(request)?.blocking() {
+        if let zoo::Event::Error(e) = event {
+            return Err(e).context("the warmup request failed");
+        }
+    }
+    Ok(())
 }
 
 /// The two generation endpoints, `/v1/models`, `/health`, `/metrics`, and an OpenAI
@@ -190,7 +264,7 @@ fn router(state: Arc<AppState>) -> Router {
             "/v1/models",
             get(|State(s): S| async move { Json(ModelList::new(&s.model_id)).into_response() }),
         )
-        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/health", get(|State(s): S| async move { s.life.health() }))
         .route(
             "/metrics",
             get(|State(s): S| async move {
@@ -208,25 +282,4 @@ fn router(state: Arc<AppState>) -> Router {
             )
         })
         .with_state(state)
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            s.recv().await;
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    eprintln!("zoo: shutting down; in-flight responses finish");
 }

@@ -203,6 +203,9 @@ pub struct EngineStats {
     pub batch_tokens: AtomicUsize,
     pub kv_blocks_total: AtomicUsize,
     pub kv_blocks_used: AtomicUsize,
+    /// Bytes of the KV block store, allocated once at start (0 for a model that does
+    /// not batch: its own cache grows with the one sequence it runs).
+    pub kv_cache_bytes: AtomicUsize,
     /// Prompt tokens looked up in / found in the prefix cache.
     pub prefix_lookup_tokens: AtomicUsize,
     pub prefix_hit_tokens: AtomicUsize,
@@ -263,6 +266,10 @@ impl Engine {
                     )));
                 }
                 b.allocate_kv(n, config.block_size)?;
+                stats.kv_cache_bytes.store(
+                    n * config.block_size * b.kv_shape().bytes_per_token(),
+                    Ordering::Relaxed,
+                );
                 Some(n)
             }
             None => None,

@@ -58,6 +58,20 @@ impl ModelSource {
         }
     }
 
+    /// The checkpoint's size on disk: the GGUF file, or the sum of the safetensors
+    /// shards.
+    pub fn checkpoint_bytes(&self) -> u64 {
+        match self {
+            ModelSource::Gguf(g) => g.file_size(),
+            ModelSource::Safetensors(s) => s
+                .weights
+                .iter()
+                .filter_map(|p| std::fs::metadata(p).ok())
+                .map(|m| m.len())
+                .sum(),
+        }
+    }
+
     pub fn path(&self) -> &Path {
         match self {
             ModelSource::Safetensors(s) => &s.dir,
