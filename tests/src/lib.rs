@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod http;
+pub mod tools;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
