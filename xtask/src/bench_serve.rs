@@ -175,7 +175,7 @@ fn load_average() -> String {
 
 /// The release `zoo` binary, built as `cargo xtask bench` builds it (`zoo_release`), its
 /// path taken from cargo's own report rather than guessed from the target directory.
-fn zoo_binary() -> Result<PathBuf> {
+pub(crate) fn zoo_binary() -> Result<PathBuf> {
     let mut c = cargo();
     c.args(["build", "--release", "-p", "zoo-cli", "--bin", "zoo"])
         .arg("--message-format=json-render-diagnostics")
@@ -193,7 +193,7 @@ fn zoo_binary() -> Result<PathBuf> {
 
 /// A known model's path (`zoo fetch NAME` downloads it once and prints where it is), so
 /// that llama-server reads the very file zoo does.
-fn fetch(zoo: &Path, name: &str) -> Result<PathBuf> {
+pub(crate) fn fetch(zoo: &Path, name: &str) -> Result<PathBuf> {
     let out = Command::new(zoo)
         .args(["fetch", name])
         .stderr(Stdio::inherit())
@@ -205,7 +205,7 @@ fn fetch(zoo: &Path, name: &str) -> Result<PathBuf> {
 
 /// The Python with httpx: `$ZOO_OPENAI_PYTHON`, else the virtual environment that the
 /// end-to-end server test (`cli/tests/serve_openai.rs`) makes in the zoo cache.
-fn python() -> Result<PathBuf> {
+pub(crate) fn python() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("ZOO_OPENAI_PYTHON") {
         return Ok(PathBuf::from(p));
     }
@@ -221,22 +221,22 @@ fn python() -> Result<PathBuf> {
 }
 
 /// A port free now: the OS picks it, and it is released for the server to take.
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// A running server, killed when dropped (on error paths too), so that the next one has
 /// the cores to itself and none outlives the benchmark.
-struct Server {
+pub(crate) struct Server {
     name: &'static str,
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl Server {
     /// Starts `c` with its output in a log file and waits until `GET /health` is 200
-    /// (llama-server answers 503 while loading; zoo binds only once loaded).
-    fn start(name: &'static str, mut c: Command, port: u16) -> Result<Self> {
+    /// (both answer 503 while loading).
+    pub(crate) fn start(name: &'static str, mut c: Command, port: u16) -> Result<Self> {
         let log =
             std::env::temp_dir().join(format!("zoo-bench-serve-{}.log", name.replace('.', "")));
         let file = std::fs::File::create(&log)?;

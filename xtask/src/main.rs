@@ -15,6 +15,8 @@
 //!   (the llama.cpp the references come from) once, and print their directory.
 //! - `new-arch NAME --candle MODULE ...`: scaffold an architecture file and its fixture
 //!   spec (docs/adding-an-architecture.md).
+//! - `soak [--model NAME_OR_PATH] [--requests 10000]`: `zoo serve` under hostile clients
+//!   and many random requests, its resident set recorded over time (soak.rs).
 //! - `ci`: what `.ci/run` runs: codegen check, the whole test suite (which fetches the
 //!   real models it needs).
 
@@ -24,6 +26,7 @@ mod llama_bench;
 mod llama_cpp;
 mod new_arch;
 mod refgen;
+mod soak;
 mod tidy;
 
 use std::path::Path;
@@ -46,10 +49,11 @@ fn main() -> Result<()> {
             println!("{}", llama_cpp::binaries()?.display());
             Ok(())
         }
+        "soak" => soak::soak(rest),
         "ci" => ci(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <codegen [--check] | bench --model PATH [-p N -n N -r N] [--llama-cpp] | bench --dispatch | bench --serve --model PATH_OR_NAME [--levels 1,4,16,64] [--new-tokens N] [--threads N] [--zoo-only|--llama-only] | new-arch NAME ... | fixtures [NAME...] | refgen [NAME...] | refgen --long-prompts | llama-cpp | ci>"
+                "usage: cargo xtask <codegen [--check] | bench --model PATH [-p N -n N -r N] [--llama-cpp] | bench --dispatch | bench --serve --model PATH_OR_NAME [--levels 1,4,16,64] [--new-tokens N] [--threads N] [--zoo-only|--llama-only] | new-arch NAME ... | fixtures [NAME...] | refgen [NAME...] | refgen --long-prompts | llama-cpp | soak [--model M] [--requests N] | ci>"
             );
             if task == "help" || task == "--help" {
                 Ok(())

@@ -3,9 +3,12 @@
 //! handler they share is [`handle`].
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::sse::Sse;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
@@ -185,10 +188,14 @@ impl Endpoint for ChatCompletions {
 }
 
 /// `POST` handler of an endpoint: validate, admit, then answer whole or streamed.
-pub async fn handle<E: Endpoint>(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+pub async fn handle<E: Endpoint>(State(state): State<Arc<AppState>>, body: Body) -> Response {
     if let Some(refused) = state.life.refuse() {
         return refused.into_response();
     }
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
     let (rx, shape) = match admit::<E>(&state, &body) {
         Ok(admitted) => admitted,
         Err(e) => return e.into_response(),
@@ -198,6 +205,38 @@ pub async fn handle<E: Endpoint>(State(state): State<Arc<AppState>>, body: Bytes
         Sse::new(reply::sse::<E>(rx, shape, id, state.model_id.clone())).into_response()
     } else {
         reply::collect::<E>(rx, shape, &id, &state.model_id).await
+    }
+}
+
+/// The largest request body, bytes: a prompt of a 128k-token context is under 1 MiB.
+pub const BODY_LIMIT: usize = 2 << 20;
+/// How long a client may take to send its body: 2 MiB at 70 KB/s. A client that sends
+/// headers and then stalls must not hold a connection (and its buffer) for ever.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The request body within [`BODY_LIMIT`] and [`BODY_TIMEOUT`], as OpenAI error bodies
+/// when it is not (413, 408, 400).
+async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+    match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, BODY_LIMIT)).await {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(e)) => {
+            let too_long = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            Err(if too_long {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "invalid_request_error",
+                    format!("the request body is over {} MiB", BODY_LIMIT >> 20),
+                )
+            } else {
+                ApiError::bad_request(format!("the request body could not be read: {e}"), None)
+            })
+        }
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            format!("the request body did not arrive within {} s", BODY_TIMEOUT.as_secs()),
+        )),
     }
 }
 

@@ -17,10 +17,12 @@
 //! - [`response`], [`error`]: the response bodies; [`reply`]: whole or streamed;
 //! - [`worker`]: a request's choices into the engine, and their output back;
 //! - [`metrics`]: the counters and their Prometheus text;
-//! - [`lifecycle`]: loading, ready, draining, and `/health`.
+//! - [`lifecycle`]: loading, ready, draining, and `/health`;
+//! - [`http`]: the connections, with header and shutdown timeouts.
 
 mod endpoint;
 mod error;
+mod http;
 mod lifecycle;
 mod metrics;
 mod params;
@@ -145,13 +147,14 @@ async fn serve(a: ServeArgs) -> Result<()> {
     let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel::<()>();
     let loading_listener = tokio::net::TcpListener::from_std(listener.try_clone()?)?;
     let loading_routes = lifecycle::loading_router(life.clone());
-    let loading = tokio::spawn(async move {
-        axum::serve(loading_listener, loading_routes)
-            .with_graceful_shutdown(async {
-                let _ = loaded_rx.await;
-            })
-            .await
-    });
+    let loading = tokio::spawn(http::serve(
+        loading_listener,
+        loading_routes,
+        async {
+            let _ = loaded_rx.await;
+        },
+        Duration::from_secs(5),
+    ));
     let timeout = Duration::from_secs(a.timeout_s);
     let prepare = {
         let life = life.clone();
@@ -165,17 +168,17 @@ async fn serve(a: ServeArgs) -> Result<()> {
         }
     };
     let _ = loaded_tx.send(());
-    loading.await??;
+    loading.await?;
     life.set(Phase::Ready);
     eprintln!("zoo: ready");
     let queue_state = state.clone();
-    axum::serve(tokio::net::TcpListener::from_std(listener)?, router(state))
-        .with_graceful_shutdown(lifecycle::drain(
-            life,
-            move || queue_state.queue.in_flight(),
-            timeout,
-        ))
-        .await?;
+    http::serve(
+        tokio::net::TcpListener::from_std(listener)?,
+        router(state),
+        lifecycle::drain(life, move || queue_state.queue.in_flight(), timeout),
+        Duration::from_secs(10),
+    )
+    .await;
     eprintln!("zoo: stopped");
     Ok(())
 }

@@ -151,10 +151,13 @@ impl Params {
         let n = count(self.n, "n", 1, MAX_N)?.unwrap_or(1);
         let seed = match self.seed.number("seed")? {
             None => DEFAULT_SEED,
-            Some(s) if s >= 0.0 && s.fract() == 0.0 => s as u64,
+            // Below 2^64: a larger number would saturate to u64::MAX, silently.
+            Some(s) if s >= 0.0 && s.fract() == 0.0 && s < 18_446_744_073_709_551_616.0 => {
+                s as u64
+            }
             Some(_) => {
                 return Err(ApiError::bad_request(
-                    "`seed` must be a non-negative integer",
+                    "`seed` must be a non-negative integer below 2^64",
                     Some("seed"),
                 ))
             }

@@ -76,6 +76,9 @@ impl<M: CausalLM> Runner<M> {
     pub fn run(mut self, rx: Receiver<Submitted>) {
         loop {
             if self.running.is_empty() && self.waiting.is_empty() {
+                // The gauges say "idle" before the thread sleeps: the last sequences
+                // may have just been cancelled, with no step after them to publish it.
+                self.publish_gauges();
                 match rx.recv() {
                     Ok(s) => self.enqueue(s),
                     Err(_) => return,
@@ -326,10 +329,15 @@ impl<M: CausalLM> Runner<M> {
         s.finish(reason, &self.tokenizer);
     }
 
+    /// After a step: the step counted, the gauges updated.
     fn publish(&self) {
+        self.stats.steps.fetch_add(1, Ordering::Relaxed);
+        self.publish_gauges();
+    }
+
+    fn publish_gauges(&self) {
         let st = &self.stats;
         st.running.store(self.running.len(), Ordering::Relaxed);
-        st.steps.fetch_add(1, Ordering::Relaxed);
         if let Some(bm) = &self.blocks {
             st.kv_blocks_used.store(bm.used(), Ordering::Relaxed);
         }
