@@ -38,6 +38,7 @@ fn hostile_clients_get_the_right_answers_and_the_server_keeps_serving() {
         .output()
         .unwrap();
     let _ = server.kill();
+    let _ = server.wait();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
