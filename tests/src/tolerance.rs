@@ -352,8 +352,8 @@ mod tests {
         assert!((g.reference_gap.unwrap() - 0.01).abs() < 1e-6);
         // Three differing steps: below the floor, near ties or not.
         let mut three = reference_logits.clone();
-        for s in 1..4 {
-            three[s] = vec![0.99, 1.0, 0.0, -1.0];
+        for step in three.iter_mut().skip(1) {
+            *step = vec![0.99, 1.0, 0.0, -1.0];
         }
         let e = judge_greedy(r, &three, &refs, &tops).1.unwrap_err();
         assert!(e.contains("below the floor"), "{e}");
