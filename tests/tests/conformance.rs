@@ -13,9 +13,9 @@
 //!    second prompt after the first equals it on a fresh model (no pollution);
 //! 5. eos ids and vocab size agree with config.json / GGUF metadata;
 //! 6. parity with the reference, under the variant's rule ([`zoo_tests::tolerance`]):
-//!    last-position logits within its bound, the 16-token greedy continuation equal to
-//!    the reference's for at least the rule's floor of tokens, any first difference after
-//!    it a near tie on the reference's own logits, and our logits at every shared greedy
+//!    last-position logits within its bound; fed the reference's 16 greedy tokens, at
+//!    least the rule's floor of steps picking its token and every other step a near tie
+//!    on the reference's own logits; and, for the continuous rules, our logits at every
 //!    step within the bound of the reference's top 20;
 //! 7. a named insta snapshot of the greedy ids and a rounded logits summary;
 //! 8. batching: `batching` in the attribute agrees with `CausalLM::batched`, and a
