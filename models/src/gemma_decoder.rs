@@ -51,6 +51,9 @@ pub(crate) struct Hparams {
     /// Gemma 2: `tanh(x / cap) * cap` on attention scores and on the final logits.
     pub attn_softcap: Option<f64>,
     pub final_softcap: Option<f64>,
+    /// The GELU of the feed-forward: as the format's reference computes it (llama.cpp's
+    /// f16 table for GGUF, transformers' tanh form for safetensors).
+    pub gelu: crate::layers::Gelu,
 }
 
 /// What a Gemma generation's GGUF files leave to the architecture: stated by the
@@ -139,8 +142,8 @@ impl Layer {
         let a = apply(&self.post_attn_norm, self.o.forward(&merge_heads(&a)?)?)?;
         let x = (x + a)?;
         let h = self.ffn_norm.forward(&x)?;
-        // GELU (tanh approximation), as transformers' gelu_pytorch_tanh and llama.cpp.
-        let f = crate::layers::gelu_mul(&self.gate.forward(&h)?, &self.up.forward(&h)?)?;
+        // GELU (tanh approximation), as transformers' gelu_pytorch_tanh or llama.cpp.
+        let f = crate::layers::gelu_mul(&self.gate.forward(&h)?, &self.up.forward(&h)?, hp.gelu)?;
         let f = apply(&self.post_ffn_norm, self.down.forward(&f)?)?;
         Ok((x + f)?)
     }
@@ -175,7 +178,11 @@ impl Layer {
         )?;
         let x = (x + a)?;
         let h = self.ffn_norm.forward(&x)?;
-        let f = crate::layers::gelu_mul(&self.gate.forward_rows(&h)?, &self.up.forward_rows(&h)?)?;
+        let f = crate::layers::gelu_mul(
+            &self.gate.forward_rows(&h)?,
+            &self.up.forward_rows(&h)?,
+            hp.gelu,
+        )?;
         let f = apply(&self.post_ffn_norm, self.down.forward_rows(&f)?)?;
         Ok((x + f)?)
     }
@@ -399,6 +406,7 @@ fn gguf_hparams(
         attn_scale: 1.0 / (head_dim as f64).sqrt(),
         attn_softcap: softcap("attn_logit_softcapping")?,
         final_softcap: softcap("final_logit_softcapping")?,
+        gelu: crate::layers::Gelu::GgmlF16Table,
     })
 }
 

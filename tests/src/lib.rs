@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod http;
+pub mod tolerance;
 pub mod tools;
 
 use std::collections::HashMap;

@@ -12,14 +12,22 @@
 //! 4. reset: the same prompt after a reset gives the same logits and tokens, and a
 //!    second prompt after the first equals it on a fresh model (no pollution);
 //! 5. eos ids and vocab size agree with config.json / GGUF metadata;
-//! 6. parity with the reference: last-position logits within the variant's tolerance
-//!    and the 16-token greedy continuation identical (up to a near tie within that
-//!    tolerance, reported);
+//! 6. parity with the reference, under the variant's rule ([`zoo_tests::tolerance`]):
+//!    last-position logits within its bound; fed the reference's 16 greedy tokens, at
+//!    least the rule's floor of steps picking its token and every other step a near tie
+//!    on the reference's own logits; and, for the continuous rules, our logits at every
+//!    step within the bound of the reference's top 20;
 //! 7. a named insta snapshot of the greedy ids and a rounded logits summary;
 //! 8. batching: `batching` in the attribute agrees with `CausalLM::batched`, and a
 //!    batching model's mixed batch (chunked prompts, sequences at different positions,
 //!    a prefix taken from another sequence's blocks) is bit-identical to each sequence
-//!    alone ([`zoo_tests::batch`]), its logits within the tolerance of the reference.
+//!    alone ([`zoo_tests::batch`]), its logits within the tolerance of the reference;
+//! 9. context full: a prompt of the whole context is refused with
+//!    `Error::PromptTooLong`.
+//!
+//! Beside the variants, `kernel_level::*` runs the whole check of one fixture per
+//! quantized type under each kernel level this CPU has (`ZOO_KERNELS`), in child
+//! processes.
 
 use std::path::{Path, PathBuf};
 
@@ -27,6 +35,7 @@ use anyhow::{anyhow, ensure, Context, Result};
 use libtest_mimic::{Arguments, Failed, Trial};
 use serde::Deserialize;
 use zoo::{ArchEntry, CausalLM, Format, ModelSource, Tensor};
+use zoo_tests::tolerance::{self, Rule};
 
 #[derive(Deserialize)]
 struct Reference {
@@ -39,37 +48,9 @@ struct Case {
     prompt: Vec<u32>,
     last_logits: Vec<f32>,
     greedy: Vec<u32>,
-}
-
-/// How close our logits must be to the reference's, by weight type. References are
-/// recorded with full-precision activations and K/V cache on both sides (refgen asks
-/// llama.cpp for an f32 cache and no flash attention), so what is left is the order of
-/// float sums. Measured maxima are in docs/conformance.md.
-///
-/// - f32: both sides compute in f32; only summation order differs (measured ~5e-6).
-/// - f16: llama.cpp rounds the activations to f16 before its f16 dot products
-///   (relative error ~5e-4 per value); candle multiplies the f16 weights in f32. Over two
-///   layers that moves logits of magnitude ~4 by a few 1e-3 (measured 5.3e-3); 2e-2
-///   leaves room without hiding a wrong computation (a wrong RoPE base, norm or
-///   activation moves them by tenths to whole units).
-/// - q8_0, q4_0, q4_k_m and other quantized types: both runtimes quantize the
-///   activations to 8 bits per block (q8_0 / q8_K) and use the same integer dot
-///   products; only the float accumulation of the block sums differs (measured 0 to
-///   3e-6), so 1e-3.
-fn tolerance(variant: &str) -> f32 {
-    match variant {
-        "f32" => 1e-4,
-        "f16" | "bf16" => 2e-2,
-        _ => 1e-3,
-    }
-}
-
-/// Tolerance of check 3 (our own incremental vs full forward), by weight type.
-fn kv_tolerance(variant: &str) -> f32 {
-    match variant {
-        "f32" => 1e-4,
-        _ => 1e-3,
-    }
+    /// The reference's top 20 logits at every greedy step, largest first.
+    #[serde(default)]
+    greedy_top: Vec<Vec<(u32, f32)>>,
 }
 
 fn fixtures_root() -> PathBuf {
@@ -125,27 +106,19 @@ fn references(entry: &ArchEntry, dir: &Path) -> Result<Vec<Reference>> {
         .collect()
 }
 
-/// A fixture's own tolerance against llama.cpp, from `tolerance` in its spec (which
-/// must say why in `tolerance_why`).
-fn tolerance_override(dir: &Path) -> Result<Option<f32>> {
+/// The rules a fixture's spec names for some references (`"rules": {"llama.cpp":
+/// "..."}`, see [`tolerance::fixture_rule`]). A free `tolerance` number is refused.
+fn spec_rules(dir: &Path) -> Result<serde_json::Value> {
     let Ok(text) = std::fs::read_to_string(dir.join("fixture.json")) else {
-        return Ok(None);
+        return Ok(serde_json::Value::Null);
     };
     let v: serde_json::Value = serde_json::from_str(&text)?;
-    let spec = &v["spec"];
-    match spec.get("tolerance") {
-        None => Ok(None),
-        Some(t) => {
-            ensure!(
-                spec.get("tolerance_why")
-                    .and_then(|w| w.as_str())
-                    .is_some_and(|w| !w.is_empty()),
-                "{}: a `tolerance` needs its reason in `tolerance_why`",
-                dir.display()
-            );
-            Ok(Some(t.as_f64().context("tolerance is a number")? as f32))
-        }
-    }
+    ensure!(
+        v["spec"].get("tolerance").is_none(),
+        "{}: a spec names a rule of tests/src/tolerance.rs (`\"rules\": {{\"llama.cpp\": \"...\"}}`), not a tolerance",
+        dir.display()
+    );
+    Ok(v["spec"]["rules"].clone())
 }
 
 fn forward(m: &mut dyn CausalLM, ids: &[u32], offset: usize) -> Result<Vec<f32>> {
@@ -197,6 +170,23 @@ fn greedy(m: &mut dyn CausalLM, prompt: &[u32], n: usize) -> Result<(Vec<u32>, V
     Ok((ids, all))
 }
 
+/// Our logits at each of the reference's greedy steps, fed the reference's tokens (its
+/// context at every step, whatever we would have picked).
+fn teacher_forced(m: &mut dyn CausalLM, prompt: &[u32], reference: &[u32]) -> Result<Vec<Vec<f32>>> {
+    m.reset_cache()?;
+    let mut logits = forward(m, prompt, 0)?;
+    let mut all = Vec::with_capacity(reference.len());
+    for (i, &t) in reference.iter().enumerate() {
+        all.push(logits);
+        if i + 1 < reference.len() {
+            logits = forward(m, &[t], prompt.len() + i)?;
+        } else {
+            logits = Vec::new();
+        }
+    }
+    Ok(all)
+}
+
 fn round(x: f32, digits: i32) -> f64 {
     let p = 10f64.powi(digits);
     (x as f64 * p).round() / p
@@ -208,14 +198,23 @@ fn round(x: f32, digits: i32) -> f64 {
 #[derive(serde::Serialize)]
 struct Measured {
     implementation: String,
-    /// Max |logit - reference| over the prompts.
-    max_abs_diff: f32,
+    /// The rule that bounds this comparison, its logit bound and greedy floor.
+    rule: Rule,
     tolerance: f32,
-    /// Greedy tokens equal to the reference's before the first difference (the least
-    /// over the prompts), of `greedy_len`.
+    greedy_floor: usize,
+    /// Max |logit - reference| at the prompts' last positions.
+    max_abs_diff: f32,
+    /// Max |logit - reference| over the reference's top 20 at the greedy steps both saw.
+    max_step_diff: f32,
+    /// Greedy steps (teacher-forced on the reference's tokens) whose argmax is the
+    /// reference's token (the least over the prompts), of `greedy_len`.
     greedy_matched: usize,
     greedy_len: usize,
-    /// Where they differ: the reference's token's logit below ours at that step.
+    /// Our own free-running greedy continuation: tokens equal to the reference's before
+    /// the first difference (the least over the prompts).
+    greedy_prefix: usize,
+    /// Where a step differs: the reference's own logit for its token above its logit
+    /// for ours (the largest over the steps and prompts).
     near_tie_gap: Option<f32>,
 }
 
@@ -228,7 +227,7 @@ fn check(entry: &'static ArchEntry, dir: &Path) -> Result<Vec<Measured>> {
         .context("variant name")?
         .to_string();
     let references = references(entry, dir)?;
-    let override_tol = tolerance_override(dir)?;
+    let rules = spec_rules(dir)?;
     let path = checkpoint(entry, dir);
 
     // 1. Detection through the registry, from the fixture alone.
@@ -273,19 +272,24 @@ fn check(entry: &'static ArchEntry, dir: &Path) -> Result<Vec<Measured>> {
 
     let mut worst: Vec<Measured> = Vec::new();
     let mut summary = Vec::new();
+    // Parity failures (6) are collected, so that a failing variant still reports all its
+    // figures.
+    let mut failures: Vec<String> = Vec::new();
     for (i, reference) in references.iter().enumerate() {
-        // Against transformers (exact math) the weight type's own tolerance holds; against
-        // llama.cpp a fixture's spec may widen it, with its reason written there.
-        let tol = match &override_tol {
-            Some(t) if reference.implementation.starts_with("llama.cpp") => *t,
-            _ => tolerance(&variant),
-        };
+        // The weight type's rule, or the one the fixture's spec names for this reference.
+        let rule = tolerance::fixture_rule(&variant, &reference.implementation, &rules)
+            .map_err(|e| anyhow!("{}: {e}", dir.display()))?;
+        let tol = rule.logits();
         worst.push(Measured {
             implementation: reference.implementation.clone(),
-            max_abs_diff: 0.0,
+            rule,
             tolerance: tol,
+            greedy_floor: 0,
+            max_abs_diff: 0.0,
+            max_step_diff: 0.0,
             greedy_matched: usize::MAX,
             greedy_len: 0,
+            greedy_prefix: usize::MAX,
             near_tie_gap: None,
         });
         for case in &reference.cases {
@@ -300,41 +304,46 @@ fn check(entry: &'static ArchEntry, dir: &Path) -> Result<Vec<Measured>> {
             }
             let d = max_diff(&full, &inc);
             ensure!(
-                d <= kv_tolerance(&variant),
+                d <= tolerance::kv_bound(worst[0].rule),
                 "incremental decode differs from the full forward by {d}"
             );
 
             // 6. Parity with the reference.
             let d = max_diff(&full, &case.last_logits);
             worst[i].max_abs_diff = worst[i].max_abs_diff.max(d);
-            ensure!(
-                d <= tol,
-                "logits differ from {} by {d} (tolerance {tol}) for prompt {:?}",
-                reference.implementation,
-                case.prompt
-            );
-            let (ids, chose) = greedy(m, &case.prompt, case.greedy.len())?;
-            let first_difference = ids.iter().zip(&case.greedy).position(|(a, b)| a != b);
-            let matched = first_difference.unwrap_or(case.greedy.len());
-            worst[i].greedy_len = case.greedy.len();
-            if matched < worst[i].greedy_matched {
-                worst[i].greedy_matched = matched;
-                worst[i].near_tie_gap = first_difference
-                    .map(|p| chose[p][ids[p] as usize] - chose[p][case.greedy[p] as usize]);
-            }
-            if let Some(p) = first_difference {
-                // Random tiny models have flat logits; a different argmax is rounding only
-                // if the reference's token is within the tolerance of ours at that step.
-                let gap = chose[p][ids[p] as usize] - chose[p][case.greedy[p] as usize];
-                ensure!(
-                    ids.len() == case.greedy.len() && gap <= tol,
-                    "greedy continuation {ids:?} differs from {}'s {:?} at step {p}, where our logit for its token is {gap} below ours (tolerance {tol})",
+            if d > tol {
+                failures.push(format!(
+                    "logits differ from {} by {d} (bound {tol}, rule {}) for prompt {:?}",
                     reference.implementation,
-                    case.greedy
-                );
+                    rule.name(),
+                    case.prompt
+                ));
+            }
+            let (ids, _) = greedy(m, &case.prompt, case.greedy.len())?;
+            // Rule 1 on the reference's greedy steps, teacher-forced on its tokens: a floor
+            // of steps picking its token, any other step a near tie of its own logits,
+            // and the logits of every step.
+            let chose = teacher_forced(m, &case.prompt, &case.greedy)?;
+            let (g, verdict) =
+                tolerance::judge_greedy(rule, &chose, &case.greedy, &case.greedy_top);
+            if let Err(e) = verdict {
+                failures.push(format!(
+                    "against {}, prompt {:?}: {e}",
+                    reference.implementation, case.prompt
+                ));
+            }
+            let w = &mut worst[i];
+            w.greedy_len = g.len;
+            w.greedy_floor = rule.greedy_floor(g.len);
+            w.max_step_diff = w.max_step_diff.max(g.max_step_diff);
+            w.greedy_matched = w.greedy_matched.min(g.matched);
+            let prefix = ids.iter().zip(&case.greedy).take_while(|(a, b)| a == b).count();
+            w.greedy_prefix = w.greedy_prefix.min(prefix);
+            if let Some(gap) = g.reference_gap {
+                w.near_tie_gap = Some(w.near_tie_gap.map_or(gap, |m| m.max(gap)));
                 eprintln!(
-                    "conformance {}/{variant}: greedy leaves {} at step {p} on a near tie (gap {gap:.2e})",
-                    entry.name, reference.implementation
+                    "conformance {}/{variant}: {} of {} steps pick {}'s token, the others near ties (its gap up to {gap:.2e})",
+                    entry.name, g.matched, g.len, reference.implementation
                 );
             }
             if i > 0 {
@@ -368,6 +377,11 @@ fn check(entry: &'static ArchEntry, dir: &Path) -> Result<Vec<Measured>> {
                 "mean": round(mean, 2),
             }));
         }
+    }
+
+    if !failures.is_empty() {
+        report(entry, dir, &worst);
+        anyhow::bail!("{}", failures.join("\n"));
     }
 
     // 8. Batching: the attribute's `batching` is what the model does, and a batching
@@ -413,11 +427,127 @@ fn check(entry: &'static ArchEntry, dir: &Path) -> Result<Vec<Measured>> {
         "a prompt after others differs from the same prompt on a fresh model"
     );
 
+    // 9. Context full: a prompt that fills the context is refused by the typed error.
+    let ctx = fresh.model.context_length();
+    let filler = vec![last[0]; ctx];
+    match zoo::generate(
+        &mut fresh.model,
+        &fresh.tokenizer,
+        &filler,
+        &Default::default(),
+        |_| std::ops::ControlFlow::Continue(()),
+    ) {
+        Err(zoo::Error::PromptTooLong {
+            prompt_tokens,
+            context_length,
+        }) if prompt_tokens == ctx && context_length == ctx => {}
+        other => anyhow::bail!(
+            "a prompt of the whole context ({ctx} tokens) gave {:?}, expected Error::PromptTooLong",
+            other.map(|g| g.ids)
+        ),
+    }
+
     // 7. Snapshot.
     insta::with_settings!({ snapshot_path => "snapshots/conformance", prepend_module_to_snapshot => false }, {
         insta::assert_json_snapshot!(format!("{}__{variant}", entry.name), summary);
     });
     Ok(worst)
+}
+
+/// Prints what a variant measured and, with `ZOO_RECORD_MEASURED=1`, writes it to its
+/// `measured.json` (also when the variant fails, so that the figures are there to read).
+fn report(entry: &ArchEntry, dir: &Path, measured: &[Measured]) {
+    let variant = dir.file_name().unwrap().to_string_lossy();
+    for m in measured {
+        eprintln!(
+            "conformance {}/{variant}: against {} ({}): max |logit - reference| = {:.2e}, at greedy steps {:.2e}; greedy steps {} of {} (floor {}), free-running prefix {}{}",
+            entry.name,
+            m.implementation,
+            m.rule.name(),
+            m.max_abs_diff,
+            m.max_step_diff,
+            m.greedy_matched,
+            m.greedy_len,
+            m.greedy_floor,
+            m.greedy_prefix,
+            m.near_tie_gap
+                .map(|g| format!(", then the reference's gap {g:.2e}"))
+                .unwrap_or_default()
+        );
+    }
+    if std::env::var_os("ZOO_RECORD_MEASURED").is_some() {
+        // Serialized as the f32s they are (through `json!` they would widen to f64 and
+        // print 1e-4 as 0.00009999999747378752).
+        #[derive(serde::Serialize)]
+        struct File<'a> {
+            references: &'a [Measured],
+        }
+        let text = serde_json::to_string_pretty(&File { references: measured }).unwrap() + "\n";
+        if let Err(e) = std::fs::write(dir.join("measured.json"), text) {
+            eprintln!("writing {}: {e}", dir.join("measured.json").display());
+        }
+    }
+}
+
+/// One fixture per quantized GGUF type (the first entry that has it): the variants that
+/// run zoo's quantized kernels.
+fn one_fixture_per_quantized_type() -> Vec<String> {
+    let mut seen = std::collections::BTreeMap::new();
+    for entry in zoo::registry::entries() {
+        if entry.format != Format::Gguf {
+            continue;
+        }
+        for dir in variants(entry.name) {
+            let variant = dir.file_name().unwrap().to_string_lossy().to_string();
+            if !matches!(variant.as_str(), "f32" | "f16" | "bf16") {
+                seen.entry(variant.clone())
+                    .or_insert_with(|| format!("{}::{variant}", entry.name));
+            }
+        }
+    }
+    seen.into_values().collect()
+}
+
+/// Each kernel level this CPU has (`ZOO_KERNELS=scalar|avx2|vnni`), end to end: the
+/// whole check of one fixture per quantized type, in a child process of this binary per
+/// level and fixture (the level is chosen once per process).
+fn kernel_level_trials() -> Vec<Trial> {
+    use zoo_models::qkernels::Level;
+    Level::available()
+        .into_iter()
+        .map(|level| {
+            let name = match level {
+                Level::Scalar => "scalar",
+                Level::Avx2 => "avx2",
+                Level::Avx512Vnni => "vnni",
+            };
+            Trial::test(format!("kernel_level::{name}"), move || {
+                let exe = std::env::current_exe().map_err(|e| format!("{e}"))?;
+                let mut failed = Vec::new();
+                for trial in one_fixture_per_quantized_type() {
+                    let out = std::process::Command::new(&exe)
+                        .args(["--exact", &trial, "--test-threads", "1"])
+                        .env("ZOO_KERNELS", name)
+                        .env_remove("ZOO_RECORD_MEASURED")
+                        .output()
+                        .map_err(|e| format!("running {}: {e}", exe.display()))?;
+                    let stdout = String::from_utf8_lossy(&out.stdout);
+                    // The child must have run exactly that one check, and passed it.
+                    if !out.status.success() || !stdout.contains("1 passed") {
+                        failed.push(format!(
+                            "{trial} with ZOO_KERNELS={name}:\n{stdout}\n{}",
+                            String::from_utf8_lossy(&out.stderr)
+                        ));
+                    }
+                }
+                if failed.is_empty() {
+                    Ok(())
+                } else {
+                    Err(failed.join("\n").into())
+                }
+            })
+        })
+        .collect()
 }
 
 fn main() {
@@ -438,34 +568,13 @@ fn main() {
             );
             trials.push(Trial::test(name, move || {
                 let measured = check(entry, &dir).map_err(|e| Failed::from(format!("{e:#}")))?;
-                for m in &measured {
-                    eprintln!(
-                        "conformance {}/{}: max |logit - reference| = {:.2e} against {}",
-                        entry.name,
-                        dir.file_name().unwrap().to_string_lossy(),
-                        m.max_abs_diff,
-                        m.implementation
-                    );
-                }
-                if std::env::var_os("ZOO_RECORD_MEASURED").is_some() {
-                    // Serialized as the f32s they are (through `json!` they would widen
-                    // to f64 and print 1e-4 as 0.00009999999747378752).
-                    #[derive(serde::Serialize)]
-                    struct File<'a> {
-                        references: &'a [Measured],
-                    }
-                    let file = File {
-                        references: &measured,
-                    };
-                    std::fs::write(
-                        dir.join("measured.json"),
-                        serde_json::to_string_pretty(&file).unwrap() + "\n",
-                    )
-                    .map_err(|e| Failed::from(format!("writing measured.json: {e}")))?;
-                }
+                report(entry, &dir, &measured);
                 Ok(())
             }));
         }
+    }
+    if std::env::var_os("ZOO_KERNELS").is_none() {
+        trials.extend(kernel_level_trials());
     }
     trials.push(Trial::test("every_registered_architecture_has_fixtures", move || {
         if uncovered.is_empty() {

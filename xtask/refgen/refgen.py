@@ -23,6 +23,18 @@ PROMPTS = [
     [256, 49, 50, 51, 52, 53, 54, 55, 56, 57, 48, 33, 63],
 ]
 GREEDY_TOKENS = 16
+# The reference's own top logits at every greedy step, so that a test judges a near tie
+# by the reference's gap between its token and zoo's (rule 1, docs/conformance.md).
+GREEDY_TOP = 20
+
+
+def top(logits, k=GREEDY_TOP):
+    """The k largest logits as [id, logit] pairs, largest first (lower id first on ties,
+    as the greedy argmax)."""
+    import numpy as np
+    a = np.asarray(logits, dtype=np.float32)
+    order = sorted(range(len(a)), key=lambda i: (-float(a[i]), i))[:k]
+    return [[int(i), float(a[i])] for i in order]
 # 256 byte tokens, <s> = 256, </s> = 257, then the merged tokens of MERGES (llama.cpp
 # refuses a BPE vocabulary without merges).
 MERGES = [("Ġ", "t"), ("h", "e")]
@@ -117,12 +129,14 @@ def hf_reference(d: Path):
             ids = torch.tensor([p])
             logits = model(ids).logits[0, -1].tolist()
             seq = list(p)
-            greedy = []
+            greedy, greedy_top = [], []
             for _ in range(GREEDY_TOKENS):
-                nxt = int(model(torch.tensor([seq])).logits[0, -1].argmax())
+                step = model(torch.tensor([seq])).logits[0, -1]
+                nxt = int(step.argmax())
                 greedy.append(nxt)
+                greedy_top.append(top(step.tolist()))
                 seq.append(nxt)
-            cases.append({"prompt": p, "last_logits": logits, "greedy": greedy})
+            cases.append({"prompt": p, "last_logits": logits, "greedy": greedy, "greedy_top": greedy_top})
     return {"implementation": "transformers (PyTorch, CPU, f32, no KV cache)", "versions": versions(), "cases": cases}
 
 
@@ -188,13 +202,15 @@ def gguf_reference(path: Path):
         llm.reset()
         llm.eval(p)
         logits = np.array(llm.scores[len(p) - 1], dtype=np.float32)
-        greedy = []
-        nxt = int(logits.argmax())
+        greedy, greedy_top = [], []
+        step = logits
         for _ in range(GREEDY_TOKENS):
+            nxt = int(step.argmax())
             greedy.append(nxt)
+            greedy_top.append(top(step))
             llm.eval([nxt])
-            nxt = int(np.array(llm.scores[llm.n_tokens - 1]).argmax())
-        cases.append({"prompt": p, "last_logits": logits.tolist(), "greedy": greedy})
+            step = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
+        cases.append({"prompt": p, "last_logits": logits.tolist(), "greedy": greedy, "greedy_top": greedy_top})
     return {"implementation": "llama.cpp (llama-cpp-python, CPU)", "versions": versions(), "cases": cases}
 
 

@@ -138,6 +138,7 @@ impl Gemma3 {
             attn_scale: 1.0 / (int("query_pre_attn_scalar")? as f64).sqrt(),
             attn_softcap: config["attn_logit_softcapping"].as_f64(),
             final_softcap: config["final_logit_softcapping"].as_f64(),
+            gelu: crate::layers::Gelu::Tanh,
         };
         // SAFETY: read-only maps of files that must not change while loaded.
         let st = unsafe { MmapedSafetensors::multi(&src.weights)? };

@@ -18,7 +18,9 @@ use zoo_macros::register_model;
 
 use crate::gguf_head;
 
-use crate::layers::{merge_heads, split_heads, AttnParams, LayerKv, Positions, QLinear, RopeTable};
+use crate::layers::{
+    gelu, merge_heads, split_heads, AttnParams, Gelu, LayerKv, Positions, QLinear, RopeTable,
+};
 
 /// Phi-2 / Phi-1.5 (GGUF, quantized weights).
 #[register_model(
@@ -170,7 +172,10 @@ impl QuantizedPhi {
                 .kv
                 .attend(&at, &q, &k, &v, &AttnParams::for_head_dim(hd))?;
             let a = at.linear(&layer.o, &merge_heads(&a)?)?;
-            let f = at.linear(&layer.down, &at.linear(&layer.up, &n)?.gelu()?)?;
+            // GELU as llama.cpp's CPU backend computes it (its f16 table): the reference
+            // of a GGUF file.
+            let up = at.linear(&layer.up, &n)?;
+            let f = at.linear(&layer.down, &gelu(&up, Gelu::GgmlF16Table)?)?;
             x = ((x + a)? + f)?;
         }
         Ok(x)

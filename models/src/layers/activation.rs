@@ -1,5 +1,8 @@
-//! Activations: GELU in its tanh approximation, vectorizable, and the fused, threaded
-//! `gelu(gate) * up` of the Gemma feed-forward.
+//! Activations: GELU in its tanh approximation, vectorizable, or as llama.cpp's CPU
+//! backend computes it (an f16 lookup table), and the fused, threaded `gelu(gate) * up`
+//! of the Gemma feed-forward.
+
+use std::sync::OnceLock;
 
 use candle_core::{DType, Result, Tensor};
 
@@ -38,38 +41,132 @@ fn exp_f32(t: f32) -> f32 {
     p * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
-/// `gelu(gate) * up` ([`gelu_tanh`]) in one pass instead of candle's two and, for a
+/// How a GELU is computed: as the reference implementation of the checkpoint's format
+/// does, so that zoo and its reference compute the same values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gelu {
+    /// The tanh approximation in f32 ([`gelu_tanh`], within 1e-6 of the exact
+    /// function): transformers' `gelu_pytorch_tanh` / `gelu_new`, for safetensors.
+    Tanh,
+    /// llama.cpp's CPU backend (`GGML_GELU_FP16` in ggml-cpu/vec.h, for `ggml_gelu` and
+    /// `ggml_geglu`): 0 at or below -10, the input itself at or above 10, and otherwise
+    /// the input rounded to f16 and looked up in a table of the tanh GELU of every f16
+    /// value (computed in f32 with `tanhf`), itself rounded to f16. That is up to half an
+    /// f16 ulp (2^-11 relative) on the input and again on the output: about 1e-3 relative,
+    /// which six random layers carry to ~2e-3 on the logits. For GGUF files, whose
+    /// reference is llama.cpp.
+    GgmlF16Table,
+}
+
+/// ggml's `ggml_gelu_f32`, the function its f16 table holds.
+fn ggml_gelu_f32(x: f32) -> f32 {
+    const GELU_COEF_A: f32 = 0.044715;
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + GELU_COEF_A * x * x)).tanh())
+}
+
+/// ggml's `ggml_table_gelu_f16`, as f32: the GELU of every f16 bit pattern, rounded to
+/// f16. Built once (256 KiB).
+fn ggml_gelu_table() -> &'static [f32] {
+    static TABLE: OnceLock<Vec<f32>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        (0..=u16::MAX)
+            .map(|bits| {
+                let x = half::f16::from_bits(bits).to_f32();
+                half::f16::from_f32(ggml_gelu_f32(x)).to_f32()
+            })
+            .collect()
+    })
+}
+
+/// One GELU value as [`Gelu::GgmlF16Table`] computes it (`ggml_vec_gelu_f32`).
+#[inline(always)]
+fn gelu_ggml(table: &[f32], x: f32) -> f32 {
+    if x <= -10.0 {
+        0.0
+    } else if x >= 10.0 {
+        x
+    } else {
+        table[half::f16::from_f32(x).to_bits() as usize]
+    }
+}
+
+impl Gelu {
+    /// `gelu(v) * w` for every pair, into `dst`.
+    fn apply(self, dst: &mut [f32], v: &[f32], w: Option<&[f32]>) {
+        match self {
+            Gelu::Tanh => match w {
+                Some(w) => dst
+                    .iter_mut()
+                    .zip(v)
+                    .zip(w)
+                    .for_each(|((d, &v), &w)| *d = gelu_tanh(v) * w),
+                None => dst.iter_mut().zip(v).for_each(|(d, &v)| *d = gelu_tanh(v)),
+            },
+            Gelu::GgmlF16Table => {
+                let t = ggml_gelu_table();
+                match w {
+                    // ggml_vec_geglu_f32: the looked-up value times the up projection (at
+                    // or above 10, `x * g`, which is the same expression).
+                    Some(w) => dst
+                        .iter_mut()
+                        .zip(v)
+                        .zip(w)
+                        .for_each(|((d, &v), &w)| *d = gelu_ggml(t, v) * w),
+                    None => dst.iter_mut().zip(v).for_each(|(d, &v)| *d = gelu_ggml(t, v)),
+                }
+            }
+        }
+    }
+}
+
+/// `gelu(x)` computed as `kind` says (f32 on the CPU; otherwise candle's GELU).
+pub fn gelu(x: &Tensor, kind: Gelu) -> Result<Tensor> {
+    map_gelu(x, None, kind)
+}
+
+/// `gelu(gate) * up` ([`Gelu`]) in one pass instead of candle's two and, for a
 /// prompt, split over candle's thread pool (candle's unary ops run on the calling
 /// thread: Gemma 3's GELU was a tenth of its prompt time with the second core idle).
-pub fn gelu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
-    if !(gate.device().is_cpu()
-        && gate.dtype() == DType::F32
-        && up.dtype() == DType::F32
-        && gate.shape() == up.shape())
-    {
-        return gate.gelu()? * up;
+pub fn gelu_mul(gate: &Tensor, up: &Tensor, kind: Gelu) -> Result<Tensor> {
+    map_gelu(gate, Some(up), kind)
+}
+
+fn cpu_f32_slice(s: &candle_core::Storage) -> Result<&[f32]> {
+    match s {
+        candle_core::Storage::Cpu(c) => c.as_slice::<f32>(),
+        _ => candle_core::bail!("gelu: CPU tensors expected"),
     }
-    let (g, u) = (gate.contiguous()?, up.contiguous()?);
+}
+
+/// `gelu(gate)`, times `up` where given, over candle's thread pool for large inputs.
+fn map_gelu(gate: &Tensor, up: Option<&Tensor>, kind: Gelu) -> Result<Tensor> {
+    let cpu_f32 = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
+    if !(cpu_f32(gate) && up.is_none_or(|u| cpu_f32(u) && u.shape() == gate.shape())) {
+        // Only the CPU path has the table; elsewhere both forms are candle's GELU.
+        let g = gate.gelu()?;
+        return match up {
+            Some(u) => g * u,
+            None => Ok(g),
+        };
+    }
+    let g = gate.contiguous()?;
+    let u = up.map(|u| u.contiguous()).transpose()?;
     let n = g.elem_count();
     let mut out = vec![0f32; n];
     {
-        let (gs, _) = g.storage_and_layout();
-        let (us, _) = u.storage_and_layout();
-        let (gs, us) = match (&*gs, &*us) {
-            (candle_core::Storage::Cpu(a), candle_core::Storage::Cpu(b)) => {
-                (a.as_slice::<f32>()?, b.as_slice::<f32>()?)
-            }
-            _ => candle_core::bail!("gelu_mul: CPU tensors expected"),
+        let gs_guard = g.storage_and_layout().0;
+        let us_guard = u.as_ref().map(|u| u.storage_and_layout().0);
+        let gs = &cpu_f32_slice(&gs_guard)?[g.layout().start_offset()..][..n];
+        let us = match (&us_guard, &u) {
+            (Some(s), Some(u)) => Some(&cpu_f32_slice(s)?[u.layout().start_offset()..][..n]),
+            _ => None,
         };
-        let gs = &gs[g.layout().start_offset()..][..n];
-        let us = &us[u.layout().start_offset()..][..n];
         const CHUNK: usize = 4096;
         let parallel = n.div_ceil(CHUNK) >= 4;
         par_chunks_mut(&mut out, CHUNK, parallel, |chunks, dst| {
             let range = chunks.start * CHUNK..chunks.start * CHUNK + dst.len();
-            for ((d, &v), &w) in dst.iter_mut().zip(&gs[range.clone()]).zip(&us[range]) {
-                *d = gelu_tanh(v) * w;
-            }
+            kind.apply(dst, &gs[range.clone()], us.map(|u| &u[range]));
         });
     }
     Tensor::from_vec(out, g.shape(), g.device())
@@ -90,7 +187,7 @@ mod tests {
             let g = Tensor::randn(0f32, 3.0, shape, &dev).unwrap();
             let u = Tensor::randn(0f32, 1.0, shape, &dev).unwrap();
             let want = (g.gelu().unwrap() * &u).unwrap();
-            let got = gelu_mul(&g, &u).unwrap();
+            let got = gelu_mul(&g, &u, Gelu::Tanh).unwrap();
             assert_eq!(got.dims(), want.dims());
             let scale = max_abs(&want).max(1.0);
             let d = max_abs(&(got - want).unwrap());
@@ -120,5 +217,38 @@ mod tests {
         assert!(gelu_tanh(-100.0).abs() < 1e-30);
         assert_eq!(gelu_tanh(100.0), 100.0);
         assert!(exp_f32(-1000.0) > 0.0 && exp_f32(1000.0).is_finite());
+    }
+
+    /// llama.cpp's form: an f16 value from the table for every input inside (-10, 10),
+    /// the same for inputs that round to the same f16, within 2^-10 relative (half an f16
+    /// ulp on the input and on the output) of the tanh GELU away from its zero, and
+    /// ggml's thresholds outside; the fused product is the lookup times `up`.
+    #[test]
+    fn ggml_table_gelu_is_an_f16_lookup() {
+        let t = ggml_gelu_table();
+        let mut worst = 0f32;
+        for i in -25_000..=25_000 {
+            let x = i as f32 * 4.0e-4 + 1.3e-5;
+            let y = gelu_ggml(t, x);
+            assert_eq!(half::f16::from_f32(y).to_f32(), y, "{x}: {y} is no f16 value");
+            let xr = half::f16::from_f32(x).to_f32();
+            assert_eq!(y, gelu_ggml(t, xr), "{x} and {xr} differ");
+            if x.abs() > 0.5 {
+                worst = worst.max((y - gelu_tanh(x)).abs() / gelu_tanh(x).abs().max(0.1));
+            }
+        }
+        assert!(worst > 0.0 && worst < 2.0f32.powi(-9), "{worst}");
+        assert_eq!(gelu_ggml(t, -10.0), 0.0);
+        assert_eq!(gelu_ggml(t, 10.0), 10.0);
+        assert_eq!(gelu_ggml(t, 12.5), 12.5);
+        let dev = Device::Cpu;
+        let g = Tensor::randn(0f32, 3.0, (1, 64, 300), &dev).unwrap();
+        let u = Tensor::randn(0f32, 1.0, (1, 64, 300), &dev).unwrap();
+        let fused: Vec<f32> = gelu_mul(&g, &u, Gelu::GgmlF16Table).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let alone: Vec<f32> = gelu(&g, Gelu::GgmlF16Table).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let up: Vec<f32> = u.flatten_all().unwrap().to_vec1().unwrap();
+        for ((f, a), w) in fused.iter().zip(&alone).zip(&up) {
+            assert_eq!(*f, a * w);
+        }
     }
 }

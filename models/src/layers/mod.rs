@@ -7,7 +7,8 @@
 //!   reset really empties and that attends in place, grouped-query attention;
 //! - `qlinear.rs`: [`QLinear`], the one quantized projection (zoo's kernels in
 //!   [`crate::qkernels`], candle's, or an f32 product for prompts);
-//! - `activation.rs`: the fused, threaded `gelu(gate) * up`;
+//! - `activation.rs`: GELU as transformers or as llama.cpp's CPU backend computes it
+//!   ([`Gelu`]), and the fused, threaded `gelu(gate) * up`;
 //! - `norm.rs`: RMS norm;
 //! - `heads.rs`: hidden states split into heads and back;
 //! - `paged.rs`: the KV cache as blocks shared by the sequences of a batched step.
@@ -22,7 +23,7 @@ mod paged;
 mod qlinear;
 mod rope;
 
-pub use activation::gelu_mul;
+pub use activation::{gelu, gelu_mul, Gelu};
 pub use attention::{attention, causal_mask, AttnParams, KvCache};
 pub use heads::{last_position, merge_heads, split_heads};
 pub use norm::RmsNorm;

@@ -120,19 +120,27 @@ struct Measured {
 #[derive(serde::Deserialize)]
 struct MeasuredRef {
     implementation: String,
-    max_abs_diff: f64,
+    /// The rule of tests/src/tolerance.rs that bounds the comparison.
+    rule: String,
     tolerance: f64,
+    greedy_floor: usize,
+    max_abs_diff: f64,
+    /// Over the reference's top 20 logits at the greedy steps both sides saw.
+    max_step_diff: f64,
     /// Greedy tokens equal to the reference's before the first difference, over the
     /// prompts (the least), and how many were compared.
     greedy_matched: usize,
     greedy_len: usize,
-    /// The reference's logit gap at the first difference, where there was one.
+    /// zoo's own free-running continuation: tokens equal before the first difference.
+    greedy_prefix: usize,
+    /// The reference's own logit gap between its token and ours at the first
+    /// difference, where there was one.
     near_tie_gap: Option<f64>,
 }
 
 fn measured_table(facts: &[ArchFacts], fixtures: &Path) -> Result<String> {
     let mut s = String::from(
-        "| entry | variant | reference | max abs diff | tolerance | greedy tokens equal |\n| --- | --- | --- | ---: | ---: | --- |\n",
+        "| entry | variant | reference | rule | max abs diff | at greedy steps | bound | greedy steps equal | floor | free-running |\n| --- | --- | --- | --- | ---: | ---: | ---: | --- | ---: | ---: |\n",
     );
     let mut missing = Vec::new();
     for f in facts {
@@ -162,16 +170,20 @@ fn measured_table(facts: &[ArchFacts], fixtures: &Path) -> Result<String> {
                 let greedy = match r.near_tie_gap {
                     None => format!("all {}", r.greedy_len),
                     Some(g) => format!(
-                        "{} of {}, then a near tie (gap {g:.2e})",
+                        "{} of {}, the others near ties (reference's gap up to {g:.2e})",
                         r.greedy_matched, r.greedy_len
                     ),
                 };
                 s.push_str(&format!(
-                    "| `{}` | {variant} | {} | {} | {} | {greedy} |\n",
+                    "| `{}` | {variant} | {} | {} | {} | {} | {} | {greedy} | {} | {} |\n",
                     f.name,
                     r.implementation,
+                    r.rule,
                     sci(r.max_abs_diff),
-                    r.tolerance
+                    sci(r.max_step_diff),
+                    r.tolerance,
+                    r.greedy_floor,
+                    r.greedy_prefix
                 ));
             }
         }
