@@ -23,6 +23,30 @@ pub struct ModelArg {
     /// Use this registered architecture instead of detecting it.
     #[arg(long)]
     pub arch: Option<String>,
+    #[command(flatten)]
+    pub device: DeviceArg,
+}
+
+/// Which device runs the model.
+#[derive(Args, Clone)]
+pub struct DeviceArg {
+    /// cpu, cuda, cuda:N, metal, metal:N or auto (a GPU when this build has its back
+    /// end, `--features cuda` or `metal`, and one answers; else the CPU).
+    #[arg(long, env = "ZOO_DEVICE", default_value = "auto", value_parser = parse_device)]
+    pub device: zoo::DeviceSpec,
+}
+
+fn parse_device(s: &str) -> std::result::Result<zoo::DeviceSpec, String> {
+    s.parse().map_err(|e: zoo::Error| e.to_string())
+}
+
+impl DeviceArg {
+    /// Opens the device, logging which one `auto` chose.
+    pub fn resolve(&self) -> Result<zoo::Device> {
+        let device = self.device.resolve().cli()?;
+        tracing::info!(asked = %self.device, device = %zoo::device_name(&device), "device");
+        Ok(device)
+    }
 }
 
 impl ModelArg {
@@ -45,6 +69,8 @@ impl ModelArg {
     }
 
     pub fn load(&self) -> Result<zoo::Loaded> {
+        // The device first: a build without its back end says so before any fetch.
+        let device = self.device.resolve()?;
         let path = self.resolve()?;
         let spinner = ProgressBar::new_spinner();
         spinner.set_message(format!("loading {}", path.display()));
@@ -54,7 +80,7 @@ impl ModelArg {
             &path,
             &LoadOptions {
                 architecture: self.arch.clone(),
-                ..Default::default()
+                device,
             },
         );
         spinner.finish_and_clear();
@@ -63,6 +89,7 @@ impl ModelArg {
             .with_context(|| format!("loading {}", path.display()))?;
         tracing::info!(
             architecture = loaded.entry.name,
+            device = %zoo::device_name(loaded.model.device()),
             ms = t.elapsed().as_millis() as u64,
             "loaded"
         );
@@ -286,9 +313,17 @@ pub struct InspectArgs {
     pub path: PathBuf,
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub device: DeviceArg,
 }
 
 pub fn inspect(a: InspectArgs) -> Result<()> {
+    // The device a load with the same `--device` would use: inspect loads no weights.
+    let device = a.device.resolve().map(|d| zoo::device_name(&d));
+    let backends = ["cpu"]
+        .into_iter()
+        .chain(zoo::device::compiled_backends())
+        .collect::<Vec<_>>();
     let source = ModelSource::open(&a.path)?;
     let detected = zoo::registry::detect(&source).map_err(cli_error);
     let ids: Vec<String> = source
@@ -332,6 +367,9 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
         "tokenizer": match &tokenizer { Ok(t) => t.kind().to_string(), Err(e) => format!("unavailable: {e}") },
         "vocab_size": tokenizer.as_ref().ok().map(|t| t.vocab_size()),
         "chat_template": chat_template,
+        "device": device.as_ref().ok(),
+        "device_error": device.as_ref().err().map(|e| e.to_string()),
+        "backends": backends,
     });
     if a.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -367,6 +405,10 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
         "chat template: {}",
         if chat_template { "yes" } else { "no" }
     );
+    match &device {
+        Ok(d) => println!("device:        {d} (--device {}; built with {})", a.device.device, backends.join(", ")),
+        Err(e) => println!("device:        none ({e})"),
+    }
     Ok(())
 }
 
