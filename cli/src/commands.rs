@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use zoo::{GenerateOptions, LoadOptions, ModelSource, SamplingParams};
+use zoo::{CausalLM, GenerateOptions, LoadOptions, ModelSource, SamplingParams};
 use zoo_fetch::{self as fetch, FetchEvent, KnownModel};
 
 use crate::hint::{cli_error, CliResult};
