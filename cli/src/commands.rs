@@ -406,7 +406,11 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
         if chat_template { "yes" } else { "no" }
     );
     match &device {
-        Ok(d) => println!("device:        {d} (--device {}; built with {})", a.device.device, backends.join(", ")),
+        Ok(d) => println!(
+            "device:        {d} (--device {}; built with {})",
+            a.device.device,
+            backends.join(", ")
+        ),
         Err(e) => println!("device:        none ({e})"),
     }
     Ok(())

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/quantized-llama/q8_0/model.gguf")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/quantized-llama/q8_0/model.gguf")
 }
 
 fn zoo(args: &[&str]) -> Output {
@@ -22,7 +23,15 @@ fn zoo(args: &[&str]) -> Output {
 
 fn run(extra: &[&str]) -> Output {
     let model = fixture();
-    let mut args = vec!["run", "--model", model.to_str().unwrap(), "--prompt", "Once upon", "-n", "6"];
+    let mut args = vec![
+        "run",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "Once upon",
+        "-n",
+        "6",
+    ];
     args.extend(extra);
     zoo(&args)
 }
@@ -38,7 +47,10 @@ fn run_on_cpu_is_run_by_default() {
         String::from_utf8_lossy(&cpu.stdout),
         String::from_utf8_lossy(&plain.stdout)
     );
-    assert!(stderr.contains("device=cpu"), "the load log names the device: {stderr}");
+    assert!(
+        stderr.contains("device=cpu"),
+        "the load log names the device: {stderr}"
+    );
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -60,13 +72,22 @@ fn a_device_that_is_no_device_is_a_usage_error() {
     let out = run(&["--device", "tpu"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "clap's usage error: {stderr}");
-    assert!(stderr.contains("`tpu` is not a device") && stderr.contains("cuda:N"), "{stderr}");
+    assert!(
+        stderr.contains("`tpu` is not a device") && stderr.contains("cuda:N"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn inspect_names_the_device() {
     let model = fixture();
-    let out = zoo(&["inspect", model.to_str().unwrap(), "--device", "cpu", "--json"]);
+    let out = zoo(&[
+        "inspect",
+        model.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--json",
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -74,5 +95,8 @@ fn inspect_names_the_device() {
     assert_eq!(v["backends"][0], "cpu");
     let text = zoo(&["inspect", model.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&text.stdout);
-    assert!(stdout.contains("device:        cpu (--device auto"), "{stdout}");
+    assert!(
+        stdout.contains("device:        cpu (--device auto"),
+        "{stdout}"
+    );
 }

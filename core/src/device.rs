@@ -108,12 +108,11 @@ impl DeviceSpec {
                 Device::new_metal(n)
             }),
             Self::Auto => {
-                for spec in [Self::Cuda(0), Self::Metal(0)] {
-                    let feature = match spec {
-                        Self::Cuda(_) => cfg!(feature = "cuda"),
-                        _ => cfg!(feature = "metal"),
-                    };
-                    if !feature {
+                for (spec, compiled) in [
+                    (Self::Cuda(0), cfg!(feature = "cuda")),
+                    (Self::Metal(0), cfg!(feature = "metal")),
+                ] {
+                    if !compiled {
                         continue;
                     }
                     match spec.resolve() {
@@ -211,7 +210,16 @@ mod tests {
     #[test]
     fn metal_on_a_cpu_build_is_a_typed_error() {
         let e = DeviceSpec::Metal(0).resolve().unwrap_err();
-        assert!(matches!(e, Error::DeviceNotCompiled { feature: "metal", .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::DeviceNotCompiled {
+                    feature: "metal",
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 
     /// With no GPU back end compiled in, `auto` is the CPU.

@@ -61,7 +61,10 @@ pub fn toolkit(libraries: bool) -> Result<PathBuf> {
         std::fs::write(&stamp, wanted.join("\n"))?;
     }
     let out = Command::new(&python)
-        .args(["-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"])
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+        ])
         .output()
         .context("asking the CUDA venv's python for its site-packages")?;
     let site = PathBuf::from(String::from_utf8(out.stdout)?.trim());
@@ -103,7 +106,10 @@ pub fn cargo_with(root: &std::path::Path) -> Command {
         // Kernels, not benchmarks: a one-off build gains nothing from incremental state.
         .env("CARGO_INCREMENTAL", "0");
     if std::env::var_os("CARGO_TARGET_DIR").is_none() {
-        c.env("CARGO_TARGET_DIR", crate::root().join("target").join("cuda"));
+        c.env(
+            "CARGO_TARGET_DIR",
+            crate::root().join("target").join("cuda"),
+        );
     }
     c
 }
@@ -134,7 +140,13 @@ pub fn cuda_check(args: &[String]) -> Result<()> {
         c.env("CARGO_TARGET_DIR", target.join("check-no-kernels"));
     }
     if args.iter().any(|a| a == "--full") {
-        c.args(["check", "--workspace", "--all-targets", "--features", "zoo/cuda"]);
+        c.args([
+            "check",
+            "--workspace",
+            "--all-targets",
+            "--features",
+            "zoo/cuda",
+        ]);
     } else {
         c.args(["check", "-p", "zoo-cli", "--features", "cuda"]);
     }

@@ -84,10 +84,7 @@ pub fn gpu_build(args: &[String]) -> Result<()> {
             gz.display()
         );
     }
-    std::fs::write(
-        stage().join("device"),
-        if cpu { "cpu\n" } else { "cuda\n" },
-    )?;
+    std::fs::write(stage().join("device"), if cpu { "cpu\n" } else { "cuda\n" })?;
     if let Some(names) = flag_value(args, "--models") {
         let models = stage().join("models");
         std::fs::create_dir_all(&models)?;
@@ -96,7 +93,8 @@ pub fn gpu_build(args: &[String]) -> Result<()> {
             let to = models.join(known.file_name().context("model file name")?);
             if !to.exists() {
                 // A hard link where the cache is on the same disk, else a copy.
-                std::fs::hard_link(&known, &to).or_else(|_| std::fs::copy(&known, &to).map(|_| ()))?;
+                std::fs::hard_link(&known, &to)
+                    .or_else(|_| std::fs::copy(&known, &to).map(|_| ()))?;
             }
         }
     }
@@ -124,7 +122,10 @@ pub fn gpu_check(args: &[String]) -> Result<()> {
         .arg("xtask/gpu-check.sh")
         .env("ZOO_GPU_CHECK_DEVICE", "cpu")
         .env("ZOO_GPU_CHECK_QUICK", "1")
-        .env("OUT", crate::root().join("target").join("gpu-check-dry-run"));
+        .env(
+            "OUT",
+            crate::root().join("target").join("gpu-check-dry-run"),
+        );
     crate::run(c)
 }
 
@@ -220,8 +221,16 @@ fn link_stubs(root: &Path) -> Result<()> {
         .collect();
     names.sort_unstable();
     names.dedup();
-    anyhow::ensure!(names.len() > 100, "found only {} driver functions in {}", names.len(), sys.display());
-    let c_src: String = names.iter().map(|n| format!("void cu{n}(void) {{}}\n")).collect();
+    anyhow::ensure!(
+        names.len() > 100,
+        "found only {} driver functions in {}",
+        names.len(),
+        sys.display()
+    );
+    let c_src: String = names
+        .iter()
+        .map(|n| format!("void cu{n}(void) {{}}\n"))
+        .collect();
     let src = stubs.join("libcuda-stub.c");
     std::fs::write(&src, c_src)?;
     let mut c = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()));

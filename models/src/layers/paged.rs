@@ -402,7 +402,9 @@ fn zeroed(n: usize) -> zoo_core::Result<Vec<f32>> {
 /// another device (the block store lives in host memory, so a GPU model's batched
 /// steps round-trip each layer's q, k and v through it: correct, not fast).
 fn host(t: &Tensor) -> Result<Vec<f32>> {
-    t.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()
+    t.flatten_all()?
+        .to_dtype(candle_core::DType::F32)?
+        .to_vec1::<f32>()
 }
 
 #[cfg(test)]
