@@ -106,6 +106,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             serde_json::json!({
                 "model": path.display().to_string(),
                 "architecture": loaded.entry.name,
+                "device": zoo::device_name(&device),
                 "threads": threads,
                 "depth": a.depth,
                 "load_s": load_s,
@@ -130,8 +131,9 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             loaded.entry.name, a.gen
         );
         println!(
-            "load {load_s:.2} s, peak RSS {:.1} MiB",
-            rss as f64 / (1 << 20) as f64
+            "load {load_s:.2} s, peak RSS {:.1} MiB, device {}",
+            rss as f64 / (1 << 20) as f64,
+            zoo::device_name(&device)
         );
     }
     Ok(())

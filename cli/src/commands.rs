@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use zoo::{GenerateOptions, LoadOptions, ModelSource, SamplingParams};
+use zoo::{CausalLM, GenerateOptions, LoadOptions, ModelSource, SamplingParams};
 use zoo_fetch::{self as fetch, FetchEvent, KnownModel};
 
 use crate::hint::{cli_error, CliResult};
@@ -26,6 +26,30 @@ pub struct ModelArg {
     /// Use this registered architecture instead of detecting it.
     #[arg(long)]
     pub arch: Option<String>,
+    #[command(flatten)]
+    pub device: DeviceArg,
+}
+
+/// Which device runs the model.
+#[derive(Args, Clone)]
+pub struct DeviceArg {
+    /// cpu, cuda, cuda:N, metal, metal:N or auto (a GPU when this build has its back
+    /// end, `--features cuda` or `metal`, and one answers; else the CPU).
+    #[arg(long, env = "ZOO_DEVICE", default_value = "auto", value_parser = parse_device)]
+    pub device: zoo::DeviceSpec,
+}
+
+fn parse_device(s: &str) -> std::result::Result<zoo::DeviceSpec, String> {
+    s.parse().map_err(|e: zoo::Error| e.to_string())
+}
+
+impl DeviceArg {
+    /// Opens the device, logging which one `auto` chose.
+    pub fn resolve(&self) -> Result<zoo::Device> {
+        let device = self.device.resolve().cli()?;
+        tracing::info!(asked = %self.device, device = %zoo::device_name(&device), "device");
+        Ok(device)
+    }
 }
 
 impl ModelArg {
@@ -50,6 +74,8 @@ impl ModelArg {
     }
 
     pub fn load(&self) -> Result<zoo::Loaded> {
+        // The device first: a build without its back end says so before any fetch.
+        let device = self.device.resolve()?;
         let path = self.resolve()?;
         let spinner = ProgressBar::new_spinner();
         spinner.set_message(format!("loading {}", path.display()));
@@ -59,7 +85,7 @@ impl ModelArg {
             &path,
             &LoadOptions {
                 architecture: self.arch.clone(),
-                ..Default::default()
+                device,
             },
         );
         spinner.finish_and_clear();
@@ -68,6 +94,7 @@ impl ModelArg {
             .with_context(|| format!("loading {}", path.display()))?;
         tracing::info!(
             architecture = loaded.entry.name,
+            device = %zoo::device_name(loaded.model.device()),
             ms = t.elapsed().as_millis() as u64,
             "loaded"
         );
@@ -296,17 +323,26 @@ pub struct InspectArgs {
     /// per position and for the full context, peak RSS) instead of the file's facts.
     #[arg(long)]
     pub memory: bool,
+    #[command(flatten)]
+    pub device: DeviceArg,
 }
 
 pub fn inspect(a: InspectArgs) -> Result<()> {
     let model = ModelArg {
         model: Some(a.path.to_string_lossy().into_owned()),
         arch: None,
+        device: a.device.clone(),
     };
     if a.memory {
         return crate::memory::report(model, a.json);
     }
     let path = model.resolve()?;
+    // The device a load with the same `--device` would use: inspect loads no weights.
+    let device = a.device.resolve().map(|d| zoo::device_name(&d));
+    let backends = ["cpu"]
+        .into_iter()
+        .chain(zoo::device::compiled_backends())
+        .collect::<Vec<_>>();
     let source = ModelSource::open(&path)?;
     let detected = zoo::registry::detect(&source).map_err(cli_error);
     let ids: Vec<String> = source
@@ -350,6 +386,9 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
         "tokenizer": match &tokenizer { Ok(t) => t.kind().to_string(), Err(e) => format!("unavailable: {e}") },
         "vocab_size": tokenizer.as_ref().ok().map(|t| t.vocab_size()),
         "chat_template": chat_template,
+        "device": device.as_ref().ok(),
+        "device_error": device.as_ref().err().map(|e| e.to_string()),
+        "backends": backends,
     });
     if a.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -385,6 +424,14 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
         "chat template: {}",
         if chat_template { "yes" } else { "no" }
     );
+    match &device {
+        Ok(d) => println!(
+            "device:        {d} (--device {}; built with {})",
+            a.device.device,
+            backends.join(", ")
+        ),
+        Err(e) => println!("device:        none ({e})"),
+    }
     Ok(())
 }
 

@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "zoo",
     version,
-    about = "Run LLMs of every registered architecture (safetensors or GGUF) on CPU"
+    about = "Run LLMs of every registered architecture (safetensors or GGUF) on CPU, or on a GPU with --features cuda/metal"
 )]
 struct Cli {
     /// Log filter (also RUST_LOG), e.g. `info` or `zoo_core=debug`.

@@ -110,6 +110,22 @@ pub enum Error {
     #[error("perplexity: {0}")]
     Perplexity(String),
 
+    #[error("`{found}` is not a device: expected {expected}")]
+    InvalidDevice {
+        found: String,
+        expected: &'static str,
+    },
+
+    #[error("device `{device}` asked for, but this zoo was built without the `{feature}` feature; build with `{build}` (docs/gpu.md), or choose `--device cpu`")]
+    DeviceNotCompiled {
+        device: String,
+        feature: &'static str,
+        build: String,
+    },
+
+    #[error("device `{device}` does not answer: {detail}; check the driver and the ordinal (`nvidia-smi -L`), or choose `--device cpu`")]
+    DeviceUnavailable { device: String, detail: String },
+
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod chat;
+pub mod device;
 pub mod engine;
 pub mod error;
 pub mod generate;
@@ -23,6 +24,7 @@ pub mod tokenizer;
 pub use batch::{BatchedLM, KvShape, Logits, SeqChunk};
 pub use candle_core::{DType, Device, Tensor};
 pub use chat::{ChatTemplate, Message};
+pub use device::{device_name, DeviceSpec};
 pub use engine::{
     Engine, EngineConfig, EngineStats, Event, Events, Finished, KvBudget, Request, TokenLogprob,
 };

@@ -75,7 +75,12 @@ pub fn load_as<M: FromRegistry>(
         Some(name) => registry::find(name)?,
         None => registry::detect(&source)?,
     };
-    tracing::info!(architecture = entry.name, format = %source.format(), "loading weights");
+    tracing::info!(
+        architecture = entry.name,
+        format = %source.format(),
+        device = %crate::device_name(&options.device),
+        "loading weights"
+    );
     // Read before the vocabulary leaves the metadata: the template's special tokens
     // are looked up in it.
     let chat_template = ChatTemplate::for_source(&source);

@@ -210,10 +210,13 @@ impl LlamaDecoder {
                 })
             } else {
                 let experts = if g.has_tensor(&p("ffn_gate_exps.weight")) {
+                    // The stacks are read into host memory and each expert's slice
+                    // sent to the device from there.
+                    let host = |name: &str| g.tensor(name, &Device::Cpu);
                     let (gate, up, down) = (
-                        tensor(&p("ffn_gate_exps.weight"))?,
-                        tensor(&p("ffn_up_exps.weight"))?,
-                        tensor(&p("ffn_down_exps.weight"))?,
+                        host(&p("ffn_gate_exps.weight"))?,
+                        host(&p("ffn_up_exps.weight"))?,
+                        host(&p("ffn_down_exps.weight"))?,
                     );
                     (0..n_experts)
                         .map(|e| {

@@ -36,9 +36,29 @@ pub struct GenerateCase {
     pub continuation_text: String,
 }
 
+/// The device the suites run their models on: `ZOO_DEVICE` (cpu, cuda, cuda:N, metal,
+/// auto), the CPU when it is unset. A device this build lacks is an error that says
+/// how to build with it.
+pub fn test_device() -> Result<Device> {
+    match std::env::var("ZOO_DEVICE") {
+        Ok(s) if !s.trim().is_empty() => Ok(s.parse::<zoo::DeviceSpec>()?.resolve()?),
+        _ => Ok(Device::Cpu),
+    }
+}
+
+/// The tests/ directory: `ZOO_TESTS_DIR` when set (a test binary run on another
+/// machine, away from the tree it was built in: `cargo xtask gpu-check`), else this
+/// crate's.
+pub fn tests_dir() -> PathBuf {
+    match std::env::var_os("ZOO_TESTS_DIR").filter(|d| !d.is_empty()) {
+        Some(d) => PathBuf::from(d),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf(),
+    }
+}
+
 /// The directory of committed test data.
 pub fn data_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data")
+    tests_dir().join("data")
 }
 
 /// Reads `tests/data/reference/{name}.json`.

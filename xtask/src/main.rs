@@ -18,10 +18,17 @@
 //! - `soak [--model NAME_OR_PATH] [--requests 10000]`: `zoo serve` under hostile clients
 //!   and many random requests, its resident set recorded over time (soak.rs).
 //! - `ci`: what `.ci/run` runs: codegen check, the whole test suite (which fetches the
-//!   real models it needs).
+//!   real models it needs), then `cuda-check`.
+//! - `cuda-check [--full]`: `cargo check -p zoo-cli --features cuda` with the CUDA
+//!   compiler from PyPI, no GPU needed (cuda.rs).
+//! - `gpu-build [--device cpu] [--models NAME,...]`: the release `zoo` and conformance
+//!   binaries with `--features cuda` for the GPU proof, in target/gpu-check;
+//!   `gpu-check --dry-run`: its script, xtask/gpu-check.sh, on this CPU (gpu_check.rs).
 
 mod bench_serve;
 mod codegen;
+mod cuda;
+mod gpu_check;
 mod llama_bench;
 mod llama_cpp;
 mod new_arch;
@@ -51,9 +58,12 @@ fn main() -> Result<()> {
         }
         "soak" => soak::soak(rest),
         "ci" => ci(),
+        "cuda-check" => cuda::cuda_check(rest),
+        "gpu-build" => gpu_check::gpu_build(rest),
+        "gpu-check" => gpu_check::gpu_check(rest),
         _ => {
             eprintln!(
-                "usage: cargo xtask <codegen [--check] | bench --model PATH [-p N -n N -r N] [--llama-cpp] | bench --dispatch | bench --serve --model PATH_OR_NAME [--levels 1,4,16,64] [--new-tokens N] [--threads N] [--zoo-only|--llama-only] | new-arch NAME ... | fixtures [NAME...] | refgen [NAME...] | refgen --long-prompts | llama-cpp | soak [--model M] [--requests N] | ci>"
+                "usage: cargo xtask <codegen [--check] | bench --model PATH [-p N -n N -r N] [--llama-cpp] | bench --dispatch | bench --serve --model PATH_OR_NAME [--levels 1,4,16,64] [--new-tokens N] [--threads N] [--zoo-only|--llama-only] | new-arch NAME ... | fixtures [NAME...] | refgen [NAME...] | refgen --long-prompts | llama-cpp | soak [--model M] [--requests N] | ci | cuda-check [--full] | gpu-build [--device cpu] [--models NAME,...] | gpu-check --dry-run>"
             );
             if task == "help" || task == "--help" {
                 Ok(())
@@ -196,10 +206,11 @@ fn bench(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// The CI job: generated code fresh, then every test with snapshots in check mode. The
-/// real models are fetched by the tests that need them (`zoo_tests::real_model`, once,
-/// under a lock); a separate `cargo run` here would build the dependencies a second
-/// time with other features.
+/// The CI job: generated code fresh, then every test with snapshots in check mode, then
+/// the CUDA compile check ([`cuda::cuda_check`]; `ZOO_SKIP_CUDA_CHECK=1` leaves it out).
+/// The real models are fetched by the tests that need them (`zoo_tests::real_model`,
+/// once, under a lock); a separate `cargo run` here would build the dependencies a
+/// second time with other features.
 fn ci() -> Result<()> {
     codegen::generate(true)?;
     let mut test = cargo();
@@ -208,5 +219,10 @@ fn ci() -> Result<()> {
         .env("CI", "true")
         // A one-off build gains nothing from incremental state (~600 MiB on disk).
         .env("CARGO_INCREMENTAL", "0");
-    run(test)
+    run(test)?;
+    if std::env::var_os("ZOO_SKIP_CUDA_CHECK").is_some_and(|v| v == "1") {
+        eprintln!("xtask: cuda-check skipped (ZOO_SKIP_CUDA_CHECK=1)");
+        return Ok(());
+    }
+    cuda::cuda_check(&[])
 }

@@ -298,7 +298,8 @@ pub fn attention(
         scores = ((scores / cap)?.tanh()? * cap)?;
     }
     if let Some(m) = mask {
-        scores = scores.broadcast_add(m)?;
+        // The mask is f32; the scores take the model's dtype (bf16/f16 on a GPU).
+        scores = scores.broadcast_add(&m.to_dtype(scores.dtype())?)?;
     }
     let p = candle_nn::ops::softmax_last_dim(&scores)?;
     p.matmul(&v)

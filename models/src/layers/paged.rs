@@ -367,7 +367,9 @@ impl PagedKv {
                 item(unit, &mut scores, o);
             }
         });
-        Tensor::from_vec(out, (1, heads, t, d), q.device())
+        Tensor::from_vec(out, (1, heads, t, d), &candle_core::Device::Cpu)?
+            .to_device(q.device())?
+            .to_dtype(q.dtype())
     }
 }
 
@@ -396,8 +398,13 @@ fn zeroed(n: usize) -> zoo_core::Result<Vec<f32>> {
     }
 }
 
+/// The tensor's values as host f32s: in place for a CPU f32 tensor; copied back from
+/// another device (the block store lives in host memory, so a GPU model's batched
+/// steps round-trip each layer's q, k and v through it: correct, not fast).
 fn host(t: &Tensor) -> Result<Vec<f32>> {
-    t.flatten_all()?.to_vec1::<f32>()
+    t.flatten_all()?
+        .to_dtype(candle_core::DType::F32)?
+        .to_vec1::<f32>()
 }
 
 #[cfg(test)]

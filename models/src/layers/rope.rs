@@ -76,7 +76,7 @@ impl RopeTable {
         self.ensure(offset + seq)?;
         let cos = self.cos.narrow(0, offset, seq)?;
         let sin = self.sin.narrow(0, offset, seq)?;
-        candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin)
+        candle_nn::rotary_emb::rope(&x.contiguous()?, &like(&cos, x)?, &like(&sin, x)?)
     }
 
     /// As [`Self::apply`] with GPT-J's interleaved pairs, which llama.cpp's `llama`
@@ -86,7 +86,7 @@ impl RopeTable {
         self.ensure(offset + seq)?;
         let cos = self.cos.narrow(0, offset, seq)?;
         let sin = self.sin.narrow(0, offset, seq)?;
-        candle_nn::rotary_emb::rope_i(&x.contiguous()?, &cos, &sin)
+        candle_nn::rotary_emb::rope_i(&x.contiguous()?, &like(&cos, x)?, &like(&sin, x)?)
     }
 }
 
@@ -95,13 +95,13 @@ impl RopeTable {
     /// `positions` (a batched step: several sequences, each at its own position).
     pub fn apply_at(&mut self, x: &Tensor, positions: &[usize]) -> Result<Tensor> {
         let (cos, sin) = self.rows(positions)?;
-        candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin)
+        candle_nn::rotary_emb::rope(&x.contiguous()?, &like(&cos, x)?, &like(&sin, x)?)
     }
 
     /// As [`Self::apply_interleaved`] at `positions`.
     pub fn apply_interleaved_at(&mut self, x: &Tensor, positions: &[usize]) -> Result<Tensor> {
         let (cos, sin) = self.rows(positions)?;
-        candle_nn::rotary_emb::rope_i(&x.contiguous()?, &cos, &sin)
+        candle_nn::rotary_emb::rope_i(&x.contiguous()?, &like(&cos, x)?, &like(&sin, x)?)
     }
 
     fn rows(&mut self, positions: &[usize]) -> Result<(Tensor, Tensor)> {
@@ -120,6 +120,12 @@ impl RopeTable {
         self.at = Some((positions.to_vec(), cos.clone(), sin.clone()));
         Ok((cos, sin))
     }
+}
+
+/// The table rows in `x`'s dtype: the tables are f32, a GPU model may run in bf16 or
+/// f16 (for f32, the same tensor).
+fn like(t: &Tensor, x: &Tensor) -> Result<Tensor> {
+    t.to_dtype(x.dtype())
 }
 
 #[cfg(test)]
