@@ -357,7 +357,12 @@ mod tests {
             (
                 "seed",
                 json!(-1),
-                "`seed` must be a non-negative integer".into(),
+                "`seed` must be a non-negative integer below 2^64".into(),
+            ),
+            (
+                "seed",
+                json!(18_446_744_073_709_551_616.0f64),
+                "`seed` must be a non-negative integer below 2^64".into(),
             ),
             ("stop", json!(["a", "b", "c", "d", "e"]), stop.into()),
             ("stop", json!([1]), stop.into()),
