@@ -71,6 +71,7 @@ pub fn load_as<M: FromRegistry>(
         Some(name) => registry::find(name)?,
         None => registry::detect(&source)?,
     };
+    source.check_loadable()?;
     tracing::info!(architecture = entry.name, format = %source.format(), "loading weights");
     // Read before the vocabulary leaves the metadata: the template's special tokens
     // are looked up in it.
