@@ -59,6 +59,8 @@ fn vm_hwm(pid: libc::pid_t) -> Option<u64> {
 }
 
 /// Runs `zoo args`, measuring the child's own peak RSS with `wait4`.
+// The child is reaped by `wait4` below, not by `Child::wait`.
+#[allow(clippy::zombie_processes)]
 fn run(zoo: &Path, args: &[&str]) -> Outcome {
     let start = Instant::now();
     let mut child = Command::new(zoo)

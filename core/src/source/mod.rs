@@ -111,14 +111,12 @@ impl ModelSource {
             ModelSource::Gguf(g) => {
                 for suffix in ["block_count", "embedding_length", "context_length"] {
                     let key = g.arch_key(suffix)?;
-                    match g.get(&key) {
-                        None => return Err(Error::GgufMetadata {
+                    if g.get(&key).is_none() {
+                        return Err(Error::GgufMetadata {
                             path: g.path.clone(),
                             key,
-                            problem: "is missing, and every architecture needs it (the converter that wrote the file left it out: convert the model again with a recent llama.cpp)".into(),
-                        }),
-                        // Integers or per-layer arrays, checked when the file was opened.
-                        Some(_) => {}
+                            problem: "is missing, and every model needs it (the converter that wrote the file left it out: convert the model again with a recent llama.cpp)".into(),
+                        });
                     }
                 }
                 if !g.has_tensor("token_embd.weight") {
