@@ -345,6 +345,11 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
         .collect::<Vec<_>>();
     let source = ModelSource::open(&path)?;
     let detected = zoo::registry::detect(&source).map_err(cli_error);
+    // What every architecture of the format needs: a file that lacks it is not
+    // described as valid (an unknown architecture is said below).
+    if detected.is_ok() {
+        source.check_loadable()?;
+    }
     let ids: Vec<String> = source
         .architecture_ids()
         .into_iter()
@@ -392,7 +397,7 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
     });
     if a.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
+        return inspect_verdict(detected.err(), tokenizer.err());
     }
     println!("path:          {}", path.display());
     println!("format:        {}", source.format());
@@ -432,7 +437,17 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
         ),
         Err(e) => println!("device:        none ({e})"),
     }
-    Ok(())
+    inspect_verdict(detected.err(), tokenizer.err())
+}
+
+/// `zoo inspect` exits non-zero when the checkpoint cannot load: no registered
+/// architecture, or no tokenizer (the description above says what was read).
+fn inspect_verdict(arch: Option<anyhow::Error>, tokenizer: Option<zoo::Error>) -> Result<()> {
+    match (arch, tokenizer) {
+        (Some(e), _) => Err(e.context("the checkpoint cannot be loaded")),
+        (None, Some(e)) => Err(cli_error(e).context("the checkpoint cannot be loaded")),
+        (None, None) => Ok(()),
+    }
 }
 
 #[derive(Args)]

@@ -32,6 +32,9 @@ pub enum Error {
     #[error("{path} is not a valid GGUF file: {detail}")]
     InvalidGguf { path: PathBuf, detail: String },
 
+    #[error("{path} is not a valid safetensors file: {detail}")]
+    InvalidSafetensors { path: PathBuf, detail: String },
+
     #[error("GGUF metadata key `{key}` {problem} in {path}")]
     GgufMetadata {
         path: PathBuf,

@@ -75,6 +75,7 @@ pub fn load_as<M: FromRegistry>(
         Some(name) => registry::find(name)?,
         None => registry::detect(&source)?,
     };
+    source.check_loadable()?;
     tracing::info!(
         architecture = entry.name,
         format = %source.format(),

@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use candle_core::quantized::gguf_file;
 
+use super::gguf_header::{self, HeaderError};
+use super::{gguf_directory, gguf_keys, gguf_values};
 use crate::{Error, Result};
 
 /// A GGUF file: its metadata and tensor directory, with the file memory-mapped.
@@ -37,51 +39,17 @@ fn tensor_span(data_offset: u64, info: &gguf_file::TensorInfo) -> (u64, u64) {
 }
 
 impl GgufSource {
-    /// Memory-maps and parses a GGUF file, checking that every tensor lies inside it.
+    /// Memory-maps and parses a GGUF file with zoo's bounded header reader: every
+    /// count, length, type, dimension and offset is checked against the file before
+    /// anything is allocated from it (`gguf_header.rs`), the metadata zoo reads is
+    /// checked (`gguf_keys.rs`), and every tensor lies inside the file, aligned, apart
+    /// from the others (`gguf_directory.rs`).
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         // SAFETY: the map is read-only; zoo does not write to model files while they
         // are loaded, and documents that other programs must not either.
         let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        let content = read_header(path, &mmap)?;
-        let len = mmap.len() as u64;
-        let mut infos: Vec<(&String, &gguf_file::TensorInfo)> =
-            content.tensor_infos.iter().collect();
-        infos.sort_by_key(|(_, i)| i.offset);
-        for (name, info) in infos {
-            // The product of the dimensions is checked before anything multiplies them
-            // (four dimensions of 2^40 wrap to 0 elements in a release build).
-            let elems = info
-                .shape
-                .dims()
-                .iter()
-                .try_fold(1usize, |n, &d| n.checked_mul(d))
-                .filter(|&n| n.checked_mul(info.ggml_dtype.type_size()).is_some())
-                .ok_or_else(|| Error::InvalidGguf {
-                    path: path.to_path_buf(),
-                    detail: format!(
-                        "tensor `{name}` has dimensions {:?}, whose product overflows; a real tensor's elements fit in the file",
-                        info.shape.dims()
-                    ),
-                })?;
-            let block = info.ggml_dtype.block_size();
-            if elems % block != 0 {
-                return Err(Error::InvalidGguf {
-                    path: path.to_path_buf(),
-                    detail: format!("tensor `{name}` has {elems} elements, not a multiple of the {:?} block size {block}", info.ggml_dtype),
-                });
-            }
-            let (start, size) = tensor_span(content.tensor_data_offset, info);
-            let end = start.saturating_add(size);
-            if end > len {
-                return Err(Error::TruncatedGguf {
-                    path: path.to_path_buf(),
-                    detail: format!(
-                        "tensor `{name}` ends at byte {end} but the file has {len} bytes"
-                    ),
-                });
-            }
-        }
+        let content = parse(path, &mmap)?;
         let source = Self {
             path: path.to_path_buf(),
             content,
@@ -92,6 +60,23 @@ impl GgufSource {
         // not stay resident.
         source.release_range(0, source.content.tensor_data_offset as usize);
         Ok(source)
+    }
+
+    /// A GGUF file held in memory (copied into an anonymous map), with every check
+    /// [`GgufSource::open`] makes; its path reads `<memory>`. For fuzzing and tools.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let path = Path::new("<memory>");
+        let content = parse(path, bytes)?;
+        let mut map =
+            memmap2::MmapMut::map_anon(bytes.len().max(1)).map_err(|e| Error::io(path, e))?;
+        map[..bytes.len()].copy_from_slice(bytes);
+        let mmap = map.make_read_only().map_err(|e| Error::io(path, e))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            content,
+            mmap: Arc::new(mmap),
+            vocabulary: None,
+        })
     }
 
     /// Moves the tokenizer's metadata (with the large per-token arrays) into a source
@@ -151,7 +136,7 @@ impl GgufSource {
     /// A fresh copy of the parsed header, for loaders that take the content by value
     /// (candle's `from_gguf`). Parsing again from the mapped file costs milliseconds.
     pub fn content_owned(&self) -> Result<gguf_file::Content> {
-        read_header(&self.path, &self.mmap[..])
+        parse(&self.path, &self.mmap[..])
     }
 
     /// Whether the file has a tensor of this name.
@@ -293,41 +278,29 @@ impl GgufSource {
     }
 }
 
-/// candle's header parser, which panics on some malformed headers (`general.alignment`
-/// of 0 divides by zero): a panic is turned into [`Error::InvalidGguf`].
-fn read_header(path: &Path, bytes: &[u8]) -> Result<gguf_file::Content> {
-    let parsed =
-        std::panic::catch_unwind(|| gguf_file::Content::read(&mut std::io::Cursor::new(bytes)));
-    match parsed {
-        Ok(r) => r.map_err(|e| gguf_read_error(path, e)),
-        Err(panic) => {
-            let why = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            Err(Error::InvalidGguf {
-                path: path.to_path_buf(),
-                detail: format!("the header is malformed (the GGUF reader failed: {why}); check `general.alignment` (a non-zero multiple of 8) and the header's counts, or re-convert the file"),
-            })
-        }
-    }
+/// Parses and checks a GGUF header over the whole file's bytes (see
+/// [`GgufSource::open`]) into candle's `Content`.
+pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<gguf_file::Content> {
+    let header = gguf_header::scan(bytes).map_err(|e| header_error(path, e))?;
+    gguf_keys::check_keys(bytes, &header).map_err(|(key, problem)| Error::GgufMetadata {
+        path: path.to_path_buf(),
+        key,
+        problem,
+    })?;
+    gguf_directory::check_layout(bytes, &header).map_err(|e| header_error(path, e))?;
+    Ok(gguf_values::build(bytes, &header))
 }
 
-fn gguf_read_error(path: &Path, e: candle_core::Error) -> Error {
-    let text = e.to_string();
-    let eof = matches!(&e, candle_core::Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof)
-        || text.contains("remaining")
-        || text.contains("failed to fill whole buffer");
-    if eof {
-        Error::TruncatedGguf {
-            path: path.to_path_buf(),
-            detail: format!("the header ends early ({text})"),
-        }
-    } else {
-        Error::InvalidGguf {
-            path: path.to_path_buf(),
-            detail: text,
-        }
+/// Parses a whole GGUF file held in memory, with every check [`GgufSource::open`]
+/// makes; errors name the path `<memory>`. For fuzzing and tools.
+pub fn parse_gguf(bytes: &[u8]) -> Result<gguf_file::Content> {
+    parse(Path::new("<memory>"), bytes)
+}
+
+fn header_error(path: &Path, e: HeaderError) -> Error {
+    let path = path.to_path_buf();
+    match e {
+        HeaderError::Truncated(detail) => Error::TruncatedGguf { path, detail },
+        HeaderError::Invalid(detail) => Error::InvalidGguf { path, detail },
     }
 }

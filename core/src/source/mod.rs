@@ -2,23 +2,34 @@
 //! (format sniffing, unsupported formats with how to convert them), and the two
 //! sources an architecture loads from.
 //!
-//! - `gguf.rs`: [`GgufSource`], the memory-mapped file; `gguf_metadata.rs`: typed
-//!   access to its metadata (errors name the key);
-//! - `safetensors.rs`: [`SafetensorsSource`], the directory; `hf_config.rs`: its
-//!   config.json as transformers 4.x and 5.x write it.
+//! - `gguf.rs`: [`GgufSource`], the memory-mapped file; `gguf_header.rs`,
+//!   `gguf_directory.rs`, `gguf_values.rs`, `gguf_keys.rs`: zoo's bounded header
+//!   reader (checks before allocating, then candle's `Content`); `gguf_metadata.rs`:
+//!   typed access to its metadata (errors name the key);
+//! - `safetensors.rs`: [`SafetensorsSource`], the directory (shards and index
+//!   checked); `safetensors_check.rs`: one file's header, bounded and validated;
+//!   `hf_config.rs`: its config.json as transformers 4.x and 5.x write it;
+//!   `hf_checks.rs`: the fields zoo reads, checked for type, range and agreement.
 
 mod gguf;
+mod gguf_directory;
+mod gguf_header;
+mod gguf_keys;
 mod gguf_metadata;
+mod gguf_values;
+mod hf_checks;
 mod hf_config;
 mod safetensors;
+mod safetensors_check;
 
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
-pub use gguf::GgufSource;
+pub use gguf::{parse_gguf, GgufSource};
 pub(crate) use gguf_metadata::as_u64;
 pub use safetensors::SafetensorsSource;
+pub use safetensors_check::parse_safetensors;
 
 use crate::registry::ArchId;
 use crate::{Error, Format, Result};
@@ -103,6 +114,36 @@ impl ModelSource {
         }
     }
 
+    /// Checks what every architecture of the checkpoint's format needs before its
+    /// load function runs: for GGUF, what llama.cpp requires of every model
+    /// (`general.architecture`, `{arch}.block_count`, `embedding_length`,
+    /// `context_length`) and `token_embd.weight`; for safetensors, `vocab_size`. `zoo inspect` and loading both call it, so that what
+    /// inspect calls valid loads this far.
+    pub fn check_loadable(&self) -> Result<()> {
+        match self {
+            ModelSource::Safetensors(s) => hf_checks::check_required(&s.config_path, &s.config),
+            ModelSource::Gguf(g) => {
+                for suffix in ["block_count", "embedding_length", "context_length"] {
+                    let key = g.arch_key(suffix)?;
+                    if g.get(&key).is_none() {
+                        return Err(Error::GgufMetadata {
+                            path: g.path.clone(),
+                            key,
+                            problem: "is missing, and every model needs it (the converter that wrote the file left it out: convert the model again with a recent llama.cpp)".into(),
+                        });
+                    }
+                }
+                if !g.has_tensor("token_embd.weight") {
+                    return Err(Error::InvalidGguf {
+                        path: g.path.clone(),
+                        detail: "there is no tensor `token_embd.weight` (the token embedding every architecture reads): tensors are missing, fetch or convert the file again".into(),
+                    });
+                }
+                Ok(())
+            }
+        }
+    }
+
     pub fn as_safetensors(&self) -> Option<&SafetensorsSource> {
         match self {
             ModelSource::Safetensors(s) => Some(s),
@@ -147,6 +188,10 @@ pub(crate) fn sniff_file(path: &Path) -> Result<Sniffed> {
         if head[8] == b'{' && header_len.saturating_add(8) <= len {
             return Ok(Sniffed::Safetensors);
         }
+    }
+    // Named safetensors: its header's checks say what is wrong with it.
+    if ext == "safetensors" {
+        return Ok(Sniffed::Safetensors);
     }
     // Older llama.cpp files: 'ggml', 'ggmf', 'ggjt' written as little-endian u32.
     if [b"lmgg", b"fmgg", b"tjgg"]

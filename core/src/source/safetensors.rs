@@ -1,13 +1,9 @@
 //! A safetensors checkpoint: a directory with config.json, the weights (one file or
 //! the shards an index names) and usually tokenizer.json.
 
-use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use super::{
-    sniff_file, Sniffed, HINT_ONNX, HINT_PYTORCH, HINT_TENSORFLOW, ONNX, PYTORCH, TENSORFLOW,
-};
+use super::{HINT_ONNX, HINT_PYTORCH, HINT_TENSORFLOW, ONNX, PYTORCH, TENSORFLOW};
 use crate::{Error, Result};
 
 /// A directory with config.json, `*.safetensors` and (usually) tokenizer.json.
@@ -21,6 +17,8 @@ pub struct SafetensorsSource {
     pub weights: Vec<PathBuf>,
     pub tokenizer_json: Option<PathBuf>,
     pub tokenizer_config: Option<PathBuf>,
+    /// Parameter count and dtypes with tensor counts, from the checked headers.
+    summary: (u64, Vec<(String, usize)>),
 }
 
 impl SafetensorsSource {
@@ -50,7 +48,9 @@ impl SafetensorsSource {
             detail: e.to_string(),
             hint: "config.json must be the JSON that transformers writes".into(),
         })?;
-        let weights = weight_files(dir)?;
+        super::hf_checks::check_config(&config_path, &config)?;
+        let (weights, index) = weight_files(dir)?;
+        let summary = check_shards(&weights, index.as_ref())?;
         let tokenizer_json = Some(dir.join("tokenizer.json")).filter(|p| p.is_file());
         let tokenizer_config = Some(dir.join("tokenizer_config.json")).filter(|p| p.is_file());
         Ok(Self {
@@ -60,6 +60,7 @@ impl SafetensorsSource {
             weights,
             tokenizer_json,
             tokenizer_config,
+            summary,
         })
     }
 
@@ -97,8 +98,12 @@ fn first_with_ext(dir: &Path, ext: &str) -> Option<PathBuf> {
     v.into_iter().next()
 }
 
-fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+/// The index's path and its `weight_map` (tensor name to shard file name).
+type Index = (PathBuf, Vec<(String, String)>);
+
+fn weight_files(dir: &Path) -> Result<(Vec<PathBuf>, Option<Index>)> {
     let index = dir.join("model.safetensors.index.json");
+    let mut weight_map = None;
     let files = if index.is_file() {
         let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
         let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Config {
@@ -116,11 +121,23 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
                 detail: "no `weight_map` object".into(),
                 hint: "the index must map every tensor name to its shard file".into(),
             })?;
-        let mut files: Vec<PathBuf> = map
-            .values()
-            .filter_map(|f| f.as_str())
-            .map(|f| dir.join(f))
-            .collect();
+        let mut entries = Vec::with_capacity(map.len());
+        for (tensor, file) in map {
+            let name = file
+                .as_str()
+                .filter(|f| !f.is_empty() && !f.contains(['/', '\\']) && *f != "." && *f != "..");
+            let Some(name) = name else {
+                return Err(Error::Config {
+                    path: index.clone(),
+                    what: "safetensors index".into(),
+                    detail: format!("`weight_map` maps `{tensor}` to {file}, not the file name of a shard in this directory"),
+                    hint: "each value of `weight_map` is a shard's file name, like \"model-00001-of-00002.safetensors\"".into(),
+                });
+            };
+            entries.push((tensor.clone(), name.to_string()));
+        }
+        let mut files: Vec<PathBuf> = entries.iter().map(|(_, f)| dir.join(f)).collect();
+        weight_map = Some((index.clone(), entries));
         files.sort();
         files.dedup();
         files
@@ -162,61 +179,58 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
                 hint: "copy every shard the index names into the directory".into(),
             });
         }
-        if !matches!(sniff_file(f)?, Sniffed::Safetensors) {
-            return Err(Error::UnknownFormat {
-                path: f.clone(),
-                found: "a file named .safetensors without a safetensors header".into(),
-            });
+    }
+    Ok((files, weight_map))
+}
+
+/// Checks every shard's header (`safetensors_check.rs`), that no tensor is in two
+/// shards and that every tensor the index names is in the shard it names; returns
+/// the parameter count and the dtypes with their tensor counts.
+fn check_shards(files: &[PathBuf], index: Option<&Index>) -> Result<(u64, Vec<(String, usize)>)> {
+    let mut params = 0u64;
+    let mut types: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut owner: std::collections::HashMap<String, &Path> = Default::default();
+    for f in files {
+        for (name, dtype, shape) in super::safetensors_check::check_file(f)? {
+            params = params.saturating_add(shape.iter().map(|&d| d as u64).product::<u64>());
+            *types.entry(format!("{dtype:?}")).or_default() += 1;
+            if let Some(other) = owner.insert(name.clone(), f) {
+                return Err(Error::InvalidSafetensors {
+                    path: f.clone(),
+                    detail: format!("tensor `{name}` is also in {}; each tensor is in one shard: remove the stray file", other.display()),
+                });
+            }
         }
     }
-    Ok(files)
+    if let Some((index, map)) = index {
+        for (tensor, file) in map {
+            let found = owner
+                .get(tensor)
+                .and_then(|p| p.file_name())
+                .and_then(|n| n.to_str());
+            if found != Some(file.as_str()) {
+                return Err(Error::Config {
+                    path: index.clone(),
+                    what: "safetensors index".into(),
+                    detail: format!(
+                        "`weight_map` puts tensor `{tensor}` in {file}, but {}",
+                        match found {
+                            Some(f) => format!("it is in {f}"),
+                            None => "no shard holds it".into(),
+                        }
+                    ),
+                    hint: "the index and the shards come from different downloads: fetch the checkpoint again".into(),
+                });
+            }
+        }
+    }
+    Ok((params, types.into_iter().collect()))
 }
 
 impl SafetensorsSource {
     /// Parameter count and the dtypes with their tensor counts, read from the
-    /// safetensors headers (no weights are read).
+    /// safetensors headers when the directory was opened (no weights are read).
     pub fn tensor_summary(&self) -> Result<(u64, Vec<(String, usize)>)> {
-        let mut params = 0u64;
-        let mut types: std::collections::BTreeMap<String, usize> = Default::default();
-        for f in &self.weights {
-            let mut file = File::open(f).map_err(|e| Error::io(f, e))?;
-            let mut len = [0u8; 8];
-            file.read_exact(&mut len).map_err(|e| Error::io(f, e))?;
-            let n = u64::from_le_bytes(len);
-            let size = file.metadata().map_err(|e| Error::io(f, e))?.len();
-            if n.saturating_add(8) > size {
-                return Err(Error::UnknownFormat {
-                    path: f.clone(),
-                    found: format!("a safetensors header of {n} bytes in a file of {size} bytes"),
-                });
-            }
-            let mut header = vec![0u8; n as usize];
-            file.read_exact(&mut header).map_err(|e| Error::io(f, e))?;
-            let v: serde_json::Value =
-                serde_json::from_slice(&header).map_err(|e| Error::UnknownFormat {
-                    path: f.clone(),
-                    found: format!("a safetensors header that is not JSON ({e})"),
-                })?;
-            for (name, t) in v.as_object().into_iter().flatten() {
-                if name == "__metadata__" {
-                    continue;
-                }
-                let shape: Vec<u64> = t
-                    .get("shape")
-                    .and_then(|s| s.as_array())
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|d| d.as_u64())
-                    .collect();
-                params += shape.iter().product::<u64>();
-                let dtype = t
-                    .get("dtype")
-                    .and_then(|d| d.as_str())
-                    .unwrap_or("?")
-                    .to_string();
-                *types.entry(dtype).or_default() += 1;
-            }
-        }
-        Ok((params, types.into_iter().collect()))
+        Ok(self.summary.clone())
     }
 }
