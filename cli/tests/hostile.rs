@@ -16,7 +16,7 @@ fn hostile_clients_get_the_right_answers_and_the_server_keeps_serving() {
     let python = zoo_tests::openai_python().unwrap();
     let mut server = Command::new(env!("CARGO_BIN_EXE_zoo"))
         .args(["serve", "--port", "0", "--parallel", "8", "--queue-depth", "16"])
-        .args(["--kv-cache-mib", "128", "--model"])
+        .args(["--kv-cache-mib", "16", "--model"])
         .arg(&model)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -1,5 +1,7 @@
 """Hostile clients against a running `zoo serve` (started with --parallel 8
---queue-depth 16). Usage: hostile_e2e.py BASE_URL [REQUESTS]. Every answer is checked
+--queue-depth 16 --kv-cache-mib 16: the KV store fills with cached prefixes up to its
+budget by design, and a 16 MiB one has filled within the first 100 requests, so that the
+resident set after them is the baseline a leak would grow from). Usage: hostile_e2e.py BASE_URL [REQUESTS]. Every answer is checked
 for its status; the server must keep serving throughout and its resident set after the
 random requests must be within 10 % of before. Prints one JSON line of figures; any
 failed check raises. Every socket has a deadline: nothing waits unbounded."""
@@ -222,6 +224,7 @@ statuses = {}
 for r in first + rest:
     statuses[r[1]] = statuses.get(r[1], 0) + 1
 growth = rss_after / rss_before - 1
+print(json.dumps({"rss_series_mib": series}), file=sys.stderr)
 assert abs(growth) <= 0.10, f"resident set {rss_before} -> {rss_after} ({growth:+.1%})"
 alive()
 section("random requests")

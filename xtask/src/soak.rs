@@ -38,7 +38,7 @@ pub fn soak(args: &[String]) -> Result<()> {
     let port = free_port()?;
     let mut c = Command::new(&zoo);
     c.args(["serve", "--port", &port.to_string(), "--parallel", "8"])
-        .args(["--queue-depth", "16", "--kv-cache-mib", "128", "--model"])
+        .args(["--queue-depth", "16", "--kv-cache-mib", "16", "--model"])
         .arg(&path);
     let server = Server::start("zoo", c, port)?;
     let script = crate::root().join("cli/tests/hostile_e2e.py");
