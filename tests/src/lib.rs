@@ -2,6 +2,7 @@
 //! tiny deterministic checkpoints, and the greedy-continuation comparison.
 
 pub mod batch;
+pub mod fuzz;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

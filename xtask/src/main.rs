@@ -15,11 +15,14 @@
 //!   (the llama.cpp the references come from) once, and print their directory.
 //! - `new-arch NAME --candle MODULE ...`: scaffold an architecture file and its fixture
 //!   spec (docs/adding-an-architecture.md).
+//! - `fuzz [TARGET...] [--runs N | --time S] [--asan] | --list`: the cargo-fuzz targets
+//!   (nightly), crashes copied into fuzz/regressions/ (fuzz.rs, docs/reliability.md).
 //! - `ci`: what `.ci/run` runs: codegen check, the whole test suite (which fetches the
 //!   real models it needs).
 
 mod bench_serve;
 mod codegen;
+mod fuzz;
 mod llama_bench;
 mod llama_cpp;
 mod new_arch;
@@ -46,10 +49,11 @@ fn main() -> Result<()> {
             println!("{}", llama_cpp::binaries()?.display());
             Ok(())
         }
+        "fuzz" => fuzz::fuzz(rest),
         "ci" => ci(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <codegen [--check] | bench --model PATH [-p N -n N -r N] [--llama-cpp] | bench --dispatch | bench --serve --model PATH_OR_NAME [--levels 1,4,16,64] [--new-tokens N] [--threads N] [--zoo-only|--llama-only] | new-arch NAME ... | fixtures [NAME...] | refgen [NAME...] | refgen --long-prompts | llama-cpp | ci>"
+                "usage: cargo xtask <codegen [--check] | bench --model PATH [-p N -n N -r N] [--llama-cpp] | bench --dispatch | bench --serve --model PATH_OR_NAME [--levels 1,4,16,64] [--new-tokens N] [--threads N] [--zoo-only|--llama-only] | new-arch NAME ... | fixtures [NAME...] | refgen [NAME...] | refgen --long-prompts | llama-cpp | fuzz [TARGET...] [--runs N | --time S] [--asan] | fuzz --list | ci>"
             );
             if task == "help" || task == "--help" {
                 Ok(())

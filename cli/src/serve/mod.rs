@@ -9,19 +9,17 @@
 //! accepting connections and let in-flight responses finish. `/metrics` is Prometheus
 //! text.
 //!
-//! - [`request`], [`params`]: the request bodies and their validation;
+//! - [`request`], `params`, [`error`]: the request bodies, their validation and the
+//!   error responses (in the library half, [`zoo_cli::api`], for the fuzz targets);
 //! - [`endpoint`]: what differs between completions and chat completions, and the
 //!   handler they share;
-//! - [`response`], [`error`]: the response bodies; [`reply`]: whole or streamed;
+//! - [`response`]: the response bodies; [`reply`]: whole or streamed;
 //! - [`worker`]: a request's choices into the engine, and their output back;
 //! - [`metrics`]: the counters and their Prometheus text.
 
 mod endpoint;
-mod error;
 mod metrics;
-mod params;
 mod reply;
-mod request;
 mod response;
 mod worker;
 
@@ -40,6 +38,7 @@ use serde_json::json;
 use zoo::{CausalLM, ChatTemplate};
 
 use crate::commands::ModelArg;
+use zoo_cli::api::{error, request};
 use endpoint::{ChatCompletions, Completions};
 use error::ApiError;
 use metrics::Metrics;
