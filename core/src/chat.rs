@@ -11,50 +11,23 @@
 //! minijinja's fuel caps the instructions run ([`FUEL_BASE`] plus [`FUEL_PER_MESSAGE`]
 //! for each message), its recursion limit the nesting ([`RECURSION_LIMIT`]), and the
 //! output may not pass [`OUTPUT_BASE`] plus [`OUTPUT_PER_INPUT_BYTE`] bytes for each
-//! byte of the messages. A render past any of them ends with
-//! [`Error::ChatTemplateBudget`] instead of hanging or filling the memory.
+//! byte of the messages, and filters that size an allocation from an argument take
+//! none past [`MAX_FILTER_ARGUMENT`] (`bounds.rs`). A render past the first three ends
+//! with [`Error::ChatTemplateBudget`], past the last with [`Error::ChatTemplate`],
+//! instead of hanging or filling the memory.
 
-use std::io::Write;
+mod bounds;
 
 use serde::{Deserialize, Serialize};
 
+use bounds::Bounded;
+pub use bounds::{
+    FUEL_BASE, FUEL_PER_MESSAGE, MAX_FILTER_ARGUMENT, OUTPUT_BASE, OUTPUT_PER_INPUT_BYTE,
+    RECURSION_LIMIT,
+};
+
 use crate::source::ModelSource;
 use crate::{Error, Result};
-
-/// Instructions any render may run. Real templates run far fewer: the largest shipped
-/// with the committed models (Qwen3 with its tool branches) runs under 2,000 for a
-/// four-message chat.
-pub const FUEL_BASE: u64 = 1_000_000;
-/// Instructions more for each message.
-pub const FUEL_PER_MESSAGE: u64 = 10_000;
-/// Nesting of blocks, loops and macro calls (minijinja counts a macro call as several).
-pub const RECURSION_LIMIT: usize = 100;
-/// Output bytes any render may write.
-pub const OUTPUT_BASE: usize = 1 << 20;
-/// Output bytes more for each byte of the messages (a template may repeat a message).
-pub const OUTPUT_PER_INPUT_BYTE: usize = 4;
-
-/// The render's output, refusing bytes past `limit`.
-struct Bounded {
-    out: Vec<u8>,
-    limit: usize,
-    exceeded: bool,
-}
-
-impl Write for Bounded {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.out.len() + buf.len() > self.limit {
-            self.exceeded = true;
-            return Err(std::io::Error::other("past the output bound"));
-        }
-        self.out.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// One message of a conversation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,7 +130,7 @@ impl ChatTemplate {
 
     fn env(&self) -> Result<minijinja::Environment<'static>> {
         let mut env = minijinja::Environment::new();
-        env.set_recursion_limit(RECURSION_LIMIT);
+        bounds::bound(&mut env);
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
@@ -191,7 +164,7 @@ impl ChatTemplate {
             limit: OUTPUT_BASE + OUTPUT_PER_INPUT_BYTE * input,
             exceeded: false,
         };
-        let rendered = t.render_to_write(
+        let rendered = t.render_captured_to(
             minijinja::context! {
                 messages => messages,
                 add_generation_prompt => add_generation_prompt,
@@ -287,6 +260,20 @@ mod tests {
             ("nesting", "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}"),
             ("output", "{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}"),
         ];
+        for src in [
+            "{{ 'a\nb'|indent(10000000000) }}",
+            "{{ messages|tojson(indent=4000000000) }}",
+            "{{ messages|slice(10000000000000) }}",
+            "{{ messages|batch(10000000000000) }}",
+            "{{ '%9999999999d'|format(1) }}",
+        ] {
+            let t = ChatTemplate::new(src, "", "").unwrap();
+            let e = t.render(&[Message::new("user", "Hi")], true).unwrap_err();
+            assert!(e.to_string().contains("past zoo's bound"), "{src}: {e}");
+        }
+        // The same filters with real arguments still work.
+        let t = ChatTemplate::new("{{ 'a\nb'|indent(2) }}|{{ messages|batch(2)|length }}|{{ '%3d'|format(7) }}", "", "").unwrap();
+        assert_eq!(t.render(&[Message::new("user", "Hi")], true).unwrap(), "a\n  b|1|  7");
         for (what, src) in cases {
             let t = ChatTemplate::new(src, "", "").unwrap();
             let start = std::time::Instant::now();
