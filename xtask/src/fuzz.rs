@@ -121,10 +121,10 @@ pub fn fuzz(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// The number after `key` in a libFuzzer status line (`cov: 123`).
+/// The number after `key` in a libFuzzer status line (`cov: 123`, `corp: 45/6Kb`).
 fn field(line: &str, key: &str) -> Option<u64> {
     let rest = &line[line.find(key)? + key.len()..];
-    rest.split_whitespace().next()?.parse().ok()
+    rest.split_whitespace().next()?.split('/').next()?.parse().ok()
 }
 
 fn run_target(root: &Path, target: &str, limit: &[String], asan: bool) -> Result<Outcome> {
@@ -218,7 +218,7 @@ fn run_target(root: &Path, target: &str, limit: &[String], asan: bool) -> Result
         seconds,
         cov: field(&last_status, "cov:"),
         ft: field(&last_status, "ft:"),
-        corpus: field(&last_status, "corp:").or(field(&last_status, "corpus:")),
+        corpus: field(&last_status, "corp:"),
         crashes,
     })
 }
