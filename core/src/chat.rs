@@ -6,8 +6,25 @@
 //!
 //! A model without a template is an error that says so ([`Error::NoChatTemplate`]);
 //! nothing is guessed. A caller may pass a template of its own ([`ChatTemplate::new`]).
+//!
+//! A template comes from a file a stranger may have written, so rendering is bounded:
+//! minijinja's fuel caps the instructions run ([`FUEL_BASE`] plus [`FUEL_PER_MESSAGE`]
+//! for each message), its recursion limit the nesting ([`RECURSION_LIMIT`]), and the
+//! output may not pass [`OUTPUT_BASE`] plus [`OUTPUT_PER_INPUT_BYTE`] bytes for each
+//! byte of the messages, and filters that size an allocation from an argument take
+//! none past [`MAX_FILTER_ARGUMENT`] (`bounds.rs`). A render past the first three ends
+//! with [`Error::ChatTemplateBudget`], past the last with [`Error::ChatTemplate`],
+//! instead of hanging or filling the memory.
+
+mod bounds;
 
 use serde::{Deserialize, Serialize};
+
+use bounds::Bounded;
+pub use bounds::{
+    FUEL_BASE, FUEL_PER_MESSAGE, MAX_FILTER_ARGUMENT, OUTPUT_BASE, OUTPUT_PER_INPUT_BYTE,
+    RECURSION_LIMIT,
+};
 
 use crate::source::ModelSource;
 use crate::{Error, Result};
@@ -113,6 +130,7 @@ impl ChatTemplate {
 
     fn env(&self) -> Result<minijinja::Environment<'static>> {
         let mut env = minijinja::Environment::new();
+        bounds::bound(&mut env);
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
@@ -133,16 +151,53 @@ impl ChatTemplate {
     /// The prompt text for `messages`; with `add_generation_prompt`, ending where the
     /// assistant's answer starts.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
-        let env = self.env()?;
+        let mut env = self.env()?;
+        let fuel = FUEL_BASE + FUEL_PER_MESSAGE * messages.len() as u64;
+        env.set_fuel(Some(fuel));
         let t = env.get_template("chat").expect("added in env()");
-        t.render(minijinja::context! {
-            messages => messages,
-            add_generation_prompt => add_generation_prompt,
-            bos_token => self.bos_token,
-            eos_token => self.eos_token,
-            tools => (),
-        })
-        .map_err(|e| Error::ChatTemplate(format!("rendering failed: {e}")))
+        let input: usize = messages
+            .iter()
+            .map(|m| m.role.len() + m.content.len())
+            .sum();
+        let mut out = Bounded {
+            out: Vec::new(),
+            limit: OUTPUT_BASE + OUTPUT_PER_INPUT_BYTE * input,
+            exceeded: false,
+        };
+        let rendered = t.render_captured_to(
+            minijinja::context! {
+                messages => messages,
+                add_generation_prompt => add_generation_prompt,
+                bos_token => self.bos_token,
+                eos_token => self.eos_token,
+                tools => (),
+            },
+            &mut out,
+        );
+        match rendered {
+            Ok(_) => String::from_utf8(out.out)
+                .map_err(|e| Error::ChatTemplate(format!("the output is not UTF-8: {e}"))),
+            Err(e) if e.kind() == minijinja::ErrorKind::OutOfFuel => Err(Error::ChatTemplateBudget {
+                found: format!("{fuel} instructions"),
+                bound: format!(
+                    "{FUEL_BASE} instructions plus {FUEL_PER_MESSAGE} per message ({} messages)",
+                    messages.len()
+                ),
+            }),
+            Err(_) if out.exceeded => Err(Error::ChatTemplateBudget {
+                found: format!("{} bytes of output", out.limit),
+                bound: format!(
+                    "{OUTPUT_BASE} bytes plus {OUTPUT_PER_INPUT_BYTE} per byte of the messages ({input} bytes)"
+                ),
+            }),
+            Err(e) if e.to_string().contains("recursion limit exceeded") => {
+                Err(Error::ChatTemplateBudget {
+                    found: format!("a nesting deeper than {RECURSION_LIMIT}"),
+                    bound: format!("{RECURSION_LIMIT} levels of blocks, loops and macro calls"),
+                })
+            }
+            Err(e) => Err(Error::ChatTemplate(format!("rendering failed: {e}"))),
+        }
     }
 
     /// The BOS text this template may write itself (so the prompt's ids get no second
@@ -194,6 +249,46 @@ mod tests {
                 .contains("Conversation roles must start with user"),
             "{e}"
         );
+    }
+
+    /// A render that would run ten billion loop iterations, nest without end or write
+    /// gigabytes ends quickly with the typed budget error.
+    #[test]
+    fn hostile_templates_end_with_the_budget_error() {
+        let cases = [
+            ("instructions", "{% for i in range(100000) %}{% for j in range(100000) %}{{ i }}{% endfor %}{% endfor %}"),
+            ("nesting", "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}"),
+            ("output", "{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}"),
+        ];
+        for src in [
+            "{{ 'a\nb'|indent(10000000000) }}",
+            "{{ messages|tojson(indent=4000000000) }}",
+            "{{ messages|slice(10000000000000) }}",
+            "{{ messages|batch(10000000000000) }}",
+            "{{ '%9999999999d'|format(1) }}",
+        ] {
+            let t = ChatTemplate::new(src, "", "").unwrap();
+            let e = t.render(&[Message::new("user", "Hi")], true).unwrap_err();
+            assert!(e.to_string().contains("past zoo's bound"), "{src}: {e}");
+        }
+        // The same filters with real arguments still work.
+        let t = ChatTemplate::new("{{ 'a\nb'|indent(2) }}|{{ messages|batch(2)|length }}|{{ '%3d'|format(7) }}", "", "").unwrap();
+        assert_eq!(t.render(&[Message::new("user", "Hi")], true).unwrap(), "a\n  b|1|  7");
+        for (what, src) in cases {
+            let t = ChatTemplate::new(src, "", "").unwrap();
+            let start = std::time::Instant::now();
+            let e = t.render(&[Message::new("user", "Hi")], true).unwrap_err();
+            let took = start.elapsed();
+            assert!(
+                matches!(&e, Error::ChatTemplateBudget { found, .. } if found.contains(match what {
+                    "instructions" => "instructions",
+                    "nesting" => "nesting",
+                    _ => "output",
+                })),
+                "{what}: {e}"
+            );
+            assert!(took.as_secs_f64() < 10.0, "{what} took {took:?}");
+        }
     }
 
     #[test]

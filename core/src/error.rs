@@ -82,6 +82,14 @@ pub enum Error {
     #[error("chat template: {0}")]
     ChatTemplate(String),
 
+    #[error("chat template: rendering was stopped at {found}, past the bound of {bound}; a chat template needs far less, so this one loops, recurses or grows without end (a broken or hostile template: fix it, or give one with `ChatTemplate::new` / `--template`)")]
+    ChatTemplateBudget {
+        /// What ran out: instructions, nesting or output.
+        found: String,
+        /// The bound it ran past.
+        bound: String,
+    },
+
     #[error("the prompt has {prompt_tokens} tokens but the model's context holds {context_length}; shorten the prompt (or ask for fewer tokens)")]
     PromptTooLong {
         prompt_tokens: usize,

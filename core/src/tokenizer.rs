@@ -193,13 +193,23 @@ impl Tokenizer {
         let merges: Vec<(String, String)> = merges
             .iter()
             .map(|m| {
-                m.split_once(' ')
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-                    .ok_or_else(|| {
-                        Error::Tokenizer(format!(
-                            "GGUF merge `{m}` is not two tokens separated by a space"
-                        ))
-                    })
+                let (a, b) = m.split_once(' ').ok_or_else(|| {
+                    Error::Tokenizer(format!(
+                        "GGUF merge `{m}` is not two tokens separated by a space"
+                    ))
+                })?;
+                // `tokenizers` refuses such a merge too, but may index past its buffer
+                // first (a merged text longer than every token panics: found by the
+                // `gguf_tokenizer` fuzz target).
+                if let Some(t) = [a, b, &format!("{a}{b}")]
+                    .into_iter()
+                    .find(|t| !vocab.contains_key(*t))
+                {
+                    return Err(Error::Tokenizer(format!(
+                        "GGUF merge `{m}` needs `{t}`, which is not in tokenizer.ggml.tokens; the file's merges and tokens do not belong together"
+                    )));
+                }
+                Ok((a.to_string(), b.to_string()))
             })
             .collect::<Result<_>>()?;
         let ignore_merges = matches!(

@@ -2,6 +2,7 @@
 //! tiny deterministic checkpoints, and the greedy-continuation comparison.
 
 pub mod batch;
+pub mod fuzz;
 pub mod hostile;
 pub mod http;
 pub mod tolerance;

@@ -17,6 +17,8 @@
 //!   spec (docs/adding-an-architecture.md).
 //! - `soak [--model NAME_OR_PATH] [--requests 10000]`: `zoo serve` under hostile clients
 //!   and many random requests, its resident set recorded over time (soak.rs).
+//! - `fuzz [TARGET...] [--runs N | --time S] [--asan] | --list`: the cargo-fuzz targets
+//!   (nightly), crashes copied into fuzz/regressions/ (fuzz.rs, docs/reliability.md).
 //! - `ci`: what `.ci/run` runs: codegen check, the whole test suite (which fetches the
 //!   real models it needs), then `cuda-check`.
 //! - `cuda-check [--full]`: `cargo check -p zoo-cli --features cuda` with the CUDA
@@ -29,6 +31,7 @@ mod bench_serve;
 mod codegen;
 mod cuda;
 mod gpu_check;
+mod fuzz;
 mod llama_bench;
 mod llama_cpp;
 mod new_arch;
@@ -57,13 +60,14 @@ fn main() -> Result<()> {
             Ok(())
         }
         "soak" => soak::soak(rest),
+        "fuzz" => fuzz::fuzz(rest),
         "ci" => ci(),
         "cuda-check" => cuda::cuda_check(rest),
         "gpu-build" => gpu_check::gpu_build(rest),
         "gpu-check" => gpu_check::gpu_check(rest),
         _ => {
             eprintln!(
-                "usage: cargo xtask <codegen [--check] | bench --model PATH [-p N -n N -r N] [--llama-cpp] | bench --dispatch | bench --serve --model PATH_OR_NAME [--levels 1,4,16,64] [--new-tokens N] [--threads N] [--zoo-only|--llama-only] | new-arch NAME ... | fixtures [NAME...] | refgen [NAME...] | refgen --long-prompts | llama-cpp | soak [--model M] [--requests N] | ci | cuda-check [--full] | gpu-build [--device cpu] [--models NAME,...] | gpu-check --dry-run>"
+                "usage: cargo xtask <codegen [--check] | bench --model PATH [-p N -n N -r N] [--llama-cpp] | bench --dispatch | bench --serve --model PATH_OR_NAME [--levels 1,4,16,64] [--new-tokens N] [--threads N] [--zoo-only|--llama-only] | new-arch NAME ... | fixtures [NAME...] | refgen [NAME...] | refgen --long-prompts | llama-cpp | soak [--model M] [--requests N] | fuzz [TARGET...] [--runs N | --time S] | --list | ci | cuda-check [--full] | gpu-build [--device cpu] [--models NAME,...] | gpu-check --dry-run>"
             );
             if task == "help" || task == "--help" {
                 Ok(())

@@ -11,23 +11,21 @@
 //! draining, in-flight responses finish, then it stops. `/metrics` is Prometheus text,
 //! with the memory report (checkpoint, resident weights, KV cache, RSS).
 //!
-//! - [`request`], [`params`]: the request bodies and their validation;
+//! - [`request`], `params`, [`error`]: the request bodies, their validation and the
+//!   error responses (in the library half, [`zoo_cli::api`], for the fuzz targets);
 //! - [`endpoint`]: what differs between completions and chat completions, and the
 //!   handler they share;
-//! - [`response`], [`error`]: the response bodies; [`reply`]: whole or streamed;
+//! - [`response`]: the response bodies; [`reply`]: whole or streamed;
 //! - [`worker`]: a request's choices into the engine, and their output back;
 //! - [`metrics`]: the counters and their Prometheus text;
 //! - [`lifecycle`]: loading, ready, draining, and `/health`;
 //! - [`http`]: the connections, with header and shutdown timeouts.
 
 mod endpoint;
-mod error;
 mod http;
 mod lifecycle;
 mod metrics;
-mod params;
 mod reply;
-mod request;
 mod response;
 mod worker;
 
@@ -45,6 +43,7 @@ use axum::{Json, Router};
 use zoo::{CausalLM, ChatTemplate};
 
 use crate::commands::ModelArg;
+use zoo_cli::api::{error, request};
 use endpoint::{ChatCompletions, Completions};
 use error::ApiError;
 use metrics::Metrics;

@@ -22,6 +22,20 @@ pub struct SafetensorsSource {
 }
 
 impl SafetensorsSource {
+    /// A checkpoint of `config` alone, without weight files or tokenizer: what
+    /// detection and config normalisation read (the `config_json` fuzz target).
+    pub fn from_config(dir: PathBuf, config: serde_json::Value) -> Self {
+        Self {
+            config_path: dir.join("config.json"),
+            dir,
+            config,
+            weights: Vec::new(),
+            tokenizer_json: None,
+            tokenizer_config: None,
+            summary: (0, Vec::new()),
+        }
+    }
+
     pub(crate) fn open_dir(dir: &Path) -> Result<Self> {
         let config_path = dir.join("config.json");
         if !config_path.is_file() {

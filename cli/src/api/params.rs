@@ -244,7 +244,7 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
-    use crate::serve::request::parse;
+    use crate::api::request::parse;
 
     fn params(body: Value) -> Result<Generation<()>, ApiError> {
         parse::<Params>(body.to_string().as_bytes())?.validate(2048, Api::Completions)

@@ -1,0 +1,89 @@
+//! The bodies of the fuzz targets, as plain functions: `fuzz/fuzz_targets/<name>.rs`
+//! (cargo-fuzz, nightly) calls them with libFuzzer's inputs, and
+//! `tests/tests/fuzz_corpus.rs` (stable, in CI) replays the committed corpora and
+//! regressions through every one of them, with a bounded number of mutations.
+//!
+//! Each `run` must never panic, hang or allocate beyond its stated bound, whatever the
+//! bytes: an error is the expected outcome for most inputs and is dropped. Sizes a
+//! target builds from its input are bounded so that one input cannot legitimately
+//! take seconds.
+
+pub mod chat_template;
+pub mod config_json;
+pub mod gguf_header;
+pub mod gguf_tokenizer;
+pub mod mutate;
+pub mod safetensors_header;
+pub mod server_request;
+
+use std::path::{Path, PathBuf};
+
+/// One fuzz target: its name (the file names under fuzz/) and its body.
+#[derive(Debug, Clone, Copy)]
+pub struct Target {
+    pub name: &'static str,
+    pub run: fn(&[u8]),
+}
+
+/// Every target, in the order `cargo xtask fuzz` runs them.
+pub const TARGETS: &[Target] = &[
+    Target {
+        name: "gguf_header",
+        run: gguf_header::run,
+    },
+    Target {
+        name: "safetensors_header",
+        run: safetensors_header::run,
+    },
+    Target {
+        name: "config_json",
+        run: config_json::run,
+    },
+    Target {
+        name: "gguf_tokenizer",
+        run: gguf_tokenizer::run,
+    },
+    Target {
+        name: "chat_template",
+        run: chat_template::run,
+    },
+    Target {
+        name: "server_request",
+        run: server_request::run,
+    },
+];
+
+/// The target called `name`.
+pub fn find(name: &str) -> Option<&'static Target> {
+    TARGETS.iter().find(|t| t.name == name)
+}
+
+/// The fuzz/ directory of the workspace (corpora, dictionaries, regressions).
+pub fn fuzz_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("zoo-tests is in the workspace")
+        .join("fuzz")
+}
+
+/// A scratch file for targets whose code under test opens a path: `name` in a
+/// directory of this process and thread (fuzzing runs one thread; the replay test
+/// runs targets on several), rewritten with `bytes` on every call.
+pub fn scratch_file(name: &str, bytes: &[u8]) -> PathBuf {
+    let dir = scratch_dir();
+    let path = dir.join(name);
+    std::fs::write(&path, bytes)
+        .unwrap_or_else(|e| panic!("writing the scratch file {}: {e}", path.display()));
+    path
+}
+
+/// An empty scratch directory of this process and thread, for targets that need a
+/// directory of files; emptied on every call.
+pub fn scratch_dir() -> PathBuf {
+    let thread = format!("{:?}", std::thread::current().id());
+    let thread: String = thread.chars().filter(|c| c.is_ascii_digit()).collect();
+    let dir = std::env::temp_dir().join(format!("zoo-fuzz-{}-{thread}", std::process::id()));
+    std::fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("creating the scratch directory {}: {e}", dir.display()));
+    dir
+}
