@@ -227,7 +227,8 @@ mod tests {
     fn ggml_table_gelu_is_an_f16_lookup() {
         let t = ggml_gelu_table();
         let mut worst = 0f32;
-        for i in -25_000..=25_000 {
+        // Inside the thresholds (x in -9.996..9.996); outside them the input is returned.
+        for i in -24_990..=24_990 {
             let x = i as f32 * 4.0e-4 + 1.3e-5;
             let y = gelu_ggml(t, x);
             assert_eq!(half::f16::from_f32(y).to_f32(), y, "{x}: {y} is no f16 value");
