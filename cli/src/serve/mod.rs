@@ -38,12 +38,12 @@ use serde_json::json;
 use zoo::{CausalLM, ChatTemplate};
 
 use crate::commands::ModelArg;
-use zoo_cli::api::{error, request};
 use endpoint::{ChatCompletions, Completions};
 use error::ApiError;
 use metrics::Metrics;
 use response::ModelList;
 use worker::Queue;
+use zoo_cli::api::{error, request};
 
 #[derive(clap::Args)]
 pub struct ServeArgs {

@@ -107,7 +107,11 @@ fn check_widths(format: &Value) -> Result<(), minijinja::Error> {
     };
     for run in s.split(|c: char| !c.is_ascii_digit()) {
         let digits = run.trim_start_matches('0');
-        if digits.len() > 5 || digits.parse::<i128>().is_ok_and(|n| n > MAX_FILTER_ARGUMENT) {
+        if digits.len() > 5
+            || digits
+                .parse::<i128>()
+                .is_ok_and(|n| n > MAX_FILTER_ARGUMENT)
+        {
             return Err(too_large("format", run));
         }
     }
@@ -117,6 +121,8 @@ fn check_widths(format: &Value) -> Result<(), minijinja::Error> {
 fn too_large(filter: &str, found: &str) -> minijinja::Error {
     minijinja::Error::new(
         ErrorKind::InvalidOperation,
-        format!("`{filter}` was given {found}, past zoo's bound of {MAX_FILTER_ARGUMENT} for a size"),
+        format!(
+            "`{filter}` was given {found}, past zoo's bound of {MAX_FILTER_ARGUMENT} for a size"
+        ),
     )
 }
