@@ -272,8 +272,16 @@ mod tests {
             assert!(e.to_string().contains("past zoo's bound"), "{src}: {e}");
         }
         // The same filters with real arguments still work.
-        let t = ChatTemplate::new("{{ 'a\nb'|indent(2) }}|{{ messages|batch(2)|length }}|{{ '%3d'|format(7) }}", "", "").unwrap();
-        assert_eq!(t.render(&[Message::new("user", "Hi")], true).unwrap(), "a\n  b|1|  7");
+        let t = ChatTemplate::new(
+            "{{ 'a\nb'|indent(2) }}|{{ messages|batch(2)|length }}|{{ '%3d'|format(7) }}",
+            "",
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            t.render(&[Message::new("user", "Hi")], true).unwrap(),
+            "a\n  b|1|  7"
+        );
         for (what, src) in cases {
             let t = ChatTemplate::new(src, "", "").unwrap();
             let start = std::time::Instant::now();

@@ -30,7 +30,12 @@ fn main() {
 /// The files of `dir`, sorted by name (none if it does not exist).
 fn files(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -54,7 +59,9 @@ fn one(t: &Target, data: &[u8]) -> Result<Duration, String> {
 
 /// Keeps a failing input where it can be looked at and added to the regressions.
 fn keep(t: &Target, what: &str, data: &[u8]) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fuzz-failures").join(t.name);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("fuzz-failures")
+        .join(t.name);
     std::fs::create_dir_all(&dir).expect("creating the failures directory");
     let path = dir.join(what);
     std::fs::write(&path, data).expect("writing a failing input");
@@ -88,7 +95,10 @@ fn smoke(t: &Target) -> Result<(), Failed> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000);
-    let name_seed = t.name.bytes().fold(0u64, |h, b| h.wrapping_mul(31) + u64::from(b));
+    let name_seed = t
+        .name
+        .bytes()
+        .fold(0u64, |h, b| h.wrapping_mul(31) + u64::from(b));
     let mut rng = mutate::Rng::new(name_seed);
     for i in 0..mutants {
         let data = mutate::mutant(&mut rng, &seeds, i % seeds.len(), &dict);

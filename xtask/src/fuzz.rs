@@ -124,7 +124,12 @@ pub fn fuzz(args: &[String]) -> Result<()> {
 /// The number after `key` in a libFuzzer status line (`cov: 123`, `corp: 45/6Kb`).
 fn field(line: &str, key: &str) -> Option<u64> {
     let rest = &line[line.find(key)? + key.len()..];
-    rest.split_whitespace().next()?.split('/').next()?.parse().ok()
+    rest.split_whitespace()
+        .next()?
+        .split('/')
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn run_target(root: &Path, target: &str, limit: &[String], asan: bool) -> Result<Outcome> {
@@ -143,7 +148,14 @@ fn run_target(root: &Path, target: &str, limit: &[String], asan: bool) -> Result
         .unwrap_or_else(|_| root.join("fuzz/target").display().to_string());
     let mut c = Command::new("cargo");
     c.current_dir(root);
-    for v in ["CARGO", "RUSTUP_TOOLCHAIN", "RUSTC", "RUSTDOC", "RUSTFLAGS", "CARGO_TARGET_DIR"] {
+    for v in [
+        "CARGO",
+        "RUSTUP_TOOLCHAIN",
+        "RUSTC",
+        "RUSTDOC",
+        "RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+    ] {
         c.env_remove(v);
     }
     c.args(["+nightly", "fuzz", "run", "--fuzz-dir", "fuzz"])

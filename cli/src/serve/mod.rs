@@ -43,13 +43,13 @@ use axum::{Json, Router};
 use zoo::{CausalLM, ChatTemplate};
 
 use crate::commands::ModelArg;
-use zoo_cli::api::{error, request};
 use endpoint::{ChatCompletions, Completions};
 use error::ApiError;
 use metrics::Metrics;
 use response::ModelList;
 use lifecycle::{Lifecycle, Phase};
 use worker::Queue;
+use zoo_cli::api::{error, request};
 
 #[derive(clap::Args)]
 pub struct ServeArgs {

@@ -192,7 +192,8 @@ impl SafetensorsSource {
             path: self.config_path.clone(),
             what: format!("`{arch}` config"),
             detail,
-            hint: "config.json must be the one transformers writes for this model; fix the size".into(),
+            hint: "config.json must be the one transformers writes for this model; fix the size"
+                .into(),
         };
         let size = |key: &str| -> Result<Option<u64>> {
             let max = if matches!(key, "max_position_embeddings" | "n_positions") {
@@ -281,10 +282,22 @@ mod tests {
         };
         assert!(check("").is_ok());
         for (extra, says) in [
-            (r#", "num_attention_heads": 0"#, "`num_attention_heads` should be a whole number from 1"),
-            (r#", "num_key_value_heads": 3"#, "4 attention heads are not a multiple of 3"),
-            (r#", "hidden_size": 66"#, "hidden size 66 is not a multiple of 4"),
-            (r#", "max_position_embeddings": 1e12"#, "`max_position_embeddings` should be"),
+            (
+                r#", "num_attention_heads": 0"#,
+                "`num_attention_heads` should be a whole number from 1",
+            ),
+            (
+                r#", "num_key_value_heads": 3"#,
+                "4 attention heads are not a multiple of 3",
+            ),
+            (
+                r#", "hidden_size": 66"#,
+                "hidden size 66 is not a multiple of 4",
+            ),
+            (
+                r#", "max_position_embeddings": 1e12"#,
+                "`max_position_embeddings` should be",
+            ),
             (r#", "vocab_size": -1"#, "`vocab_size` should be"),
         ] {
             let e = check(extra).unwrap_err().to_string();

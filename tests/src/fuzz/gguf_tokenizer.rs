@@ -149,9 +149,7 @@ impl Input {
             _ => {
                 let m = len(u)?;
                 Some(Value::Array(
-                    (0..m)
-                        .map(|i| score(u, i))
-                        .collect::<Result<Vec<_>>>()?,
+                    (0..m).map(|i| score(u, i)).collect::<Result<Vec<_>>>()?,
                 ))
             }
         };

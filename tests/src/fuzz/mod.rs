@@ -77,8 +77,9 @@ pub fn scratch_file(name: &str, bytes: &[u8]) -> PathBuf {
     path
 }
 
-/// An empty scratch directory of this process and thread, for targets that need a
-/// directory of files; emptied on every call.
+/// The scratch directory of this process and thread (created on first use), for
+/// targets that need a directory of files: they rewrite the files they use on every
+/// call.
 pub fn scratch_dir() -> PathBuf {
     let thread = format!("{:?}", std::thread::current().id());
     let thread: String = thread.chars().filter(|c| c.is_ascii_digit()).collect();
