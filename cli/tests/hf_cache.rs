@@ -16,7 +16,12 @@ fn hub_cache(root: &Path) {
     std::fs::create_dir_all(repo.join("blobs")).unwrap();
     std::fs::create_dir_all(repo.join("refs")).unwrap();
     std::fs::write(repo.join("refs/main"), COMMIT).unwrap();
-    for name in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
+    for name in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
         let blob = repo.join("blobs").join(format!("sha-{name}"));
         std::fs::copy(fixture.join(name), &blob).unwrap();
         std::os::unix::fs::symlink(&blob, snapshot.join(name)).unwrap();
@@ -35,7 +40,11 @@ fn zoo(root: &Path, args: &[&str]) -> std::process::Output {
 fn org_name_resolves_from_the_hub_cache() {
     let root = tempfile::tempdir().unwrap();
     hub_cache(root.path());
-    for spec in ["org/tiny-llama", &format!("org/tiny-llama@{COMMIT}"), "org/tiny-llama@main"] {
+    for spec in [
+        "org/tiny-llama",
+        &format!("org/tiny-llama@{COMMIT}"),
+        "org/tiny-llama@main",
+    ] {
         let out = zoo(root.path(), &["inspect", spec]);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
@@ -44,13 +53,30 @@ fn org_name_resolves_from_the_hub_cache() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(stdout.contains("llama"), "{spec}: {stdout}");
-        assert!(stdout.contains(COMMIT), "{spec}: the snapshot path is shown: {stdout}");
+        assert!(
+            stdout.contains(COMMIT),
+            "{spec}: the snapshot path is shown: {stdout}"
+        );
     }
     let out = zoo(
         root.path(),
-        &["run", "--model", "org/tiny-llama", "--prompt", "a", "-n", "2", "--temperature", "0"],
+        &[
+            "run",
+            "--model",
+            "org/tiny-llama",
+            "--prompt",
+            "a",
+            "-n",
+            "2",
+            "--temperature",
+            "0",
+        ],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -60,9 +86,15 @@ fn absent_model_or_revision_says_what_to_do() {
     let out = zoo(root.path(), &["inspect", "org/absent"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("models--org--absent") && err.contains("download"), "{err}");
+    assert!(
+        err.contains("models--org--absent") && err.contains("download"),
+        "{err}"
+    );
     let out = zoo(root.path(), &["inspect", "org/tiny-llama@v2"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("no revision `v2`") && err.contains("main"), "{err}");
+    assert!(
+        err.contains("no revision `v2`") && err.contains("main"),
+        "{err}"
+    );
 }

@@ -15,7 +15,15 @@ fn hostile_clients_get_the_right_answers_and_the_server_keeps_serving() {
     let model = zoo_tests::real_model("smollm2").unwrap();
     let python = zoo_tests::openai_python().unwrap();
     let mut server = Command::new(env!("CARGO_BIN_EXE_zoo"))
-        .args(["serve", "--port", "0", "--parallel", "8", "--queue-depth", "16"])
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--parallel",
+            "8",
+            "--queue-depth",
+            "16",
+        ])
         .args(["--kv-cache-mib", "16", "--model"])
         .arg(&model)
         .stdout(Stdio::piped())

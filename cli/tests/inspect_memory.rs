@@ -14,10 +14,17 @@ fn memory_report_of_a_batching_gguf_fixture() {
         .arg(&gguf)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["architecture"], "quantized-llama");
-    assert_eq!(v["checkpoint_bytes"], std::fs::metadata(&gguf).unwrap().len());
+    assert_eq!(
+        v["checkpoint_bytes"],
+        std::fs::metadata(&gguf).unwrap().len()
+    );
     // The fixture's KV cache: 2 (K and V) x layers x KV heads x head dim x 4 bytes (f32).
     let fixture: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(gguf.with_file_name("fixture.json")).unwrap(),
@@ -25,7 +32,10 @@ fn memory_report_of_a_batching_gguf_fixture() {
     .unwrap();
     let per_position = v["kv_cache_bytes_per_position"].as_u64().unwrap();
     let context = v["context_length"].as_u64().unwrap();
-    assert_eq!(v["kv_cache_bytes_full_context"].as_u64().unwrap(), per_position * context);
+    assert_eq!(
+        v["kv_cache_bytes_full_context"].as_u64().unwrap(),
+        per_position * context
+    );
     let c = &fixture["spec"]["config"];
     let n = |k: &str| c[k].as_u64().unwrap();
     let head_dim = n("hidden_size") / n("num_attention_heads");

@@ -41,9 +41,18 @@ fn loading_ready_draining_then_exit() {
     // The line is printed before loading starts; loading and the warmup request take
     // well over the milliseconds this request needs.
     let (status, body) = request(&base, "GET", "/health", None).unwrap();
-    assert_eq!((status, body.contains("\"loading\"")), (503, true), "{body}");
-    let (status, body) =
-        request(&base, "POST", "/v1/completions", Some(r#"{"prompt":"Hi","max_tokens":1}"#)).unwrap();
+    assert_eq!(
+        (status, body.contains("\"loading\"")),
+        (503, true),
+        "{body}"
+    );
+    let (status, body) = request(
+        &base,
+        "POST",
+        "/v1/completions",
+        Some(r#"{"prompt":"Hi","max_tokens":1}"#),
+    )
+    .unwrap();
     assert_eq!(status, 503, "a generation request while loading: {body}");
 
     wait_ready(&base, Duration::from_secs(300));
@@ -56,7 +65,10 @@ fn loading_ready_draining_then_exit() {
     // Q4_1 weights are copied out of the map as they are: the resident growth is the
     // weights (at least half the file: the embedding alone is a third of it) plus the
     // tokenizer, and far from an f32 copy (8x the file).
-    assert!(resident > checkpoint / 2 && resident < 3 * checkpoint, "{resident} vs {checkpoint}");
+    assert!(
+        resident > checkpoint / 2 && resident < 3 * checkpoint,
+        "{resident} vs {checkpoint}"
+    );
     assert!(metric(&metrics, "zoo_kv_cache_bytes") > 0);
     assert!(metric(&metrics, "zoo_peak_resident_bytes") >= metric(&metrics, "zoo_resident_bytes"));
 
@@ -67,7 +79,9 @@ fn loading_ready_draining_then_exit() {
             &stream_base,
             "POST",
             "/v1/completions",
-            Some(r#"{"prompt":"Once upon a time","max_tokens":96,"ignore_eos":true,"stream":true}"#),
+            Some(
+                r#"{"prompt":"Once upon a time","max_tokens":96,"ignore_eos":true,"stream":true}"#,
+            ),
         )
     });
     let t = Instant::now();
@@ -76,7 +90,10 @@ fn loading_ready_draining_then_exit() {
         if metric(&m, "zoo_sequences_running") == 1 {
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(60), "the request never ran");
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the request never ran"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let killed = Command::new("kill")
@@ -86,21 +103,36 @@ fn loading_ready_draining_then_exit() {
     assert!(killed.success());
     std::thread::sleep(Duration::from_millis(100));
     let (status, body) = request(&base, "GET", "/health", None).unwrap();
-    assert_eq!((status, body.contains("\"draining\"")), (503, true), "{body}");
-    let (status, body) =
-        request(&base, "POST", "/v1/completions", Some(r#"{"prompt":"Hi","max_tokens":1}"#)).unwrap();
+    assert_eq!(
+        (status, body.contains("\"draining\"")),
+        (503, true),
+        "{body}"
+    );
+    let (status, body) = request(
+        &base,
+        "POST",
+        "/v1/completions",
+        Some(r#"{"prompt":"Hi","max_tokens":1}"#),
+    )
+    .unwrap();
     assert_eq!(status, 503, "a new request while draining: {body}");
 
     let (status, body) = in_flight.join().unwrap().expect("the stream answered");
     assert_eq!(status, 200);
-    assert!(body.contains("\"finish_reason\":\"length\"") && body.contains("[DONE]"), "{body}");
+    assert!(
+        body.contains("\"finish_reason\":\"length\"") && body.contains("[DONE]"),
+        "{body}"
+    );
     let t = Instant::now();
     loop {
         if let Some(s) = server.try_wait().unwrap() {
             assert!(s.success(), "zoo serve exited with {s} after draining");
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(30), "zoo serve did not stop after draining");
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "zoo serve did not stop after draining"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }

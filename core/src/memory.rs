@@ -61,6 +61,10 @@ mod tests {
         // 64 MiB touched raises the resident set by about as much.
         let v = vec![1u8; 64 << 20];
         let grown = rss_bytes().unwrap();
-        assert!(grown >= rss + (48 << 20), "rss {rss} -> {grown} with {} bytes touched", v.len());
+        assert!(
+            grown >= rss + (48 << 20),
+            "rss {rss} -> {grown} with {} bytes touched",
+            v.len()
+        );
     }
 }

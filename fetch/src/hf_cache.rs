@@ -35,7 +35,12 @@ impl HubModel {
                 && p.chars()
                     .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         };
-        if !part_ok(org) || !part_ok(name) || revision.is_some_and(|r| r.is_empty() || r.starts_with('/') || r.contains(['\\', ' ']) || r.contains("..")) {
+        if !part_ok(org)
+            || !part_ok(name)
+            || revision.is_some_and(|r| {
+                r.is_empty() || r.starts_with('/') || r.contains(['\\', ' ']) || r.contains("..")
+            })
+        {
             return None;
         }
         Some(Self {
@@ -52,7 +57,11 @@ impl HubModel {
 
 /// The hub cache's root directory, from the environment as huggingface_hub reads it.
 pub fn cache_root() -> PathBuf {
-    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     if let Some(d) = var("HF_HUB_CACHE").or_else(|| var("HUGGINGFACE_HUB_CACHE")) {
         return d;
     }
@@ -221,7 +230,10 @@ mod tests {
     fn parses_repo_and_revision() {
         assert_eq!(
             hub("Qwen/Qwen2.5-0.5B@v1.0"),
-            HubModel { repo: "Qwen/Qwen2.5-0.5B".into(), revision: Some("v1.0".into()) }
+            HubModel {
+                repo: "Qwen/Qwen2.5-0.5B".into(),
+                revision: Some("v1.0".into())
+            }
         );
         assert_eq!(hub("a/b").revision, None);
         for not in ["smollm2", "a/b/c", "/abs", "a/", "../x", "a/b@", "a b/c"] {
@@ -235,7 +247,10 @@ mod tests {
         let got = resolve(root.path(), &hub("org/model")).unwrap();
         assert!(got.ends_with(format!("snapshots/{COMMIT}")), "{got:?}");
         // The same by commit hash.
-        assert_eq!(resolve(root.path(), &hub(&format!("org/model@{COMMIT}"))).unwrap(), got);
+        assert_eq!(
+            resolve(root.path(), &hub(&format!("org/model@{COMMIT}"))).unwrap(),
+            got
+        );
     }
 
     #[test]
@@ -244,20 +259,31 @@ mod tests {
         let got = resolve(root.path(), &hub("org/model")).unwrap();
         assert!(got.ends_with("model-q4.gguf"), "{got:?}");
         let root = cache(&["a.gguf", "b.gguf"]);
-        let e = resolve(root.path(), &hub("org/model")).unwrap_err().to_string();
+        let e = resolve(root.path(), &hub("org/model"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("2 .gguf files: a.gguf, b.gguf"), "{e}");
     }
 
     #[test]
     fn missing_model_revision_and_blob_are_errors_that_say_what_to_do() {
         let root = cache(&["model.safetensors"]);
-        let e = resolve(root.path(), &hub("org/other")).unwrap_err().to_string();
-        assert!(e.contains("models--org--other") && e.contains("download"), "{e}");
-        let e = resolve(root.path(), &hub("org/model@v9")).unwrap_err().to_string();
+        let e = resolve(root.path(), &hub("org/other"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("models--org--other") && e.contains("download"),
+            "{e}"
+        );
+        let e = resolve(root.path(), &hub("org/model@v9"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no revision `v9`") && e.contains("main"), "{e}");
         let blob = root.path().join("models--org--model/blobs/blob0");
         std::fs::remove_file(blob).unwrap();
-        let e = resolve(root.path(), &hub("org/model")).unwrap_err().to_string();
+        let e = resolve(root.path(), &hub("org/model"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("blob that is missing"), "{e}");
     }
 }

@@ -35,7 +35,10 @@ pub fn wait_ready(base: &str, limit: Duration) {
         if matches!(got, Some((200, _))) {
             return;
         }
-        assert!(t.elapsed() < limit, "{base} not ready after {limit:?}: {got:?}");
+        assert!(
+            t.elapsed() < limit,
+            "{base} not ready after {limit:?}: {got:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -92,7 +92,10 @@ impl Rule {
     pub fn bounds_steps(self) -> bool {
         matches!(
             self,
-            Rule::F32SameMath | Rule::F16Activations | Rule::GgmlGeluTable | Rule::GeluTableFlipsF32
+            Rule::F32SameMath
+                | Rule::F16Activations
+                | Rule::GgmlGeluTable
+                | Rule::GeluTableFlipsF32
         )
     }
 
@@ -283,7 +286,10 @@ pub fn judge_greedy(
         let best = top[step][0].1;
         let (gap, in_top) = match top[step].iter().find(|(t, _)| *t == ours) {
             Some((_, l)) => (best - l, true),
-            None => (best - top[step].last().map_or(f32::NEG_INFINITY, |x| x.1), false),
+            None => (
+                best - top[step].last().map_or(f32::NEG_INFINITY, |x| x.1),
+                false,
+            ),
         };
         g.reference_gap = Some(g.reference_gap.map_or(gap, |m| m.max(gap)));
         if !in_top || gap > rule.near_tie() {
@@ -328,7 +334,12 @@ mod tests {
     }
 
     fn top(v: &[f32]) -> Vec<(u32, f32)> {
-        let mut t: Vec<(u32, f32)> = v.iter().copied().enumerate().map(|(i, x)| (i as u32, x)).collect();
+        let mut t: Vec<(u32, f32)> = v
+            .iter()
+            .copied()
+            .enumerate()
+            .map(|(i, x)| (i as u32, x))
+            .collect();
         t.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         t.truncate(3);
         t
@@ -358,13 +369,17 @@ mod tests {
         let e = judge_greedy(r, &three, &refs, &tops).1.unwrap_err();
         assert!(e.contains("below the floor"), "{e}");
         // Same products: no differing step is accepted.
-        assert!(judge_greedy(Rule::QuantSameProducts, &ours, &refs, &tops).1.is_err());
+        assert!(judge_greedy(Rule::QuantSameProducts, &ours, &refs, &tops)
+            .1
+            .is_err());
         // A reference gap above the near-tie bound fails whatever our logits say.
         let wide = vec![vec![1.0, 0.5, 0.0, -1.0]; 4];
         let tops: Vec<_> = wide.iter().map(|l| top(l)).collect();
         let mut ours = wide.clone();
         ours[3] = vec![0.5, 1.0, 0.0, -1.0];
-        let e = judge_greedy(Rule::GeluTableFlipsQ8, &ours, &refs, &tops).1.unwrap_err();
+        let e = judge_greedy(Rule::GeluTableFlipsQ8, &ours, &refs, &tops)
+            .1
+            .unwrap_err();
         assert!(e.contains("above ours"), "{e}");
     }
 
@@ -376,14 +391,30 @@ mod tests {
         let tops: Vec<_> = l.iter().map(|l| top(l)).collect();
         let mut ours = l.clone();
         ours[1][1] = 0.5;
-        let e = judge_greedy(Rule::F32SameMath, &ours, &[0, 0], &tops).1.unwrap_err();
+        let e = judge_greedy(Rule::F32SameMath, &ours, &[0, 0], &tops)
+            .1
+            .unwrap_err();
         assert!(e.contains("greedy step 1"), "{e}");
         let g = ok(judge_greedy(Rule::QuantSameProducts, &ours, &[0, 0], &tops));
         assert_eq!(g.max_step_diff, 0.5);
         let spec = serde_json::json!({"transformers": "ggml-gelu-table"});
-        assert_eq!(fixture_rule("f32", "transformers (x)", &spec), Ok(Rule::GgmlGeluTable));
-        assert_eq!(fixture_rule("f32", "llama.cpp (x)", &spec), Ok(Rule::F32SameMath));
-        assert_eq!(fixture_rule("q4_0", "llama.cpp", &serde_json::Value::Null), Ok(Rule::QuantSameProducts));
-        assert!(fixture_rule("f32", "transformers", &serde_json::json!({"transformers": "wide"})).is_err());
+        assert_eq!(
+            fixture_rule("f32", "transformers (x)", &spec),
+            Ok(Rule::GgmlGeluTable)
+        );
+        assert_eq!(
+            fixture_rule("f32", "llama.cpp (x)", &spec),
+            Ok(Rule::F32SameMath)
+        );
+        assert_eq!(
+            fixture_rule("q4_0", "llama.cpp", &serde_json::Value::Null),
+            Ok(Rule::QuantSameProducts)
+        );
+        assert!(fixture_rule(
+            "f32",
+            "transformers",
+            &serde_json::json!({"transformers": "wide"})
+        )
+        .is_err());
     }
 }

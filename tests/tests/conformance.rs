@@ -172,7 +172,11 @@ fn greedy(m: &mut dyn CausalLM, prompt: &[u32], n: usize) -> Result<(Vec<u32>, V
 
 /// Our logits at each of the reference's greedy steps, fed the reference's tokens (its
 /// context at every step, whatever we would have picked).
-fn teacher_forced(m: &mut dyn CausalLM, prompt: &[u32], reference: &[u32]) -> Result<Vec<Vec<f32>>> {
+fn teacher_forced(
+    m: &mut dyn CausalLM,
+    prompt: &[u32],
+    reference: &[u32],
+) -> Result<Vec<Vec<f32>>> {
     m.reset_cache()?;
     let mut logits = forward(m, prompt, 0)?;
     let mut all = Vec::with_capacity(reference.len());
@@ -343,7 +347,11 @@ fn check(entry: &'static ArchEntry, dir: &Path) -> Result<Vec<Measured>> {
             w.greedy_floor = rule.greedy_floor(g.len);
             w.max_step_diff = w.max_step_diff.max(g.max_step_diff);
             w.greedy_matched = w.greedy_matched.min(g.matched);
-            let prefix = ids.iter().zip(&case.greedy).take_while(|(a, b)| a == b).count();
+            let prefix = ids
+                .iter()
+                .zip(&case.greedy)
+                .take_while(|(a, b)| a == b)
+                .count();
             w.greedy_prefix = w.greedy_prefix.min(prefix);
             if let Some(gap) = g.reference_gap {
                 w.near_tie_gap = Some(w.near_tie_gap.map_or(gap, |m| m.max(gap)));
@@ -499,7 +507,11 @@ fn report(entry: &ArchEntry, dir: &Path, measured: &[Measured]) {
         struct File<'a> {
             references: &'a [Measured],
         }
-        let text = serde_json::to_string_pretty(&File { references: measured }).unwrap() + "\n";
+        let text = serde_json::to_string_pretty(&File {
+            references: measured,
+        })
+        .unwrap()
+            + "\n";
         if let Err(e) = std::fs::write(dir.join("measured.json"), text) {
             eprintln!("writing {}: {e}", dir.join("measured.json").display());
         }

@@ -30,8 +30,8 @@
 mod bench_serve;
 mod codegen;
 mod cuda;
-mod gpu_check;
 mod fuzz;
+mod gpu_check;
 mod llama_bench;
 mod llama_cpp;
 mod new_arch;

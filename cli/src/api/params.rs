@@ -152,9 +152,7 @@ impl Params {
         let seed = match self.seed.number("seed")? {
             None => DEFAULT_SEED,
             // Below 2^64: a larger number would saturate to u64::MAX, silently.
-            Some(s) if s >= 0.0 && s.fract() == 0.0 && s < 18_446_744_073_709_551_616.0 => {
-                s as u64
-            }
+            Some(s) if s >= 0.0 && s.fract() == 0.0 && s < 18_446_744_073_709_551_616.0 => s as u64,
             Some(_) => {
                 return Err(ApiError::bad_request(
                     "`seed` must be a non-negative integer below 2^64",

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
 use axum::body::Body;
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::Sse;
@@ -235,7 +235,10 @@ async fn read_body(body: Body) -> Result<Bytes, ApiError> {
         Err(_) => Err(ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
             "invalid_request_error",
-            format!("the request body did not arrive within {} s", BODY_TIMEOUT.as_secs()),
+            format!(
+                "the request body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
         )),
     }
 }

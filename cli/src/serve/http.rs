@@ -54,7 +54,10 @@ pub async fn serve(
         }
     }
     drop(listener);
-    if tokio::time::timeout(drain_limit, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(drain_limit, graceful.shutdown())
+        .await
+        .is_err()
+    {
         eprintln!("zoo: connections still open after {drain_limit:?}; closing them");
     }
 }

@@ -45,9 +45,9 @@ use zoo::{CausalLM, ChatTemplate};
 use crate::commands::ModelArg;
 use endpoint::{ChatCompletions, Completions};
 use error::ApiError;
+use lifecycle::{Lifecycle, Phase};
 use metrics::Metrics;
 use response::ModelList;
-use lifecycle::{Lifecycle, Phase};
 use worker::Queue;
 use zoo_cli::api::{error, request};
 

@@ -288,14 +288,8 @@ mod tests {
                 r#", "num_attention_heads": 0"#,
                 "`num_attention_heads` should be",
             ),
-            (
-                r#", "num_key_value_heads": 3"#,
-                "3",
-            ),
-            (
-                r#", "hidden_size": 66"#,
-                "66",
-            ),
+            (r#", "num_key_value_heads": 3"#, "3"),
+            (r#", "hidden_size": 66"#, "66"),
             (
                 r#", "max_position_embeddings": 1e12"#,
                 "`max_position_embeddings` should be",

@@ -113,7 +113,10 @@ impl Gelu {
                         .zip(v)
                         .zip(w)
                         .for_each(|((d, &v), &w)| *d = gelu_ggml(t, v) * w),
-                    None => dst.iter_mut().zip(v).for_each(|(d, &v)| *d = gelu_ggml(t, v)),
+                    None => dst
+                        .iter_mut()
+                        .zip(v)
+                        .for_each(|(d, &v)| *d = gelu_ggml(t, v)),
                 }
             }
         }
@@ -231,7 +234,11 @@ mod tests {
         for i in -24_990..=24_990 {
             let x = i as f32 * 4.0e-4 + 1.3e-5;
             let y = gelu_ggml(t, x);
-            assert_eq!(half::f16::from_f32(y).to_f32(), y, "{x}: {y} is no f16 value");
+            assert_eq!(
+                half::f16::from_f32(y).to_f32(),
+                y,
+                "{x}: {y} is no f16 value"
+            );
             let xr = half::f16::from_f32(x).to_f32();
             assert_eq!(y, gelu_ggml(t, xr), "{x} and {xr} differ");
             if x.abs() > 0.5 {
@@ -245,8 +252,18 @@ mod tests {
         let dev = Device::Cpu;
         let g = Tensor::randn(0f32, 3.0, (1, 64, 300), &dev).unwrap();
         let u = Tensor::randn(0f32, 1.0, (1, 64, 300), &dev).unwrap();
-        let fused: Vec<f32> = gelu_mul(&g, &u, Gelu::GgmlF16Table).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-        let alone: Vec<f32> = gelu(&g, Gelu::GgmlF16Table).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let fused: Vec<f32> = gelu_mul(&g, &u, Gelu::GgmlF16Table)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let alone: Vec<f32> = gelu(&g, Gelu::GgmlF16Table)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         let up: Vec<f32> = u.flatten_all().unwrap().to_vec1().unwrap();
         for ((f, a), w) in fused.iter().zip(&alone).zip(&up) {
             assert_eq!(*f, a * w);
