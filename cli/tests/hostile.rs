@@ -6,39 +6,25 @@
 //! answered with the right status while the server keeps serving, and its resident set
 //! after them within 10 % of before.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 #[test]
 fn hostile_clients_get_the_right_answers_and_the_server_keeps_serving() {
     let model = zoo_tests::real_model("smollm2").unwrap();
     let python = zoo_tests::openai_python().unwrap();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_zoo"))
-        .args([
-            "serve",
-            "--port",
-            "0",
+    let (mut server, base) = zoo_tests::http::start_serve(
+        env!("CARGO_BIN_EXE_zoo"),
+        &[
             "--parallel",
             "8",
             "--queue-depth",
             "16",
-        ])
-        .args(["--kv-cache-mib", "16", "--model"])
-        .arg(&model)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("zoo: listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
+            "--kv-cache-mib",
+            "16",
+        ],
+        &model,
+    );
     zoo_tests::http::wait_ready(&base, Duration::from_secs(300));
     let out = Command::new(&python)
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/hostile_e2e.py"))

@@ -4,8 +4,7 @@
 //! "draining" and new requests get 503 while the request in flight streams to its end;
 //! then the server exits 0.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use zoo_tests::http::{request, wait_ready};
@@ -21,22 +20,7 @@ fn metric(text: &str, name: &str) -> u64 {
 #[test]
 fn loading_ready_draining_then_exit() {
     let model = zoo_tests::real_model("smollm2").unwrap();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_zoo"))
-        .args(["serve", "--port", "0", "--model"])
-        .arg(&model)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("zoo: listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
+    let (mut server, base) = zoo_tests::http::start_serve(env!("CARGO_BIN_EXE_zoo"), &[], &model);
 
     // The line is printed before loading starts; loading and the warmup request take
     // well over the milliseconds this request needs.

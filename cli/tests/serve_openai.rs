@@ -6,30 +6,15 @@
 //! and a bounded load test of 64 concurrent streamed requests (figures printed). Then
 //! SIGTERM: the server stops cleanly.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[test]
 fn the_openai_client_drives_zoo_serve() {
     let model = zoo_tests::real_model("smollm2").unwrap();
     let python = zoo_tests::openai_python().unwrap();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_zoo"))
-        .args(["serve", "--port", "0", "--queue-depth", "40", "--model"])
-        .arg(&model)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("zoo: listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
+    let (mut server, base) =
+        zoo_tests::http::start_serve(env!("CARGO_BIN_EXE_zoo"), &["--queue-depth", "40"], &model);
     zoo_tests::http::wait_ready(&base, Duration::from_secs(300));
 
     let out = Command::new(&python)

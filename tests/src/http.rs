@@ -42,3 +42,32 @@ pub fn wait_ready(base: &str, limit: Duration) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Starts `zoo serve --port 0` (the binary at `zoo`) with `args` and the model, and
+/// returns the child and its base URL, read from the first line it prints.
+pub fn start_serve(
+    zoo: &str,
+    args: &[&str],
+    model: &std::path::Path,
+) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut server = std::process::Command::new(zoo)
+        .args(["serve", "--port", "0"])
+        .args(args)
+        .arg("--model")
+        .arg(model)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("zoo: listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    (server, base)
+}
