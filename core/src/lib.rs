@@ -47,7 +47,8 @@ pub mod __private {
     };
     pub use crate::source::{GgufSource, SafetensorsSource};
     pub use crate::{
-        ArchEntry, BatchedLM, CausalLM, Device, Error, Format, ModelSource, Result, Tensor,
+        delegate_causal_lm, ArchEntry, BatchedLM, CausalLM, Device, Error, Format, ModelSource,
+        Result, Tensor,
     };
     pub use inventory;
     pub use std::boxed::Box;

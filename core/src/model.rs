@@ -76,8 +76,9 @@ impl<M: CausalLM + ?Sized> CausalLM for Box<M> {
 }
 
 /// The forward pass, KV cache and facts of a model, which a registered newtype wraps:
-/// `pub struct Helium(CandleLm<helium::Model>);` with [`delegate_causal_lm!`] gets
-/// its [`CausalLM`] impl from the body, and only its architecture name from its own
+/// `#[register_model(...)] pub struct Helium(CandleLm<helium::Model>);` gets its
+/// [`CausalLM`] impl from the body (the attribute writes it, through
+/// [`delegate_causal_lm!`]), and only its architecture name from its own
 /// registry entry. Shared adapters (zoo's decoders, candle-transformers wrappers)
 /// implement it once for every architecture built on them.
 pub trait ModelBody: Send {
@@ -93,12 +94,12 @@ pub trait ModelBody: Send {
 
 /// Implements [`CausalLM`] for a registered one-field tuple struct whose field is a
 /// [`ModelBody`]: every method delegates to the body, `architecture` is the type's
-/// registry name.
+/// registry name. `#[register_model]` invokes it for every such newtype, so an
+/// architecture file does not:
 ///
 /// ```text
 /// #[register_model(name = "helium", format = safetensors, ..., load = Helium::load)]
 /// pub struct Helium(CandleLm<helium::Model>);
-/// zoo::delegate_causal_lm!(Helium);
 /// ```
 #[macro_export]
 macro_rules! delegate_causal_lm {

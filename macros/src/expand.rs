@@ -15,6 +15,9 @@ pub fn register_model(args: TokenStream, input: TokenStream) -> TokenStream {
         Ok(i) => i,
         Err(e) => return e.to_compile_error(),
     };
+    // A newtype `struct X(Body)` gets its `CausalLM` from the body (`ModelBody`): the
+    // delegating impl every such architecture used to write by hand.
+    let newtype = matches!(&item, Item::Struct(s) if matches!(&s.fields, syn::Fields::Unnamed(f) if f.unnamed.len() == 1));
     let (ident, generics, attrs) = match &item {
         Item::Struct(s) => (&s.ident, &s.generics, &s.attrs),
         Item::Enum(e) => (&e.ident, &e.generics, &e.attrs),
@@ -115,6 +118,11 @@ pub fn register_model(args: TokenStream, input: TokenStream) -> TokenStream {
     let typed_load = quote_spanned! {load_span=>
         let load: fn(&#source_ty, &__zoo::Device) -> __zoo::Result<#ident> = #load;
     };
+    let delegate = if newtype {
+        quote!(__zoo::delegate_causal_lm!(#ident);)
+    } else {
+        quote!()
+    };
     let load_fn = quote! {
         fn __zoo_load(source: &__zoo::ModelSource, device: &__zoo::Device) -> __zoo::Result<#ident> {
             #typed_load
@@ -140,6 +148,8 @@ pub fn register_model(args: TokenStream, input: TokenStream) -> TokenStream {
             }
 
             #registered_impl
+
+            #delegate
 
             __zoo::inventory::submit! { <#ident as __zoo::Registered>::ENTRY }
         };

@@ -8,7 +8,7 @@
 //!   facts read at load.
 //!
 //! Both are [`ModelBody`]s: the architecture's newtype gets its `CausalLM` impl from
-//! `zoo_core::delegate_causal_lm!`.
+//! the body (`#[register_model]` writes it).
 
 mod candle;
 mod decoded;

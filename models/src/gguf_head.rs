@@ -27,6 +27,23 @@ pub(crate) fn embedding_and_head(
     Ok((embed, output))
 }
 
+/// The file's `{arch}.block_count` layers, each built by `layer` from the block's
+/// tensor names (`p("attn_q.weight")` is `blk.{i}.attn_q.weight`). Nothing is reserved
+/// up front: a file that declares more blocks than it holds fails at the first
+/// missing tensor.
+pub(crate) fn blocks<L>(
+    g: &GgufSource,
+    arch: &str,
+    mut layer: impl FnMut(&dyn Fn(&str) -> String) -> Result<L>,
+) -> Result<Vec<L>> {
+    let n = g.u64(&format!("{arch}.block_count"))?;
+    let mut layers = Vec::new();
+    for i in 0..n {
+        layers.push(layer(&|s: &str| format!("blk.{i}.{s}"))?);
+    }
+    Ok(layers)
+}
+
 /// A tensor dequantized (norm weights, biases).
 pub(crate) fn dense(g: &GgufSource, name: &str, device: &Device) -> Result<Tensor> {
     Ok(g.tensor(name, device)?.dequantize(device)?)

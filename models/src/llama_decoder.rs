@@ -70,15 +70,7 @@ struct Layer {
     paged: PagedKv,
 }
 
-/// How a Llama-like GGUF pairs the rotary dimensions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RopeLayout {
-    /// GPT-J style, adjacent pairs: llama.cpp's `llama` converter permutes the q/k rows
-    /// into this order.
-    Interleaved,
-    /// NeoX style, the first half with the second (`qwen2`, `qwen3` files).
-    Halves,
-}
+pub(crate) use crate::layers::RopeLayout;
 
 /// The facts of an architecture built on [`LlamaDecoder`], stated by its file.
 #[derive(Debug, Clone, Copy)]
@@ -90,6 +82,18 @@ pub(crate) struct LlamaOptions {
     pub qk_norm: bool,
     /// The `rope.freq_base` transformers' config class documents, for files without one.
     pub default_rope_base: f64,
+}
+
+impl LlamaOptions {
+    /// Llama's facts, which a file built on this decoder states only where it differs:
+    /// llama.cpp's `llama` converter permutes q/k into GPT-J pairs; no biases or q/k
+    /// norms; transformers' LlamaConfig rope default.
+    pub const LLAMA: LlamaOptions = LlamaOptions {
+        rope: RopeLayout::Interleaved,
+        qkv_bias: false,
+        qk_norm: false,
+        default_rope_base: 10_000.0,
+    };
 }
 
 pub(crate) struct LlamaDecoder {

@@ -122,16 +122,13 @@ use crate::llama_decoder::{{llama_gguf_load, LlamaDecoder, LlamaOptions, RopeLay
     load = {ty}::load,
 )]
 pub struct {ty}(Decoded<LlamaDecoder>);
-zoo_core::delegate_causal_lm!({ty});
 
-/// The rotary layout llama.cpp's converter writes for `{g}`, which projections carry
-/// biases, whether heads are RMS-normed before the rotation, and the rope base
-/// transformers documents.
+/// What differs from Llama: the rotary layout llama.cpp's converter writes for `{g}`,
+/// which projections carry biases, whether heads are RMS-normed before the rotation,
+/// and the rope base transformers documents.
 const OPTIONS: LlamaOptions = LlamaOptions {{
     rope: RopeLayout::Halves,
-    qkv_bias: false,
-    qk_norm: false,
-    default_rope_base: 10_000.0,
+    ..LlamaOptions::LLAMA
 }};
 
 llama_gguf_load!({ty}, OPTIONS);
@@ -160,7 +157,6 @@ use crate::adapters::{{candle_load, CandleLm, ConfigQuirks}};
     load = {ty}::load,
 )]
 pub struct {ty}(CandleLm<candle_model::Model>);
-zoo_core::delegate_causal_lm!({ty});
 
 // A config.json without rope_theta is an error: set `rope_theta` in the quirks to the
 // default transformers' config class documents, if it has one.

@@ -183,7 +183,6 @@ pub fn refuse_sliding_window(src: &SafetensorsSource, config: &mut Value) -> Res
 ///
 /// ```text
 /// pub struct Helium(CandleLm<candle_model::Model>);
-/// zoo_core::delegate_causal_lm!(Helium);
 /// candle_load!(Helium, candle_model::Model, ConfigQuirks::default());
 /// ```
 ///

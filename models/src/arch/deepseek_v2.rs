@@ -42,7 +42,6 @@ use crate::adapters::{unsupported, CandleLm, ConfigQuirks};
     load = DeepseekV2::load,
 )]
 pub struct DeepseekV2(CandleLm<candle_model::DeepSeekV2>);
-zoo_core::delegate_causal_lm!(DeepseekV2);
 
 /// transformers' DeepseekV2Config default (its default rope parameters).
 const DEFAULT_ROPE_THETA: f64 = 10_000.0;

@@ -5,8 +5,7 @@
 //! `hidden_act` and `hidden_activation` (as transformers writes it); patched here.
 
 use candle_transformers::models::gemma as candle_model;
-use serde_json::{json, Value};
-use zoo_core::{Result, SafetensorsSource};
+use serde_json::json;
 use zoo_macros::register_model;
 
 use crate::adapters::{candle_load, CandleLm, ConfigQuirks};
@@ -20,33 +19,25 @@ use crate::adapters::{candle_load, CandleLm, ConfigQuirks};
     load = Gemma::load,
 )]
 pub struct Gemma(CandleLm<candle_model::Model>);
-zoo_core::delegate_causal_lm!(Gemma);
-
-/// transformers' GemmaConfig default.
-const DEFAULT_ROPE_THETA: f64 = 10_000.0;
 
 candle_load!(
     Gemma,
     candle_model::Model,
     ConfigQuirks {
-        rope_theta: Some(DEFAULT_ROPE_THETA),
+        rope_theta: Some(10_000.0), // transformers' GemmaConfig default
         context_length: Some(8192),
-        fix: Some(Gemma::fix_config),
+        fix: Some(|_, config| {
+            // transformers uses `hidden_activation` (gelu_pytorch_tanh when absent) and keeps
+            // the legacy `hidden_act` only for old configs; candle refuses both at once.
+            if config["hidden_activation"].is_null() {
+                config["hidden_activation"] = json!("gelu_pytorch_tanh");
+            }
+            if let Some(o) = config.as_object_mut() {
+                o.remove("hidden_act");
+            }
+            Ok(())
+        }),
         ..ConfigQuirks::default()
     },
     new = |c, vb| candle_model::Model::new(false, c, vb)
 );
-
-impl Gemma {
-    /// transformers uses `hidden_activation` (gelu_pytorch_tanh when absent) and keeps
-    /// the legacy `hidden_act` only for old configs; candle refuses both at once.
-    fn fix_config(_: &SafetensorsSource, config: &mut Value) -> Result<()> {
-        if config["hidden_activation"].is_null() {
-            config["hidden_activation"] = json!("gelu_pytorch_tanh");
-        }
-        if let Some(o) = config.as_object_mut() {
-            o.remove("hidden_act");
-        }
-        Ok(())
-    }
-}

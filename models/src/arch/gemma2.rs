@@ -21,16 +21,12 @@ use crate::adapters::{candle_load, CandleLm, ConfigQuirks};
     load = Gemma2::load,
 )]
 pub struct Gemma2(CandleLm<candle_model::Model>);
-zoo_core::delegate_causal_lm!(Gemma2);
-
-/// transformers' Gemma2Config default.
-const DEFAULT_ROPE_THETA: f64 = 10_000.0;
 
 candle_load!(
     Gemma2,
     candle_model::Model,
     ConfigQuirks {
-        rope_theta: Some(DEFAULT_ROPE_THETA),
+        rope_theta: Some(10_000.0), // transformers' Gemma2Config default
         context_length: Some(8192),
         refuse_past_sliding_window: true,
         ..ConfigQuirks::default()

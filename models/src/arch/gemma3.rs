@@ -26,7 +26,6 @@ use crate::gemma_decoder::{GemmaDecoder, Hparams};
     batching = true,
 )]
 pub struct Gemma3(Decoded<GemmaDecoder>);
-zoo_core::delegate_causal_lm!(Gemma3);
 
 /// transformers' Gemma3TextConfig defaults.
 const DEFAULT_ROPE_THETA: f64 = 1_000_000.0;

@@ -28,7 +28,6 @@ use crate::adapters::{candle_load, unsupported, CandleLm, ConfigQuirks};
     load = Glm4::load,
 )]
 pub struct Glm4(CandleLm<candle_model::ModelForCausalLM>);
-zoo_core::delegate_causal_lm!(Glm4);
 
 // transformers' Glm4Config defaults.
 const DEFAULT_ROPE_THETA: f64 = 10_000.0;

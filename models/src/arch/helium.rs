@@ -18,6 +18,5 @@ use crate::adapters::{candle_load, CandleLm, ConfigQuirks};
     load = Helium::load,
 )]
 pub struct Helium(CandleLm<candle_model::Model>);
-zoo_core::delegate_causal_lm!(Helium);
 
 candle_load!(Helium, candle_model::Model, ConfigQuirks::default());

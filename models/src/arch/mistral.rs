@@ -10,8 +10,7 @@
 //! later versions have no window).
 
 use candle_transformers::models::mistral as candle_model;
-use serde_json::{json, Value};
-use zoo_core::{Result, SafetensorsSource};
+use serde_json::json;
 use zoo_macros::register_model;
 
 use crate::adapters::{candle_load, CandleLm, ConfigQuirks};
@@ -25,28 +24,20 @@ use crate::adapters::{candle_load, CandleLm, ConfigQuirks};
     load = Mistral::load,
 )]
 pub struct Mistral(CandleLm<candle_model::Model>);
-zoo_core::delegate_causal_lm!(Mistral);
-
-/// transformers' MistralConfig default.
-const DEFAULT_ROPE_THETA: f64 = 10_000.0;
 
 candle_load!(
     Mistral,
     candle_model::Model,
     ConfigQuirks {
-        rope_theta: Some(DEFAULT_ROPE_THETA),
+        rope_theta: Some(10_000.0), // transformers' MistralConfig default
         refuse_past_sliding_window: true,
-        fix: Some(Mistral::fix_config),
+        fix: Some(|_, config| {
+            // candle's window admits one key too many: `w - 1` gives transformers' window.
+            if let Some(w) = config["sliding_window"].as_u64() {
+                config["sliding_window"] = json!(w.saturating_sub(1));
+            }
+            Ok(())
+        }),
         ..ConfigQuirks::default()
     }
 );
-
-impl Mistral {
-    /// candle's window admits one key too many: `w - 1` gives transformers' window.
-    fn fix_config(_: &SafetensorsSource, config: &mut Value) -> Result<()> {
-        if let Some(w) = config["sliding_window"].as_u64() {
-            config["sliding_window"] = json!(w.saturating_sub(1));
-        }
-        Ok(())
-    }
-}

@@ -10,8 +10,7 @@
 //! model from the memory-mapped weights.
 
 use candle_transformers::models::mixtral as candle_model;
-use serde_json::{json, Value};
-use zoo_core::{Result, SafetensorsSource};
+use serde_json::json;
 use zoo_macros::register_model;
 
 use crate::adapters::{candle_load, unsupported, CandleLm, ConfigQuirks};
@@ -25,35 +24,27 @@ use crate::adapters::{candle_load, unsupported, CandleLm, ConfigQuirks};
     load = Mixtral::load,
 )]
 pub struct Mixtral(CandleLm<candle_model::Model>);
-zoo_core::delegate_causal_lm!(Mixtral);
-
-/// transformers' MixtralConfig default.
-const DEFAULT_ROPE_THETA: f64 = 1_000_000.0;
 
 candle_load!(
     Mixtral,
     candle_model::Model,
     ConfigQuirks {
-        rope_theta: Some(DEFAULT_ROPE_THETA),
-        fix: Some(Mixtral::fix_config),
+        rope_theta: Some(1_000_000.0), // transformers' MixtralConfig default
+        fix: Some(|src, config| {
+            // See the file's comment: no window, no flash attention.
+            if !config["sliding_window"].is_null() {
+                return Err(unsupported(
+            src,
+            "mixtral",
+            format!("sliding_window {} is not supported", config["sliding_window"]),
+            "Mixtral 8x7B and 8x22B have no window (null); set it to null if the model was trained without",
+        ));
+            }
+            config["sliding_window"] = json!(usize::MAX / 4);
+            config["use_flash_attn"] = json!(false);
+            Ok(())
+        }),
         ..ConfigQuirks::default()
     },
     reset = rebuild
 );
-
-impl Mixtral {
-    /// See the file's comment: no window, no flash attention.
-    fn fix_config(src: &SafetensorsSource, config: &mut Value) -> Result<()> {
-        if !config["sliding_window"].is_null() {
-            return Err(unsupported(
-                src,
-                "mixtral",
-                format!("sliding_window {} is not supported", config["sliding_window"]),
-                "Mixtral 8x7B and 8x22B have no window (null); set it to null if the model was trained without",
-            ));
-        }
-        config["sliding_window"] = json!(usize::MAX / 4);
-        config["use_flash_attn"] = json!(false);
-        Ok(())
-    }
-}

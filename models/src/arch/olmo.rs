@@ -18,6 +18,5 @@ use crate::adapters::{candle_load, CandleLm, ConfigQuirks};
     load = Olmo::load,
 )]
 pub struct Olmo(CandleLm<candle_model::Model>);
-zoo_core::delegate_causal_lm!(Olmo);
 
 candle_load!(Olmo, candle_model::Model, ConfigQuirks::default());

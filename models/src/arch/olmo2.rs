@@ -18,6 +18,5 @@ use crate::adapters::{candle_load, CandleLm, ConfigQuirks};
     load = Olmo2::load,
 )]
 pub struct Olmo2(CandleLm<candle_model::Model>);
-zoo_core::delegate_causal_lm!(Olmo2);
 
 candle_load!(Olmo2, candle_model::Model, ConfigQuirks::default());

@@ -17,16 +17,12 @@ use crate::adapters::{candle_load, CandleLm, ConfigQuirks};
     load = Phi3::load,
 )]
 pub struct Phi3(CandleLm<candle_model::Model>);
-zoo_core::delegate_causal_lm!(Phi3);
-
-/// transformers' Phi3Config default.
-const DEFAULT_ROPE_THETA: f64 = 10_000.0;
 
 candle_load!(
     Phi3,
     candle_model::Model,
     ConfigQuirks {
-        rope_theta: Some(DEFAULT_ROPE_THETA),
+        rope_theta: Some(10_000.0), // transformers' Phi3Config default
         ..ConfigQuirks::default()
     }
 );

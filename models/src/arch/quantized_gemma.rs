@@ -19,7 +19,6 @@ use crate::gemma_decoder::{gemma_gguf_load, GemmaDecoder, GemmaDefaults};
     batching = true,
 )]
 pub struct QuantizedGemma(Decoded<GemmaDecoder>);
-zoo_core::delegate_causal_lm!(QuantizedGemma);
 
 /// Gemma 1 has no local layers; transformers' GemmaConfig rope default.
 const DEFAULTS: GemmaDefaults = GemmaDefaults {

@@ -20,7 +20,6 @@ use crate::gemma_decoder::{gemma_gguf_load, GemmaDecoder, GemmaDefaults};
     batching = true,
 )]
 pub struct QuantizedGemma2(Decoded<GemmaDecoder>);
-zoo_core::delegate_causal_lm!(QuantizedGemma2);
 
 /// llama.cpp's Gemma 2: local and global layers alternate, local first
 /// (`set_swa_pattern(2)`); transformers' Gemma2Config rope default.

@@ -23,7 +23,6 @@ use crate::gemma_decoder::{gemma_gguf_load, GemmaDecoder, GemmaDefaults};
     batching = true,
 )]
 pub struct QuantizedGemma3(Decoded<GemmaDecoder>);
-zoo_core::delegate_causal_lm!(QuantizedGemma3);
 
 /// llama.cpp's Gemma 3: five local layers, then one global (`set_swa_pattern(6)`), and
 /// transformers' Gemma3TextConfig rope defaults where the GGUF omits them.

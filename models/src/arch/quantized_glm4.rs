@@ -21,7 +21,8 @@ use zoo_macros::register_model;
 use crate::gguf_head;
 
 use crate::layers::{
-    merge_heads, split_heads, AttnParams, LayerKv, Positions, QLinear, RmsNorm, RopeTable,
+    merge_heads, silu_mul_halves, split_heads, AttnParams, LayerKv, Positions, QLinear, RmsNorm,
+    RopeLayout, RopeTable,
 };
 
 /// GLM-4-0414 (GGUF, quantized weights).
@@ -93,11 +94,8 @@ impl QuantizedGlm4 {
         let qm = |stem: &str| gguf_head::linear(g, stem, device);
         let norm = |name: &str| -> Result<RmsNorm> { Ok(RmsNorm::new(dense(name)?, eps)) };
         let (embed, output) = gguf_head::embedding_and_head(g, device, || qm("output"))?;
-        let blocks = g.u64("glm4.block_count")? as usize;
-        let mut layers = Vec::with_capacity(blocks);
-        for i in 0..blocks {
-            let p = |s: &str| format!("blk.{i}.{s}");
-            layers.push(Layer {
+        let layers = gguf_head::blocks(g, "glm4", |p| {
+            Ok(Layer {
                 attn_norm: norm(&p("attn_norm.weight"))?,
                 q: qm(&p("attn_q"))?,
                 k: qm(&p("attn_k"))?,
@@ -109,8 +107,8 @@ impl QuantizedGlm4 {
                 down: qm(&p("ffn_down"))?,
                 post_ffw_norm: norm(&p("post_ffw_norm.weight"))?,
                 kv: LayerKv::default(),
-            });
-        }
+            })
+        })?;
         Ok(Self {
             embed,
             layers,
@@ -125,13 +123,6 @@ impl QuantizedGlm4 {
         })
     }
 
-    /// Rotates the first `rotary` features of each head (interleaved pairs).
-    fn partial_rope(&mut self, x: &Tensor, at: Positions) -> Result<Tensor> {
-        let rot = at.rope_interleaved(&mut self.rope, &x.narrow(3, 0, self.rotary)?)?;
-        let pass = x.narrow(3, self.rotary, self.head_dim - self.rotary)?;
-        Ok(Tensor::cat(&[&rot, &pass], 3)?)
-    }
-
     /// The hidden states of `ids` (`[batch, tokens]`) after the last layer, for either
     /// kind of step.
     fn hidden(&mut self, ids: &Tensor, at: Positions) -> Result<Tensor> {
@@ -143,8 +134,10 @@ impl QuantizedGlm4 {
             let q = split_heads(&at.linear(&layer.q, &n)?, h, hd)?;
             let k = split_heads(&at.linear(&layer.k, &n)?, kvh, hd)?;
             let v = split_heads(&at.linear(&layer.v, &n)?, kvh, hd)?;
-            let q = self.partial_rope(&q, at)?;
-            let k = self.partial_rope(&k, at)?;
+            // The first `rotary` features of each head, in interleaved pairs.
+            let (rot, pairs) = (self.rotary, RopeLayout::Interleaved);
+            let q = at.rope_partial(&mut self.rope, &q, rot, pairs)?;
+            let k = at.rope_partial(&mut self.rope, &k, rot, pairs)?;
             let layer = &mut self.layers[i];
             let a = layer
                 .kv
@@ -154,8 +147,7 @@ impl QuantizedGlm4 {
                 .forward(&at.linear(&layer.o, &merge_heads(&a)?)?)?;
             x = (x + a)?;
             let gu = at.linear(&layer.gate_up, &layer.ffn_norm.forward(&x)?)?;
-            let ff = gu.dim(2)? / 2;
-            let f = (candle_nn::ops::silu(&gu.narrow(2, 0, ff)?)? * gu.narrow(2, ff, ff)?)?;
+            let f = silu_mul_halves(&gu)?;
             x = (x + layer.post_ffw_norm.forward(&at.linear(&layer.down, &f)?)?)?;
         }
         Ok(x)

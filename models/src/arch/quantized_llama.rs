@@ -9,7 +9,7 @@
 use zoo_macros::register_model;
 
 use crate::adapters::Decoded;
-use crate::llama_decoder::{llama_gguf_load, LlamaDecoder, LlamaOptions, RopeLayout};
+use crate::llama_decoder::{llama_gguf_load, LlamaDecoder, LlamaOptions};
 
 /// Llama (GGUF, quantized weights).
 #[register_model(
@@ -20,14 +20,5 @@ use crate::llama_decoder::{llama_gguf_load, LlamaDecoder, LlamaOptions, RopeLayo
     batching = true,
 )]
 pub struct QuantizedLlama(Decoded<LlamaDecoder>);
-zoo_core::delegate_causal_lm!(QuantizedLlama);
 
-/// llama.cpp's `llama` converter permutes q/k into GPT-J pairs; no biases or q/k norms; transformers' LlamaConfig rope default.
-const OPTIONS: LlamaOptions = LlamaOptions {
-    rope: RopeLayout::Interleaved,
-    qkv_bias: false,
-    qk_norm: false,
-    default_rope_base: 10_000.0,
-};
-
-llama_gguf_load!(QuantizedLlama, OPTIONS);
+llama_gguf_load!(QuantizedLlama, LlamaOptions::LLAMA);

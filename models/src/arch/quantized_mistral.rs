@@ -12,7 +12,7 @@ use zoo_macros::register_model;
 
 use crate::adapters::Decoded;
 use crate::detect;
-use crate::llama_decoder::{llama_gguf_load, LlamaDecoder, LlamaOptions, RopeLayout};
+use crate::llama_decoder::{llama_gguf_load, LlamaDecoder, LlamaOptions};
 
 /// Mistral (GGUF, quantized weights).
 #[register_model(
@@ -24,17 +24,9 @@ use crate::llama_decoder::{llama_gguf_load, LlamaDecoder, LlamaOptions, RopeLayo
     detect = Self::is_mistral,
 )]
 pub struct QuantizedMistral(Decoded<LlamaDecoder>);
-zoo_core::delegate_causal_lm!(QuantizedMistral);
 
-/// As Llama; transformers' MistralConfig rope default.
-const OPTIONS: LlamaOptions = LlamaOptions {
-    rope: RopeLayout::Interleaved,
-    qkv_bias: false,
-    qk_norm: false,
-    default_rope_base: 10_000.0,
-};
-
-llama_gguf_load!(QuantizedMistral, OPTIONS);
+// As Llama (transformers' MistralConfig rope default is Llama's).
+llama_gguf_load!(QuantizedMistral, LlamaOptions::LLAMA);
 
 impl QuantizedMistral {
     /// A dense `llama` GGUF (not one `quantized-mixtral` claims) named Mistral.

@@ -12,7 +12,7 @@ use zoo_macros::register_model;
 
 use crate::adapters::Decoded;
 use crate::detect::has_experts;
-use crate::llama_decoder::{llama_gguf_load, LlamaDecoder, LlamaOptions, RopeLayout};
+use crate::llama_decoder::{llama_gguf_load, LlamaDecoder, LlamaOptions};
 
 /// Mixtral (GGUF, quantized weights, sparse mixture of experts).
 #[register_model(
@@ -24,14 +24,11 @@ use crate::llama_decoder::{llama_gguf_load, LlamaDecoder, LlamaOptions, RopeLayo
     detect = has_experts,
 )]
 pub struct QuantizedMixtral(Decoded<LlamaDecoder>);
-zoo_core::delegate_causal_lm!(QuantizedMixtral);
 
 /// As Llama, with the experts the file declares; transformers' MixtralConfig rope default.
 const OPTIONS: LlamaOptions = LlamaOptions {
-    rope: RopeLayout::Interleaved,
-    qkv_bias: false,
-    qk_norm: false,
     default_rope_base: 1_000_000.0,
+    ..LlamaOptions::LLAMA
 };
 
 llama_gguf_load!(QuantizedMixtral, OPTIONS);

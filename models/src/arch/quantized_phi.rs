@@ -19,7 +19,8 @@ use zoo_macros::register_model;
 use crate::gguf_head;
 
 use crate::layers::{
-    gelu, merge_heads, split_heads, AttnParams, Gelu, LayerKv, Positions, QLinear, RopeTable,
+    gelu, merge_heads, split_heads, split_qkv, AttnParams, Gelu, LayerKv, Positions, QLinear,
+    RopeLayout, RopeTable,
 };
 
 /// Phi-2 / Phi-1.5 (GGUF, quantized weights).
@@ -100,11 +101,8 @@ impl QuantizedPhi {
             })
         };
         let (embed, output) = gguf_head::embedding_and_head(g, device, || linear("output"))?;
-        let blocks = g.u64("phi2.block_count")? as usize;
-        let mut layers = Vec::with_capacity(blocks);
-        for i in 0..blocks {
-            let p = |s: &str| format!("blk.{i}.{s}");
-            layers.push(Layer {
+        let layers = gguf_head::blocks(g, "phi2", |p| {
+            Ok(Layer {
                 norm: norm(&p("attn_norm"))?,
                 qkv: if g.has_tensor(&p("attn_qkv.weight")) {
                     Qkv::Fused(linear(&p("attn_qkv"))?)
@@ -119,8 +117,8 @@ impl QuantizedPhi {
                 up: linear(&p("ffn_up"))?,
                 down: linear(&p("ffn_down"))?,
                 kv: LayerKv::default(),
-            });
-        }
+            })
+        })?;
         Ok(Self {
             embed,
             layers,
@@ -134,13 +132,6 @@ impl QuantizedPhi {
             info,
         })
     }
-
-    /// Rotates the first `rope_dim` features of each head, leaves the rest.
-    fn partial_rope(&mut self, x: &Tensor, at: Positions) -> Result<Tensor> {
-        let rot = at.rope(&mut self.rope, &x.narrow(3, 0, self.rope_dim)?)?;
-        let pass = x.narrow(3, self.rope_dim, self.head_dim - self.rope_dim)?;
-        Ok(Tensor::cat(&[&rot, &pass], 3)?)
-    }
 }
 
 impl QuantizedPhi {
@@ -152,21 +143,17 @@ impl QuantizedPhi {
         for i in 0..self.layers.len() {
             let n = self.layers[i].norm.forward(&x)?;
             let (q, k, v) = match &self.layers[i].qkv {
-                Qkv::Fused(qkv) => {
-                    let qkv = at.linear(qkv, &n)?;
-                    (
-                        qkv.narrow(2, 0, h * hd)?,
-                        qkv.narrow(2, h * hd, kvh * hd)?,
-                        qkv.narrow(2, (h + kvh) * hd, kvh * hd)?,
-                    )
-                }
-                Qkv::Separate(q, k, v) => (at.linear(q, &n)?, at.linear(k, &n)?, at.linear(v, &n)?),
+                Qkv::Fused(qkv) => split_qkv(&at.linear(qkv, &n)?, h, kvh, hd)?,
+                Qkv::Separate(q, k, v) => (
+                    split_heads(&at.linear(q, &n)?, h, hd)?,
+                    split_heads(&at.linear(k, &n)?, kvh, hd)?,
+                    split_heads(&at.linear(v, &n)?, kvh, hd)?,
+                ),
             };
-            let q = split_heads(&q, h, hd)?;
-            let k = split_heads(&k, kvh, hd)?;
-            let v = split_heads(&v, kvh, hd)?;
-            let q = self.partial_rope(&q, at)?;
-            let k = self.partial_rope(&k, at)?;
+            // The first `rope_dim` features of each head, NeoX halves.
+            let (rot, pairs) = (self.rope_dim, RopeLayout::Halves);
+            let q = at.rope_partial(&mut self.rope, &q, rot, pairs)?;
+            let k = at.rope_partial(&mut self.rope, &k, rot, pairs)?;
             let layer = &mut self.layers[i];
             let a = layer
                 .kv

@@ -21,8 +21,10 @@ use candle_core::{Device, Module, Tensor};
 use zoo_core::{Error, GgufSource, ModelInfo, Result};
 use zoo_macros::register_model;
 
+use crate::gguf_head;
 use crate::layers::{
-    merge_heads, split_heads, AttnParams, LayerKv, Positions, QLinear, RmsNorm, RopeTable,
+    merge_heads, silu_mul_halves, split_qkv, AttnParams, LayerKv, Positions, QLinear, RmsNorm,
+    RopeTable,
 };
 
 /// Phi-3 / Phi-3.5 mini (GGUF, quantized weights).
@@ -100,22 +102,18 @@ impl QuantizedPhi3 {
                 eps,
             ))
         };
-        let (embed, output) =
-            crate::gguf_head::embedding_and_head(g, device, || qm("output.weight"))?;
-        let blocks = g.u64("phi3.block_count")? as usize;
-        let mut layers = Vec::with_capacity(blocks);
-        for i in 0..blocks {
-            let p = |s: &str| format!("blk.{i}.{s}.weight");
-            layers.push(Layer {
-                attn_norm: norm(&p("attn_norm"))?,
-                qkv: qm(&p("attn_qkv"))?,
-                o: qm(&p("attn_output"))?,
-                ffn_norm: norm(&p("ffn_norm"))?,
-                gate_up: qm(&p("ffn_up"))?,
-                down: qm(&p("ffn_down"))?,
+        let (embed, output) = gguf_head::embedding_and_head(g, device, || qm("output.weight"))?;
+        let layers = gguf_head::blocks(g, "phi3", |p| {
+            Ok(Layer {
+                attn_norm: norm(&p("attn_norm.weight"))?,
+                qkv: qm(&p("attn_qkv.weight"))?,
+                o: qm(&p("attn_output.weight"))?,
+                ffn_norm: norm(&p("ffn_norm.weight"))?,
+                gate_up: qm(&p("ffn_up.weight"))?,
+                down: qm(&p("ffn_down.weight"))?,
                 kv: LayerKv::default(),
-            });
-        }
+            })
+        })?;
         Ok(Self {
             embed,
             layers,
@@ -139,9 +137,7 @@ impl QuantizedPhi3 {
         for layer in &mut self.layers {
             let n = layer.attn_norm.forward(&x)?;
             let qkv = at.linear(&layer.qkv, &n)?;
-            let q = split_heads(&qkv.narrow(2, 0, h * hd)?, h, hd)?;
-            let k = split_heads(&qkv.narrow(2, h * hd, kvh * hd)?, kvh, hd)?;
-            let v = split_heads(&qkv.narrow(2, (h + kvh) * hd, kvh * hd)?, kvh, hd)?;
+            let (q, k, v) = split_qkv(&qkv, h, kvh, hd)?;
             let q = at.rope(&mut self.rope, &q)?;
             let k = at.rope(&mut self.rope, &k)?;
             let a = layer
@@ -150,8 +146,7 @@ impl QuantizedPhi3 {
             x = (x + at.linear(&layer.o, &merge_heads(&a)?)?)?;
             let n = layer.ffn_norm.forward(&x)?;
             let gu = at.linear(&layer.gate_up, &n)?;
-            let ff = gu.dim(2)? / 2;
-            let f = (candle_nn::ops::silu(&gu.narrow(2, 0, ff)?)? * gu.narrow(2, ff, ff)?)?;
+            let f = silu_mul_halves(&gu)?;
             x = (x + at.linear(&layer.down, &f)?)?;
         }
         Ok(x)

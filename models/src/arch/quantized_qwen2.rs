@@ -19,14 +19,12 @@ use crate::llama_decoder::{llama_gguf_load, LlamaDecoder, LlamaOptions, RopeLayo
     batching = true,
 )]
 pub struct QuantizedQwen2(Decoded<LlamaDecoder>);
-zoo_core::delegate_causal_lm!(QuantizedQwen2);
 
-/// Biases on q, k and v; NeoX rotary halves; transformers' Qwen2Config rope default.
+/// Biases on q, k and v; NeoX rotary halves (transformers' Qwen2Config rope default is Llama's).
 const OPTIONS: LlamaOptions = LlamaOptions {
     rope: RopeLayout::Halves,
     qkv_bias: true,
-    qk_norm: false,
-    default_rope_base: 10_000.0,
+    ..LlamaOptions::LLAMA
 };
 
 llama_gguf_load!(QuantizedQwen2, OPTIONS);

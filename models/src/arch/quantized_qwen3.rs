@@ -22,14 +22,12 @@ use crate::llama_decoder::{llama_gguf_load, LlamaDecoder, LlamaOptions, RopeLayo
     batching = true,
 )]
 pub struct QuantizedQwen3(Decoded<LlamaDecoder>);
-zoo_core::delegate_causal_lm!(QuantizedQwen3);
 
-/// Per-head q/k RMS norms; NeoX rotary halves; transformers' Qwen3Config rope default.
+/// Per-head q/k RMS norms; NeoX rotary halves (transformers' Qwen3Config rope default is Llama's).
 const OPTIONS: LlamaOptions = LlamaOptions {
     rope: RopeLayout::Halves,
-    qkv_bias: false,
     qk_norm: true,
-    default_rope_base: 10_000.0,
+    ..LlamaOptions::LLAMA
 };
 
 llama_gguf_load!(QuantizedQwen3, OPTIONS);

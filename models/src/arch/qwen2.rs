@@ -10,8 +10,7 @@
 //! admits one key too many and nothing masks during decode).
 
 use candle_transformers::models::qwen2 as candle_model;
-use serde_json::{json, Value};
-use zoo_core::{Result, SafetensorsSource};
+use serde_json::json;
 use zoo_macros::register_model;
 
 use crate::adapters::{candle_load, refuse_sliding_window, CandleLm, ConfigQuirks};
@@ -25,26 +24,18 @@ use crate::adapters::{candle_load, refuse_sliding_window, CandleLm, ConfigQuirks
     load = Qwen2::load,
 )]
 pub struct Qwen2(CandleLm<candle_model::ModelForCausalLM>);
-zoo_core::delegate_causal_lm!(Qwen2);
-
-/// transformers' Qwen2Config default.
-const DEFAULT_ROPE_THETA: f64 = 10_000.0;
 
 candle_load!(
     Qwen2,
     candle_model::ModelForCausalLM,
     ConfigQuirks {
-        rope_theta: Some(DEFAULT_ROPE_THETA),
-        fix: Some(Qwen2::fix_config),
+        rope_theta: Some(10_000.0), // transformers' Qwen2Config default
+        fix: Some(|src, config| {
+            // See the file's comment: the window opened to the whole context, or an error.
+            refuse_sliding_window(src, config)?;
+            config["sliding_window"] = json!(usize::MAX / 4);
+            Ok(())
+        }),
         ..ConfigQuirks::default()
     }
 );
-
-impl Qwen2 {
-    /// See the file's comment: the window opened to the whole context, or an error.
-    fn fix_config(src: &SafetensorsSource, config: &mut Value) -> Result<()> {
-        refuse_sliding_window(src, config)?;
-        config["sliding_window"] = json!(usize::MAX / 4);
-        Ok(())
-    }
-}

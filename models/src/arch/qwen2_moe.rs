@@ -33,16 +33,12 @@ use crate::adapters::{
     load = Qwen2Moe::load,
 )]
 pub struct Qwen2Moe(CandleLm<candle_model::Model>);
-zoo_core::delegate_causal_lm!(Qwen2Moe);
-
-/// transformers' Qwen2MoeConfig default.
-const DEFAULT_ROPE_THETA: f64 = 10_000.0;
 
 candle_load!(
     Qwen2Moe,
     candle_model::Model,
     ConfigQuirks {
-        rope_theta: Some(DEFAULT_ROPE_THETA),
+        rope_theta: Some(10_000.0), // transformers' Qwen2MoeConfig default
         fix: Some(Self::fix_config),
         ..ConfigQuirks::default()
     }

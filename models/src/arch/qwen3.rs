@@ -20,16 +20,12 @@ use crate::adapters::{candle_load, refuse_sliding_window, CandleLm, ConfigQuirks
     load = Qwen3::load,
 )]
 pub struct Qwen3(CandleLm<candle_model::ModelForCausalLM>);
-zoo_core::delegate_causal_lm!(Qwen3);
-
-/// transformers' Qwen3Config default.
-const DEFAULT_ROPE_THETA: f64 = 10_000.0;
 
 candle_load!(
     Qwen3,
     candle_model::ModelForCausalLM,
     ConfigQuirks {
-        rope_theta: Some(DEFAULT_ROPE_THETA),
+        rope_theta: Some(10_000.0), // transformers' Qwen3Config default
         fix: Some(refuse_sliding_window),
         ..ConfigQuirks::default()
     }

@@ -32,16 +32,12 @@ use crate::adapters::{candle_load, refuse_rope_scaling, unsupported, CandleLm, C
     load = Qwen3Moe::load,
 )]
 pub struct Qwen3Moe(CandleLm<candle_model::ModelForCausalLM>);
-zoo_core::delegate_causal_lm!(Qwen3Moe);
-
-/// transformers' Qwen3MoeConfig default.
-const DEFAULT_ROPE_THETA: f64 = 10_000.0;
 
 candle_load!(
     Qwen3Moe,
     candle_model::ModelForCausalLM,
     ConfigQuirks {
-        rope_theta: Some(DEFAULT_ROPE_THETA),
+        rope_theta: Some(10_000.0), // transformers' Qwen3MoeConfig default
         fix: Some(Self::fix_config),
         ..ConfigQuirks::default()
     }

@@ -31,7 +31,6 @@ use crate::adapters::{
     load = SmolLM3::load,
 )]
 pub struct SmolLM3(CandleLm<candle_model::ModelForCausalLM>);
-zoo_core::delegate_causal_lm!(SmolLM3);
 
 /// transformers' SmolLM3Config default (`default_theta`).
 const DEFAULT_ROPE_THETA: f64 = 2_000_000.0;

@@ -33,7 +33,6 @@ use crate::adapters::{candle_load, refuse_rope_scaling, unsupported, CandleLm, C
     load = StableLm::load,
 )]
 pub struct StableLm(CandleLm<candle_model::Model>);
-zoo_core::delegate_causal_lm!(StableLm);
 
 // transformers' StableLmConfig defaults.
 const DEFAULT_ROPE_THETA: f64 = 10_000.0;

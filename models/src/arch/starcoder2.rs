@@ -18,6 +18,5 @@ use crate::adapters::{candle_load, CandleLm, ConfigQuirks};
     load = Starcoder2::load,
 )]
 pub struct Starcoder2(CandleLm<candle_model::Model>);
-zoo_core::delegate_causal_lm!(Starcoder2);
 
 candle_load!(Starcoder2, candle_model::Model, ConfigQuirks::default());

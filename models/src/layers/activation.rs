@@ -1,6 +1,6 @@
 //! Activations: GELU in its tanh approximation, vectorizable, or as llama.cpp's CPU
 //! backend computes it (an f16 lookup table), and the fused, threaded `gelu(gate) * up`
-//! of the Gemma feed-forward.
+//! of the Gemma feed-forward; SwiGLU of a fused gate-and-up projection.
 
 use std::sync::OnceLock;
 
@@ -126,6 +126,14 @@ impl Gelu {
 /// `gelu(x)` computed as `kind` says (f32 on the CPU; otherwise candle's GELU).
 pub fn gelu(x: &Tensor, kind: Gelu) -> Result<Tensor> {
     map_gelu(x, None, kind)
+}
+
+/// SwiGLU of a fused gate-and-up projection `[.., 2 * ff]`: `silu(first half) * second
+/// half` (llama.cpp's `ffn_up` of Phi-3 and GLM-4 holds both).
+pub fn silu_mul_halves(gate_up: &Tensor) -> Result<Tensor> {
+    let last = gate_up.rank() - 1;
+    let ff = gate_up.dim(last)? / 2;
+    candle_nn::ops::silu(&gate_up.narrow(last, 0, ff)?)? * gate_up.narrow(last, ff, ff)?
 }
 
 /// `gelu(gate) * up` ([`Gelu`]) in one pass instead of candle's two and, for a

@@ -9,6 +9,22 @@ pub fn split_heads(x: &Tensor, heads: usize, head_dim: usize) -> Result<Tensor> 
     x.reshape((b, s, heads, head_dim))?.transpose(1, 2)
 }
 
+/// Splits a fused `[batch, seq, (heads + 2 * kv_heads) * head_dim]` projection into q,
+/// k and v, each `[batch, heads or kv_heads, seq, head_dim]`.
+pub fn split_qkv(
+    qkv: &Tensor,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let (q, kv) = (heads * head_dim, kv_heads * head_dim);
+    Ok((
+        split_heads(&qkv.narrow(2, 0, q)?, heads, head_dim)?,
+        split_heads(&qkv.narrow(2, q, kv)?, kv_heads, head_dim)?,
+        split_heads(&qkv.narrow(2, q + kv, kv)?, kv_heads, head_dim)?,
+    ))
+}
+
 /// Joins `[batch, heads, seq, head_dim]` back into `[batch, seq, heads * head_dim]`.
 pub fn merge_heads(x: &Tensor) -> Result<Tensor> {
     let (b, h, s, d) = x.dims4()?;

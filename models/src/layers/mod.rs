@@ -23,14 +23,14 @@ mod paged;
 mod qlinear;
 mod rope;
 
-pub use activation::{gelu, gelu_mul, Gelu};
+pub use activation::{gelu, gelu_mul, silu_mul_halves, Gelu};
 pub use attention::{attention, causal_mask, AttnParams, KvCache};
-pub use heads::{last_position, merge_heads, split_heads};
+pub use heads::{last_position, merge_heads, split_heads, split_qkv};
 pub use norm::RmsNorm;
 pub(crate) use paged::positions_lm;
 pub use paged::{LayerKv, PagedKv, Positions, StepLayout};
 pub use qlinear::{QLinear, PROMPT_GEMM_ROWS};
-pub use rope::RopeTable;
+pub use rope::{RopeLayout, RopeTable};
 
 /// The largest absolute value of `t`.
 #[cfg(test)]

@@ -95,6 +95,27 @@ impl Positions<'_> {
             Positions::Batch(layout) => table.apply_interleaved_at(x, &layout.position),
         }
     }
+
+    /// Rotates the first `rotary` features of each head of `x` in `layout`'s pairing
+    /// and passes the rest through (partial rotary: Phi, GLM-4).
+    pub fn rope_partial(
+        &self,
+        table: &mut super::RopeTable,
+        x: &Tensor,
+        rotary: usize,
+        layout: super::RopeLayout,
+    ) -> Result<Tensor> {
+        let head_dim = x.dim(3)?;
+        let first = x.narrow(3, 0, rotary)?;
+        let rot = match layout {
+            super::RopeLayout::Interleaved => self.rope_interleaved(table, &first)?,
+            super::RopeLayout::Halves => self.rope(table, &first)?,
+        };
+        if rotary == head_dim {
+            return Ok(rot);
+        }
+        Tensor::cat(&[&rot, &x.narrow(3, rotary, head_dim - rotary)?], 3)
+    }
 }
 
 /// A layer's keys and values for both kinds of step.

@@ -3,6 +3,16 @@
 
 use candle_core::{DType, Device, Result, Tensor};
 
+/// How a model pairs the rotary dimensions (a fact its architecture file states).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeLayout {
+    /// GPT-J style, adjacent pairs: llama.cpp's `llama` converter permutes the q/k rows
+    /// into this order.
+    Interleaved,
+    /// NeoX style, the first half with the second (`qwen2`, `qwen3`, `phi` files).
+    Halves,
+}
+
 /// cos/sin tables for rotary position embeddings ("NeoX" layout: the two halves of each
 /// head are rotated together), shared by every layer with the same base. Sized to the
 /// positions actually reached, not to the model's maximum context.
