@@ -38,11 +38,16 @@ pub enum Rule {
     /// blocks of 256 (q8_K): one scale over 8x the values, a coarser step.
     #[serde(rename = "gelu-table-flips-q8k")]
     GeluTableFlipsQ8K,
+    /// A real quantized model (24 to 30 layers, activations quantized to 8-bit blocks)
+    /// against llama.cpp with an f32 KV cache: float noise flips q8 roundings at every
+    /// step, and the flips add up over the layers; llama.cpp against itself measures it.
+    #[serde(rename = "real-model-q8")]
+    RealModelQ8,
 }
 
 impl Rule {
     /// Every rule, for the table in docs/conformance.md.
-    pub const ALL: [Rule; 7] = [
+    pub const ALL: [Rule; 8] = [
         Rule::F32SameMath,
         Rule::QuantSameProducts,
         Rule::F16Activations,
@@ -50,6 +55,7 @@ impl Rule {
         Rule::GeluTableFlipsF32,
         Rule::GeluTableFlipsQ8,
         Rule::GeluTableFlipsQ8K,
+        Rule::RealModelQ8,
     ];
 
     /// The name a spec uses (`"rules": {"transformers": "ggml-gelu-table"}`).
@@ -62,6 +68,7 @@ impl Rule {
             Rule::GeluTableFlipsF32 => "gelu-table-flips-f32",
             Rule::GeluTableFlipsQ8 => "gelu-table-flips-q8",
             Rule::GeluTableFlipsQ8K => "gelu-table-flips-q8k",
+            Rule::RealModelQ8 => "real-model-q8",
         }
     }
 
@@ -80,6 +87,7 @@ impl Rule {
             Rule::GeluTableFlipsF32 => 5e-3,
             Rule::GeluTableFlipsQ8 => 0.15,
             Rule::GeluTableFlipsQ8K => 0.3,
+            Rule::RealModelQ8 => 2.0,
         }
     }
 
@@ -96,6 +104,7 @@ impl Rule {
                 | Rule::F16Activations
                 | Rule::GgmlGeluTable
                 | Rule::GeluTableFlipsF32
+                | Rule::RealModelQ8
         )
     }
 
@@ -110,10 +119,13 @@ impl Rule {
 
     /// How many of `len` greedy steps must pick the reference's token (teacher-forced on
     /// the reference's tokens) before any other step is accepted as a near tie: all where
-    /// both sides compute the same products, else half.
+    /// both sides compute the same products; three quarters on a real model (llama.cpp
+    /// against itself keeps at least 29 of 32, see [`Rule::why`]); else half.
     pub fn greedy_floor(self, len: usize) -> usize {
         if self.same_products() {
             len
+        } else if self == Rule::RealModelQ8 {
+            len - len / 4
         } else {
             len / 2
         }
@@ -122,8 +134,15 @@ impl Rule {
     /// The reference's own logit gap between its token and ours that a differing step
     /// may have: if every logit is within `b` of the reference's, ours can only rank
     /// another token first where the reference's two are within `2b`.
+    ///
+    /// On a real model that derivation gives 4.0, which says nothing; the bound there is
+    /// measured on the reference alone: llama.cpp against itself picks another token at
+    /// its own gaps up to 0.22, and 0.5 is 2.3x that.
     pub fn near_tie(self) -> f32 {
-        2.0 * self.logits()
+        match self {
+            Rule::RealModelQ8 => 0.5,
+            r => 2.0 * r.logits(),
+        }
     }
 
     /// Why the bound is what it is: the derivation, or the measurement and its margin.
@@ -172,6 +191,16 @@ impl Rule {
                  block's largest value, and so one q8 step, is larger than over 32 values. \
                  Measured at most 0.17 on logits within -8..32; 0.3 is 1.8x that (the bound \
                  before the table, not raised)."
+            }
+            Rule::RealModelQ8 => {
+                "Over 24 to 30 layers, float noise flips q8 roundings of the activations at \
+                 every step, and the flips add up. llama.cpp against itself (the same tokens \
+                 as one batch instead of one at a time, f32 KV cache) moves its top 20 logits \
+                 by up to 0.91 (SmolLM2 Q4_1), 0.43 (Qwen2.5-Coder Q4_K_M) and 1.29 (Gemma 3 \
+                 Q4_K_M), and picks another token at 0 to 3 of 32 steps per prompt, at its own \
+                 gaps up to 0.22. 2.0 is 1.5x the largest move (a wrong layer moves logits by \
+                 units: Gemma 3 with SiLU for GELU, 9); near tie 0.5 is 2.3x its largest flip \
+                 gap; floor 24 of 32 leaves 8 steps where llama.cpp itself needs 3."
             }
         }
     }

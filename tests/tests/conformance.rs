@@ -34,8 +34,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, ensure, Context, Result};
 use libtest_mimic::{Arguments, Failed, Trial};
 use serde::Deserialize;
-use zoo::{ArchEntry, CausalLM, Format, ModelSource, Tensor};
+use zoo::{ArchEntry, CausalLM, Format, ModelSource};
 use zoo_tests::tolerance::{self, Rule};
+use zoo_tests::{last_logits as forward, teacher_forced};
 
 #[derive(Deserialize)]
 struct Reference {
@@ -121,25 +122,6 @@ fn spec_rules(dir: &Path) -> Result<serde_json::Value> {
     Ok(v["spec"]["rules"].clone())
 }
 
-fn forward(m: &mut dyn CausalLM, ids: &[u32], offset: usize) -> Result<Vec<f32>> {
-    let t = Tensor::new(ids, m.device())?.unsqueeze(0)?;
-    let l = m.forward(&t, offset)?;
-    ensure!(
-        l.dims() == [1, m.vocab_size()],
-        "logits shape {:?}, expected [1, {}]",
-        l.dims(),
-        m.vocab_size()
-    );
-    ensure!(
-        l.dtype() == zoo::DType::F32,
-        "logits dtype {:?}, expected f32",
-        l.dtype()
-    );
-    let v: Vec<f32> = l.squeeze(0)?.to_vec1()?;
-    ensure!(v.iter().all(|x| x.is_finite()), "non-finite logits");
-    Ok(v)
-}
-
 fn argmax(v: &[f32]) -> u32 {
     zoo_tests::argmax(v)
 }
@@ -168,27 +150,6 @@ fn greedy(m: &mut dyn CausalLM, prompt: &[u32], n: usize) -> Result<(Vec<u32>, V
         logits = forward(m, &[next], prompt.len() + i)?;
     }
     Ok((ids, all))
-}
-
-/// Our logits at each of the reference's greedy steps, fed the reference's tokens (its
-/// context at every step, whatever we would have picked).
-fn teacher_forced(
-    m: &mut dyn CausalLM,
-    prompt: &[u32],
-    reference: &[u32],
-) -> Result<Vec<Vec<f32>>> {
-    m.reset_cache()?;
-    let mut logits = forward(m, prompt, 0)?;
-    let mut all = Vec::with_capacity(reference.len());
-    for (i, &t) in reference.iter().enumerate() {
-        all.push(logits);
-        if i + 1 < reference.len() {
-            logits = forward(m, &[t], prompt.len() + i)?;
-        } else {
-            logits = Vec::new();
-        }
-    }
-    Ok(all)
 }
 
 fn round(x: f32, digits: i32) -> f64 {

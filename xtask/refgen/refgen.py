@@ -277,45 +277,55 @@ LONG_PROMPTS = [
     "    out = []\n    i = j = 0\n    while i < len(a) and j < len(b):\n"
     "        if a[i] <= b[j]:\n            out.append(a[i])\n            i += 1\n",
 ]
-LONG_TOKENS = 24
+LONG_TOKENS = 32
 
 
-def long_prompts(models, out: Path):
-    """llama.cpp's greedy continuations of LONG_PROMPTS on each real GGUF, in the schema
-    of ../shared/reference (prompt ids as llama.cpp builds them, BOS where the GGUF asks)."""
+def real_models(models, out: Path):
+    """llama.cpp with an f32 KV cache on each real GGUF: the greedy continuation of every
+    prompt of its f16-KV reference (../shared/reference, kept as tests/data/reference/
+    f16-kv) and of LONG_PROMPTS, with llama.cpp's top GREEDY_TOP logits at every step.
+    Prompt ids as llama.cpp builds them (BOS where the GGUF asks); one batch per prompt,
+    then one token per step, as zoo's tests feed them."""
     import llama_cpp
     import numpy as np
     out.mkdir(parents=True, exist_ok=True)
-    for name, path in models:
-        print(f"long prompts: {name}", flush=True)
+    for name, path, f16_ref in models:
+        print(f"real model: {name}", flush=True)
+        # type_k/type_v 0: GGML_TYPE_F32 (llama.cpp's default is f16).
         llm = llama_cpp.Llama(model_path=path, n_ctx=256, n_threads=2, n_batch=256, logits_all=True,
                               verbose=False, seed=0, type_k=0, type_v=0, flash_attn=False)
         add_bos = llm.metadata.get("tokenizer.ggml.add_bos_token", "false") == "true"
+        short = json.loads(Path(f16_ref).read_text())["generate"]
         cases = []
-        for text in LONG_PROMPTS:
+        for text in [c["prompt"] for c in short] + LONG_PROMPTS:
             ids = llm.tokenize(text.encode(), add_bos=True, special=False)
             llm.reset()
             llm.eval(ids)
-            nxt = int(np.array(llm.scores[len(ids) - 1]).argmax())
-            cont = []
+            scores = np.array(llm.scores[len(ids) - 1])
+            nxt, cont, tops = int(scores.argmax()), [], []
             for _ in range(LONG_TOKENS):
                 if nxt == llm.token_eos():
                     break
                 cont.append(nxt)
+                tops.append(top(scores))
                 llm.eval([nxt])
-                nxt = int(np.array(llm.scores[llm.n_tokens - 1]).argmax())
+                scores = np.array(llm.scores[llm.n_tokens - 1])
+                nxt = int(scores.argmax())
             cases.append({
                 "prompt": text,
                 "prompt_ids": ids,
                 "continuation_ids": cont,
                 "continuation_text": llm.detokenize(cont).decode("utf-8", errors="replace"),
+                "greedy_top": tops,
             })
         ref = {
             "model": name,
             "made_by": versions(),
             "add_bos_token": add_bos,
-            "note": "cargo xtask refgen --long-prompts: llama.cpp (f32 KV cache, one batch for the "
-                    "prompt), greedy continuation stopped at eos or LONG_TOKENS.",
+            "note": "cargo xtask refgen --real-models: llama.cpp (f32 KV cache, one batch for the "
+                    "prompt, then one token per step), greedy continuation stopped at eos or "
+                    f"{LONG_TOKENS} tokens; greedy_top: llama.cpp's top {GREEDY_TOP} logits at each "
+                    "step, [id, logit], largest first.",
             "tokenize": [],
             "generate": cases,
         }
@@ -323,9 +333,9 @@ def long_prompts(models, out: Path):
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "long-prompts":
-        # long-prompts OUT_DIR NAME=PATH...
-        long_prompts([a.split("=", 1) for a in sys.argv[3:]], Path(sys.argv[2]))
+    if sys.argv[1] == "real-models":
+        # real-models OUT_DIR NAME=GGUF=F16_KV_REFERENCE...
+        real_models([a.split("=", 2) for a in sys.argv[3:]], Path(sys.argv[2]))
         sys.exit(0)
     task, entries_json, root = sys.argv[1], sys.argv[2], Path(sys.argv[3])
     entries = json.loads(Path(entries_json).read_text())

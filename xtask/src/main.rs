@@ -10,7 +10,7 @@
 //! - `fixtures [NAME...]`: write the conformance fixtures (tests/fixtures) with transformers
 //!   and llama.cpp.
 //! - `refgen [NAME...]`: record the reference logits next to them (docs/conformance.md);
-//!   `refgen --long-prompts`: llama.cpp's continuations of long prompts on the real models.
+//!   `refgen --real-models`: llama.cpp's (f32 KV cache) continuations and top logits on the real models.
 //! - `llama-cpp`: build llama.cpp's own `llama-bench`, `llama-server` and `llama-perplexity`
 //!   (the llama.cpp the references come from) once, and print their directory.
 //! - `new-arch NAME --candle MODULE ...`: scaffold an architecture file and its fixture
@@ -67,7 +67,7 @@ fn main() -> Result<()> {
         "gpu-check" => gpu_check::gpu_check(rest),
         _ => {
             eprintln!(
-                "usage: cargo xtask <codegen [--check] | bench --model PATH [-p N -n N -r N] [--llama-cpp] | bench --dispatch | bench --serve --model PATH_OR_NAME [--levels 1,4,16,64] [--new-tokens N] [--threads N] [--zoo-only|--llama-only] | new-arch NAME ... | fixtures [NAME...] | refgen [NAME...] | refgen --long-prompts | llama-cpp | soak [--model M] [--requests N] | fuzz [TARGET...] [--runs N | --time S] | --list | ci | cuda-check [--full] | gpu-build [--device cpu] [--models NAME,...] | gpu-check --dry-run>"
+                "usage: cargo xtask <codegen [--check] | bench --model PATH [-p N -n N -r N] [--llama-cpp] | bench --dispatch | bench --serve --model PATH_OR_NAME [--levels 1,4,16,64] [--new-tokens N] [--threads N] [--zoo-only|--llama-only] | new-arch NAME ... | fixtures [NAME...] | refgen [NAME...] | refgen --real-models | llama-cpp | soak [--model M] [--requests N] | fuzz [TARGET...] [--runs N | --time S] | --list | ci | cuda-check [--full] | gpu-build [--device cpu] [--models NAME,...] | gpu-check --dry-run>"
             );
             if task == "help" || task == "--help" {
                 Ok(())

@@ -132,22 +132,27 @@ fn registry_json() -> Result<PathBuf> {
     Ok(path)
 }
 
-/// The real models whose long-prompt continuations `refgen --long-prompts` records
-/// (names known to `zoo fetch`), and where.
-const LONG_PROMPT_MODELS: [&str; 3] = ["smollm2", "gemma3", "qwen2.5-coder"];
-const LONG_PROMPT_DIR: &str = "tests/data/reference/long-prompts";
+/// The real models `refgen --real-models` records (names known to `zoo fetch`), each
+/// with its f16-KV reference (../shared/reference) whose prompts it records again, and
+/// where the f32-KV references go.
+const REAL_MODELS: [(&str, &str); 3] = [
+    ("smollm2", "smollm2-135m-instruct-q4_1"),
+    ("gemma3", "gemma3-270m-q4_k_m"),
+    ("qwen2.5-coder", "qwen2.5-coder-0.5b-instruct-q4_k_m"),
+];
+const REAL_MODEL_DIR: &str = "tests/data/reference/f32-kv";
 
 /// `task` is `fixtures` or `refgen`; `names` restricts it to some architectures.
-/// `refgen --long-prompts` instead records llama.cpp on the real models.
+/// `refgen --real-models` instead records llama.cpp (f32 KV cache) on the real models.
 pub fn refgen(task: &str, names: &[String]) -> Result<()> {
     let lcp = llama_cpp_python_src()?;
     let python = refgen_python(&lcp)?;
-    if task == "refgen" && names.iter().any(|n| n == "--long-prompts") {
+    if task == "refgen" && names.iter().any(|n| n == "--real-models") {
         let mut c = Command::new(python);
         c.arg(root().join("xtask/refgen/refgen.py"))
-            .arg("long-prompts")
-            .arg(root().join(LONG_PROMPT_DIR));
-        for name in LONG_PROMPT_MODELS {
+            .arg("real-models")
+            .arg(root().join(REAL_MODEL_DIR));
+        for (name, f16_kv) in REAL_MODELS {
             let out = zoo_release("fetch")
                 .arg(name)
                 .output()
@@ -164,7 +169,8 @@ pub fn refgen(task: &str, names: &[String]) -> Result<()> {
                 .context("zoo fetch printed no path")?
                 .trim()
                 .to_string();
-            c.arg(format!("{name}={path}"));
+            let f16_kv = root().join(format!("tests/data/reference/f16-kv/{f16_kv}.json"));
+            c.arg(format!("{name}={path}={}", f16_kv.display()));
         }
         return run(c);
     }
