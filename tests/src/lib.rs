@@ -40,6 +40,20 @@ pub struct GenerateCase {
     /// (the f32-KV references; empty in the f16-KV ones).
     #[serde(default)]
     pub greedy_top: Vec<Vec<(u32, f32)>>,
+    /// llama.cpp against itself, the prompt and continuation as one batch (the f32-KV
+    /// references): the reference's own noise.
+    #[serde(default)]
+    pub one_batch: Option<OneBatch>,
+}
+
+/// What llama.cpp's logits did when the same tokens ran as one batch instead of one at
+/// a time.
+#[derive(Debug, Deserialize)]
+pub struct OneBatch {
+    /// Max |logit difference| over the recorded top logits, over all steps.
+    pub max_top_diff: f32,
+    /// The steps whose argmax differs, with the recorded gap there: `[step, gap]`.
+    pub flips: Vec<(usize, f32)>,
 }
 
 /// The device the suites run their models on: `ZOO_DEVICE` (cpu, cuda, cuda:N, metal,

@@ -412,6 +412,47 @@ mod tests {
         assert!(e.contains("above ours"), "{e}");
     }
 
+    /// `real-model-q8` is measured on the references' own noise (llama.cpp against
+    /// itself, recorded by `refgen --real-models`): its bounds keep their stated margins
+    /// over it, so a re-recording that moves more fails here, not in a model test.
+    #[test]
+    fn real_model_rule_covers_the_references_own_noise() {
+        let r = Rule::RealModelQ8;
+        let (mut diff, mut gap, mut fewest) = (0f32, 0f32, f32::INFINITY);
+        for name in ["smollm2", "gemma3", "qwen2.5-coder"] {
+            let reference = crate::reference(&format!("f32-kv/{name}")).unwrap();
+            for case in &reference.generate {
+                let own = case
+                    .one_batch
+                    .as_ref()
+                    .expect("refgen --real-models records one_batch");
+                diff = diff.max(own.max_top_diff);
+                gap = own.flips.iter().fold(gap, |g, f| g.max(f.1));
+                let len = case.continuation_ids.len();
+                fewest = fewest.min((len - own.flips.len()) as f32 / len as f32);
+            }
+        }
+        assert!(
+            diff > 0.1,
+            "the references record llama.cpp's own noise ({diff})"
+        );
+        assert!(
+            r.logits() >= 1.5 * diff,
+            "bound {} < 1.5 x llama.cpp's own {diff}",
+            r.logits()
+        );
+        assert!(
+            r.near_tie() >= 2.0 * gap,
+            "near tie {} < 2 x llama.cpp's own flip gap {gap}",
+            r.near_tie()
+        );
+        let floor = r.greedy_floor(32) as f32 / 32.0;
+        assert!(
+            floor < fewest,
+            "floor {floor} of the steps, llama.cpp itself keeps {fewest}"
+        );
+    }
+
     /// The logits of every step are held to a continuous rule's bound, not to a
     /// quantized one's; specs name rules.
     #[test]

@@ -311,12 +311,25 @@ def real_models(models, out: Path):
                 llm.eval([nxt])
                 scores = np.array(llm.scores[llm.n_tokens - 1])
                 nxt = int(scores.argmax())
+            # llama.cpp against itself: the same tokens as one batch. What moves is the
+            # reference's own noise, which the real-model rule is measured on.
+            llm.reset()
+            llm.eval(ids + cont)
+            diff, flips = 0.0, []
+            for step, t in enumerate(tops):
+                scores = np.array(llm.scores[len(ids) - 1 + step])
+                diff = max(diff, max(abs(float(scores[i]) - l) for i, l in t))
+                a = int(scores.argmax())
+                if a != t[0][0]:
+                    theirs = [l for i, l in t if i == a]
+                    flips.append([step, t[0][1] - (theirs[0] if theirs else t[-1][1])])
             cases.append({
                 "prompt": text,
                 "prompt_ids": ids,
                 "continuation_ids": cont,
                 "continuation_text": llm.detokenize(cont).decode("utf-8", errors="replace"),
                 "greedy_top": tops,
+                "one_batch": {"max_top_diff": diff, "flips": flips},
             })
         ref = {
             "model": name,
@@ -325,7 +338,9 @@ def real_models(models, out: Path):
             "note": "cargo xtask refgen --real-models: llama.cpp (f32 KV cache, one batch for the "
                     "prompt, then one token per step), greedy continuation stopped at eos or "
                     f"{LONG_TOKENS} tokens; greedy_top: llama.cpp's top {GREEDY_TOP} logits at each "
-                    "step, [id, logit], largest first.",
+                    "step, [id, logit], largest first. one_batch: llama.cpp against itself, the "
+                    "prompt and continuation as one batch: max |logit difference| over the top "
+                    "logits, and the steps whose argmax differs with the gap there.",
             "tokenize": [],
             "generate": cases,
         }
