@@ -1,5 +1,6 @@
 //! config.json checked when a safetensors directory is opened, for every registered
-//! architecture: each size field zoo's models read has the right type and a sane
+//! architecture, and again on the config as an architecture normalised it before its
+//! config type reads it (`parse_config_value`): one table, both times: each size field zoo's models read has the right type and a sane
 //! range (a size of 2^40 would be allocated before anything else failed), and the
 //! sizes agree (heads divide the hidden size unless `head_dim` says otherwise, kv
 //! heads divide heads, experts used within experts). The fields an architecture
@@ -10,6 +11,11 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::{Error, Result};
+
+/// The longest context config.json may give: above the longest of any architecture
+/// zoo runs (1M positions), while the rotary tables sized by it stay within a few GiB.
+/// A sliding window this long masks nothing.
+pub const MAX_CONTEXT: u64 = 1 << 22;
 
 /// What a field should hold.
 #[derive(Clone, Copy)]
@@ -40,8 +46,8 @@ const FIELDS: &[(&str, Kind)] = &[
     ("intermediate_size", Size(1, 1 << 20)),
     ("n_inner", Size(1, 1 << 20)),
     ("moe_intermediate_size", Size(1, 1 << 20)),
-    ("max_position_embeddings", Size(1, 1 << 24)),
-    ("n_positions", Size(1, 1 << 24)),
+    ("max_position_embeddings", Size(1, MAX_CONTEXT)),
+    ("n_positions", Size(1, MAX_CONTEXT)),
     ("head_dim", Size(1, 1 << 16)),
     ("num_local_experts", Size(0, 1 << 16)),
     ("num_experts", Size(0, 1 << 16)),

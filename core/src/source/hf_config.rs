@@ -6,16 +6,8 @@
 
 use serde_json::Value;
 
-use super::SafetensorsSource;
+use super::{hf_checks, SafetensorsSource};
 use crate::{Error, Result};
-
-/// The largest size config.json may give (layers, heads, hidden and vocabulary sizes):
-/// far above any real model, far below what overflows or exhausts memory on its own.
-pub const MAX_SIZE: u64 = 1 << 24;
-/// The longest context config.json may give (`max_position_embeddings`): above the
-/// longest context of any architecture zoo runs (1M positions), while the rotary
-/// tables sized by it stay within a few GiB.
-pub const MAX_CONTEXT: u64 = 1 << 22;
 
 impl SafetensorsSource {
     /// `rope_theta` from the top level (4.x) or `rope_parameters.rope_theta` (5.x).
@@ -100,7 +92,9 @@ impl SafetensorsSource {
         arch: &str,
         v: Value,
     ) -> Result<T> {
-        self.check_sizes(arch, &v)?;
+        // The checks of opening (hf_checks.rs) again, on the config as the architecture
+        // normalised it: a quirk's value is held to the same table.
+        hf_checks::check_config(&self.config_path, &v)?;
         serde_json::from_value(v).map_err(|e| Error::Config {
             path: self.config_path.clone(),
             what: format!("`{arch}` config"),
@@ -182,66 +176,6 @@ impl SafetensorsSource {
         ids
     }
 
-    /// The sizes every architecture divides or multiplies by, checked before any of
-    /// them is used: each a whole number from 1 to [`MAX_SIZE`] (the context at most
-    /// [`MAX_CONTEXT`]), the attention heads a multiple of the key/value heads, and
-    /// the hidden size a multiple of the heads where no `head_dim` is given. A config
-    /// with zero heads otherwise divides by zero in the model's constructor.
-    fn check_sizes(&self, arch: &str, v: &Value) -> Result<()> {
-        let error = |detail: String| Error::Config {
-            path: self.config_path.clone(),
-            what: format!("`{arch}` config"),
-            detail,
-            hint: "config.json must be the one transformers writes for this model; fix the size"
-                .into(),
-        };
-        let size = |key: &str| -> Result<Option<u64>> {
-            let max = if matches!(key, "max_position_embeddings" | "n_positions") {
-                MAX_CONTEXT
-            } else {
-                MAX_SIZE
-            };
-            match v.get(key).filter(|x| !x.is_null()) {
-                None => Ok(None),
-                Some(x) => match x.as_u64() {
-                    Some(n) if (1..=max).contains(&n) => Ok(Some(n)),
-                    _ => Err(error(format!(
-                        "`{key}` should be a whole number from 1 to {max}, found {x}"
-                    ))),
-                },
-            }
-        };
-        for key in [
-            "vocab_size",
-            "intermediate_size",
-            "num_hidden_layers",
-            "n_layer",
-            "max_position_embeddings",
-            "n_positions",
-        ] {
-            size(key)?;
-        }
-        let heads = size("num_attention_heads")?.or(size("n_head")?);
-        let kv_heads = size("num_key_value_heads")?;
-        let hidden = size("hidden_size")?.or(size("n_embd")?);
-        let head_dim = size("head_dim")?;
-        if let (Some(h), Some(kv)) = (heads, kv_heads) {
-            if h % kv != 0 {
-                return Err(error(format!(
-                    "{h} attention heads are not a multiple of {kv} key/value heads"
-                )));
-            }
-        }
-        if let (Some(hidden), Some(h), None) = (hidden, heads, head_dim) {
-            if hidden % h != 0 {
-                return Err(error(format!(
-                    "hidden size {hidden} is not a multiple of {h} attention heads (and there is no `head_dim`)"
-                )));
-            }
-        }
-        Ok(())
-    }
-
     fn config_error(&self, detail: &str, found: &Value) -> Error {
         Error::Config {
             path: self.config_path.clone(),
@@ -300,6 +234,37 @@ mod tests {
             assert!(e.contains(says), "{extra}: {e}");
         }
         assert!(check(r#", "hidden_size": 66, "head_dim": 16"#).is_ok());
+        // What an architecture's normalisation writes is held to the same table: a
+        // window past the longest context, or heads that stop dividing, are refused
+        // though the file itself passed.
+        let d = dir_with(&format!("{{{base}}}"));
+        let src = ModelSource::open(d.path()).unwrap();
+        let s = src.as_safetensors().unwrap();
+        for (key, value, says) in [
+            (
+                "sliding_window",
+                serde_json::json!(u64::MAX / 4),
+                "`sliding_window` should be",
+            ),
+            (
+                "num_key_value_heads",
+                serde_json::json!(3),
+                "does not divide",
+            ),
+        ] {
+            let mut normalised = s.config.clone();
+            normalised[key] = value;
+            let e = s
+                .parse_config_value::<serde_json::Value>("x", normalised)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{key}: {e}");
+        }
+        let mut opened = s.config.clone();
+        opened["sliding_window"] = serde_json::json!(super::super::MAX_CONTEXT);
+        assert!(s
+            .parse_config_value::<serde_json::Value>("x", opened)
+            .is_ok());
     }
 
     fn dir_with(config: &str) -> tempfile::TempDir {

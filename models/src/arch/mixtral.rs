@@ -40,7 +40,7 @@ candle_load!(
             "Mixtral 8x7B and 8x22B have no window (null); set it to null if the model was trained without",
         ));
             }
-            config["sliding_window"] = json!(usize::MAX / 4);
+            config["sliding_window"] = json!(zoo_core::source::MAX_CONTEXT);
             config["use_flash_attn"] = json!(false);
             Ok(())
         }),

@@ -33,7 +33,7 @@ candle_load!(
         fix: Some(|src, config| {
             // See the file's comment: the window opened to the whole context, or an error.
             refuse_sliding_window(src, config)?;
-            config["sliding_window"] = json!(usize::MAX / 4);
+            config["sliding_window"] = json!(zoo_core::source::MAX_CONTEXT);
             Ok(())
         }),
         ..ConfigQuirks::default()

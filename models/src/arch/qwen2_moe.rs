@@ -79,7 +79,7 @@ impl Qwen2Moe {
         }
         refuse_rope_scaling(src, Self::ENTRY.name)?;
         refuse_other_head_dim(src, Self::ENTRY.name, config)?;
-        config["sliding_window"] = json!(usize::MAX / 4);
+        config["sliding_window"] = json!(zoo_core::source::MAX_CONTEXT);
         if config["max_window_layers"].is_null() {
             config["max_window_layers"] = config["num_hidden_layers"].clone();
         }
