@@ -38,6 +38,12 @@ pub enum Rule {
     /// blocks of 256 (q8_K): one scale over 8x the values, a coarser step.
     #[serde(rename = "gelu-table-flips-q8k")]
     GeluTableFlipsQ8K,
+    /// A quantized GGUF against llama.cpp where the two sum the same integer block
+    /// products in another float order (zoo's phase order for the 32-value formats,
+    /// candle's kernels for Q2_K, Q3_K and Q5_K) and the fixture meets an 8-bit rounding
+    /// that float noise decides: one q8 step apart, carried by the next layers.
+    #[serde(rename = "q8-order-flips")]
+    Q8OrderFlips,
     /// A real quantized model (24 to 30 layers, activations quantized to 8-bit blocks)
     /// against llama.cpp with an f32 KV cache: float noise flips q8 roundings at every
     /// step, and the flips add up over the layers; llama.cpp against itself measures it.
@@ -47,7 +53,7 @@ pub enum Rule {
 
 impl Rule {
     /// Every rule, for the table in docs/conformance.md.
-    pub const ALL: [Rule; 8] = [
+    pub const ALL: [Rule; 9] = [
         Rule::F32SameMath,
         Rule::QuantSameProducts,
         Rule::F16Activations,
@@ -55,6 +61,7 @@ impl Rule {
         Rule::GeluTableFlipsF32,
         Rule::GeluTableFlipsQ8,
         Rule::GeluTableFlipsQ8K,
+        Rule::Q8OrderFlips,
         Rule::RealModelQ8,
     ];
 
@@ -68,6 +75,7 @@ impl Rule {
             Rule::GeluTableFlipsF32 => "gelu-table-flips-f32",
             Rule::GeluTableFlipsQ8 => "gelu-table-flips-q8",
             Rule::GeluTableFlipsQ8K => "gelu-table-flips-q8k",
+            Rule::Q8OrderFlips => "q8-order-flips",
             Rule::RealModelQ8 => "real-model-q8",
         }
     }
@@ -87,6 +95,7 @@ impl Rule {
             Rule::GeluTableFlipsF32 => 5e-3,
             Rule::GeluTableFlipsQ8 => 0.15,
             Rule::GeluTableFlipsQ8K => 0.3,
+            Rule::Q8OrderFlips => 0.4,
             Rule::RealModelQ8 => 2.0,
         }
     }
@@ -104,6 +113,7 @@ impl Rule {
                 | Rule::F16Activations
                 | Rule::GgmlGeluTable
                 | Rule::GeluTableFlipsF32
+                | Rule::Q8OrderFlips
                 | Rule::RealModelQ8
         )
     }
@@ -191,6 +201,16 @@ impl Rule {
                  block's largest value, and so one q8 step, is larger than over 32 values. \
                  Measured at most 0.17 on logits within -8..32; 0.3 is 1.8x that (the bound \
                  before the table, not raised)."
+            }
+            Rule::Q8OrderFlips => {
+                "Both take the same integer products of the same 8-bit blocks, but sum the \
+                 blocks' float products in another order; a hidden value within float noise \
+                 (~1e-7 relative) of a q8 rounding boundary then rounds one step apart (1/127 \
+                 of its block's largest value), and the next layers carry it. llama.cpp \
+                 against itself (the same tokens as one batch or one at a time) moves these \
+                 fixtures' logits by up to 0.19 the same way; 0.4 is 2.1x that. Measured on \
+                 the variants that meet such a rounding: at most 0.165 (last positions) and \
+                 0.155 (greedy steps). Held to the half floor of the flip rules."
             }
             Rule::RealModelQ8 => {
                 "Over 24 to 30 layers, float noise flips q8 roundings of the activations at \

@@ -177,7 +177,11 @@ runpy.run_path({str(lc / 'convert_hf_to_gguf.py')!r}, run_name="__main__")
     subprocess.run([sys.executable, "-c", driver], check=True)
 
 
-QUANT_FTYPES = {"q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q4_k_m": 15, "q6_k": 18}
+# llama.cpp's llama_ftype values (include/llama.h).
+QUANT_FTYPES = {
+    "q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9, "q2_k": 10, "q3_k_m": 12,
+    "q4_k_m": 15, "q5_k_m": 17, "q6_k": 18, "iq4_nl": 25, "iq4_xs": 30,
+}
 
 
 def quantize(src: Path, out: Path, qtype: str):

@@ -11,7 +11,7 @@ pub const PROMPT_GEMM_ROWS: usize = crate::qkernels::K_TILE_ROWS;
 
 /// A quantized projection. The activations are quantized to 8 bits per block, as
 /// llama.cpp does, and multiplied with the weight blocks in integers: by zoo's own SIMD
-/// kernels ([`crate::qkernels`]) for Q4_0, Q4_1, Q5_0, Q8_0 and Q4_K (prompts eight rows
+/// kernels ([`crate::qkernels`]) for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q4_K (prompts eight rows
 /// at a time, each weight block decoded once for the eight; Q4_K's single tokens in the
 /// order of llama.cpp's repacked kernel, which the conformance suite needs, without
 /// candle's repacked copy of the weights), and for Q6_K prompts of at least
@@ -59,7 +59,7 @@ impl QLinear {
     /// forward, whose results must not depend on the batch).
     ///
     /// - zoo's kernel formats through [`crate::qkernels::matmul_rows`]: Q4_0, Q4_1,
-    ///   Q5_0, Q8_0 as always; Q4_K in llama.cpp's single-row order for any number of
+    ///   Q5_0, Q5_1, Q8_0 as always; Q4_K in llama.cpp's single-row order for any number of
     ///   rows (the tile kernels' order differs by ~1e-5, enough to flip an 8-bit
     ///   rounding of the next layer's activations: the quantized-mistral q4_k_m fixture
     ///   came out 0.097 off llama.cpp instead of 4e-6); Q6_K in its tile kernel for any
@@ -193,6 +193,7 @@ mod tests {
             GgmlDType::Q4_0,
             GgmlDType::Q4_1,
             GgmlDType::Q5_0,
+            GgmlDType::Q5_1,
             GgmlDType::Q8_0,
             GgmlDType::Q4K,
             GgmlDType::Q6K,

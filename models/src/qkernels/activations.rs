@@ -7,12 +7,12 @@ use super::{Format, QK, QK_K};
 
 /// One block of an activation row quantized to 8 bits, with what every format's
 /// kernel needs precomputed: the scale and the scaled sum of the quantized values
-/// (the offset term of Q4_0, Q4_1 and Q5_0).
+/// (the offset term of Q4_0, Q4_1, Q5_0 and Q5_1).
 #[derive(Debug, Clone, Copy)]
 #[repr(C, align(8))]
 pub struct ActBlock {
     pub d: f32,
-    /// `d * sum(qs)` (for Q4_1 rounded to f16 as llama.cpp's Q8_1 stores it).
+    /// `d * sum(qs)` (for Q4_1 and Q5_1 rounded to f16 as llama.cpp's Q8_1 stores it).
     pub s: f32,
     pub qs: [i8; QK],
 }
@@ -124,7 +124,7 @@ fn nearest_int(v: f32) -> i32 {
 }
 
 /// Quantizes `x` (a multiple of [`QK`] long) to 8-bit blocks as llama.cpp's x86
-/// `quantize_row_q8_0` (and `q8_1` for Q4_1) does: scale `max|x| / 127` stored as f16,
+/// `quantize_row_q8_0` (and `q8_1` for Q4_1 and Q5_1) does: scale `max|x| / 127` stored as f16,
 /// values `x * 127 / max|x|` rounded to nearest even (`_mm256_round_ps`), and for Q8_1
 /// the block sum times the unrounded scale, rounded to f16 once. (candle rounds half
 /// away from zero and multiplies the f16 sum by the f16 scale: rarely a different
@@ -142,7 +142,7 @@ pub fn quantize_activations(format: Format, x: &[f32], out: &mut [ActBlock]) {
         }
         b.d = round_f16(d);
         b.s = match format {
-            Format::Q4_1 => round_f16(d * sum as f32),
+            Format::Q4_1 | Format::Q5_1 => round_f16(d * sum as f32),
             _ => b.d * sum as f32,
         };
     }

@@ -17,6 +17,8 @@ pub enum Format {
     Q4_1,
     /// `d: f16, qh: u32, qs: [u8; 16]`: value = d * ((nibble | bit << 4) - 16).
     Q5_0,
+    /// `d: f16, m: f16, qh: u32, qs: [u8; 16]`: value = d * (nibble | bit << 4) + m.
+    Q5_1,
     /// `d: f16, qs: [i8; 32]`: value = d * q.
     Q8_0,
     /// Super-blocks of 256: `d, dmin: f16, scales: [u8; 12], qs: [u8; 128]`; sub-block
@@ -35,6 +37,7 @@ impl Format {
             G::Q4_0 => Some(Self::Q4_0),
             G::Q4_1 => Some(Self::Q4_1),
             G::Q5_0 => Some(Self::Q5_0),
+            G::Q5_1 => Some(Self::Q5_1),
             G::Q8_0 => Some(Self::Q8_0),
             G::Q4K => Some(Self::Q4K),
             G::Q6K => Some(Self::Q6K),
@@ -56,6 +59,7 @@ impl Format {
             Self::Q4_0 => 18,
             Self::Q4_1 => 20,
             Self::Q5_0 => 22,
+            Self::Q5_1 => 24,
             Self::Q8_0 => 34,
             Self::Q4K => 144,
             Self::Q6K => 210,

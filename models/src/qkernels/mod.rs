@@ -1,6 +1,8 @@
 //! Quantized matrix products for the block formats candle leaves without SIMD.
 //!
-//! candle 0.11 multiplies Q4_1 and Q5_0 weights with scalar Rust (`vec_dot_unopt`) and
+//! candle 0.11 multiplies Q4_1, Q5_0 and Q5_1 weights with scalar Rust (`vec_dot_unopt`;
+//! for the two with a Q8_1 block sum, from an f16 sum times an f16 scale where llama.cpp
+//! rounds the f32 product once: 0.13-0.15 off llama.cpp's logits on the q5_1 fixtures) and
 //! Q8_0 weights whose rows are not a multiple of 256 values (Gemma 3's 640-wide tied
 //! output, Qwen2.5's 896-wide projections) with a one-row AVX loop; those three
 //! formats are most of the decode time of the real models (`perf`: 57 % of SmolLM2's,

@@ -42,6 +42,17 @@ pub fn dot_scalar(format: Format, row: &[u8], act: &[ActBlock]) -> f32 {
                 }
                 (dot, -16.0 * d)
             }
+            Format::Q5_1 => {
+                let qh = u32::from_le_bytes([w[4], w[5], w[6], w[7]]);
+                let qs = &w[8..24];
+                let mut dot = 0i32;
+                for (j, &q) in qs.iter().enumerate() {
+                    let lo = (q & 0x0F) as u32 | ((qh >> j) & 1) << 4;
+                    let hi = (q >> 4) as u32 | ((qh >> (j + 16)) & 1) << 4;
+                    dot += lo as i32 * a.qs[j] as i32 + hi as i32 * a.qs[j + 16] as i32;
+                }
+                (dot, f16_to_f32(u16::from_le_bytes([w[2], w[3]])))
+            }
             Format::Q8_0 => {
                 let mut dot = 0i32;
                 for j in 0..QK {
@@ -162,12 +173,16 @@ mod tests {
                     &mut ours,
                 )
                 .unwrap();
-                // Q4_1's block sums `s` are f16: llama.cpp (and this kernel) rounds
-                // `d * sum` once, candle multiplies two f16 values; each block's offset
-                // term can differ by ~2^-10 of itself. Over 200 fixed draws of these
-                // shapes the largest difference was 1.2e-3 of the largest output (the
-                // other formats: 1.8e-7), hence 4e-3.
-                let tol = if format == Format::Q4_1 { 4e-3 } else { 1e-5 };
+                // Q4_1's and Q5_1's block sums `s` are f16: llama.cpp (and this kernel)
+                // rounds `d * sum` once, candle multiplies two f16 values; each block's
+                // offset term can differ by ~2^-10 of itself. Over 200 fixed draws of
+                // these shapes the largest difference was 1.2e-3 of the largest output
+                // (the other formats: 1.8e-7), hence 4e-3.
+                let tol = if matches!(format, Format::Q4_1 | Format::Q5_1) {
+                    4e-3
+                } else {
+                    1e-5
+                };
                 let scale = candle.iter().fold(1f32, |a, v| a.max(v.abs()));
                 for (o, c) in ours.iter().zip(&candle) {
                     assert!(

@@ -6,11 +6,12 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Module, Tensor};
 
 /// The formats with blocks of 32 values, with their candle names.
-pub(super) fn formats() -> [(Format, GgmlDType); 4] {
+pub(super) fn formats() -> [(Format, GgmlDType); 5] {
     [
         (Format::Q4_0, GgmlDType::Q4_0),
         (Format::Q4_1, GgmlDType::Q4_1),
         (Format::Q5_0, GgmlDType::Q5_0),
+        (Format::Q5_1, GgmlDType::Q5_1),
         (Format::Q8_0, GgmlDType::Q8_0),
     ]
 }

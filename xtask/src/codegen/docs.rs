@@ -159,6 +159,18 @@ fn measured_table(facts: &[ArchFacts], fixtures: &Path) -> Result<String> {
                 .and_then(|n| n.to_str())
                 .unwrap_or("?")
                 .to_string();
+            // A type zoo does not compute: its row says so (the suite checks the refusal).
+            let spec: Option<serde_json::Value> = std::fs::read_to_string(v.join("fixture.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok());
+            if let Some(spec) = spec.filter(|s| s["spec"]["zoo_unsupported"] == true) {
+                let ty = spec["spec"]["gguf_type"].as_str().unwrap_or("?").to_uppercase();
+                s.push_str(&format!(
+                    "| `{}` | {variant} | llama.cpp | refused: zoo does not compute {ty}; opening the file is an `InvalidGguf` error naming it | - | - | - | - | - | - |\n",
+                    f.name
+                ));
+                continue;
+            }
             let path = v.join("measured.json");
             let Ok(text) = std::fs::read_to_string(&path) else {
                 missing.push(format!("{}/{variant}", f.name));

@@ -116,6 +116,18 @@ const Q5_0: u8 = 2;
 const Q8_0: u8 = 3;
 const Q4K: u8 = 4;
 const Q6K: u8 = 5;
+const Q5_1: u8 = 6;
+
+/// Bytes per block of the 32-value format `F`.
+const fn block_bytes_32(f: u8) -> usize {
+    match f {
+        Q4_0 => 18,
+        Q4_1 => 20,
+        Q5_0 => 22,
+        Q5_1 => 24,
+        _ => 34,
+    }
+}
 
 macro_rules! dot_avx2 {
     ($u:expr, $s:expr) => {

@@ -1,4 +1,4 @@
-//! The kernels of the formats with blocks of 32 values (Q4_0, Q4_1, Q5_0, Q8_0): the
+//! The kernels of the formats with blocks of 32 values (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0): the
 //! tile kernel, `TILE` (8) activation rows against each decoded weight block, and the
 //! single-row kernel that sums in exactly its order (batch invariance).
 
@@ -22,6 +22,7 @@ macro_rules! kernels_32 {
                     Format::Q4_0 => row_ordered::<Q4_0>(row, act),
                     Format::Q4_1 => row_ordered::<Q4_1>(row, act),
                     Format::Q5_0 => row_ordered::<Q5_0>(row, act),
+                    Format::Q5_1 => row_ordered::<Q5_1>(row, act),
                     Format::Q8_0 => row_ordered::<Q8_0>(row, act),
                     Format::Q4K | Format::Q6K => {
                         unreachable!("K-quants take matmul_k")
@@ -43,6 +44,7 @@ macro_rules! kernels_32 {
                 Format::Q4_0 => rows_tile::<Q4_0>(w, row_bytes, act, dst),
                 Format::Q4_1 => rows_tile::<Q4_1>(w, row_bytes, act, dst),
                 Format::Q5_0 => rows_tile::<Q5_0>(w, row_bytes, act, dst),
+                Format::Q5_1 => rows_tile::<Q5_1>(w, row_bytes, act, dst),
                 Format::Q8_0 => rows_tile::<Q8_0>(w, row_bytes, act, dst),
                 Format::Q4K | Format::Q6K => {
                     unreachable!("K-quants take matmul_k")
@@ -71,6 +73,10 @@ macro_rules! kernels_32 {
                     let u = _mm256_or_si256(nibbles(p.add(6)), q5_high(p.add(2)));
                     (u, u, d, -16.0 * d)
                 }
+                Q5_1 => {
+                    let u = _mm256_or_si256(nibbles(p.add(8)), q5_high(p.add(4)));
+                    (u, u, f16(p), f16(p.add(2)))
+                }
                 _ => {
                     let q = _mm256_loadu_si256(p.add(2) as *const __m256i);
                     (_mm256_sign_epi8(q, q), q, f16(p), 0.0)
@@ -93,7 +99,7 @@ macro_rules! kernels_32 {
             dst: &mut [[f32; TILE]],
         ) {
             let signed = F == Q8_0;
-            let bb = [18, 20, 22, 34][F as usize];
+            let bb = block_bytes_32(F);
             macro_rules! quads {
                 ($v:expr, $c:literal) => {
                     _mm256_shuffle_epi32($v, $c * 0x55)
@@ -185,7 +191,7 @@ macro_rules! kernels_32 {
             }
         }
 
-        /// Q5_0's fifth bits (`qh`, 32 bits) as 0x10 in the byte of each value set.
+        /// Q5_0's and Q5_1's fifth bits (`qh`, 32 bits) as 0x10 in the byte of each value set.
         #[target_feature(enable = $features)]
         #[inline]
         unsafe fn q5_high(qh: *const u8) -> __m256i {
@@ -223,7 +229,7 @@ macro_rules! kernels_32 {
         #[target_feature(enable = $features)]
         unsafe fn row_ordered<const F: u8>(row: *const u8, act: &[ActBlock]) -> f32 {
             let signed = F == Q8_0;
-            let bb = [18, 20, 22, 34][F as usize];
+            let bb = block_bytes_32(F);
             let n = act.len();
             let mut acc = _mm256_setzero_ps();
             let mut off = _mm_setzero_ps();
