@@ -113,7 +113,13 @@ def hf_checkpoint(spec: dict, out: Path):
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    model.save_pretrained(out, safe_serialization=True)
+    # "save": {"dtype": "bfloat16", "max_shard_size": "100KB"}: stored as real checkpoints
+    # are (half precision, sharded with model.safetensors.index.json).
+    save = spec.get("save", {})
+    if "dtype" in save:
+        model = model.to(getattr(torch, save["dtype"]))
+    kwargs = {"max_shard_size": save["max_shard_size"]} if "max_shard_size" in save else {}
+    model.save_pretrained(out, safe_serialization=True, **kwargs)
     write_tokenizer(out)
     return model
 

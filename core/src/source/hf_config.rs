@@ -156,10 +156,23 @@ impl SafetensorsSource {
             return Some(v.clone());
         }
         let p = self.config.get("rope_parameters")?;
-        match p.get("rope_type").and_then(|t| t.as_str()) {
-            None | Some("default") => None,
-            Some(_) => Some(p.clone()),
+        let scaled = |p: &Value| {
+            !matches!(
+                p.get("rope_type").and_then(|t| t.as_str()),
+                None | Some("default")
+            )
+        };
+        if scaled(p) {
+            return Some(p.clone());
         }
+        // transformers 5 keeps one set per layer type where they differ (Gemma 3:
+        // `{"full_attention": {...}, "sliding_attention": {...}}`); scaling in any of
+        // them is the model's, returned whole for the architecture to pick from.
+        let per_type = p.as_object()?;
+        per_type
+            .values()
+            .any(|v| v.is_object() && scaled(v))
+            .then(|| p.clone())
     }
 
     /// `eos_token_id` of config.json (an int or a list), then of generation_config.json.
@@ -265,6 +278,31 @@ mod tests {
         assert!(s
             .parse_config_value::<serde_json::Value>("x", opened)
             .is_ok());
+    }
+
+    /// Scaling in transformers 5's per-layer-type `rope_parameters` (Gemma 3's linear
+    /// factor on its global layers) is the model's: until 2026-11-30 it read as none,
+    /// and a Gemma 3 checkpoint saved by transformers 5 ran unscaled (0.52 off on the
+    /// fixture `gemma3::f32-linear-rope`).
+    #[test]
+    fn rope_scaling_per_layer_type() {
+        let base = r#""vocab_size": 32"#;
+        let scaling = |params: &str| {
+            let d = dir_with(&format!(r#"{{{base}, "rope_parameters": {params}}}"#));
+            let src = ModelSource::open(d.path()).unwrap();
+            src.as_safetensors().unwrap().rope_scaling()
+        };
+        let per_type = r#"{"full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6}, "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}}"#;
+        let s = scaling(per_type).expect("scaled");
+        assert_eq!(s["full_attention"]["factor"], 8.0);
+        let defaults = r#"{"full_attention": {"rope_type": "default"}, "sliding_attention": {"rope_type": "default"}}"#;
+        assert_eq!(scaling(defaults), None);
+        assert_eq!(
+            scaling(r#"{"rope_type": "default", "rope_theta": 1e4}"#),
+            None
+        );
+        let llama3 = r#"{"rope_type": "llama3", "factor": 8.0, "rope_theta": 1e4}"#;
+        assert_eq!(scaling(llama3).unwrap()["rope_type"], "llama3");
     }
 
     fn dir_with(config: &str) -> tempfile::TempDir {

@@ -164,7 +164,10 @@ fn measured_table(facts: &[ArchFacts], fixtures: &Path) -> Result<String> {
                 .ok()
                 .and_then(|t| serde_json::from_str(&t).ok());
             if let Some(spec) = spec.filter(|s| s["spec"]["zoo_unsupported"] == true) {
-                let ty = spec["spec"]["gguf_type"].as_str().unwrap_or("?").to_uppercase();
+                let ty = spec["spec"]["gguf_type"]
+                    .as_str()
+                    .unwrap_or("?")
+                    .to_uppercase();
                 s.push_str(&format!(
                     "| `{}` | {variant} | llama.cpp | refused: zoo does not compute {ty}; opening the file is an `InvalidGguf` error naming it | - | - | - | - | - | - |\n",
                     f.name
