@@ -240,6 +240,53 @@ fn a_sequence_past_a_mis_masked_sliding_window_is_refused() {
     }
 }
 
+/// A config that asks for RoPE scaling is refused by every architecture whose candle
+/// model would ignore it (YaRN in a Qwen2 config: wrong at every position) or apply it
+/// otherwise than transformers (Phi-3's LongRoPE), with a Config error that names the
+/// scaling.
+#[test]
+fn rope_scaling_a_model_would_ignore_is_refused() {
+    let with_scaling = |arch: &str, scaling: serde_json::Value| {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("fixtures/{arch}/f32"));
+        let d = tempfile::tempdir().unwrap();
+        for f in [
+            "model.safetensors",
+            "tokenizer.json",
+            "generation_config.json",
+        ] {
+            std::fs::copy(fixture.join(f), d.path().join(f)).unwrap();
+        }
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(fixture.join("config.json")).unwrap())
+                .unwrap();
+        config["rope_scaling"] = scaling;
+        std::fs::write(d.path().join("config.json"), config.to_string()).unwrap();
+        let loaded = zoo::load(d.path(), &LoadOptions::default());
+        (d, loaded)
+    };
+    let yarn = serde_json::json!({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32});
+    for arch in ["qwen2", "mistral", "gemma2", "starcoder2"] {
+        let (_d, loaded) = with_scaling(arch, yarn.clone());
+        match loaded {
+            Err(e @ Error::Config { .. }) => {
+                assert!(e.to_string().contains("yarn"), "{arch}: {e}")
+            }
+            Err(e) => panic!("{arch}: expected a Config error, got {e}"),
+            Ok(_) => panic!("{arch}: rope scaling that candle ignores was accepted"),
+        }
+    }
+    let longrope = serde_json::json!({
+        "type": "longrope",
+        "short_factor": vec![1.0; 8],
+        "long_factor": vec![2.0; 8],
+    });
+    match with_scaling("phi3", longrope).1 {
+        Err(e @ Error::Config { .. }) => assert!(e.to_string().contains("longrope"), "{e}"),
+        Err(e) => panic!("phi3: expected a Config error, got {e}"),
+        Ok(_) => panic!("phi3: candle's LongRoPE was accepted"),
+    }
+}
+
 /// GGUF v3 bytes written by hand: `kvs` as (key, u32 value), one tensor of `dims` (f32)
 /// at offset 0, then `data_len` bytes of data after 32-byte alignment.
 fn raw_gguf(kvs: &[(&str, u32)], dims: &[u64], data_len: usize) -> Vec<u8> {

@@ -24,6 +24,12 @@ pub struct ConfigQuirks {
     /// sequence is longer than it: such a sequence is refused with
     /// [`zoo_core::Error::PromptTooLong`] instead of computed wrongly. Read before `fix`.
     pub refuse_past_sliding_window: bool,
+    /// candle's model applies config.json's RoPE scaling as transformers does
+    /// (DeepSeek-V2's YaRN). candle's other models ignore it (or, Phi-3's LongRoPE,
+    /// apply it otherwise), which is wrong at every position for YaRN
+    /// and past the original context for the others: a config that asks for scaling is
+    /// refused unless this is set.
+    pub applies_rope_scaling: bool,
 }
 
 /// A candle-transformers model `M` with the facts read at load.
@@ -101,6 +107,9 @@ fn read<C: DeserializeOwned>(
     quirks: ConfigQuirks,
 ) -> Result<(ModelInfo, Option<usize>, C, VarBuilder<'static>)> {
     let info = src.model_info(arch, quirks.context_length, device)?;
+    if !quirks.applies_rope_scaling {
+        refuse_rope_scaling(src, arch)?;
+    }
     let mut config = src.normalised_config(quirks.rope_theta)?;
     let max_positions = match quirks.refuse_past_sliding_window {
         true => config["sliding_window"].as_u64().map(|w| w as usize),

@@ -61,6 +61,7 @@ impl DeepseekV2 {
         let quirks = ConfigQuirks {
             rope_theta: Some(DEFAULT_ROPE_THETA),
             fix: Some(Self::fix_config),
+            applies_rope_scaling: true, // YaRN, see fix_config
             ..ConfigQuirks::default()
         };
         CandleLm::load(

@@ -13,11 +13,10 @@
 
 use candle_transformers::models::glm4_new as candle_model;
 use serde_json::{json, Value};
-use zoo_core::registry::Registered;
 use zoo_core::{Result, SafetensorsSource};
 use zoo_macros::register_model;
 
-use crate::adapters::{candle_load, unsupported, CandleLm, ConfigQuirks};
+use crate::adapters::{candle_load, CandleLm, ConfigQuirks};
 
 /// GLM-4 (safetensors, f32 on CPU).
 #[register_model(
@@ -45,17 +44,9 @@ candle_load!(
 );
 
 impl Glm4 {
-    /// See the file's comment: transformers' defaults where candle's differ, rope
-    /// scaling refused.
-    fn fix_config(src: &SafetensorsSource, config: &mut Value) -> Result<()> {
-        if let Some(scaling) = src.rope_scaling() {
-            return Err(unsupported(
-                src,
-                Self::ENTRY.name,
-                format!("rope scaling {scaling} is not supported"),
-                "candle's GLM-4 ignores rope scaling; remove it to run within the trained context",
-            ));
-        }
+    /// See the file's comment: transformers' defaults where candle's differ (rope
+    /// scaling is refused by the adapter).
+    fn fix_config(_: &SafetensorsSource, config: &mut Value) -> Result<()> {
         if config["head_dim"].is_null() {
             config["head_dim"] = json!(DEFAULT_HEAD_DIM);
         }

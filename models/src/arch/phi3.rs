@@ -2,6 +2,12 @@
 //!
 //! Paper: "Phi-3 Technical Report" (Abdin et al., 2024). Reference implementation: transformers' `modeling_phi3.py`. Built on
 //! candle-transformers' `phi3`.
+//!
+//! candle's LongRoPE (Phi-3-128k, Phi-3.5) is not transformers': it multiplies the
+//! frequencies by the factors where transformers divides by them, switches from the
+//! short to the long factors by position instead of by sequence length, and leaves
+//! out the attention factor. A config with `rope_scaling` is refused (the adapter's
+//! default); Phi-3 4k checkpoints have none.
 
 use candle_transformers::models::phi3 as candle_model;
 use zoo_macros::register_model;

@@ -20,9 +20,7 @@ use zoo_core::registry::Registered;
 use zoo_core::{Result, SafetensorsSource};
 use zoo_macros::register_model;
 
-use crate::adapters::{
-    candle_load, refuse_other_head_dim, refuse_rope_scaling, unsupported, CandleLm, ConfigQuirks,
-};
+use crate::adapters::{candle_load, refuse_other_head_dim, unsupported, CandleLm, ConfigQuirks};
 
 /// Qwen2-MoE (safetensors, f32 on CPU).
 #[register_model(
@@ -77,7 +75,6 @@ impl Qwen2Moe {
                 "candle's Qwen2-MoE ignores mlp_only_layers and would build experts there",
             ));
         }
-        refuse_rope_scaling(src, Self::ENTRY.name)?;
         refuse_other_head_dim(src, Self::ENTRY.name, config)?;
         config["sliding_window"] = json!(zoo_core::source::MAX_CONTEXT);
         if config["max_window_layers"].is_null() {

@@ -21,7 +21,7 @@ use zoo_core::registry::Registered;
 use zoo_core::{Result, SafetensorsSource};
 use zoo_macros::register_model;
 
-use crate::adapters::{candle_load, refuse_rope_scaling, unsupported, CandleLm, ConfigQuirks};
+use crate::adapters::{candle_load, unsupported, CandleLm, ConfigQuirks};
 
 /// Qwen3-MoE (safetensors, f32 on CPU).
 #[register_model(
@@ -61,7 +61,6 @@ impl Qwen3Moe {
                 "candle's Qwen3-MoE ignores mlp_only_layers and would build experts there",
             ));
         }
-        refuse_rope_scaling(src, Self::ENTRY.name)?;
         if config["num_experts"].is_null() {
             config["num_experts"] = config["num_local_experts"].clone();
         }

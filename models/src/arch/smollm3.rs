@@ -18,9 +18,7 @@ use zoo_core::registry::Registered;
 use zoo_core::{Result, SafetensorsSource};
 use zoo_macros::register_model;
 
-use crate::adapters::{
-    candle_load, refuse_other_head_dim, refuse_rope_scaling, unsupported, CandleLm, ConfigQuirks,
-};
+use crate::adapters::{candle_load, refuse_other_head_dim, unsupported, CandleLm, ConfigQuirks};
 
 /// SmolLM3 (safetensors, f32 on CPU).
 #[register_model(
@@ -56,7 +54,6 @@ impl SmolLM3 {
                 "candle's SmolLM3 has no sliding window; SmolLM3-3B does not use one",
             ));
         }
-        refuse_rope_scaling(src, Self::ENTRY.name)?;
         refuse_other_head_dim(src, Self::ENTRY.name, config)?;
         if config["eos_token_id"].is_array() {
             config["eos_token_id"] = Value::Null;

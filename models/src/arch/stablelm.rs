@@ -22,7 +22,7 @@ use zoo_core::registry::Registered;
 use zoo_core::{Result, SafetensorsSource};
 use zoo_macros::register_model;
 
-use crate::adapters::{candle_load, refuse_rope_scaling, unsupported, CandleLm, ConfigQuirks};
+use crate::adapters::{candle_load, unsupported, CandleLm, ConfigQuirks};
 
 /// StableLM (safetensors, f32 on CPU).
 #[register_model(
@@ -72,7 +72,6 @@ impl StableLm {
                 return Err(refuse(&format!("`{key}: true` is not supported"), hint));
             }
         }
-        refuse_rope_scaling(src, Self::ENTRY.name)?;
         if config["partial_rotary_factor"].is_null() {
             config["partial_rotary_factor"] = json!(DEFAULT_PARTIAL_ROTARY_FACTOR);
         }
