@@ -210,33 +210,37 @@ fn missing_path() {
 /// An architecture whose candle model masks its sliding window wrongly past the window
 /// (Mistral 7B v0.1's config) refuses a sequence longer than the window with a typed
 /// error instead of computing it wrongly.
+/// Mistral, Starcoder2 and Gemma 2 on candle's models mask their sliding window wrongly
+/// past one forward call: a sequence longer than the window is refused, not computed.
 #[test]
 fn a_sequence_past_a_mis_masked_sliding_window_is_refused() {
     use zoo::CausalLM;
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/mistral/f32");
-    let d = tempfile::tempdir().unwrap();
-    for f in [
-        "model.safetensors",
-        "tokenizer.json",
-        "generation_config.json",
-    ] {
-        std::fs::copy(fixture.join(f), d.path().join(f)).unwrap();
-    }
-    let mut config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture.join("config.json")).unwrap())
-            .unwrap();
-    config["sliding_window"] = 8.into();
-    std::fs::write(d.path().join("config.json"), config.to_string()).unwrap();
-    let mut l = zoo::load(d.path(), &LoadOptions::default()).unwrap();
-    let ids = Tensor::new(&[[256u32, 72, 101, 108, 108, 111, 44, 32]], &Device::Cpu).unwrap();
-    l.model.forward(&ids, 0).unwrap();
-    let next = Tensor::new(&[[119u32]], &Device::Cpu).unwrap();
-    match l.model.forward(&next, 8).unwrap_err() {
-        Error::PromptTooLong {
-            prompt_tokens,
-            context_length,
-        } => assert_eq!((prompt_tokens, context_length), (9, 8)),
-        e => panic!("expected PromptTooLong, got {e}"),
+    for arch in ["mistral", "starcoder2", "gemma2"] {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("fixtures/{arch}/f32"));
+        let d = tempfile::tempdir().unwrap();
+        for f in [
+            "model.safetensors",
+            "tokenizer.json",
+            "generation_config.json",
+        ] {
+            std::fs::copy(fixture.join(f), d.path().join(f)).unwrap();
+        }
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(fixture.join("config.json")).unwrap())
+                .unwrap();
+        config["sliding_window"] = 8.into();
+        std::fs::write(d.path().join("config.json"), config.to_string()).unwrap();
+        let mut l = zoo::load(d.path(), &LoadOptions::default()).unwrap();
+        let ids = Tensor::new(&[[256u32, 72, 101, 108, 108, 111, 44, 32]], &Device::Cpu).unwrap();
+        l.model.forward(&ids, 0).unwrap();
+        let next = Tensor::new(&[[119u32]], &Device::Cpu).unwrap();
+        match l.model.forward(&next, 8).unwrap_err() {
+            Error::PromptTooLong {
+                prompt_tokens,
+                context_length,
+            } => assert_eq!((prompt_tokens, context_length), (9, 8), "{arch}"),
+            e => panic!("{arch}: expected PromptTooLong, got {e}"),
+        }
     }
 }
 

@@ -1,10 +1,14 @@
 //! Starcoder2 from safetensors (`Starcoder2ForCausalLM`, `starcoder2`).
 //!
 //! Reference implementation: transformers. Built on candle-transformers' `starcoder2`.
-//! candle's model computes what transformers computes (the conformance suite
-//! measures the difference); this file only maps the registry and config.json to it.
+//!
+//! As candle's Mistral, candle's Starcoder2 applies the sliding window only inside one
+//! forward call, with one key too many (`i - j <= w`), and not at all over the KV
+//! cache: `w - 1` fixes the first, and a sequence longer than the window (4096 in the
+//! released models) is refused with an error instead of computed wrongly.
 
 use candle_transformers::models::starcoder2 as candle_model;
+use serde_json::json;
 use zoo_macros::register_model;
 
 use crate::adapters::{candle_load, CandleLm, ConfigQuirks};
@@ -19,4 +23,18 @@ use crate::adapters::{candle_load, CandleLm, ConfigQuirks};
 )]
 pub struct Starcoder2(CandleLm<candle_model::Model>);
 
-candle_load!(Starcoder2, candle_model::Model, ConfigQuirks::default());
+candle_load!(
+    Starcoder2,
+    candle_model::Model,
+    ConfigQuirks {
+        refuse_past_sliding_window: true,
+        fix: Some(|_, config| {
+            // candle's window admits one key too many: `w - 1` gives transformers' window.
+            if let Some(w) = config["sliding_window"].as_u64() {
+                config["sliding_window"] = json!(w.saturating_sub(1));
+            }
+            Ok(())
+        }),
+        ..ConfigQuirks::default()
+    }
+);
