@@ -7,7 +7,8 @@
 //! frequencies by the factors where transformers divides by them, switches from the
 //! short to the long factors by position instead of by sequence length, and leaves
 //! out the attention factor. A config with `rope_scaling` is refused (the adapter's
-//! default); Phi-3 4k checkpoints have none.
+//! default); Phi-3 4k checkpoints have none. candle's Phi-3 has no sliding window
+//! either (Phi-3-mini-4k's is 2047): a sequence longer than the window is refused.
 
 use candle_transformers::models::phi3 as candle_model;
 use zoo_macros::register_model;
@@ -29,6 +30,7 @@ candle_load!(
     candle_model::Model,
     ConfigQuirks {
         rope_theta: Some(10_000.0), // transformers' Phi3Config default
+        refuse_past_sliding_window: true,
         ..ConfigQuirks::default()
     }
 );
