@@ -11,7 +11,9 @@
 //!   ([`Gelu`]), and the fused, threaded `gelu(gate) * up`;
 //! - `norm.rs`: RMS norm;
 //! - `heads.rs`: hidden states split into heads and back;
-//! - `paged.rs`: the KV cache as blocks shared by the sequences of a batched step.
+//! - `paged.rs`: the KV cache as blocks shared by the sequences of a batched step;
+//! - `positions.rs`: where a forward's tokens sit (one sequence or a batched step),
+//!   each layer's keys and values for both, and `positions_lm!` over them.
 //!
 //! Everything is re-exported here: the layers are used as `crate::layers::X`.
 
@@ -20,6 +22,7 @@ mod attention;
 mod heads;
 mod norm;
 mod paged;
+mod positions;
 mod qlinear;
 mod rope;
 
@@ -27,8 +30,9 @@ pub use activation::{gelu, gelu_mul, silu_mul_halves, Gelu};
 pub use attention::{attention, causal_mask, AttnParams, KvCache};
 pub use heads::{last_position, merge_heads, split_heads, split_qkv};
 pub use norm::RmsNorm;
-pub(crate) use paged::positions_lm;
-pub use paged::{LayerKv, PagedKv, Positions, StepLayout};
+pub use paged::{PagedKv, StepLayout};
+pub(crate) use positions::positions_lm;
+pub use positions::{LayerKv, Positions};
 pub use qlinear::{QLinear, PROMPT_GEMM_ROWS};
 pub use rope::{RopeLayout, RopeTable};
 
