@@ -18,4 +18,4 @@ pub use candle::{
     refuse_other_head_dim, refuse_rope_scaling, refuse_sliding_window, unsupported, CandleLm,
     ConfigQuirks,
 };
-pub use decoded::{Decoded, Decoder};
+pub use decoded::{stored_half, Decoded, Decoder};

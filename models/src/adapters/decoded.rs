@@ -51,3 +51,25 @@ impl<D: Decoder> ModelBody for Decoded<D> {
         Some(&mut self.decoder)
     }
 }
+
+/// A safetensors matrix kept in its stored half precision (bf16 or f16: 2 bytes per
+/// value, computed by [`crate::layers::QLinear`]'s half-precision product), or `None`
+/// for another dtype, shape or device (the caller widens it to f32 as before).
+pub fn stored_half(
+    st: &candle_core::safetensors::MmapedSafetensors,
+    name: &str,
+    device: &Device,
+) -> Result<Option<candle_core::quantized::QTensor>> {
+    use candle_core::quantized::{GgmlDType, QStorage, QTensor};
+    let view = st.get(name)?;
+    let ty = match view.dtype() {
+        safetensors::Dtype::BF16 => GgmlDType::BF16,
+        safetensors::Dtype::F16 => GgmlDType::F16,
+        _ => return Ok(None),
+    };
+    if !device.is_cpu() || view.shape().len() != 2 {
+        return Ok(None);
+    }
+    let storage = QStorage::from_data(std::borrow::Cow::Borrowed(view.data()), device, ty)?;
+    Ok(Some(QTensor::new(storage, view.shape())?))
+}

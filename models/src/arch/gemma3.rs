@@ -142,6 +142,13 @@ impl Gemma3 {
         // SAFETY: read-only maps of files that must not change while loaded.
         let st = unsafe { MmapedSafetensors::multi(&src.weights)? };
         let weights = |name: &str| -> Result<QTensor> {
+            // Matrices stay as stored (bf16/f16: half the memory of f32); norms and f32
+            // tensors are f32.
+            if !name.contains("norm") {
+                if let Some(q) = crate::adapters::stored_half(&st, &hf_name(name), device)? {
+                    return Ok(q);
+                }
+            }
             let t: Tensor = st
                 .load(&hf_name(name), device)?
                 .to_dtype(candle_core::DType::F32)?;

@@ -9,6 +9,7 @@
 //!   [`crate::qkernels`], candle's, or an f32 product for prompts);
 //! - `activation.rs`: GELU as transformers or as llama.cpp's CPU backend computes it
 //!   ([`Gelu`]), and the fused, threaded `gelu(gate) * up`;
+//! - `half.rs`: products with bf16/f16 weights kept as stored;
 //! - `norm.rs`: RMS norm;
 //! - `heads.rs`: hidden states split into heads and back;
 //! - `paged.rs`: the KV cache as blocks shared by the sequences of a batched step;
@@ -19,6 +20,7 @@
 
 mod activation;
 mod attention;
+mod half;
 mod heads;
 mod norm;
 mod paged;
@@ -28,6 +30,7 @@ mod rope;
 
 pub use activation::{gelu, gelu_mul, silu_mul_halves, Gelu};
 pub use attention::{attention, causal_mask, AttnParams, KvCache};
+pub use half::Half;
 pub use heads::{last_position, merge_heads, split_heads, split_qkv};
 pub use norm::RmsNorm;
 pub use paged::{PagedKv, StepLayout};

@@ -26,12 +26,20 @@ pub struct QLinear {
     weight: Option<std::sync::Arc<candle_core::quantized::QTensor>>,
     /// Set when zoo's kernels handle the weight's format.
     kernel: Option<crate::qkernels::Format>,
+    /// Set for bf16/f16 weights kept as stored, on the CPU ([`super::half`]).
+    half: Option<super::half::Half>,
     bias: Option<Tensor>,
 }
 
 impl QLinear {
     pub fn new(t: std::sync::Arc<candle_core::quantized::QTensor>) -> Result<Self> {
-        let q = candle_core::quantized::QMatMul::from_arc(t.clone())?;
+        // Half-precision weights stay as stored (candle's QMatMul would widen them to f32
+        // for good: twice the memory).
+        let half = super::half::Half::from_ggml(t.dtype()).filter(|_| t.device().is_cpu());
+        let q = match half {
+            Some(_) => candle_core::quantized::QMatMul::QTensor(t.clone()),
+            None => candle_core::quantized::QMatMul::from_arc(t.clone())?,
+        };
         let weight = matches!(q, candle_core::quantized::QMatMul::QTensor(_)).then_some(t);
         let kernel = weight.as_ref().and_then(|w| {
             let format = crate::qkernels::Format::from_ggml(w.dtype())?;
@@ -42,6 +50,7 @@ impl QLinear {
             q,
             weight,
             kernel,
+            half,
             bias: None,
         })
     }
@@ -75,6 +84,13 @@ impl QLinear {
         let cpu_f32 = x.device().is_cpu() && x.dtype() == DType::F32;
         let x2 = x.flatten_to(candle_core::D::Minus2)?.contiguous()?;
         let y = match (&self.weight, self.kernel, &self.q) {
+            (Some(w), _, _) if cpu_f32 && self.half.is_some() => {
+                let (n, kind) = (w.shape().dims()[0], self.half.expect("checked"));
+                let xs = x2.flatten_all()?.to_vec1::<f32>()?;
+                let mut out = vec![0f32; rows * n];
+                super::half::matmul_rows(kind, &w.data()?, (rows, k, n), &xs, &mut out);
+                Tensor::from_vec(out, (rows, n), x.device())?
+            }
             (Some(w), Some(format), _) if cpu_f32 => {
                 let n = w.shape().dims()[0];
                 let xs = x2.flatten_all()?.to_vec1::<f32>()?;
@@ -131,6 +147,11 @@ impl Module for QLinear {
         let k = x.dim(candle_core::D::Minus1)?;
         let rows = x.elem_count() / k.max(1);
         let y = match (&self.weight, self.kernel) {
+            (Some(w), _)
+                if self.half.is_some() && x.device().is_cpu() && x.dtype() == DType::F32 =>
+            {
+                half_product(w, self.half.expect("checked"), x, rows, k)?
+            }
             (Some(w), Some(format))
                 if x.device().is_cpu()
                     && x.dtype() == DType::F32
@@ -169,6 +190,40 @@ impl Module for QLinear {
             None => Ok(y),
         }
     }
+}
+
+/// `x . w^T` for half-precision `w` as stored: one dot product per row and weight row
+/// for a few rows (single tokens); for a prompt, candle's f32 matrix multiply on blocks
+/// of the weight's rows widened to f32, at most 16 MiB at a time.
+fn half_product(
+    w: &candle_core::quantized::QTensor,
+    kind: super::half::Half,
+    x: &Tensor,
+    rows: usize,
+    k: usize,
+) -> Result<Tensor> {
+    let n = w.shape().dims()[0];
+    let data = w.data()?;
+    let x2 = x.flatten_to(candle_core::D::Minus2)?.contiguous()?;
+    let mut out = vec![0f32; rows * n];
+    if rows < PROMPT_GEMM_ROWS {
+        let xs = x2.flatten_all()?.to_vec1::<f32>()?;
+        super::half::matmul_rows(kind, &data, (rows, k, n), &xs, &mut out);
+    } else {
+        let block = ((16 << 20) / (4 * k.max(1))).max(1);
+        for from in (0..n).step_by(block) {
+            let to = n.min(from + block);
+            let wb = super::half::widen_rows(kind, &data, k, from, to);
+            let wb = Tensor::from_vec(wb, (to - from, k), x.device())?;
+            let y: Vec<f32> = x2.matmul(&wb.t()?)?.flatten_all()?.to_vec1()?;
+            for (r, yr) in y.chunks_exact(to - from).enumerate() {
+                out[r * n + from..r * n + to].copy_from_slice(yr);
+            }
+        }
+    }
+    let mut dims = x.dims().to_vec();
+    *dims.last_mut().expect("k is the last dimension") = n;
+    Tensor::from_vec(out, dims, x.device())
 }
 
 #[cfg(test)]
