@@ -357,7 +357,64 @@ def real_models(models, out: Path):
         (out / f"{name}.json").write_text(json.dumps(ref, indent=1) + "\n")
 
 
+def real_safetensors(models, out: Path):
+    """bf16 safetensors checkpoints of the real GGUFs, made by transformers' own GGUF
+    loader (from_pretrained(gguf_file=...), then save_pretrained, in shards of at most
+    200 MB), with transformers' greedy continuation of LONG_PROMPTS (computed in f32
+    from the bf16 weights, no KV cache) and its bf16 decode speed (CPU, KV cache)."""
+    import time
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    torch.set_num_threads(2)
+    for name, path in models:
+        gguf = Path(path)
+        d = out / name
+        print(f"real safetensors: {name}", flush=True)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        if d.exists():
+            shutil.rmtree(d)
+        # The GGUF loader dequantizes every weight but marks the model as quantized,
+        # which save_pretrained refuses: the weights are plain tensors, so unmark it.
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(d, max_shard_size="200MB")
+        tok.save_pretrained(d)
+        ref = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
+        cases = []
+        with torch.no_grad():
+            for text in LONG_PROMPTS:
+                ids = tok(text)["input_ids"]
+                seq, cont, tops = list(ids), [], []
+                for _ in range(16):
+                    step = ref(torch.tensor([seq])).logits[0, -1]
+                    nxt = int(step.argmax())
+                    cont.append(nxt)
+                    tops.append(top(step.tolist()))
+                    seq.append(nxt)
+                cases.append({"prompt": text, "prompt_ids": ids, "continuation_ids": cont, "greedy_top": tops})
+        bf = AutoModelForCausalLM.from_pretrained(d, dtype=torch.bfloat16).eval()
+        ids = torch.tensor([tok(LONG_PROMPTS[0])["input_ids"]])
+        with torch.no_grad():
+            bf.generate(ids, max_new_tokens=4, do_sample=False)
+            t0 = time.perf_counter()
+            g = bf.generate(ids, max_new_tokens=64, min_new_tokens=64, do_sample=False)
+            dt = time.perf_counter() - t0
+        made = g.shape[1] - ids.shape[1]
+        rec = {"model": name, "made_by": versions(), "note": "refgen real-safetensors: transformers "
+               "(f32 compute from the bf16 checkpoint, no KV cache), 16 greedy tokens with top logits",
+               "transformers_bf16_decode_tok_s": made / dt, "cases": cases}
+        (out / f"{name}.reference.json").write_text(json.dumps(rec) + "\n")
+        print(f"{name}: {made / dt:.1f} tok/s (transformers bf16, 2 threads, prompt + 64 tokens)", flush=True)
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "real-safetensors":
+        # real-safetensors OUT_DIR NAME=GGUF...
+        real_safetensors([a.split("=", 1) for a in sys.argv[3:]], Path(sys.argv[2]))
+        sys.exit(0)
     if sys.argv[1] == "real-models":
         # real-models OUT_DIR NAME=GGUF=F16_KV_REFERENCE...
         real_models([a.split("=", 2) for a in sys.argv[3:]], Path(sys.argv[2]))

@@ -55,21 +55,64 @@ impl<D: Decoder> ModelBody for Decoded<D> {
 /// A safetensors matrix kept in its stored half precision (bf16 or f16: 2 bytes per
 /// value, computed by [`crate::layers::QLinear`]'s half-precision product), or `None`
 /// for another dtype, shape or device (the caller widens it to f32 as before).
+///
+/// The values are copied out of the memory map 8 MiB at a time, and the map's pages
+/// given back after each piece: resident memory holds the copy, not the copy plus the
+/// file (a 335 MB embedding would otherwise count twice while it loads).
 pub fn stored_half(
     st: &candle_core::safetensors::MmapedSafetensors,
     name: &str,
     device: &Device,
 ) -> Result<Option<candle_core::quantized::QTensor>> {
-    use candle_core::quantized::{GgmlDType, QStorage, QTensor};
+    use candle_core::quantized::{QStorage, QTensor};
     let view = st.get(name)?;
-    let ty = match view.dtype() {
-        safetensors::Dtype::BF16 => GgmlDType::BF16,
-        safetensors::Dtype::F16 => GgmlDType::F16,
-        _ => return Ok(None),
-    };
     if !device.is_cpu() || view.shape().len() != 2 {
         return Ok(None);
     }
-    let storage = QStorage::from_data(std::borrow::Cow::Borrowed(view.data()), device, ty)?;
+    let data = view.data();
+    let storage = match view.dtype() {
+        safetensors::Dtype::BF16 => {
+            QStorage::Cpu(Box::new(copy_halves(data, half::bf16::from_bits)))
+        }
+        safetensors::Dtype::F16 => QStorage::Cpu(Box::new(copy_halves(data, half::f16::from_bits))),
+        _ => return Ok(None),
+    };
     Ok(Some(QTensor::new(storage, view.shape())?))
+}
+
+/// `data` (little-endian pairs) as values of a half type, read a piece at a time with
+/// each piece's pages of the map released after it.
+fn copy_halves<T: Copy + Default>(data: &[u8], from_bits: fn(u16) -> T) -> Vec<T> {
+    const PIECE: usize = 8 << 20;
+    let mut out = vec![T::default(); data.len() / 2];
+    for (src, dst) in data.chunks(PIECE).zip(out.chunks_mut(PIECE / 2)) {
+        for (b, o) in src.chunks_exact(2).zip(dst.iter_mut()) {
+            *o = from_bits(u16::from_le_bytes([b[0], b[1]]));
+        }
+        release_pages(src);
+    }
+    out
+}
+
+/// Gives back the whole pages of a read-only file mapping that `bytes` covers (the
+/// kernel reads them again from the file should anything touch them later).
+fn release_pages(bytes: &[u8]) {
+    #[cfg(unix)]
+    {
+        // SAFETY: `sysconf` has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as usize;
+        let start = (bytes.as_ptr() as usize).div_ceil(page) * page;
+        let end = (bytes.as_ptr() as usize + bytes.len()) / page * page;
+        if start < end {
+            // SAFETY: [start, end) lies within `bytes`, part of a shared read-only
+            // mapping of a file that stays mapped; MADV_DONTNEED drops this process's
+            // references to those pages, and a later read faults the same file contents
+            // back in, so no reader can observe a difference.
+            unsafe {
+                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = bytes;
 }
