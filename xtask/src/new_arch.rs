@@ -106,7 +106,7 @@ fn arch_file(o: &Opts) -> String {
             r#"//! {ty} from GGUF (`general.architecture = {g}`).
 //!
 //! Reference implementation: llama.cpp (`src/models/{g}.cpp`). Built on zoo's Llama
-//! decoder (`llama_decoder.rs`); its facts are the options below: check each against
+//! decoder (`llama_decoder/`); its facts are the options below: check each against
 //! llama.cpp's graph for `{g}` and say here what differs from Llama.
 
 use zoo_macros::register_model;

@@ -16,7 +16,7 @@ use zoo_macros::register_model;
 use crate::adapters::Decoded;
 use crate::gemma_decoder::{GemmaDecoder, Hparams};
 
-/// Gemma 3 text (safetensors, f32 on CPU).
+/// Gemma 3 text (safetensors, weights in their stored dtype).
 #[register_model(
     name = "gemma3",
     format = safetensors,

@@ -4,7 +4,7 @@
 //!
 //! Paper: "LLaMA: Open and Efficient Foundation Language Models" (Touvron et al., 2023).
 //! Reference implementation: llama.cpp (`src/models/llama.cpp`). Built on zoo's
-//! Llama decoder (`llama_decoder.rs`; see there why not candle's `quantized_llama`).
+//! Llama decoder (`llama_decoder/`; see there why not candle's `quantized_llama`).
 
 use zoo_macros::register_model;
 

@@ -5,7 +5,7 @@
 //! model is; plain Llama files fall back to `quantized-llama`.
 //!
 //! Paper: "Mistral 7B" (Jiang et al., 2023). Reference implementation: llama.cpp
-//! (`src/models/llama.cpp`). Built on zoo's Llama decoder (`llama_decoder.rs`).
+//! (`src/models/llama.cpp`). Built on zoo's Llama decoder (`llama_decoder/`).
 
 use zoo_core::GgufSource;
 use zoo_macros::register_model;

@@ -4,7 +4,7 @@
 //!
 //! Paper: "Mixtral of Experts" (Jiang et al., 2024). Reference implementation:
 //! llama.cpp (`src/models/llama.cpp`, MoE branch) and transformers'
-//! `modeling_mixtral.py`. Built on zoo's Llama decoder (`llama_decoder.rs`): candle's
+//! `modeling_mixtral.py`. Built on zoo's Llama decoder (`llama_decoder/`): candle's
 //! `quantized_llama` reads only the old per-expert tensors (`blk.N.ffn_gate.E.weight`)
 //! while current llama.cpp stacks the experts (`blk.N.ffn_gate_exps.weight`); both load.
 

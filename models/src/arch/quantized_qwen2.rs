@@ -2,7 +2,7 @@
 //!
 //! Paper: "Qwen2 Technical Report" (Yang et al., 2024). Reference implementation:
 //! llama.cpp (`src/models/qwen2.cpp`): Llama-like with biases on q/k/v and NeoX rotary
-//! halves. Built on zoo's Llama decoder (`llama_decoder.rs`): candle's
+//! halves. Built on zoo's Llama decoder (`llama_decoder/`): candle's
 //! `quantized_qwen2` expands the 151,936-token embedding to f32 (519 MiB for 0.5B).
 
 use zoo_macros::register_model;

@@ -2,7 +2,7 @@
 //!
 //! Paper: "Qwen3 Technical Report" (Yang et al., 2025). Reference implementation:
 //! llama.cpp (`src/models/qwen3.cpp`): Llama-like with per-head q/k RMS norms and NeoX
-//! rotary halves. Built on zoo's Llama decoder (`llama_decoder.rs`), not on
+//! rotary halves. Built on zoo's Llama decoder (`llama_decoder/`), not on
 //! candle-transformers 0.11.1's `quantized_qwen3`, which takes its rotary tables' dtype
 //! from a `general.dtype` key llama.cpp does not write and otherwise builds them in
 //! f16 (logits off by ~1e-3 on the conformance fixture; positions above 2048 not even

@@ -144,7 +144,7 @@ fn builds_on(fields: &str, src: &str) -> &'static str {
     if fields.contains("CandleLm<") {
         "candle-transformers model (`CandleLm`)"
     } else if fields.contains("LlamaDecoder") {
-        "zoo's Llama decoder (`llama_decoder.rs`)"
+        "zoo's Llama decoder (`llama_decoder/`)"
     } else if fields.contains("GemmaDecoder") {
         "zoo's Gemma decoder (`gemma_decoder.rs`)"
     } else if src.contains("candle_transformers::models::") {

@@ -14,7 +14,9 @@ use std::sync::Arc;
 use candle_core::quantized::{QStorage, QTensor};
 use candle_core::{DType, Device, Module, Tensor, D};
 use zoo_core::source::GgufSource;
-use zoo_core::{last_position_logits, BatchedLM, Error, KvShape, Result, SeqChunk};
+use zoo_core::{last_position_logits, BatchedLM, KvShape, Result, SeqChunk};
+
+mod load;
 
 use crate::adapters::{Decoded, Decoder};
 use crate::layers::{
@@ -135,145 +137,6 @@ impl LlamaDecoder {
         device: &Device,
     ) -> Result<Decoded<Self>> {
         Decoded::from_gguf(g, device, || Self::from_gguf(g, options, device))
-    }
-
-    /// Reads a GGUF whose keys are under its `general.architecture`, with the facts
-    /// its architecture's file states; tensors the options do not expect, or missing
-    /// ones they do, are errors.
-    pub(crate) fn from_gguf(
-        g: &GgufSource,
-        options: &LlamaOptions,
-        device: &Device,
-    ) -> Result<Self> {
-        let prefix = g.architecture().unwrap_or_default();
-        let key = |s: &str| format!("{prefix}.{s}");
-        let heads = g.u64(&key("attention.head_count"))? as usize;
-        let kv_heads = g
-            .u64_opt(&key("attention.head_count_kv"))?
-            .map_or(heads, |h| h as usize);
-        let hidden = g.u64(&key("embedding_length"))? as usize;
-        let head_dim = g
-            .u64_opt(&key("attention.key_length"))?
-            .map_or(hidden / heads, |d| d as usize);
-        let eps = g.f64(&key("attention.layer_norm_rms_epsilon"))?;
-        let base = g
-            .f64_opt(&key("rope.freq_base"))?
-            .unwrap_or(options.default_rope_base);
-        let n_experts = g.u64_opt(&key("expert_count"))?.unwrap_or(0) as usize;
-        let used = g.u64_opt(&key("expert_used_count"))?.unwrap_or(0) as usize;
-        if n_experts > 0 && (used == 0 || used > n_experts) {
-            return Err(Error::InvalidGguf {
-                path: g.path.clone(),
-                detail: format!("{prefix}.expert_used_count {used} with {n_experts} experts"),
-            });
-        }
-        let tensor = |name: &str| g.tensor(name, device);
-        let dense = |name: &str| -> Result<Tensor> { Ok(tensor(name)?.dequantize(device)?) };
-        let norm = |name: &str| -> Result<RmsNorm> { Ok(RmsNorm::new(dense(name)?, eps)) };
-        // A tensor the architecture's facts do not foresee is an error, not ignored.
-        let unexpected = |name: &str, fact: &str| {
-            Error::InvalidGguf {
-            path: g.path.clone(),
-            detail: format!("tensor `{name}` present, but this architecture has no {fact}; the file may be of another architecture (check `general.architecture`)"),
-        }
-        };
-        let linear = |name: &str| -> Result<QLinear> {
-            let bias = format!("{name}.bias");
-            let bias = match (options.qkv_bias, g.has_tensor(&bias)) {
-                (true, _) => Some(dense(&bias)?),
-                (false, true) => return Err(unexpected(&bias, "q/k/v biases")),
-                (false, false) => None,
-            };
-            Ok(qm(tensor(&format!("{name}.weight"))?)?.with_bias(bias))
-        };
-        let qk_norm = |name: &str| -> Result<Option<RmsNorm>> {
-            match (options.qk_norm, g.has_tensor(name)) {
-                (true, _) => norm(name).map(Some),
-                (false, true) => Err(unexpected(name, "q/k norms")),
-                (false, false) => Ok(None),
-            }
-        };
-        let (embed, output) =
-            crate::gguf_head::embedding_and_head(g, device, || qm(tensor("output.weight")?))?;
-        let mut rope = RopeTable::new(head_dim, base as f32, 1.0, device)?;
-        if g.has_tensor("rope_freqs.weight") {
-            let f: Vec<f32> = dense("rope_freqs.weight")?
-                .to_dtype(DType::F32)?
-                .to_vec1()?;
-            rope = rope.with_factors(&f)?;
-        }
-        let blocks = g.u64(&key("block_count"))? as usize;
-        let mut layers = Vec::with_capacity(blocks);
-        for i in 0..blocks {
-            let p = |s: &str| format!("blk.{i}.{s}");
-            let ffn = if n_experts == 0 {
-                Ffn::Dense(Expert {
-                    gate: qm(tensor(&p("ffn_gate.weight"))?)?,
-                    up: qm(tensor(&p("ffn_up.weight"))?)?,
-                    down: qm(tensor(&p("ffn_down.weight"))?)?,
-                })
-            } else {
-                let experts = if g.has_tensor(&p("ffn_gate_exps.weight")) {
-                    // The stacks are read into host memory and each expert's slice
-                    // sent to the device from there.
-                    let host = |name: &str| g.tensor(name, &Device::Cpu);
-                    let (gate, up, down) = (
-                        host(&p("ffn_gate_exps.weight"))?,
-                        host(&p("ffn_up_exps.weight"))?,
-                        host(&p("ffn_down_exps.weight"))?,
-                    );
-                    (0..n_experts)
-                        .map(|e| {
-                            Ok(Expert {
-                                gate: qm(expert_slice(&gate, e, device)?)?,
-                                up: qm(expert_slice(&up, e, device)?)?,
-                                down: qm(expert_slice(&down, e, device)?)?,
-                            })
-                        })
-                        .collect::<Result<Vec<_>>>()?
-                } else {
-                    (0..n_experts)
-                        .map(|e| {
-                            Ok(Expert {
-                                gate: qm(tensor(&p(&format!("ffn_gate.{e}.weight")))?)?,
-                                up: qm(tensor(&p(&format!("ffn_up.{e}.weight")))?)?,
-                                down: qm(tensor(&p(&format!("ffn_down.{e}.weight")))?)?,
-                            })
-                        })
-                        .collect::<Result<Vec<_>>>()?
-                };
-                Ffn::Moe {
-                    router: qm(tensor(&p("ffn_gate_inp.weight"))?)?,
-                    experts,
-                    used,
-                }
-            };
-            layers.push(Layer {
-                attn_norm: norm(&p("attn_norm.weight"))?,
-                q: linear(&p("attn_q"))?,
-                k: linear(&p("attn_k"))?,
-                v: linear(&p("attn_v"))?,
-                o: qm(tensor(&p("attn_output.weight"))?)?,
-                q_norm: qk_norm(&p("attn_q_norm.weight"))?,
-                k_norm: qk_norm(&p("attn_k_norm.weight"))?,
-                ffn_norm: norm(&p("ffn_norm.weight"))?,
-                ffn,
-                cache: KvCache::default(),
-                paged: PagedKv::default(),
-            });
-        }
-        Ok(Self {
-            embed,
-            layers,
-            norm: norm("output_norm.weight")?,
-            output,
-            rope,
-            rope_layout: options.rope,
-            heads,
-            kv_heads,
-            head_dim,
-            vocab: g.vocab_size()?,
-        })
     }
 
     fn norm_device(&self) -> Device {
@@ -477,3 +340,25 @@ macro_rules! llama_gguf_load {
     };
 }
 pub(crate) use llama_gguf_load;
+
+/// `fn load(&SafetensorsSource, &Device) -> Result<Self>` for a transformers checkpoint
+/// on this decoder (`LlamaDecoder::from_safetensors`), with the context length
+/// transformers' config class documents for a config.json without one.
+macro_rules! llama_safetensors_load {
+    ($ty:ident, $options:expr, default_context = $context:expr) => {
+        impl $ty {
+            fn load(
+                src: &zoo_core::SafetensorsSource,
+                device: &zoo_core::Device,
+            ) -> zoo_core::Result<Self> {
+                let name = <Self as zoo_core::registry::Registered>::ENTRY.name;
+                let info = src.model_info(name, Some($context), device)?;
+                let decoder = $crate::llama_decoder::LlamaDecoder::from_safetensors(
+                    src, &$options, name, device,
+                )?;
+                Ok(Self($crate::adapters::Decoded { decoder, info }))
+            }
+        }
+    };
+}
+pub(crate) use llama_safetensors_load;

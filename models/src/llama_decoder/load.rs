@@ -1,0 +1,419 @@
+//! Loading [`LlamaDecoder`]: its facts ([`LlamaHparams`]) from a GGUF's metadata or a
+//! config.json, and its tensors, by llama.cpp's names, from either format
+//! ([`TensorSource`]); one builder for both.
+
+use std::sync::Arc;
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{DType, Device, Tensor};
+use zoo_core::source::{GgufSource, SafetensorsSource};
+use zoo_core::{Error, Result};
+
+#[allow(unused_imports)] // RopeLayout: named in the docs.
+use super::{expert_slice, qm, Expert, Ffn, Layer, LlamaDecoder, LlamaOptions, RopeLayout};
+use crate::layers::{KvCache, PagedKv, QLinear, RmsNorm, RopeTable};
+
+/// The facts a Llama-like decoder is built from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LlamaHparams {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub eps: f64,
+    pub rope_base: f64,
+    pub blocks: usize,
+    pub vocab: usize,
+    /// Experts per layer (0: dense) and how many each token uses.
+    pub experts: usize,
+    pub used: usize,
+}
+
+/// Where a decoder's tensors come from, named as llama.cpp names them
+/// (`blk.{i}.attn_q.weight`, ...).
+pub(crate) struct TensorSource<'a> {
+    /// The tensor, on the given device.
+    pub tensor: &'a dyn Fn(&str, &Device) -> Result<QTensor>,
+    pub has: &'a dyn Fn(&str) -> bool,
+    /// The error for a tensor present that the architecture's facts do not foresee
+    /// (the tensor, and what the architecture has none of).
+    pub unexpected: &'a dyn Fn(&str, &str) -> Error,
+}
+
+impl LlamaDecoder {
+    /// Reads a GGUF whose keys are under its `general.architecture`, with the facts
+    /// its architecture's file states; tensors the options do not expect, or missing
+    /// ones they do, are errors.
+    pub(crate) fn from_gguf(
+        g: &GgufSource,
+        options: &LlamaOptions,
+        device: &Device,
+    ) -> Result<Self> {
+        let prefix = g.architecture().unwrap_or_default();
+        let key = |s: &str| format!("{prefix}.{s}");
+        let heads = g.u64(&key("attention.head_count"))? as usize;
+        let kv_heads = g
+            .u64_opt(&key("attention.head_count_kv"))?
+            .map_or(heads, |h| h as usize);
+        let hidden = g.u64(&key("embedding_length"))? as usize;
+        let head_dim = g
+            .u64_opt(&key("attention.key_length"))?
+            .map_or(hidden / heads, |d| d as usize);
+        let eps = g.f64(&key("attention.layer_norm_rms_epsilon"))?;
+        let base = g
+            .f64_opt(&key("rope.freq_base"))?
+            .unwrap_or(options.default_rope_base);
+        let n_experts = g.u64_opt(&key("expert_count"))?.unwrap_or(0) as usize;
+        let used = g.u64_opt(&key("expert_used_count"))?.unwrap_or(0) as usize;
+        if n_experts > 0 && (used == 0 || used > n_experts) {
+            return Err(Error::InvalidGguf {
+                path: g.path.clone(),
+                detail: format!("{prefix}.expert_used_count {used} with {n_experts} experts"),
+            });
+        }
+        let hp = LlamaHparams {
+            heads,
+            kv_heads,
+            head_dim,
+            eps,
+            rope_base: base,
+            blocks: g.u64(&key("block_count"))? as usize,
+            vocab: g.vocab_size()?,
+            experts: n_experts,
+            used,
+        };
+        let unexpected = |name: &str, fact: &str| {
+            Error::InvalidGguf {
+            path: g.path.clone(),
+            detail: format!("tensor `{name}` present, but this architecture has no {fact}; the file may be of another architecture (check `general.architecture`)"),
+        }
+        };
+        let src = TensorSource {
+            tensor: &|name, device| g.tensor(name, device),
+            has: &|name| g.has_tensor(name),
+            unexpected: &unexpected,
+        };
+        Self::build(&hp, options, &src, device)
+    }
+
+    /// The decoder from its facts and tensors, whichever format they come from; tensors
+    /// the options do not expect, or missing ones they do, are errors.
+    pub(crate) fn build(
+        hp: &LlamaHparams,
+        options: &LlamaOptions,
+        src: &TensorSource,
+        device: &Device,
+    ) -> Result<Self> {
+        let LlamaHparams {
+            heads,
+            kv_heads,
+            head_dim,
+            eps,
+            rope_base: base,
+            experts: n_experts,
+            used,
+            ..
+        } = *hp;
+        let tensor = |name: &str| (src.tensor)(name, device);
+        let dense = |name: &str| -> Result<Tensor> { Ok(tensor(name)?.dequantize(device)?) };
+        let norm = |name: &str| -> Result<RmsNorm> { Ok(RmsNorm::new(dense(name)?, eps)) };
+        // A tensor the architecture's facts do not foresee is an error, not ignored.
+        let unexpected = |name: &str, fact: &str| (src.unexpected)(name, fact);
+        let linear = |name: &str| -> Result<QLinear> {
+            let bias = format!("{name}.bias");
+            let bias = match (options.qkv_bias, (src.has)(&bias)) {
+                (true, _) => Some(dense(&bias)?),
+                (false, true) => return Err(unexpected(&bias, "q/k/v biases")),
+                (false, false) => None,
+            };
+            Ok(qm(tensor(&format!("{name}.weight"))?)?.with_bias(bias))
+        };
+        let qk_norm = |name: &str| -> Result<Option<RmsNorm>> {
+            match (options.qk_norm, (src.has)(name)) {
+                (true, _) => norm(name).map(Some),
+                (false, true) => Err(unexpected(name, "q/k norms")),
+                (false, false) => Ok(None),
+            }
+        };
+        let (embed, output) = {
+            let embed = Arc::new(tensor("token_embd.weight")?);
+            let output = match (src.has)("output.weight") {
+                true => qm(tensor("output.weight")?)?,
+                false => QLinear::new(embed.clone())?,
+            };
+            (embed, output)
+        };
+        let mut rope = RopeTable::new(head_dim, base as f32, 1.0, device)?;
+        if (src.has)("rope_freqs.weight") {
+            let f: Vec<f32> = dense("rope_freqs.weight")?
+                .to_dtype(DType::F32)?
+                .to_vec1()?;
+            rope = rope.with_factors(&f)?;
+        }
+        let blocks = hp.blocks;
+        let mut layers = Vec::with_capacity(blocks);
+        for i in 0..blocks {
+            let p = |s: &str| format!("blk.{i}.{s}");
+            let ffn = if n_experts == 0 {
+                Ffn::Dense(Expert {
+                    gate: qm(tensor(&p("ffn_gate.weight"))?)?,
+                    up: qm(tensor(&p("ffn_up.weight"))?)?,
+                    down: qm(tensor(&p("ffn_down.weight"))?)?,
+                })
+            } else {
+                let experts = if (src.has)(&p("ffn_gate_exps.weight")) {
+                    // The stacks are read into host memory and each expert's slice
+                    // sent to the device from there.
+                    let host = |name: &str| (src.tensor)(name, &Device::Cpu);
+                    let (gate, up, down) = (
+                        host(&p("ffn_gate_exps.weight"))?,
+                        host(&p("ffn_up_exps.weight"))?,
+                        host(&p("ffn_down_exps.weight"))?,
+                    );
+                    (0..n_experts)
+                        .map(|e| {
+                            Ok(Expert {
+                                gate: qm(expert_slice(&gate, e, device)?)?,
+                                up: qm(expert_slice(&up, e, device)?)?,
+                                down: qm(expert_slice(&down, e, device)?)?,
+                            })
+                        })
+                        .collect::<Result<Vec<_>>>()?
+                } else {
+                    (0..n_experts)
+                        .map(|e| {
+                            Ok(Expert {
+                                gate: qm(tensor(&p(&format!("ffn_gate.{e}.weight")))?)?,
+                                up: qm(tensor(&p(&format!("ffn_up.{e}.weight")))?)?,
+                                down: qm(tensor(&p(&format!("ffn_down.{e}.weight")))?)?,
+                            })
+                        })
+                        .collect::<Result<Vec<_>>>()?
+                };
+                Ffn::Moe {
+                    router: qm(tensor(&p("ffn_gate_inp.weight"))?)?,
+                    experts,
+                    used,
+                }
+            };
+            layers.push(Layer {
+                attn_norm: norm(&p("attn_norm.weight"))?,
+                q: linear(&p("attn_q"))?,
+                k: linear(&p("attn_k"))?,
+                v: linear(&p("attn_v"))?,
+                o: qm(tensor(&p("attn_output.weight"))?)?,
+                q_norm: qk_norm(&p("attn_q_norm.weight"))?,
+                k_norm: qk_norm(&p("attn_k_norm.weight"))?,
+                ffn_norm: norm(&p("ffn_norm.weight"))?,
+                ffn,
+                cache: KvCache::default(),
+                paged: PagedKv::default(),
+            });
+        }
+        Ok(Self {
+            embed,
+            layers,
+            norm: norm("output_norm.weight")?,
+            output,
+            rope,
+            rope_layout: options.rope,
+            heads,
+            kv_heads,
+            head_dim,
+            vocab: hp.vocab,
+        })
+    }
+}
+
+/// What the decoder reads of a transformers config.json (`LlamaForCausalLM`,
+/// `Qwen2ForCausalLM`).
+#[derive(serde::Deserialize)]
+struct HfConfig {
+    hidden_size: usize,
+    num_attention_heads: usize,
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    num_hidden_layers: usize,
+    vocab_size: usize,
+    /// Not read (the weights' shapes give it), but required as transformers requires it
+    /// to build the model: a config without it is not a checkpoint's.
+    #[allow(dead_code)]
+    intermediate_size: usize,
+    /// transformers' LlamaConfig and Qwen2Config default.
+    #[serde(default = "default_rms_norm_eps")]
+    rms_norm_eps: f64,
+    #[serde(default)]
+    tie_word_embeddings: bool,
+    hidden_act: Option<String>,
+    attention_bias: Option<bool>,
+    mlp_bias: Option<bool>,
+    use_sliding_window: Option<bool>,
+}
+
+impl LlamaDecoder {
+    /// A transformers checkpoint of a Llama-like architecture: config.json's facts, the
+    /// tensors under transformers' names (matrices kept in their stored dtype when bf16
+    /// or f16, [`crate::adapters::stored_half`]), q and k in transformers' NeoX halves
+    /// (the options must say [`RopeLayout::Halves`]), llama3 RoPE scaling as the
+    /// factors llama.cpp's converter writes (`rope_freqs.weight`). What the decoder
+    /// cannot compute is a Config error that names it.
+    pub(crate) fn from_safetensors(
+        src: &SafetensorsSource,
+        options: &LlamaOptions,
+        arch: &str,
+        device: &Device,
+    ) -> Result<Self> {
+        let refuse = |detail: String, hint: &str| Error::Config {
+            path: src.config_path.clone(),
+            what: format!("`{arch}` config"),
+            detail,
+            hint: hint.into(),
+        };
+        let config = src.normalised_config(Some(options.default_rope_base))?;
+        let hf: HfConfig = src.parse_config_value(arch, config)?;
+        if let Some(act) = hf.hidden_act.as_deref().filter(|a| *a != "silu") {
+            return Err(refuse(
+                format!("`hidden_act` {act:?} is not supported"),
+                "this architecture's feed-forward is SiLU-gated",
+            ));
+        }
+        for (key, on) in [
+            ("attention_bias", hf.attention_bias),
+            ("mlp_bias", hf.mlp_bias),
+        ] {
+            if on == Some(true) && !(key == "attention_bias" && options.qkv_bias) {
+                return Err(refuse(
+                    format!("`{key}: true` is not supported"),
+                    "the decoder has biases on q, k and v only where the architecture has them (Qwen2)",
+                ));
+            }
+        }
+        if hf.use_sliding_window == Some(true) {
+            return Err(refuse(
+                "`use_sliding_window: true` is not supported".into(),
+                "released Qwen2/2.5 models do not use it; set it to false",
+            ));
+        }
+        let head_dim = hf
+            .head_dim
+            .unwrap_or(hf.hidden_size / hf.num_attention_heads);
+        let rope_base = src.rope_theta(Some(options.default_rope_base))?;
+        let factors = match src.rope_scaling() {
+            None => None,
+            Some(s) if s["rope_type"].as_str().or(s["type"].as_str()) == Some("llama3") => {
+                Some(llama3_factors(&s, rope_base, head_dim))
+            }
+            Some(s) => {
+                return Err(refuse(
+                    format!("rope scaling {s} is not supported"),
+                    "only llama3-style scaling is; remove rope_scaling to run within the trained context",
+                ))
+            }
+        };
+        let hp = LlamaHparams {
+            heads: hf.num_attention_heads,
+            kv_heads: hf.num_key_value_heads.unwrap_or(hf.num_attention_heads),
+            head_dim,
+            eps: hf.rms_norm_eps,
+            rope_base,
+            blocks: hf.num_hidden_layers,
+            vocab: hf.vocab_size,
+            experts: 0,
+            used: 0,
+        };
+        // SAFETY: read-only maps of files that must not change while loaded.
+        let st = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&src.weights)? };
+        let tied = hf.tie_word_embeddings || st.get("lm_head.weight").is_err();
+        let tensor = |name: &str, device: &Device| -> Result<QTensor> {
+            if name == "rope_freqs.weight" {
+                let f = factors.clone().unwrap_or_default();
+                let n = f.len();
+                return Ok(QTensor::quantize(
+                    &Tensor::from_vec(f, n, device)?,
+                    GgmlDType::F32,
+                )?);
+            }
+            let hf_name = hf_name(name);
+            if let Some(q) = crate::adapters::stored_half(&st, &hf_name, device)? {
+                return Ok(q);
+            }
+            let t = st.load(&hf_name, device)?.to_dtype(DType::F32)?;
+            Ok(QTensor::quantize(&t, GgmlDType::F32)?)
+        };
+        let has = |name: &str| match name {
+            "rope_freqs.weight" => factors.is_some(),
+            "output.weight" => !tied,
+            _ => st.get(&hf_name(name)).is_ok(),
+        };
+        let unexpected = |name: &str, fact: &str| {
+            refuse(
+                format!("tensor `{}` present, but this architecture has no {fact}", hf_name(name)),
+                "the checkpoint may be of another architecture (check `architectures` in config.json)",
+            )
+        };
+        let src = TensorSource {
+            tensor: &tensor,
+            has: &has,
+            unexpected: &unexpected,
+        };
+        Self::build(&hp, options, &src, device)
+    }
+}
+
+fn default_rms_norm_eps() -> f64 {
+    1e-6
+}
+
+/// transformers' name of the tensor llama.cpp calls `name`.
+fn hf_name(name: &str) -> String {
+    match name {
+        "token_embd.weight" => return "model.embed_tokens.weight".into(),
+        "output.weight" => return "lm_head.weight".into(),
+        "output_norm.weight" => return "model.norm.weight".into(),
+        _ => {}
+    }
+    let Some((block, rest)) = name.strip_prefix("blk.").and_then(|r| r.split_once('.')) else {
+        return name.into();
+    };
+    let (stem, suffix) = rest.rsplit_once('.').unwrap_or((rest, "weight"));
+    let stem = match stem {
+        "attn_norm" => "input_layernorm",
+        "attn_q" => "self_attn.q_proj",
+        "attn_k" => "self_attn.k_proj",
+        "attn_v" => "self_attn.v_proj",
+        "attn_output" => "self_attn.o_proj",
+        "attn_q_norm" => "self_attn.q_norm",
+        "attn_k_norm" => "self_attn.k_norm",
+        "ffn_norm" => "post_attention_layernorm",
+        "ffn_gate" => "mlp.gate_proj",
+        "ffn_up" => "mlp.up_proj",
+        "ffn_down" => "mlp.down_proj",
+        other => other,
+    };
+    format!("model.layers.{block}.{stem}.{suffix}")
+}
+
+/// The per-frequency divisors of llama3 RoPE scaling, as llama.cpp's converter writes
+/// them into `rope_freqs.weight` (transformers computes the same scaled frequencies).
+fn llama3_factors(s: &serde_json::Value, base: f64, head_dim: usize) -> Vec<f32> {
+    let get = |k: &str, d: f64| s[k].as_f64().unwrap_or(d);
+    let factor = get("factor", 8.0);
+    let (low, high) = (get("low_freq_factor", 1.0), get("high_freq_factor", 4.0));
+    let old = get("original_max_position_embeddings", 8192.0);
+    let (low_wavelen, high_wavelen) = (old / low, old / high);
+    (0..head_dim)
+        .step_by(2)
+        .map(|i| {
+            let freq = 1.0 / (base as f32).powf(i as f32 / head_dim as f32);
+            let wavelen = 2.0 * std::f64::consts::PI / freq as f64;
+            let f = if wavelen < high_wavelen {
+                1.0
+            } else if wavelen > low_wavelen {
+                factor
+            } else {
+                let smooth = (old / wavelen - low) / (high - low);
+                1.0 / ((1.0 - smooth) / factor + smooth)
+            };
+            f as f32
+        })
+        .collect()
+}
