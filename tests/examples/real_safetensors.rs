@@ -5,7 +5,7 @@
 //! (`tolerance::judge_greedy`, rule `f32-same-math`: both compute in f32 from the same
 //! bf16 weights).
 //!
-//! `cargo run --release -p zoo-tests --example real_safetensors -- DIR DIR.reference.json`
+//! `cargo run --release -p zoo-tests --example real_safetensors -- DIR tests/data/reference/transformers-bf16/NAME.json`
 
 use anyhow::{bail, Context, Result};
 use zoo_tests::tolerance::{judge_greedy, Rule};
