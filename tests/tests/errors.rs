@@ -210,6 +210,25 @@ fn missing_path() {
 /// An architecture whose candle model masks its sliding window wrongly past the window
 /// (Mistral 7B v0.1's config) refuses a sequence longer than the window with a typed
 /// error instead of computing it wrongly.
+/// A copy of the `f32` fixture of `arch` (safetensors) with its config.json edited.
+fn f32_fixture_with(arch: &str, edit: impl FnOnce(&mut serde_json::Value)) -> tempfile::TempDir {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("fixtures/{arch}/f32"));
+    let d = tempfile::tempdir().unwrap();
+    for f in [
+        "model.safetensors",
+        "tokenizer.json",
+        "generation_config.json",
+    ] {
+        std::fs::copy(fixture.join(f), d.path().join(f)).unwrap();
+    }
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture.join("config.json")).unwrap())
+            .unwrap();
+    edit(&mut config);
+    std::fs::write(d.path().join("config.json"), config.to_string()).unwrap();
+    d
+}
+
 /// Mistral, Starcoder2 and Gemma 2 on candle's models mask their sliding window wrongly
 /// past one forward call, Phi-3 not at all: a sequence longer than the window is
 /// refused, not computed.
@@ -217,20 +236,7 @@ fn missing_path() {
 fn a_sequence_past_a_mis_masked_sliding_window_is_refused() {
     use zoo::CausalLM;
     for arch in ["mistral", "starcoder2", "gemma2", "phi3"] {
-        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("fixtures/{arch}/f32"));
-        let d = tempfile::tempdir().unwrap();
-        for f in [
-            "model.safetensors",
-            "tokenizer.json",
-            "generation_config.json",
-        ] {
-            std::fs::copy(fixture.join(f), d.path().join(f)).unwrap();
-        }
-        let mut config: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(fixture.join("config.json")).unwrap())
-                .unwrap();
-        config["sliding_window"] = 8.into();
-        std::fs::write(d.path().join("config.json"), config.to_string()).unwrap();
+        let d = f32_fixture_with(arch, |c| c["sliding_window"] = 8.into());
         let mut l = zoo::load(d.path(), &LoadOptions::default()).unwrap();
         let ids = Tensor::new(&[[256u32, 72, 101, 108, 108, 111, 44, 32]], &Device::Cpu).unwrap();
         l.model.forward(&ids, 0).unwrap();
@@ -252,20 +258,7 @@ fn a_sequence_past_a_mis_masked_sliding_window_is_refused() {
 #[test]
 fn rope_scaling_a_model_would_ignore_is_refused() {
     let with_scaling = |arch: &str, scaling: serde_json::Value| {
-        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("fixtures/{arch}/f32"));
-        let d = tempfile::tempdir().unwrap();
-        for f in [
-            "model.safetensors",
-            "tokenizer.json",
-            "generation_config.json",
-        ] {
-            std::fs::copy(fixture.join(f), d.path().join(f)).unwrap();
-        }
-        let mut config: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(fixture.join("config.json")).unwrap())
-                .unwrap();
-        config["rope_scaling"] = scaling;
-        std::fs::write(d.path().join("config.json"), config.to_string()).unwrap();
+        let d = f32_fixture_with(arch, |c| c["rope_scaling"] = scaling);
         let loaded = zoo::load(d.path(), &LoadOptions::default());
         (d, loaded)
     };

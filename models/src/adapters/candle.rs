@@ -170,6 +170,16 @@ pub fn unsupported(
     }
 }
 
+/// Config quirk of candle models whose mask admits one key too many (`i - j <= w` where
+/// transformers has `i - j < w`: Mistral, Starcoder2): `w - 1` gives transformers'
+/// window.
+pub fn window_one_key_narrower(_: &SafetensorsSource, config: &mut Value) -> Result<()> {
+    if let Some(w) = config["sliding_window"].as_u64() {
+        config["sliding_window"] = serde_json::json!(w.saturating_sub(1));
+    }
+    Ok(())
+}
+
 /// Config quirk shared by architectures whose candle model has no sliding window
 /// (Qwen2, Qwen3): `use_sliding_window: true` is refused rather than computed
 /// without the window. No released model of these architectures uses it.

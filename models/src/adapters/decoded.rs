@@ -116,3 +116,37 @@ fn release_pages(bytes: &[u8]) {
     #[cfg(not(unix))]
     let _ = bytes;
 }
+
+/// transformers' name of the tensor llama.cpp calls `name` (`blk.3.attn_q.weight` is
+/// `model.layers.3.self_attn.q_proj.weight`), for the parts Llama-like architectures
+/// name alike; `norms` maps the layer norms, which each architecture names its own way
+/// (llama.cpp's `attn_norm` is Llama's `input_layernorm`, its `ffn_norm` Llama's
+/// `post_attention_layernorm` but Gemma's `pre_feedforward_layernorm`).
+pub fn transformers_name(name: &str, norms: &[(&str, &str)]) -> String {
+    match name {
+        "token_embd.weight" => return "model.embed_tokens.weight".into(),
+        "output.weight" => return "lm_head.weight".into(),
+        "output_norm.weight" => return "model.norm.weight".into(),
+        _ => {}
+    }
+    let Some((block, rest)) = name.strip_prefix("blk.").and_then(|r| r.split_once('.')) else {
+        return name.into();
+    };
+    let (stem, suffix) = rest.rsplit_once('.').unwrap_or((rest, "weight"));
+    let stem = match stem {
+        "attn_q" => "self_attn.q_proj",
+        "attn_k" => "self_attn.k_proj",
+        "attn_v" => "self_attn.v_proj",
+        "attn_output" => "self_attn.o_proj",
+        "attn_q_norm" => "self_attn.q_norm",
+        "attn_k_norm" => "self_attn.k_norm",
+        "ffn_gate" => "mlp.gate_proj",
+        "ffn_up" => "mlp.up_proj",
+        "ffn_down" => "mlp.down_proj",
+        other => norms
+            .iter()
+            .find(|(ours, _)| *ours == other)
+            .map_or(other, |(_, theirs)| theirs),
+    };
+    format!("model.layers.{block}.{stem}.{suffix}")
+}

@@ -32,36 +32,18 @@ const DEFAULT_ROPE_THETA: f64 = 1_000_000.0;
 const DEFAULT_ROPE_LOCAL_BASE: f64 = 10_000.0;
 const DEFAULT_SLIDING_WINDOW_PATTERN: usize = 6;
 
-/// The transformers name of a weight llama.cpp calls `name`.
+/// The transformers name of a weight llama.cpp calls `name`: Gemma 3's four norms per
+/// layer.
 fn hf_name(name: &str) -> String {
-    let name = name.strip_suffix(".weight").unwrap_or(name);
-    let mapped = match name {
-        "token_embd" => "model.embed_tokens".to_string(),
-        "output_norm" => "model.norm".to_string(),
-        "output" => "lm_head".to_string(),
-        _ => {
-            let rest = name.strip_prefix("blk.").unwrap_or(name);
-            let (i, part) = rest.split_once('.').unwrap_or((rest, ""));
-            let hf = match part {
-                "attn_q" => "self_attn.q_proj",
-                "attn_k" => "self_attn.k_proj",
-                "attn_v" => "self_attn.v_proj",
-                "attn_output" => "self_attn.o_proj",
-                "attn_q_norm" => "self_attn.q_norm",
-                "attn_k_norm" => "self_attn.k_norm",
-                "attn_norm" => "input_layernorm",
-                "post_attention_norm" => "post_attention_layernorm",
-                "ffn_norm" => "pre_feedforward_layernorm",
-                "post_ffw_norm" => "post_feedforward_layernorm",
-                "ffn_gate" => "mlp.gate_proj",
-                "ffn_up" => "mlp.up_proj",
-                "ffn_down" => "mlp.down_proj",
-                other => other,
-            };
-            format!("model.layers.{i}.{hf}")
-        }
-    };
-    format!("{mapped}.weight")
+    crate::adapters::transformers_name(
+        name,
+        &[
+            ("attn_norm", "input_layernorm"),
+            ("post_attention_norm", "post_attention_layernorm"),
+            ("ffn_norm", "pre_feedforward_layernorm"),
+            ("post_ffw_norm", "post_feedforward_layernorm"),
+        ],
+    )
 }
 
 impl Gemma3 {

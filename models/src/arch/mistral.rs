@@ -10,10 +10,9 @@
 //! later versions have no window).
 
 use candle_transformers::models::mistral as candle_model;
-use serde_json::json;
 use zoo_macros::register_model;
 
-use crate::adapters::{candle_load, CandleLm, ConfigQuirks};
+use crate::adapters::{candle_load, window_one_key_narrower, CandleLm, ConfigQuirks};
 
 /// Mistral (safetensors, f32 on CPU).
 #[register_model(
@@ -31,13 +30,7 @@ candle_load!(
     ConfigQuirks {
         rope_theta: Some(10_000.0), // transformers' MistralConfig default
         refuse_past_sliding_window: true,
-        fix: Some(|_, config| {
-            // candle's window admits one key too many: `w - 1` gives transformers' window.
-            if let Some(w) = config["sliding_window"].as_u64() {
-                config["sliding_window"] = json!(w.saturating_sub(1));
-            }
-            Ok(())
-        }),
+        fix: Some(window_one_key_narrower),
         ..ConfigQuirks::default()
     }
 );

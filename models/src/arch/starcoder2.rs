@@ -8,10 +8,9 @@
 //! released models) is refused with an error instead of computed wrongly.
 
 use candle_transformers::models::starcoder2 as candle_model;
-use serde_json::json;
 use zoo_macros::register_model;
 
-use crate::adapters::{candle_load, CandleLm, ConfigQuirks};
+use crate::adapters::{candle_load, window_one_key_narrower, CandleLm, ConfigQuirks};
 
 /// Starcoder2 (safetensors, f32 on CPU).
 #[register_model(
@@ -28,13 +27,7 @@ candle_load!(
     candle_model::Model,
     ConfigQuirks {
         refuse_past_sliding_window: true,
-        fix: Some(|_, config| {
-            // candle's window admits one key too many: `w - 1` gives transformers' window.
-            if let Some(w) = config["sliding_window"].as_u64() {
-                config["sliding_window"] = json!(w.saturating_sub(1));
-            }
-            Ok(())
-        }),
+        fix: Some(window_one_key_narrower),
         ..ConfigQuirks::default()
     }
 );

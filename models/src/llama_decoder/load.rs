@@ -365,31 +365,13 @@ fn default_rms_norm_eps() -> f64 {
 
 /// transformers' name of the tensor llama.cpp calls `name`.
 fn hf_name(name: &str) -> String {
-    match name {
-        "token_embd.weight" => return "model.embed_tokens.weight".into(),
-        "output.weight" => return "lm_head.weight".into(),
-        "output_norm.weight" => return "model.norm.weight".into(),
-        _ => {}
-    }
-    let Some((block, rest)) = name.strip_prefix("blk.").and_then(|r| r.split_once('.')) else {
-        return name.into();
-    };
-    let (stem, suffix) = rest.rsplit_once('.').unwrap_or((rest, "weight"));
-    let stem = match stem {
-        "attn_norm" => "input_layernorm",
-        "attn_q" => "self_attn.q_proj",
-        "attn_k" => "self_attn.k_proj",
-        "attn_v" => "self_attn.v_proj",
-        "attn_output" => "self_attn.o_proj",
-        "attn_q_norm" => "self_attn.q_norm",
-        "attn_k_norm" => "self_attn.k_norm",
-        "ffn_norm" => "post_attention_layernorm",
-        "ffn_gate" => "mlp.gate_proj",
-        "ffn_up" => "mlp.up_proj",
-        "ffn_down" => "mlp.down_proj",
-        other => other,
-    };
-    format!("model.layers.{block}.{stem}.{suffix}")
+    crate::adapters::transformers_name(
+        name,
+        &[
+            ("attn_norm", "input_layernorm"),
+            ("ffn_norm", "post_attention_layernorm"),
+        ],
+    )
 }
 
 /// The per-frequency divisors of llama3 RoPE scaling, as llama.cpp's converter writes
