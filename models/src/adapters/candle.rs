@@ -180,22 +180,6 @@ pub fn window_one_key_narrower(_: &SafetensorsSource, config: &mut Value) -> Res
     Ok(())
 }
 
-/// Config quirk shared by architectures whose candle model has no sliding window
-/// (Qwen2, Qwen3): `use_sliding_window: true` is refused rather than computed
-/// without the window. No released model of these architectures uses it.
-pub fn refuse_sliding_window(src: &SafetensorsSource, config: &mut Value) -> Result<()> {
-    if config["use_sliding_window"].as_bool() == Some(true) {
-        let arch = config["model_type"].as_str().unwrap_or("this architecture");
-        return Err(unsupported(
-            src,
-            arch,
-            "`use_sliding_window: true` is not supported",
-            "no released model of this architecture uses it; set it to false if the model was trained without",
-        ));
-    }
-    Ok(())
-}
-
 /// The load function of an architecture that is a candle-transformers model with the
 /// usual shape (`new(&Config, VarBuilder)`, `forward(&ids, seqlen_offset)`,
 /// `clear_kv_cache()`), given its config quirks:

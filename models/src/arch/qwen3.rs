@@ -1,32 +1,34 @@
 //! Qwen3 from safetensors (`Qwen3ForCausalLM`).
 //!
-//! Paper: "Qwen3 Technical Report" (Yang et al., 2025). Reference implementation: transformers' `modeling_qwen3.py`. Built on
-//! candle-transformers' `qwen3`.
-//!
-//! Sliding-window attention (`use_sliding_window`) is not supported by candle's
-//! model; a config that enables it is refused at load.
+//! Paper: "Qwen3 Technical Report" (Yang et al., 2025). Reference implementation:
+//! transformers' `modeling_qwen3.py`. Built on zoo's Llama decoder (`llama_decoder/`),
+//! as the GGUF form is: per-head q/k RMS norms, NeoX halves, matrices in their stored
+//! dtype, the batched forward. `use_sliding_window: true` is refused (released Qwen3
+//! models do not use it). Until 2026-11-30 this file wrapped candle-transformers'
+//! `qwen3`, which widens every weight to f32 on the CPU.
 
-use candle_transformers::models::qwen3 as candle_model;
 use zoo_macros::register_model;
 
-use crate::adapters::{candle_load, refuse_sliding_window, CandleLm, ConfigQuirks};
+use crate::adapters::Decoded;
+use crate::llama_decoder::{llama_safetensors_load, LlamaDecoder, LlamaOptions, RopeLayout};
 
-/// Qwen3 (safetensors, f32 on CPU).
+/// Qwen3 (safetensors, weights in their stored dtype).
 #[register_model(
     name = "qwen3",
     format = safetensors,
     hf_architectures = ["Qwen3ForCausalLM"],
     model_types = ["qwen3"],
     load = Qwen3::load,
+    batching = true,
 )]
-pub struct Qwen3(CandleLm<candle_model::ModelForCausalLM>);
+pub struct Qwen3(Decoded<LlamaDecoder>);
 
-candle_load!(
-    Qwen3,
-    candle_model::ModelForCausalLM,
-    ConfigQuirks {
-        rope_theta: Some(10_000.0), // transformers' Qwen3Config default
-        fix: Some(refuse_sliding_window),
-        ..ConfigQuirks::default()
-    }
-);
+/// Per-head q/k RMS norms; NeoX halves; transformers' Qwen3Config context 32768 when
+/// config.json omits it (its rope default is Llama's).
+const OPTIONS: LlamaOptions = LlamaOptions {
+    rope: RopeLayout::Halves,
+    qk_norm: true,
+    ..LlamaOptions::LLAMA
+};
+
+llama_safetensors_load!(Qwen3, OPTIONS, default_context = 32768);
