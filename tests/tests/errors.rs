@@ -229,9 +229,9 @@ fn f32_fixture_with(arch: &str, edit: impl FnOnce(&mut serde_json::Value)) -> te
     d
 }
 
-/// Mistral, Starcoder2 and Gemma 2 on candle's models mask their sliding window wrongly
-/// past one forward call, Phi-3 not at all: a sequence longer than the window is
-/// refused, not computed.
+/// Starcoder2 and Gemma 2 on candle's models mask their sliding window wrongly past one
+/// forward call, Phi-3 on candle's and Mistral on zoo's Llama decoder not at all: a
+/// sequence longer than the window is refused, not computed.
 #[test]
 fn a_sequence_past_a_mis_masked_sliding_window_is_refused() {
     use zoo::CausalLM;

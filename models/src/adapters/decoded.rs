@@ -34,7 +34,17 @@ impl<D> Decoded<D> {
 }
 
 impl<D: Decoder> ModelBody for Decoded<D> {
+    /// Positions past the context are refused here too, not only by the callers that
+    /// check (generate, the engine): a decoder computes them without complaint, wrongly
+    /// where the context stands for a window it does not mask.
     fn forward(&mut self, input_ids: &Tensor, seqlen_offset: usize) -> Result<Tensor> {
+        let end = seqlen_offset + input_ids.dim(candle_core::D::Minus1)?;
+        if end > self.info.context_length {
+            return Err(zoo_core::Error::PromptTooLong {
+                prompt_tokens: end,
+                context_length: self.info.context_length,
+            });
+        }
         self.decoder.forward(input_ids, seqlen_offset)
     }
 

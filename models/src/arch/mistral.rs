@@ -1,36 +1,40 @@
 //! Mistral from safetensors (`MistralForCausalLM`).
 //!
-//! Paper: "Mistral 7B" (Jiang et al., 2023). Reference implementation: transformers' `modeling_mistral.py`. Built on
-//! candle-transformers' `mistral`.
-//!
-//! candle's Mistral applies the sliding window only inside one forward call, with one
-//! key too many (`i - j <= w` where transformers has `i - j < w`), and not at all over
-//! the KV cache. Passing `w - 1` fixes the first; a sequence longer than the window
-//! is refused with an error instead of computed wrongly (Mistral 7B v0.1, window 4096;
-//! later versions have no window).
+//! Paper: "Mistral 7B" (Jiang et al., 2023). Reference implementation: transformers'
+//! `modeling_mistral.py`. Built on zoo's Llama decoder (`llama_decoder/`), as the GGUF
+//! form is (llama.cpp converts Mistral as `llama`): NeoX halves, matrices in their
+//! stored dtype, the batched forward. The decoder masks no sliding window: Mistral 7B
+//! v0.1's (4096) cuts the context, so a longer sequence is refused rather than computed
+//! without it (later versions have no window). Until 2026-11-30 this file wrapped
+//! candle-transformers' `mistral`, whose window admitted one key too many and applied
+//! only inside one forward call.
 
-use candle_transformers::models::mistral as candle_model;
 use zoo_macros::register_model;
 
-use crate::adapters::{candle_load, window_one_key_narrower, CandleLm, ConfigQuirks};
+use crate::adapters::Decoded;
+use crate::llama_decoder::{llama_safetensors_load, LlamaDecoder, LlamaOptions, RopeLayout};
 
-/// Mistral (safetensors, f32 on CPU).
+/// Mistral (safetensors, weights in their stored dtype).
 #[register_model(
     name = "mistral",
     format = safetensors,
     hf_architectures = ["MistralForCausalLM"],
     model_types = ["mistral"],
     load = Mistral::load,
+    batching = true,
 )]
-pub struct Mistral(CandleLm<candle_model::Model>);
+pub struct Mistral(Decoded<LlamaDecoder>);
 
-candle_load!(
+/// transformers' layout: NeoX halves; MistralConfig's rope default is Llama's, its
+/// context 4096 x 32 when config.json omits it.
+const OPTIONS: LlamaOptions = LlamaOptions {
+    rope: RopeLayout::Halves,
+    ..LlamaOptions::LLAMA
+};
+
+llama_safetensors_load!(
     Mistral,
-    candle_model::Model,
-    ConfigQuirks {
-        rope_theta: Some(10_000.0), // transformers' MistralConfig default
-        refuse_past_sliding_window: true,
-        fix: Some(window_one_key_narrower),
-        ..ConfigQuirks::default()
-    }
+    OPTIONS,
+    default_context = 131_072,
+    window_limits_context
 );

@@ -344,15 +344,39 @@ pub(crate) use llama_gguf_load;
 /// `fn load(&SafetensorsSource, &Device) -> Result<Self>` for a transformers checkpoint
 /// on this decoder (`LlamaDecoder::from_safetensors`), with the context length
 /// transformers' config class documents for a config.json without one.
+///
+/// `window_limits_context`: the architecture has a sliding window this decoder does not
+/// mask (Mistral 7B v0.1's 4096): the context is cut to it, so that a longer sequence is
+/// refused rather than computed without the window (within it, windowed and full
+/// attention agree).
 macro_rules! llama_safetensors_load {
     ($ty:ident, $options:expr, default_context = $context:expr) => {
+        $crate::llama_decoder::llama_safetensors_load!(
+            $ty,
+            $options,
+            default_context = $context,
+            window = false
+        );
+    };
+    ($ty:ident, $options:expr, default_context = $context:expr, window_limits_context) => {
+        $crate::llama_decoder::llama_safetensors_load!(
+            $ty,
+            $options,
+            default_context = $context,
+            window = true
+        );
+    };
+    ($ty:ident, $options:expr, default_context = $context:expr, window = $window:expr) => {
         impl $ty {
             fn load(
                 src: &zoo_core::SafetensorsSource,
                 device: &zoo_core::Device,
             ) -> zoo_core::Result<Self> {
                 let name = <Self as zoo_core::registry::Registered>::ENTRY.name;
-                let info = src.model_info(name, Some($context), device)?;
+                let mut info = src.model_info(name, Some($context), device)?;
+                if let Some(w) = src.config["sliding_window"].as_u64().filter(|_| $window) {
+                    info.context_length = info.context_length.min(w as usize);
+                }
                 let decoder = $crate::llama_decoder::LlamaDecoder::from_safetensors(
                     src, &$options, name, device,
                 )?;
