@@ -1,43 +1,39 @@
 //! Gemma (1) from safetensors (`GemmaForCausalLM`).
 //!
-//! Paper: "Gemma: Open Models Based on Gemini Research and Technology" (2024). Reference implementation: transformers' `modeling_gemma.py`. Built on
-//! candle-transformers' `gemma`, which refuses a config.json that has both
-//! `hidden_act` and `hidden_activation` (as transformers writes it); patched here.
+//! Paper: "Gemma: Open Models Based on Gemini Research and Technology" (2024).
+//! Reference implementation: transformers' `modeling_gemma.py`. Built on zoo's Gemma
+//! decoder (`gemma_decoder/`, as the GGUF form is): GELU in its tanh form (transformers'
+//! `hidden_activation`), matrices in their stored dtype, the batched forward. Until
+//! 2026-11-30 this file wrapped candle-transformers' `gemma`, which refuses a
+//! config.json with both `hidden_act` and `hidden_activation`, as transformers writes it.
 
-use candle_transformers::models::gemma as candle_model;
-use serde_json::json;
 use zoo_macros::register_model;
 
-use crate::adapters::{candle_load, CandleLm, ConfigQuirks};
+use crate::adapters::Decoded;
+use crate::gemma_decoder::{gemma_safetensors_load, GemmaConfigDefaults, GemmaDecoder};
 
-/// Gemma (safetensors, f32 on CPU).
+/// Gemma (safetensors, weights in their stored dtype).
 #[register_model(
     name = "gemma",
     format = safetensors,
     hf_architectures = ["GemmaForCausalLM"],
     model_types = ["gemma"],
     load = Gemma::load,
+    batching = true,
 )]
-pub struct Gemma(CandleLm<candle_model::Model>);
+pub struct Gemma(Decoded<GemmaDecoder>);
 
-candle_load!(
-    Gemma,
-    candle_model::Model,
-    ConfigQuirks {
-        rope_theta: Some(10_000.0), // transformers' GemmaConfig default
-        context_length: Some(8192),
-        fix: Some(|_, config| {
-            // transformers uses `hidden_activation` (gelu_pytorch_tanh when absent) and keeps
-            // the legacy `hidden_act` only for old configs; candle refuses both at once.
-            if config["hidden_activation"].is_null() {
-                config["hidden_activation"] = json!("gelu_pytorch_tanh");
-            }
-            if let Some(o) = config.as_object_mut() {
-                o.remove("hidden_act");
-            }
-            Ok(())
-        }),
-        ..ConfigQuirks::default()
-    },
-    new = |c, vb| candle_model::Model::new(false, c, vb)
-);
+/// transformers' GemmaConfig defaults: no local layers, context 8192; Llama's two norms
+/// per layer.
+const DEFAULTS: GemmaConfigDefaults = GemmaConfigDefaults {
+    rope_theta: 10_000.0,
+    rope_local_base: None,
+    sliding_window_pattern: 1,
+    default_context: Some(8192),
+    norms: &[
+        ("attn_norm", "input_layernorm"),
+        ("ffn_norm", "post_attention_layernorm"),
+    ],
+};
+
+gemma_safetensors_load!(Gemma, DEFAULTS);

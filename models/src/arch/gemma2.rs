@@ -1,35 +1,42 @@
 //! Gemma 2 from safetensors (`Gemma2ForCausalLM`).
 //!
-//! Paper: "Gemma 2: Improving Open Language Models at a Practical Size" (2024). Reference implementation: transformers' `modeling_gemma2.py`. Built on
-//! candle-transformers' `gemma2`.
-//!
-//! candle's Gemma 2 does not mask its local layers' sliding window at all. Within the
-//! window local and global attention agree, so a sequence longer than the window
-//! (4096 in the released models) is refused with an error instead of computed wrongly.
+//! Paper: "Gemma 2: Improving Open Language Models at a Practical Size" (2024).
+//! Reference implementation: transformers' `modeling_gemma2.py`. Built on zoo's Gemma
+//! decoder (`gemma_decoder/`, as the GGUF form is): local and global layers alternate
+//! with the window masked as transformers masks it, attention and final soft-capping,
+//! matrices in their stored dtype, the batched forward. Until 2026-11-30 this file
+//! wrapped candle-transformers' `gemma2`, which masks no sliding window at all (so
+//! sequences past the window were refused).
 
-use candle_transformers::models::gemma2 as candle_model;
 use zoo_macros::register_model;
 
-use crate::adapters::{candle_load, CandleLm, ConfigQuirks};
+use crate::adapters::Decoded;
+use crate::gemma_decoder::{gemma_safetensors_load, GemmaConfigDefaults, GemmaDecoder};
 
-/// Gemma 2 (safetensors, f32 on CPU).
+/// Gemma 2 (safetensors, weights in their stored dtype).
 #[register_model(
     name = "gemma2",
     format = safetensors,
     hf_architectures = ["Gemma2ForCausalLM"],
     model_types = ["gemma2"],
     load = Gemma2::load,
+    batching = true,
 )]
-pub struct Gemma2(CandleLm<candle_model::Model>);
+pub struct Gemma2(Decoded<GemmaDecoder>);
 
-candle_load!(
-    Gemma2,
-    candle_model::Model,
-    ConfigQuirks {
-        rope_theta: Some(10_000.0), // transformers' Gemma2Config default
-        context_length: Some(8192),
-        refuse_past_sliding_window: true,
-        ..ConfigQuirks::default()
-    },
-    new = |c, vb| candle_model::Model::new(false, c, vb)
-);
+/// transformers' Gemma2Config defaults: local and global layers alternate, one rope
+/// base for both, context 8192; four norms per layer.
+const DEFAULTS: GemmaConfigDefaults = GemmaConfigDefaults {
+    rope_theta: 10_000.0,
+    rope_local_base: None,
+    sliding_window_pattern: 2,
+    default_context: Some(8192),
+    norms: &[
+        ("attn_norm", "input_layernorm"),
+        ("post_attention_norm", "post_attention_layernorm"),
+        ("ffn_norm", "pre_feedforward_layernorm"),
+        ("post_ffw_norm", "post_feedforward_layernorm"),
+    ],
+};
+
+gemma_safetensors_load!(Gemma2, DEFAULTS);

@@ -22,6 +22,10 @@ use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, Module, Tensor};
 use zoo_core::{last_position_logits, BatchedLM, KvShape, Result, SeqChunk};
 
+mod load;
+
+pub(crate) use load::GemmaConfigDefaults;
+
 use crate::adapters::{Decoded, Decoder};
 use crate::layers::{
     last_position, merge_heads, split_heads, AttnParams, KvCache, PagedKv, QLinear, RmsNorm,
@@ -341,75 +345,6 @@ impl Decoder for GemmaDecoder {
     }
 }
 
-impl GemmaDecoder {
-    /// The decoder of a GGUF file with the facts of its metadata: the body of a Gemma
-    /// generation's GGUF architecture.
-    pub(crate) fn load(
-        g: &zoo_core::source::GgufSource,
-        defaults: &GemmaDefaults,
-        device: &Device,
-    ) -> Result<Decoded<Self>> {
-        Decoded::from_gguf(g, device, || Self::from_gguf(g, defaults, device))
-    }
-
-    /// Reads a Gemma GGUF whose keys are under its `general.architecture`; the
-    /// generation's defaults (its file's [`GemmaDefaults`]) fill what the file does not
-    /// say.
-    pub(crate) fn from_gguf(
-        g: &zoo_core::source::GgufSource,
-        defaults: &GemmaDefaults,
-        device: &Device,
-    ) -> Result<Self> {
-        let prefix = g.architecture().unwrap_or_default();
-        let hp = gguf_hparams(
-            g,
-            prefix,
-            defaults.sliding_window_pattern,
-            defaults.rope_base,
-            defaults.rope_base_local,
-        )?;
-        let weights = |name: &str| g.tensor(name, device);
-        Self::new(hp, &weights, &|n| g.has_tensor(n), device)
-    }
-}
-
-/// Hyper-parameters of a Gemma GGUF, under the `prefix` of its `general.architecture`.
-fn gguf_hparams(
-    g: &zoo_core::source::GgufSource,
-    prefix: &str,
-    default_pattern: usize,
-    default_rope_base: f64,
-    default_rope_base_local: f64,
-) -> Result<Hparams> {
-    let key = |s: &str| format!("{prefix}.{s}");
-    let blocks = g.u64(&key("block_count"))? as usize;
-    let head_dim = g.u64(&key("attention.key_length"))? as usize;
-    let softcap = |s: &str| -> Result<Option<f64>> { Ok(g.f64_opt(&key(s))?.filter(|c| *c > 0.0)) };
-    Ok(Hparams {
-        heads: g.u64(&key("attention.head_count"))? as usize,
-        kv_heads: g.u64(&key("attention.head_count_kv"))? as usize,
-        head_dim,
-        eps: g.f64(&key("attention.layer_norm_rms_epsilon"))?,
-        blocks,
-        hidden: g.u64(&key("embedding_length"))? as usize,
-        window: g.u64_opt(&key("attention.sliding_window"))?.unwrap_or(0) as usize,
-        local: local_layers(blocks, default_pattern),
-        rope_base: g
-            .f64_opt(&key("rope.freq_base"))?
-            .unwrap_or(default_rope_base),
-        rope_base_local: g
-            .f64_opt(&key("rope.local_freq_base"))?
-            .unwrap_or(default_rope_base_local),
-        rope_scale: g.f64_opt(&key("rope.scaling.factor"))?.unwrap_or(1.0),
-        // llama.cpp writes no query_pre_attn_scalar: it uses the head size for every
-        // released text model but the 27B ones (hidden / heads), as here.
-        attn_scale: 1.0 / (head_dim as f64).sqrt(),
-        attn_softcap: softcap("attn_logit_softcapping")?,
-        final_softcap: softcap("final_logit_softcapping")?,
-        gelu: crate::layers::Gelu::GgmlF16Table,
-    })
-}
-
 /// The load function of a Gemma GGUF architecture with its generation's defaults:
 /// `gemma_gguf_load!(QuantizedGemma3, DEFAULTS);`.
 macro_rules! gemma_gguf_load {
@@ -422,3 +357,24 @@ macro_rules! gemma_gguf_load {
     };
 }
 pub(crate) use gemma_gguf_load;
+
+/// The load function of a Gemma safetensors architecture with its generation's
+/// config.json defaults: `gemma_safetensors_load!(Gemma2, DEFAULTS);`.
+macro_rules! gemma_safetensors_load {
+    ($ty:ident, $defaults:expr) => {
+        impl $ty {
+            fn load(
+                src: &zoo_core::SafetensorsSource,
+                device: &zoo_core::Device,
+            ) -> zoo_core::Result<Self> {
+                let name = <Self as zoo_core::registry::Registered>::ENTRY.name;
+                let info = src.model_info(name, $defaults.default_context, device)?;
+                let decoder = $crate::gemma_decoder::GemmaDecoder::from_safetensors(
+                    src, &$defaults, name, device,
+                )?;
+                Ok(Self($crate::adapters::Decoded { decoder, info }))
+            }
+        }
+    };
+}
+pub(crate) use gemma_safetensors_load;
