@@ -1,50 +1,59 @@
 //! Mixtral (sparse mixture of experts) from safetensors (`MixtralForCausalLM`).
 //!
-//! Paper: "Mixtral of Experts" (Jiang et al., 2024). Reference implementation: transformers' `modeling_mixtral.py`. Built on
-//! candle-transformers' `mixtral`.
-//!
-//! candle's Mixtral config does not deserialize from a plain config.json: it wants
-//! `use_flash_attn`, and `sliding_window` as a number where transformers writes `null`
-//! (patched here: off, and with a window the load fails clearly, as candle applies it
-//! only inside one forward call). It has no `clear_kv_cache`: a reset rebuilds the
-//! model from the memory-mapped weights.
+//! Paper: "Mixtral of Experts" (Jiang et al., 2024). Reference implementation:
+//! transformers' `modeling_mixtral.py`. Built on zoo's Llama decoder (`llama_decoder/`),
+//! as the GGUF form is: the router's softmax, the top `num_experts_per_tok` experts
+//! renormalised, NeoX halves, matrices in their stored dtype, the batched forward. A
+//! sliding window (Mixtral's released models have none) cuts the context. Until
+//! 2026-11-30 this file wrapped candle-transformers' `mixtral`, whose config does not
+//! deserialize from a plain config.json and which has no `clear_kv_cache`.
 
-use candle_transformers::models::mixtral as candle_model;
-use serde_json::json;
 use zoo_macros::register_model;
 
-use crate::adapters::{candle_load, unsupported, CandleLm, ConfigQuirks};
+use crate::adapters::Decoded;
+use crate::llama_decoder::{llama_safetensors_load, LlamaDecoder, LlamaOptions, RopeLayout};
 
-/// Mixtral (safetensors, f32 on CPU).
+/// Mixtral (safetensors, weights in their stored dtype).
 #[register_model(
     name = "mixtral",
     format = safetensors,
     hf_architectures = ["MixtralForCausalLM"],
     model_types = ["mixtral"],
     load = Mixtral::load,
+    batching = true,
 )]
-pub struct Mixtral(CandleLm<candle_model::Model>);
+pub struct Mixtral(Decoded<LlamaDecoder>);
 
-candle_load!(
+/// NeoX halves; transformers' MixtralConfig rope base and context (4096 x 32).
+const OPTIONS: LlamaOptions = LlamaOptions {
+    rope: RopeLayout::Halves,
+    default_rope_base: 1_000_000.0,
+    ..LlamaOptions::LLAMA
+};
+
+/// transformers' names of the router and the experts (`w1` gate, `w3` up, `w2` down).
+fn expert_names(name: &str) -> Option<String> {
+    let (block, rest) = name.strip_prefix("blk.")?.split_once('.')?;
+    let moe = format!("model.layers.{block}.block_sparse_moe");
+    if rest == "ffn_gate_inp.weight" {
+        return Some(format!("{moe}.gate.weight"));
+    }
+    let (stem, rest) = rest.split_once('.')?;
+    let (expert, suffix) = rest.split_once('.')?;
+    let w = match stem {
+        "ffn_gate" => "w1",
+        "ffn_up" => "w3",
+        "ffn_down" => "w2",
+        _ => return None,
+    };
+    expert.parse::<usize>().ok()?;
+    Some(format!("{moe}.experts.{expert}.{w}.{suffix}"))
+}
+
+llama_safetensors_load!(
     Mixtral,
-    candle_model::Model,
-    ConfigQuirks {
-        rope_theta: Some(1_000_000.0), // transformers' MixtralConfig default
-        fix: Some(|src, config| {
-            // See the file's comment: no window, no flash attention.
-            if !config["sliding_window"].is_null() {
-                return Err(unsupported(
-            src,
-            "mixtral",
-            format!("sliding_window {} is not supported", config["sliding_window"]),
-            "Mixtral 8x7B and 8x22B have no window (null); set it to null if the model was trained without",
-        ));
-            }
-            config["sliding_window"] = json!(zoo_core::source::MAX_CONTEXT);
-            config["use_flash_attn"] = json!(false);
-            Ok(())
-        }),
-        ..ConfigQuirks::default()
-    },
-    reset = rebuild
+    OPTIONS,
+    default_context = 131_072,
+    window_limits_context,
+    names = expert_names
 );

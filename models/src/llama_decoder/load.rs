@@ -245,6 +245,9 @@ struct HfConfig {
     tie_word_embeddings: bool,
     hidden_act: Option<String>,
     attention_bias: Option<bool>,
+    /// Mixture of experts (Mixtral): experts per layer and how many each token uses.
+    num_local_experts: Option<usize>,
+    num_experts_per_tok: Option<usize>,
     mlp_bias: Option<bool>,
     use_sliding_window: Option<bool>,
 }
@@ -256,10 +259,14 @@ impl LlamaDecoder {
     /// (the options must say [`RopeLayout::Halves`]), llama3 RoPE scaling as the
     /// factors llama.cpp's converter writes (`rope_freqs.weight`). What the decoder
     /// cannot compute is a Config error that names it.
+    ///
+    /// `names`: the architecture's own transformers names, tried before the shared ones
+    /// (Mixtral's experts).
     pub(crate) fn from_safetensors(
         src: &SafetensorsSource,
         options: &LlamaOptions,
         arch: &str,
+        names: Option<fn(&str) -> Option<String>>,
         device: &Device,
     ) -> Result<Self> {
         let refuse = |detail: String, hint: &str| Error::Config {
@@ -317,9 +324,16 @@ impl LlamaDecoder {
             rope_base,
             blocks: hf.num_hidden_layers,
             vocab: hf.vocab_size,
-            experts: 0,
-            used: 0,
+            experts: hf.num_local_experts.unwrap_or(0),
+            used: hf.num_experts_per_tok.unwrap_or(0),
         };
+        if hp.experts > 0 && (hp.used == 0 || hp.used > hp.experts) {
+            return Err(refuse(
+                format!("{} experts per token of {}", hp.used, hp.experts),
+                "`num_experts_per_tok` must be from 1 to `num_local_experts`",
+            ));
+        }
+        let hf_name = |name: &str| names.and_then(|n| n(name)).unwrap_or_else(|| hf_name(name));
         // SAFETY: read-only maps of files that must not change while loaded.
         let st = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&src.weights)? };
         let tied = hf.tie_word_embeddings || st.get("lm_head.weight").is_err();

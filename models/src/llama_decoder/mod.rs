@@ -355,7 +355,8 @@ macro_rules! llama_safetensors_load {
             $ty,
             $options,
             default_context = $context,
-            window = false
+            window = false,
+            names = None
         );
     };
     ($ty:ident, $options:expr, default_context = $context:expr, window_limits_context) => {
@@ -363,10 +364,20 @@ macro_rules! llama_safetensors_load {
             $ty,
             $options,
             default_context = $context,
-            window = true
+            window = true,
+            names = None
         );
     };
-    ($ty:ident, $options:expr, default_context = $context:expr, window = $window:expr) => {
+    ($ty:ident, $options:expr, default_context = $context:expr, window_limits_context, names = $names:expr) => {
+        $crate::llama_decoder::llama_safetensors_load!(
+            $ty,
+            $options,
+            default_context = $context,
+            window = true,
+            names = Some($names)
+        );
+    };
+    ($ty:ident, $options:expr, default_context = $context:expr, window = $window:expr, names = $names:expr) => {
         impl $ty {
             fn load(
                 src: &zoo_core::SafetensorsSource,
@@ -378,7 +389,7 @@ macro_rules! llama_safetensors_load {
                     info.context_length = info.context_length.min(w as usize);
                 }
                 let decoder = $crate::llama_decoder::LlamaDecoder::from_safetensors(
-                    src, &$options, name, device,
+                    src, &$options, name, $names, device,
                 )?;
                 Ok(Self($crate::adapters::Decoded { decoder, info }))
             }
