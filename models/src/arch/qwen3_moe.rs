@@ -1,78 +1,90 @@
 //! Qwen3-MoE from safetensors (`Qwen3MoeForCausalLM`, `qwen3_moe`).
 //!
-//! Reference implementation: transformers' `modeling_qwen3_moe.py`. Built on
-//! candle-transformers' `qwen3_moe` (Qwen3's attention with q/k norms, a softmax
-//! router over top-k experts), which computes what transformers computes for the
-//! configs this file lets through; on CPU it takes its plain expert loop (with
-//! candle's `cuda` feature it would switch to a fused kernel, which zoo does not
-//! enable). What candle does differently:
-//!
-//! - its config reads names transformers 5 does not write: `num_experts` (written as
-//!   `num_local_experts`, its attribute_map), `max_window_layers` (required, unused)
-//!   and `head_dim` (transformers' Qwen3MoeConfig has none and uses
-//!   `hidden_size / num_attention_heads`): this file fills each from what transformers
-//!   reads;
-//! - it ignores `mlp_only_layers` and `rope_scaling` and fails on
-//!   `use_sliding_window`: refused.
+//! Reference implementation: transformers' `modeling_qwen3_moe.py`. Built on zoo's
+//! Llama decoder (`llama_decoder/`, as Qwen3 and Mixtral are): Qwen3's attention with
+//! per-head q/k norms and NeoX halves, a softmax router over the top
+//! `num_experts_per_tok` experts, matrices in their stored dtype, the batched forward.
+//! The decoder renormalises the chosen experts' weights and puts experts in every
+//! layer, so configs that say otherwise are refused: `norm_topk_prob: false`,
+//! `mlp_only_layers` or a `decoder_sparse_step` other than 1 (released models: true, [],
+//! 1). Until 2026-11-30 this file wrapped candle-transformers' `qwen3_moe`.
 
-use candle_transformers::models::qwen3_moe as candle_model;
-use serde_json::{json, Value};
 use zoo_core::registry::Registered;
-use zoo_core::{Result, SafetensorsSource};
+use zoo_core::{Device, Error, Result, SafetensorsSource};
 use zoo_macros::register_model;
 
-use crate::adapters::{candle_load, unsupported, CandleLm, ConfigQuirks};
+use crate::adapters::Decoded;
+use crate::llama_decoder::{LlamaDecoder, LlamaOptions, RopeLayout};
 
-/// Qwen3-MoE (safetensors, f32 on CPU).
+/// Qwen3-MoE (safetensors, weights in their stored dtype).
 #[register_model(
     name = "qwen3-moe",
     format = safetensors,
     hf_architectures = ["Qwen3MoeForCausalLM"],
     model_types = ["qwen3_moe"],
     load = Qwen3Moe::load,
+    batching = true,
 )]
-pub struct Qwen3Moe(CandleLm<candle_model::ModelForCausalLM>);
+pub struct Qwen3Moe(Decoded<LlamaDecoder>);
 
-candle_load!(
-    Qwen3Moe,
-    candle_model::ModelForCausalLM,
-    ConfigQuirks {
-        rope_theta: Some(10_000.0), // transformers' Qwen3MoeConfig default
-        fix: Some(Self::fix_config),
-        ..ConfigQuirks::default()
+/// Per-head q/k RMS norms; NeoX halves; transformers' Qwen3MoeConfig rope default
+/// (Llama's).
+const OPTIONS: LlamaOptions = LlamaOptions {
+    rope: RopeLayout::Halves,
+    qk_norm: true,
+    ..LlamaOptions::LLAMA
+};
+
+/// transformers' names of the router and the experts.
+fn expert_names(name: &str) -> Option<String> {
+    let (block, rest) = name.strip_prefix("blk.")?.split_once('.')?;
+    let mlp = format!("model.layers.{block}.mlp");
+    if rest == "ffn_gate_inp.weight" {
+        return Some(format!("{mlp}.gate.weight"));
     }
-);
+    let (stem, rest) = rest.split_once('.')?;
+    let (expert, suffix) = rest.split_once('.')?;
+    let proj = match stem {
+        "ffn_gate" => "gate_proj",
+        "ffn_up" => "up_proj",
+        "ffn_down" => "down_proj",
+        _ => return None,
+    };
+    expert.parse::<usize>().ok()?;
+    Some(format!("{mlp}.experts.{expert}.{proj}.{suffix}"))
+}
 
 impl Qwen3Moe {
-    /// See the file's comment: candle's names filled from transformers', and what
-    /// candle would compute differently refused.
-    fn fix_config(src: &SafetensorsSource, config: &mut Value) -> Result<()> {
-        let refuse = |detail: String, hint: &str| unsupported(src, Self::ENTRY.name, detail, hint);
-        if config["use_sliding_window"].as_bool() == Some(true) {
-            return Err(refuse(
-                "`use_sliding_window: true` is not supported".into(),
-                "no released Qwen3-MoE model uses it; set it to false if the model was trained without",
-            ));
+    fn load(src: &SafetensorsSource, device: &Device) -> Result<Self> {
+        let name = Self::ENTRY.name;
+        let c = &src.config;
+        let refused = [
+            (
+                "norm_topk_prob",
+                c["norm_topk_prob"].as_bool() == Some(false),
+            ),
+            (
+                "mlp_only_layers",
+                c["mlp_only_layers"]
+                    .as_array()
+                    .is_some_and(|l| !l.is_empty()),
+            ),
+            (
+                "decoder_sparse_step",
+                c["decoder_sparse_step"].as_u64().is_some_and(|s| s != 1),
+            ),
+        ];
+        if let Some((key, _)) = refused.iter().find(|(_, bad)| *bad) {
+            return Err(Error::Config {
+                path: src.config_path.clone(),
+                what: format!("`{name}` config"),
+                detail: format!("`{key}: {}` is not supported", c[*key]),
+                hint: "the decoder renormalises the chosen experts and has experts in every layer (released Qwen3-MoE: norm_topk_prob true, mlp_only_layers [], decoder_sparse_step 1)".into(),
+            });
         }
-        let mlp_only = &config["mlp_only_layers"];
-        if mlp_only.as_array().is_some_and(|l| !l.is_empty()) {
-            return Err(refuse(
-                format!("`mlp_only_layers: {mlp_only}` is not supported"),
-                "candle's Qwen3-MoE ignores mlp_only_layers and would build experts there",
-            ));
-        }
-        if config["num_experts"].is_null() {
-            config["num_experts"] = config["num_local_experts"].clone();
-        }
-        if config["max_window_layers"].is_null() {
-            config["max_window_layers"] = config["num_hidden_layers"].clone();
-        }
-        if config["head_dim"].is_null() {
-            let (hidden, heads) = (&config["hidden_size"], &config["num_attention_heads"]);
-            if let (Some(h), Some(n)) = (hidden.as_u64(), heads.as_u64().filter(|&n| n > 0)) {
-                config["head_dim"] = json!(h / n);
-            }
-        }
-        Ok(())
+        let info = src.model_info(name, Some(32_768), device)?;
+        let decoder =
+            LlamaDecoder::from_safetensors(src, &OPTIONS, name, Some(expert_names), device)?;
+        Ok(Self(Decoded { decoder, info }))
     }
 }

@@ -246,6 +246,7 @@ struct HfConfig {
     hidden_act: Option<String>,
     attention_bias: Option<bool>,
     /// Mixture of experts (Mixtral): experts per layer and how many each token uses.
+    #[serde(alias = "num_experts")]
     num_local_experts: Option<usize>,
     num_experts_per_tok: Option<usize>,
     mlp_bias: Option<bool>,
