@@ -2,7 +2,7 @@
 //!
 //! Paper: "Gemma: Open Models Based on Gemini Research and Technology" (2024).
 //! Reference implementation: llama.cpp (`src/models/gemma.cpp`). Built on zoo's Gemma
-//! decoder (`gemma_decoder.rs`): candle-transformers 0.11.1 has no quantized Gemma 1
+//! decoder (`gemma_decoder/`): candle-transformers 0.11.1 has no quantized Gemma 1
 //! (its `quantized_gemma3` wants the Gemma 3 norms).
 
 use zoo_macros::register_model;

@@ -2,7 +2,7 @@
 //!
 //! Paper: "Gemma 2: Improving Open Language Models at a Practical Size" (2024).
 //! Reference implementation: llama.cpp (`src/models/gemma2.cpp`). Built on zoo's Gemma
-//! decoder (`gemma_decoder.rs`), with Gemma 2's post-norms, attention and final logit
+//! decoder (`gemma_decoder/`), with Gemma 2's post-norms, attention and final logit
 //! soft-capping and sliding-window local layers; candle-transformers 0.11.1 has no
 //! quantized Gemma 2.
 

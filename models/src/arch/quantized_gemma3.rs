@@ -3,7 +3,7 @@
 //! Paper: "Gemma 3 Technical Report" (Gemma Team, 2025). Reference implementation:
 //! llama.cpp (`src/models/gemma3.cpp`) and transformers' `modeling_gemma3.py`.
 //!
-//! Built on zoo's Gemma decoder (`gemma_decoder.rs`), not on candle-transformers
+//! Built on zoo's Gemma decoder (`gemma_decoder/`), not on candle-transformers
 //! 0.11.1's `quantized_gemma3`, which uses SiLU in the feed-forward where Gemma uses
 //! GELU (the first logit of the real 270M model comes out 31.95 instead of llama.cpp's
 //! 22.9; candle issue 3745, fix 3747 unmerged), has no `clear_kv_cache`, mis-masks the

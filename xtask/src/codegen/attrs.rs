@@ -146,7 +146,7 @@ fn builds_on(fields: &str, src: &str) -> &'static str {
     } else if fields.contains("LlamaDecoder") {
         "zoo's Llama decoder (`llama_decoder/`)"
     } else if fields.contains("GemmaDecoder") {
-        "zoo's Gemma decoder (`gemma_decoder.rs`)"
+        "zoo's Gemma decoder (`gemma_decoder/`)"
     } else if src.contains("candle_transformers::models::") {
         "candle-transformers model, with the file's own glue"
     } else {
