@@ -55,7 +55,12 @@ impl Lfm2 {
     /// Loads config.json and the safetensors weights (memory-mapped).
     pub fn load(src: &SafetensorsSource, device: &Device) -> Result<Self> {
         let info = src.model_info(Self::ENTRY.name, Some(DEFAULT_CONTEXT), device)?;
-        let mut config = src.normalised_config(Some(DEFAULT_ROPE_THETA))?;
+        // The sizes checked before fix_config reads them (a layer count of 8e17 would be
+        // a list of 8e17 layer kinds).
+        let mut config: Value = src.parse_config_value(
+            Self::ENTRY.name,
+            src.normalised_config(Some(DEFAULT_ROPE_THETA))?,
+        )?;
         let intermediate = Self::fix_config(src, &mut config)?;
         let config: candle_model::Lfm2Config = src.parse_config_value(Self::ENTRY.name, config)?;
         let mut config = config.into_config(false);

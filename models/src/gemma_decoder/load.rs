@@ -108,7 +108,10 @@ impl GemmaDecoder {
         arch: &str,
         device: &Device,
     ) -> Result<Self> {
-        let config = src.normalised_config(Some(defaults.rope_theta))?;
+        // Through the checks of opening again (sizes in range before any is used: a
+        // layer count of 8e17 would be an allocation), as the architecture normalised it.
+        let config: serde_json::Value =
+            src.parse_config_value(arch, src.normalised_config(Some(defaults.rope_theta))?)?;
         let config = &config;
         let missing = |key: &str| Error::Config {
             path: src.config_path.clone(),
