@@ -119,33 +119,46 @@ impl Lfm2 {
         // Read from config.json by `model_info` (candle's field takes one id only).
         config["eos_token_id"] = Value::Null;
         config["bos_token_id"] = Value::Null;
-        Self::intermediate_size(config).ok_or_else(|| {
+        Self::intermediate_size(config).map_err(|detail| {
             refuse(
-                "no `intermediate_size` (nor `block_ff_dim`)".into(),
-                "add the model's intermediate_size to config.json",
+                detail,
+                "config.json must be the one transformers writes for this model",
             )
         })
     }
 
-    /// transformers' `Lfm2MLP` width.
-    fn intermediate_size(config: &Value) -> Option<usize> {
+    /// transformers' `Lfm2MLP` width, within the sizes config.json may give (at most
+    /// 2^20, as `intermediate_size`): a multiplier or a rounding that leaves them is an
+    /// error, not an overflow.
+    fn intermediate_size(config: &Value) -> std::result::Result<usize, String> {
+        const MAX: u64 = 1 << 20;
         let mut size = config["block_ff_dim"]
             .as_u64()
-            .or(config["intermediate_size"].as_u64())?;
+            .or(config["intermediate_size"].as_u64())
+            .ok_or("no `intermediate_size` (nor `block_ff_dim`)")?;
         if config["block_auto_adjust_ff_dim"].as_bool().unwrap_or(true) {
-            size = 2 * size / 3;
+            size = 2 * size.min(MAX) / 3;
             if let Some(mult) = config
                 .get("block_ffn_dim_multiplier")
                 .map_or(Some(1.0), Value::as_f64)
             {
-                size = (mult * size as f64) as u64;
+                let scaled = mult * size as f64;
+                if !(scaled.is_finite() && (0.0..=MAX as f64).contains(&scaled)) {
+                    return Err(format!(
+                        "`block_ffn_dim_multiplier` {mult} gives an MLP width of {scaled}, expected 1 to {MAX}"
+                    ));
+                }
                 let multiple = config["block_multiple_of"]
                     .as_u64()
-                    .unwrap_or(DEFAULT_MULTIPLE_OF);
-                size = size.div_ceil(multiple) * multiple;
+                    .unwrap_or(DEFAULT_MULTIPLE_OF)
+                    .clamp(1, MAX);
+                size = (scaled as u64).div_ceil(multiple) * multiple;
             }
         }
-        Some(size as usize)
+        if !(1..=MAX).contains(&size) {
+            return Err(format!("an MLP width of {size}, expected 1 to {MAX}"));
+        }
+        Ok(size as usize)
     }
 }
 
