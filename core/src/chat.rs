@@ -131,8 +131,13 @@ impl ChatTemplate {
     fn env(&self) -> Result<minijinja::Environment<'static>> {
         let mut env = minijinja::Environment::new();
         bounds::bound(&mut env);
-        env.set_trim_blocks(true);
-        env.set_lstrip_blocks(true);
+        env.set_syntax(
+            minijinja::syntax::SyntaxConfig::builder()
+                .trim_blocks(true)
+                .lstrip_blocks(true)
+                .build()
+                .expect("the default delimiters are valid"),
+        );
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function(
             "raise_exception",
@@ -154,7 +159,6 @@ impl ChatTemplate {
         let mut env = self.env()?;
         let fuel = FUEL_BASE + FUEL_PER_MESSAGE * messages.len() as u64;
         env.set_fuel(Some(fuel));
-        let t = env.get_template("chat").expect("added in env()");
         let input: usize = messages
             .iter()
             .map(|m| m.role.len() + m.content.len())
@@ -164,12 +168,14 @@ impl ChatTemplate {
             limit: OUTPUT_BASE + OUTPUT_PER_INPUT_BYTE * input,
             exceeded: false,
         };
+        bounds::bound_printing(&mut env, out.limit);
+        let t = env.get_template("chat").expect("added in env()");
         let rendered = t.render_captured_to(
             minijinja::context! {
-                messages => messages,
+                messages => minijinja::value::Serde(messages),
                 add_generation_prompt => add_generation_prompt,
-                bos_token => self.bos_token,
-                eos_token => self.eos_token,
+                bos_token => self.bos_token.as_str(),
+                eos_token => self.eos_token.as_str(),
                 tools => (),
             },
             &mut out,
@@ -184,7 +190,7 @@ impl ChatTemplate {
                     messages.len()
                 ),
             }),
-            Err(_) if out.exceeded => Err(Error::ChatTemplateBudget {
+            Err(e) if out.exceeded || e.detail() == Some(bounds::PRINTED_PAST_BOUND) => Err(Error::ChatTemplateBudget {
                 found: format!("{} bytes of output", out.limit),
                 bound: format!(
                     "{OUTPUT_BASE} bytes plus {OUTPUT_PER_INPUT_BYTE} per byte of the messages ({input} bytes)"
@@ -259,7 +265,23 @@ mod tests {
             ("instructions", "{% for i in range(100000) %}{% for j in range(100000) %}{{ i }}{% endfor %}{% endfor %}"),
             ("nesting", "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}"),
             ("output", "{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}"),
+            // A 10^8-item sequence walked by a builtin: minijinja charges its items.
+            ("instructions", "{% set x = [0] * 10000 * 9999 %}{{ x|join }}"),
+            // The same printed whole: measured before formatting (6.9 s to reach the
+            // output bound without it).
+            ("output", "{% set x = [0] * 10000 * 9999 %}{{ x }}"),
         ];
+        // Found by fuzzing (fuzz/regressions/chat_template): an empty sequence repeated
+        // 2*10^11 times took 38 s with minijinja 2; minijinja 3 repeats it eagerly, and
+        // refuses a repetition past 10^8 items.
+        for src in [
+            "{{t_els4444|list*44444*444~_els4444|list*44444*4444-44 }}",
+            "{{ [0] * 44444 * 4444 }}",
+        ] {
+            let t = ChatTemplate::new(src, "", "").unwrap();
+            let e = t.render(&[Message::new("user", "Hi")], true).unwrap_err();
+            assert!(matches!(e, Error::ChatTemplate(_)), "{src}: {e}");
+        }
         for src in [
             "{{ 'a\nb'|indent(10000000000) }}",
             "{{ messages|tojson(indent=4000000000) }}",

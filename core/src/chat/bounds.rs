@@ -3,14 +3,21 @@
 //! numeric arguments size an allocation (`indent`, `tojson`, `slice`, `batch`,
 //! `center`-like widths in `format`) checked before minijinja allocates.
 //!
-//! Known limit: a value grown by concatenation in a loop (`{% set ns.s = ns.s ~ ns.s
-//! %}`) is bounded by the fuel only, not by its size; minijinja offers no hook on the
-//! size of a value.
+//! minijinja (3.x) itself charges fuel for the items its builtins iterate and refuses a
+//! repeated sequence or string past 10^8 items; a value printed whole (`{{ seq }}`) is
+//! measured here before it is formatted, so a 10^8-item sequence is refused at once
+//! instead of being walked to the output bound.
+//!
+//! Known limit: a string or sequence doubled by concatenation (`{% set b = a ~ a %}`,
+//! in a chain or a loop over a namespace) grows exponentially in a few instructions;
+//! minijinja offers no hook on the size of a value, so only the output bound and the
+//! 10^8 repetition cap stand between it and memory (docs/reliability.md).
 
 use std::io::Write;
 
-use minijinja::value::Rest;
-use minijinja::{Environment, ErrorKind, State, Value};
+use minijinja::value::ValueKind;
+use minijinja::value::{Rest, ValueOrKwargs};
+use minijinja::{Environment, ErrorKind, Output, State, Value};
 
 /// Instructions any render may run: real templates render within it
 /// (tests/tests/chat_templates.rs renders SmolLM2's and Qwen2.5-Coder's and compares
@@ -67,7 +74,7 @@ pub(super) fn bound(env: &mut Environment<'static>) {
     for name in SIZED_FILTERS {
         env.add_filter(
             name,
-            move |state: &State, value: Value, args: Rest<Value>| {
+            move |state: &mut State, value: Value, args: Rest<ValueOrKwargs>| {
                 for a in args.iter() {
                     check(name, a)?;
                 }
@@ -76,7 +83,7 @@ pub(super) fn bound(env: &mut Environment<'static>) {
                 }
                 let mut all = Vec::with_capacity(args.len() + 1);
                 all.push(value);
-                all.extend(args.0);
+                all.extend(args.into_values());
                 state.apply_filter(&format!("__zoo_builtin_{name}"), &all)
             },
         );
@@ -126,4 +133,51 @@ fn too_large(filter: &str, found: &str) -> minijinja::Error {
             "`{filter}` was given {found}, past zoo's bound of {MAX_FILTER_ARGUMENT} for a size"
         ),
     )
+}
+
+/// The message of the formatter's refusal, which `render` reports as the output budget.
+pub(super) const PRINTED_PAST_BOUND: &str = "a value prints past the output bound";
+
+/// Sets a formatter that refuses, before formatting, a value that would print more
+/// than `limit` bytes, then formats as minijinja does.
+pub(super) fn bound_printing(env: &mut Environment<'static>, limit: usize) {
+    env.set_formatter(move |out: &mut Output, state: &mut State, value: &Value| {
+        if printed_at_least(value, limit) > limit {
+            return Err(minijinja::Error::new(
+                ErrorKind::InvalidOperation,
+                PRINTED_PAST_BOUND,
+            ));
+        }
+        minijinja::escape_formatter(out, state, value)
+    });
+}
+
+/// A lower bound on the bytes `value` prints as, counted no further than past `budget`:
+/// a sequence or map of n items prints at least 2n bytes (brackets and separators), so
+/// at most `budget / 2` items are visited.
+fn printed_at_least(value: &Value, budget: usize) -> usize {
+    match value.kind() {
+        ValueKind::String => value.as_str().map_or(0, str::len),
+        ValueKind::Seq | ValueKind::Iterable | ValueKind::Map => {
+            if value.len().unwrap_or(0).saturating_mul(2) > budget {
+                return budget + 1;
+            }
+            let mut total = 2;
+            let Ok(items) = value.try_iter() else {
+                return total;
+            };
+            for item in items {
+                let item = match value.kind() {
+                    ValueKind::Map => value.get_item(&item).unwrap_or_default(),
+                    _ => item,
+                };
+                total += 2 + printed_at_least(&item, budget.saturating_sub(total));
+                if total > budget {
+                    return total;
+                }
+            }
+            total
+        }
+        _ => 1,
+    }
 }
