@@ -4,9 +4,8 @@
 //! Reference implementation: transformers' `modeling_gemma2.py`. Built on zoo's Gemma
 //! decoder (`gemma_decoder/`, as the GGUF form is): local and global layers alternate
 //! with the window masked as transformers masks it, attention and final soft-capping,
-//! matrices in their stored dtype, the batched forward. Until 2026-11-30 this file
-//! wrapped candle-transformers' `gemma2`, which masks no sliding window at all (so
-//! sequences past the window were refused).
+//! matrices in their stored dtype, the batched forward. candle-transformers' `gemma2`
+//! masks no sliding window at all.
 
 use zoo_macros::register_model;
 
@@ -24,19 +23,12 @@ use crate::gemma_decoder::{gemma_safetensors_load, GemmaConfigDefaults, GemmaDec
 )]
 pub struct Gemma2(Decoded<GemmaDecoder>);
 
-/// transformers' Gemma2Config defaults: local and global layers alternate, one rope
-/// base for both, context 8192; four norms per layer.
-const DEFAULTS: GemmaConfigDefaults = GemmaConfigDefaults {
+// transformers' Gemma2Config defaults: local and global layers alternate, one rope
+// base for both, context 8192; four norms per layer.
+gemma_safetensors_load!(Gemma2 {
     rope_theta: 10_000.0,
     rope_local_base: None,
     sliding_window_pattern: 2,
     default_context: Some(8192),
-    norms: &[
-        ("attn_norm", "input_layernorm"),
-        ("post_attention_norm", "post_attention_layernorm"),
-        ("ffn_norm", "pre_feedforward_layernorm"),
-        ("post_ffw_norm", "post_feedforward_layernorm"),
-    ],
-};
-
-gemma_safetensors_load!(Gemma2, DEFAULTS);
+    norms: GemmaConfigDefaults::SANDWICH_NORMS,
+});

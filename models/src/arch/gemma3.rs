@@ -22,19 +22,12 @@ use crate::gemma_decoder::{gemma_safetensors_load, GemmaConfigDefaults, GemmaDec
 )]
 pub struct Gemma3(Decoded<GemmaDecoder>);
 
-/// transformers' Gemma3TextConfig defaults: five local layers, then one global; its four
-/// norms per layer.
-const DEFAULTS: GemmaConfigDefaults = GemmaConfigDefaults {
+// transformers' Gemma3TextConfig defaults: five local layers, then one global; its four
+// norms per layer.
+gemma_safetensors_load!(Gemma3 {
     rope_theta: 1_000_000.0,
     rope_local_base: Some(10_000.0),
     sliding_window_pattern: 6,
     default_context: None,
-    norms: &[
-        ("attn_norm", "input_layernorm"),
-        ("post_attention_norm", "post_attention_layernorm"),
-        ("ffn_norm", "pre_feedforward_layernorm"),
-        ("post_ffw_norm", "post_feedforward_layernorm"),
-    ],
-};
-
-gemma_safetensors_load!(Gemma3, DEFAULTS);
+    norms: GemmaConfigDefaults::SANDWICH_NORMS,
+});

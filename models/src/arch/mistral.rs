@@ -5,14 +5,13 @@
 //! form is (llama.cpp converts Mistral as `llama`): NeoX halves, matrices in their
 //! stored dtype, the batched forward. The decoder masks no sliding window: Mistral 7B
 //! v0.1's (4096) cuts the context, so a longer sequence is refused rather than computed
-//! without it (later versions have no window). Until 2026-11-30 this file wrapped
-//! candle-transformers' `mistral`, whose window admitted one key too many and applied
-//! only inside one forward call.
+//! without it (later versions have no window). candle-transformers' `mistral` admits
+//! one key too many into its window and applies it only inside one forward call.
 
 use zoo_macros::register_model;
 
 use crate::adapters::Decoded;
-use crate::llama_decoder::{llama_safetensors_load, LlamaDecoder, LlamaOptions, RopeLayout};
+use crate::llama_decoder::{llama_safetensors_load, LlamaDecoder, LlamaOptions};
 
 /// Mistral (safetensors, weights in their stored dtype).
 #[register_model(
@@ -25,16 +24,10 @@ use crate::llama_decoder::{llama_safetensors_load, LlamaDecoder, LlamaOptions, R
 )]
 pub struct Mistral(Decoded<LlamaDecoder>);
 
-/// transformers' layout: NeoX halves; MistralConfig's rope default is Llama's, its
-/// context 4096 x 32 when config.json omits it.
-const OPTIONS: LlamaOptions = LlamaOptions {
-    rope: RopeLayout::Halves,
-    ..LlamaOptions::LLAMA
-};
-
+// MistralConfig: Llama's rope default, context 4096 x 32 when config.json omits it.
 llama_safetensors_load!(
     Mistral,
-    OPTIONS,
+    LlamaOptions::LLAMA,
     default_context = 131_072,
     window_limits_context
 );

@@ -11,7 +11,7 @@
 use zoo_macros::register_model;
 
 use crate::adapters::Decoded;
-use crate::llama_decoder::{llama_safetensors_load, LlamaDecoder, LlamaOptions, RopeLayout};
+use crate::llama_decoder::{llama_safetensors_load, LlamaDecoder, LlamaOptions};
 
 /// Mixtral (safetensors, weights in their stored dtype).
 #[register_model(
@@ -24,9 +24,8 @@ use crate::llama_decoder::{llama_safetensors_load, LlamaDecoder, LlamaOptions, R
 )]
 pub struct Mixtral(Decoded<LlamaDecoder>);
 
-/// NeoX halves; transformers' MixtralConfig rope base and context (4096 x 32).
+/// transformers' MixtralConfig rope base and context (4096 x 32).
 const OPTIONS: LlamaOptions = LlamaOptions {
-    rope: RopeLayout::Halves,
     default_rope_base: 1_000_000.0,
     ..LlamaOptions::LLAMA
 };

@@ -1,7 +1,7 @@
 //! Phi-3 from safetensors (`Phi3ForCausalLM`).
 //!
-//! Paper: "Phi-3 Technical Report" (Abdin et al., 2024). Reference implementation: transformers' `modeling_phi3.py`. Built on
-//! candle-transformers' `phi3`.
+//! Paper: "Phi-3 Technical Report" (Abdin et al., 2024). Reference implementation:
+//! transformers' `modeling_phi3.py`. Built on candle-transformers' `phi3`.
 //!
 //! candle's LongRoPE (Phi-3-128k, Phi-3.5) is not transformers': it multiplies the
 //! frequencies by the factors where transformers divides by them, switches from the

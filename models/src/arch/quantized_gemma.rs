@@ -8,7 +8,7 @@
 use zoo_macros::register_model;
 
 use crate::adapters::Decoded;
-use crate::gemma_decoder::{gemma_gguf_load, GemmaDecoder, GemmaDefaults};
+use crate::gemma_decoder::{gemma_gguf_load, GemmaDecoder};
 
 /// Gemma (GGUF, quantized weights).
 #[register_model(
@@ -20,11 +20,9 @@ use crate::gemma_decoder::{gemma_gguf_load, GemmaDecoder, GemmaDefaults};
 )]
 pub struct QuantizedGemma(Decoded<GemmaDecoder>);
 
-/// Gemma 1 has no local layers; transformers' GemmaConfig rope default.
-const DEFAULTS: GemmaDefaults = GemmaDefaults {
+// Gemma 1 has no local layers; transformers' GemmaConfig rope default.
+gemma_gguf_load!(QuantizedGemma {
     sliding_window_pattern: 1,
     rope_base: 10_000.0,
     rope_base_local: 10_000.0,
-};
-
-gemma_gguf_load!(QuantizedGemma, DEFAULTS);
+});

@@ -9,7 +9,7 @@
 use zoo_macros::register_model;
 
 use crate::adapters::Decoded;
-use crate::gemma_decoder::{gemma_gguf_load, GemmaDecoder, GemmaDefaults};
+use crate::gemma_decoder::{gemma_gguf_load, GemmaDecoder};
 
 /// Gemma 2 (GGUF, quantized weights).
 #[register_model(
@@ -21,12 +21,10 @@ use crate::gemma_decoder::{gemma_gguf_load, GemmaDecoder, GemmaDefaults};
 )]
 pub struct QuantizedGemma2(Decoded<GemmaDecoder>);
 
-/// llama.cpp's Gemma 2: local and global layers alternate, local first
-/// (`set_swa_pattern(2)`); transformers' Gemma2Config rope default.
-const DEFAULTS: GemmaDefaults = GemmaDefaults {
+// llama.cpp's Gemma 2: local and global layers alternate, local first
+// (`set_swa_pattern(2)`); transformers' Gemma2Config rope default.
+gemma_gguf_load!(QuantizedGemma2 {
     sliding_window_pattern: 2,
     rope_base: 10_000.0,
     rope_base_local: 10_000.0,
-};
-
-gemma_gguf_load!(QuantizedGemma2, DEFAULTS);
+});

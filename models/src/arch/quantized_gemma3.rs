@@ -12,7 +12,7 @@
 use zoo_macros::register_model;
 
 use crate::adapters::Decoded;
-use crate::gemma_decoder::{gemma_gguf_load, GemmaDecoder, GemmaDefaults};
+use crate::gemma_decoder::{gemma_gguf_load, GemmaDecoder};
 
 /// Gemma 3 (GGUF, quantized weights), text only.
 #[register_model(
@@ -24,12 +24,10 @@ use crate::gemma_decoder::{gemma_gguf_load, GemmaDecoder, GemmaDefaults};
 )]
 pub struct QuantizedGemma3(Decoded<GemmaDecoder>);
 
-/// llama.cpp's Gemma 3: five local layers, then one global (`set_swa_pattern(6)`), and
-/// transformers' Gemma3TextConfig rope defaults where the GGUF omits them.
-const DEFAULTS: GemmaDefaults = GemmaDefaults {
+// llama.cpp's Gemma 3: five local layers, then one global (`set_swa_pattern(6)`), and
+// transformers' Gemma3TextConfig rope defaults where the GGUF omits them.
+gemma_gguf_load!(QuantizedGemma3 {
     sliding_window_pattern: 6,
     rope_base: 1_000_000.0,
     rope_base_local: 10_000.0,
-};
-
-gemma_gguf_load!(QuantizedGemma3, DEFAULTS);
+});

@@ -21,16 +21,14 @@ use crate::llama_decoder::{llama_gguf_load, LlamaDecoder, LlamaOptions};
     gguf_architectures = ["llama"],
     load = QuantizedMistral::load,
     batching = true,
-    detect = Self::is_mistral,
+    detect = is_mistral,
 )]
 pub struct QuantizedMistral(Decoded<LlamaDecoder>);
 
 // As Llama (transformers' MistralConfig rope default is Llama's).
 llama_gguf_load!(QuantizedMistral, LlamaOptions::LLAMA);
 
-impl QuantizedMistral {
-    /// A dense `llama` GGUF (not one `quantized-mixtral` claims) named Mistral.
-    fn is_mistral(g: &GgufSource) -> bool {
-        !detect::has_experts(g) && detect::named(g, "mistral")
-    }
+/// A dense `llama` GGUF (not one `quantized-mixtral` claims) named Mistral.
+fn is_mistral(g: &GgufSource) -> bool {
+    !detect::has_experts(g) && detect::named(g, "mistral")
 }

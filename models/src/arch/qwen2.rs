@@ -4,13 +4,13 @@
 //! transformers' `modeling_qwen2.py`. Built on zoo's Llama decoder (`llama_decoder`),
 //! as the GGUF form is: biases on q, k and v, NeoX halves, matrices in their stored
 //! dtype, the batched forward. `use_sliding_window: true` is refused (released
-//! Qwen2/2.5 models do not use it). Until 2026-11-30 this file wrapped
-//! candle-transformers' `qwen2`, which widens every weight to f32 on the CPU.
+//! Qwen2/2.5 models do not use it). candle-transformers' `qwen2` widens every weight
+//! to f32.
 
 use zoo_macros::register_model;
 
 use crate::adapters::Decoded;
-use crate::llama_decoder::{llama_safetensors_load, LlamaDecoder, LlamaOptions, RopeLayout};
+use crate::llama_decoder::{llama_safetensors_load, LlamaDecoder, LlamaOptions};
 
 /// Qwen2 / Qwen2.5 (safetensors, weights in their stored dtype).
 #[register_model(
@@ -23,10 +23,9 @@ use crate::llama_decoder::{llama_safetensors_load, LlamaDecoder, LlamaOptions, R
 )]
 pub struct Qwen2(Decoded<LlamaDecoder>);
 
-/// Biases on q, k and v; NeoX halves; transformers' Qwen2Config context 32768 when
+/// Biases on q, k and v; transformers' Qwen2Config context 32768 when
 /// config.json omits it (its rope default is Llama's).
 const OPTIONS: LlamaOptions = LlamaOptions {
-    rope: RopeLayout::Halves,
     qkv_bias: true,
     ..LlamaOptions::LLAMA
 };

@@ -4,13 +4,12 @@
 //! transformers' `modeling_qwen3.py`. Built on zoo's Llama decoder (`llama_decoder/`),
 //! as the GGUF form is: per-head q/k RMS norms, NeoX halves, matrices in their stored
 //! dtype, the batched forward. `use_sliding_window: true` is refused (released Qwen3
-//! models do not use it). Until 2026-11-30 this file wrapped candle-transformers'
-//! `qwen3`, which widens every weight to f32 on the CPU.
+//! models do not use it). candle-transformers' `qwen3` widens every weight to f32.
 
 use zoo_macros::register_model;
 
 use crate::adapters::Decoded;
-use crate::llama_decoder::{llama_safetensors_load, LlamaDecoder, LlamaOptions, RopeLayout};
+use crate::llama_decoder::{llama_safetensors_load, LlamaDecoder, LlamaOptions};
 
 /// Qwen3 (safetensors, weights in their stored dtype).
 #[register_model(
@@ -23,10 +22,9 @@ use crate::llama_decoder::{llama_safetensors_load, LlamaDecoder, LlamaOptions, R
 )]
 pub struct Qwen3(Decoded<LlamaDecoder>);
 
-/// Per-head q/k RMS norms; NeoX halves; transformers' Qwen3Config context 32768 when
+/// Per-head q/k RMS norms; transformers' Qwen3Config context 32768 when
 /// config.json omits it (its rope default is Llama's).
 const OPTIONS: LlamaOptions = LlamaOptions {
-    rope: RopeLayout::Halves,
     qk_norm: true,
     ..LlamaOptions::LLAMA
 };

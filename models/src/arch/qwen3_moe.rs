@@ -7,14 +7,14 @@
 //! The decoder renormalises the chosen experts' weights and puts experts in every
 //! layer, so configs that say otherwise are refused: `norm_topk_prob: false`,
 //! `mlp_only_layers` or a `decoder_sparse_step` other than 1 (released models: true, [],
-//! 1). Until 2026-11-30 this file wrapped candle-transformers' `qwen3_moe`.
+//! 1). candle-transformers' `qwen3_moe` widens every weight to f32.
 
 use zoo_core::registry::Registered;
 use zoo_core::{Device, Error, Result, SafetensorsSource};
 use zoo_macros::register_model;
 
 use crate::adapters::Decoded;
-use crate::llama_decoder::{LlamaDecoder, LlamaOptions, RopeLayout};
+use crate::llama_decoder::{LlamaDecoder, LlamaOptions};
 
 /// Qwen3-MoE (safetensors, weights in their stored dtype).
 #[register_model(
@@ -27,10 +27,9 @@ use crate::llama_decoder::{LlamaDecoder, LlamaOptions, RopeLayout};
 )]
 pub struct Qwen3Moe(Decoded<LlamaDecoder>);
 
-/// Per-head q/k RMS norms; NeoX halves; transformers' Qwen3MoeConfig rope default
+/// Per-head q/k RMS norms; transformers' Qwen3MoeConfig rope default
 /// (Llama's).
 const OPTIONS: LlamaOptions = LlamaOptions {
-    rope: RopeLayout::Halves,
     qk_norm: true,
     ..LlamaOptions::LLAMA
 };

@@ -28,6 +28,21 @@ pub(crate) struct GemmaConfigDefaults {
     pub norms: &'static [(&'static str, &'static str)],
 }
 
+impl GemmaConfigDefaults {
+    /// Gemma 1's norms, named as Llama's: one before attention, one before the MLP.
+    pub const LLAMA_NORMS: &'static [(&'static str, &'static str)] = &[
+        ("attn_norm", "input_layernorm"),
+        ("ffn_norm", "post_attention_layernorm"),
+    ];
+    /// Gemma 2's and 3's four norms: before and after attention and the MLP.
+    pub const SANDWICH_NORMS: &'static [(&'static str, &'static str)] = &[
+        ("attn_norm", "input_layernorm"),
+        ("post_attention_norm", "post_attention_layernorm"),
+        ("ffn_norm", "pre_feedforward_layernorm"),
+        ("post_ffw_norm", "post_feedforward_layernorm"),
+    ];
+}
+
 impl GemmaDecoder {
     /// The decoder of a GGUF file with the facts of its metadata: the body of a Gemma
     /// generation's GGUF architecture.

@@ -346,8 +346,14 @@ impl Decoder for GemmaDecoder {
 }
 
 /// The load function of a Gemma GGUF architecture with its generation's defaults:
-/// `gemma_gguf_load!(QuantizedGemma3, DEFAULTS);`.
+/// `gemma_gguf_load!(QuantizedGemma3 { ..the fields of GemmaDefaults });`.
 macro_rules! gemma_gguf_load {
+    ($ty:ident { $($field:ident: $value:expr),* $(,)? }) => {
+        $crate::gemma_decoder::gemma_gguf_load!(
+            $ty,
+            $crate::gemma_decoder::GemmaDefaults { $($field: $value),* }
+        );
+    };
     ($ty:ident, $defaults:expr) => {
         impl $ty {
             fn load(g: &zoo_core::GgufSource, device: &zoo_core::Device) -> zoo_core::Result<Self> {
@@ -359,18 +365,26 @@ macro_rules! gemma_gguf_load {
 pub(crate) use gemma_gguf_load;
 
 /// The load function of a Gemma safetensors architecture with its generation's
-/// config.json defaults: `gemma_safetensors_load!(Gemma2, DEFAULTS);`.
+/// config.json defaults: `gemma_safetensors_load!(Gemma2 { ..the fields of
+/// GemmaConfigDefaults });`.
 macro_rules! gemma_safetensors_load {
+    ($ty:ident { $($field:ident: $value:expr),* $(,)? }) => {
+        $crate::gemma_decoder::gemma_safetensors_load!(
+            $ty,
+            $crate::gemma_decoder::GemmaConfigDefaults { $($field: $value),* }
+        );
+    };
     ($ty:ident, $defaults:expr) => {
         impl $ty {
             fn load(
                 src: &zoo_core::SafetensorsSource,
                 device: &zoo_core::Device,
             ) -> zoo_core::Result<Self> {
+                let defaults: $crate::gemma_decoder::GemmaConfigDefaults = $defaults;
                 let name = <Self as zoo_core::registry::Registered>::ENTRY.name;
-                let info = src.model_info(name, $defaults.default_context, device)?;
+                let info = src.model_info(name, defaults.default_context, device)?;
                 let decoder = $crate::gemma_decoder::GemmaDecoder::from_safetensors(
-                    src, &$defaults, name, device,
+                    src, &defaults, name, device,
                 )?;
                 Ok(Self($crate::adapters::Decoded { decoder, info }))
             }

@@ -370,7 +370,13 @@ impl LlamaDecoder {
             has: &has,
             unexpected: &unexpected,
         };
-        Self::build(&hp, options, &src, device)
+        // transformers rotates NeoX halves in every architecture (`rotate_half`); only
+        // llama.cpp's converter permutes some into pairs.
+        let options = LlamaOptions {
+            rope: RopeLayout::Halves,
+            ..*options
+        };
+        Self::build(&hp, &options, &src, device)
     }
 }
 

@@ -77,6 +77,8 @@ pub(crate) use crate::layers::RopeLayout;
 /// The facts of an architecture built on [`LlamaDecoder`], stated by its file.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LlamaOptions {
+    /// The GGUF form's q/k layout (llama.cpp's converter permutes some architectures into
+    /// pairs); a safetensors checkpoint is in transformers' halves whatever this says.
     pub rope: RopeLayout,
     /// Biases on the q, k and v projections (Qwen2).
     pub qkv_bias: bool,
