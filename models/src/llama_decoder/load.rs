@@ -9,8 +9,7 @@ use candle_core::{DType, Device, Tensor};
 use zoo_core::source::{GgufSource, SafetensorsSource};
 use zoo_core::{Error, Result};
 
-#[allow(unused_imports)] // RopeLayout: named in the docs.
-use super::{expert_slice, qm, Expert, Ffn, Layer, LlamaDecoder, LlamaOptions, RopeLayout};
+use super::{expert_slice, qm, Expert, Ffn, Layer, LlamaDecoder, LlamaOptions};
 use crate::layers::{KvCache, PagedKv, QLinear, RmsNorm, RopeTable};
 
 /// The facts a Llama-like decoder is built from.
@@ -256,8 +255,8 @@ struct HfConfig {
 impl LlamaDecoder {
     /// A transformers checkpoint of a Llama-like architecture: config.json's facts, the
     /// tensors under transformers' names (matrices kept in their stored dtype when bf16
-    /// or f16, [`crate::adapters::stored_half`]), q and k in transformers' NeoX halves
-    /// (the options must say [`RopeLayout::Halves`]), llama3 RoPE scaling as the
+    /// or f16, [`crate::adapters::stored_half`]), q and k in transformers' layout
+    /// (`options.hf_rope`), llama3 RoPE scaling as the
     /// factors llama.cpp's converter writes (`rope_freqs.weight`). What the decoder
     /// cannot compute is a Config error that names it.
     ///
@@ -276,7 +275,16 @@ impl LlamaDecoder {
             detail,
             hint: hint.into(),
         };
-        let config = src.normalised_config(Some(options.default_rope_base))?;
+        let mut config = src.normalised_config(Some(options.default_rope_base))?;
+        for &(key, value) in options.config_defaults {
+            if config.get(key).is_none_or(serde_json::Value::is_null) {
+                config[key] = if value.fract() == 0.0 && value >= 0.0 {
+                    (value as u64).into()
+                } else {
+                    value.into()
+                };
+            }
+        }
         let hf: HfConfig = src.parse_config_value(arch, config)?;
         if let Some(act) = hf.hidden_act.as_deref().filter(|a| *a != "silu") {
             return Err(refuse(
@@ -370,10 +378,8 @@ impl LlamaDecoder {
             has: &has,
             unexpected: &unexpected,
         };
-        // transformers rotates NeoX halves in every architecture (`rotate_half`); only
-        // llama.cpp's converter permutes some into pairs.
         let options = LlamaOptions {
-            rope: RopeLayout::Halves,
+            rope: options.hf_rope,
             ..*options
         };
         Self::build(&hp, &options, &src, device)

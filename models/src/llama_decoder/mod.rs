@@ -78,14 +78,20 @@ pub(crate) use crate::layers::RopeLayout;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LlamaOptions {
     /// The GGUF form's q/k layout (llama.cpp's converter permutes some architectures into
-    /// pairs); a safetensors checkpoint is in transformers' halves whatever this says.
+    /// pairs).
     pub rope: RopeLayout,
+    /// The safetensors form's: transformers' `rotate_half`, NeoX halves in all but a few
+    /// architectures (Helium's interleaves).
+    pub hf_rope: RopeLayout,
     /// Biases on the q, k and v projections (Qwen2).
     pub qkv_bias: bool,
     /// RMS norms of each head's q and k before the rotation (Qwen3).
     pub qk_norm: bool,
     /// The `rope.freq_base` transformers' config class documents, for files without one.
     pub default_rope_base: f64,
+    /// Other defaults of transformers' config class that differ from Llama's, for a
+    /// config.json that omits the key (`("head_dim", 128.0)`).
+    pub config_defaults: &'static [(&'static str, f64)],
 }
 
 impl LlamaOptions {
@@ -94,9 +100,11 @@ impl LlamaOptions {
     /// norms; transformers' LlamaConfig rope default.
     pub const LLAMA: LlamaOptions = LlamaOptions {
         rope: RopeLayout::Interleaved,
+        hf_rope: RopeLayout::Halves,
         qkv_bias: false,
         qk_norm: false,
         default_rope_base: 10_000.0,
+        config_defaults: &[],
     };
 }
 
