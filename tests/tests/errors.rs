@@ -347,19 +347,33 @@ fn a_gguf_with_alignment_zero_is_an_error_not_a_panic() {
     zoo::ModelSource::open(&p).unwrap();
 }
 
-/// config.json with what candle's model would compute differently is refused with a
-/// typed error naming the field: rope scaling it ignores, a head size it does not take.
+/// config.json with what the model would compute differently is refused with a typed
+/// error naming the field: rope scaling candle ignores, a head size it does not take; on
+/// zoo's decoder, YaRN and a NoPE layer list that does not fit.
 #[test]
 fn configs_candle_would_compute_differently_are_refused() {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/smollm3/f32");
-    for (key, value, says) in [
+    let yarn = serde_json::json!({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}});
+    for (arch, patch, says) in [
+        ("qwen2-moe", yarn.clone(), "rope scaling"),
         (
-            "rope_scaling",
-            serde_json::json!({"rope_type": "yarn", "factor": 4.0}),
-            "rope scaling",
+            "qwen2-moe",
+            serde_json::json!({"head_dim": 32}),
+            "head_dim: 32",
         ),
-        ("head_dim", serde_json::json!(32), "head_dim: 32"),
+        // zoo's Llama decoder: YaRN is not computed, a NoPE layer list must fit.
+        ("smollm3", yarn, "rope scaling"),
+        (
+            "smollm3",
+            serde_json::json!({"no_rope_layers": [1]}),
+            "no_rope_layers",
+        ),
+        (
+            "smollm3",
+            serde_json::json!({"no_rope_layers": null, "no_rope_layer_interval": 0}),
+            "no_rope_layer_interval",
+        ),
     ] {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("fixtures/{arch}/f32"));
         let d = tempfile::tempdir().unwrap();
         for f in [
             "model.safetensors",
@@ -371,11 +385,13 @@ fn configs_candle_would_compute_differently_are_refused() {
         let mut config: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(fixture.join("config.json")).unwrap())
                 .unwrap();
-        config[key] = value;
+        for (key, value) in patch.as_object().unwrap() {
+            config[key] = value.clone();
+        }
         std::fs::write(d.path().join("config.json"), config.to_string()).unwrap();
         match load_err(d.path()) {
-            Error::Config { detail, .. } => assert!(detail.contains(says), "{detail}"),
-            e => panic!("expected a config error, got {e}"),
+            Error::Config { detail, .. } => assert!(detail.contains(says), "{arch}: {detail}"),
+            e => panic!("{arch}: expected a config error, got {e}"),
         }
     }
 }

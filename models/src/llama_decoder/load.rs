@@ -13,7 +13,7 @@ use super::{expert_slice, qm, Expert, Ffn, Layer, LlamaDecoder, LlamaOptions};
 use crate::layers::{KvCache, PagedKv, QLinear, RmsNorm, RopeTable};
 
 /// The facts a Llama-like decoder is built from.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct LlamaHparams {
     pub heads: usize,
     pub kv_heads: usize,
@@ -25,6 +25,8 @@ pub(crate) struct LlamaHparams {
     /// Experts per layer (0: dense) and how many each token uses.
     pub experts: usize,
     pub used: usize,
+    /// Whether each layer rotates q and k (empty: all do).
+    pub rotary: Vec<bool>,
 }
 
 /// Where a decoder's tensors come from, named as llama.cpp names them
@@ -79,6 +81,7 @@ impl LlamaDecoder {
             vocab: g.vocab_size()?,
             experts: n_experts,
             used,
+            rotary: Vec::new(),
         };
         let unexpected = |name: &str, fact: &str| {
             Error::InvalidGguf {
@@ -203,6 +206,7 @@ impl LlamaDecoder {
                 q_norm: qk_norm(&p("attn_q_norm.weight"))?,
                 k_norm: qk_norm(&p("attn_k_norm.weight"))?,
                 ffn_norm: norm(&p("ffn_norm.weight"))?,
+                rotary: hp.rotary.get(i).copied().unwrap_or(true),
                 ffn,
                 cache: KvCache::default(),
                 paged: PagedKv::default(),
@@ -250,6 +254,30 @@ struct HfConfig {
     num_experts_per_tok: Option<usize>,
     mlp_bias: Option<bool>,
     use_sliding_window: Option<bool>,
+    /// SmolLM3: 1 for a layer that rotates q and k, 0 for a NoPE layer.
+    no_rope_layers: Option<Vec<u8>>,
+    no_rope_layer_interval: Option<usize>,
+}
+
+/// Which layers rotate q and k, as transformers' SmolLM3Config decides: its
+/// `no_rope_layers` list, else every `no_rope_layer_interval`-th layer (4 by default)
+/// does not.
+fn nope_layers(hf: &HfConfig, refuse: &dyn Fn(String, &str) -> Error) -> Result<Vec<bool>> {
+    let n = hf.num_hidden_layers;
+    match &hf.no_rope_layers {
+        Some(list) if list.len() != n || list.iter().any(|&f| f > 1) => Err(refuse(
+            format!("`no_rope_layers` {list:?} for {n} layers"),
+            "the list has one 0 (NoPE) or 1 (rotary) for each of `num_hidden_layers`",
+        )),
+        Some(list) => Ok(list.iter().map(|&f| f == 1).collect()),
+        None => match hf.no_rope_layer_interval.unwrap_or(4) {
+            0 => Err(refuse(
+                "`no_rope_layer_interval` 0".into(),
+                "every k-th layer is NoPE: k must be at least 1",
+            )),
+            k => Ok((0..n).map(|i| (i + 1) % k != 0).collect()),
+        },
+    }
 }
 
 impl LlamaDecoder {
@@ -306,7 +334,7 @@ impl LlamaDecoder {
         if hf.use_sliding_window == Some(true) {
             return Err(refuse(
                 "`use_sliding_window: true` is not supported".into(),
-                "released Qwen2/2.5 models do not use it; set it to false",
+                "zoo's Llama decoder masks no window, and released Qwen2, Qwen3 and SmolLM3 models do not use one: set it to false",
             ));
         }
         let head_dim = hf
@@ -335,6 +363,11 @@ impl LlamaDecoder {
             vocab: hf.vocab_size,
             experts: hf.num_local_experts.unwrap_or(0),
             used: hf.num_experts_per_tok.unwrap_or(0),
+            rotary: if options.nope_layers {
+                nope_layers(&hf, &refuse)?
+            } else {
+                Vec::new()
+            },
         };
         if hp.experts > 0 && (hp.used == 0 || hp.used > hp.experts) {
             return Err(refuse(

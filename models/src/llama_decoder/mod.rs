@@ -64,6 +64,8 @@ struct Layer {
     o: QLinear,
     /// Qwen3 normalises each head's q and k before the rotation.
     q_norm: Option<RmsNorm>,
+    /// false: a NoPE layer (SmolLM3), whose q and k are not rotated.
+    rotary: bool,
     k_norm: Option<RmsNorm>,
     ffn_norm: RmsNorm,
     ffn: Ffn,
@@ -89,6 +91,9 @@ pub(crate) struct LlamaOptions {
     pub qk_norm: bool,
     /// The `rope.freq_base` transformers' config class documents, for files without one.
     pub default_rope_base: f64,
+    /// config.json's `no_rope_layers` (SmolLM3): the layers marked 0 rotate neither q
+    /// nor k; without the list, every `no_rope_layer_interval`-th layer.
+    pub nope_layers: bool,
     /// Other defaults of transformers' config class that differ from Llama's, for a
     /// config.json that omits the key (`("head_dim", 128.0)`).
     pub config_defaults: &'static [(&'static str, f64)],
@@ -104,6 +109,7 @@ impl LlamaOptions {
         qkv_bias: false,
         qk_norm: false,
         default_rope_base: 10_000.0,
+        nope_layers: false,
         config_defaults: &[],
     };
 }
@@ -179,8 +185,11 @@ impl Decoder for LlamaDecoder {
                 (Some(qn), Some(kn)) => (qn.forward(&q)?, kn.forward(&k)?),
                 _ => (q, k),
             };
-            let q = self.rotate(&q, offset)?;
-            let k = self.rotate(&k, offset)?;
+            let (q, k) = if self.layers[i].rotary {
+                (self.rotate(&q, offset)?, self.rotate(&k, offset)?)
+            } else {
+                (q, k)
+            };
             let layer = &mut self.layers[i];
             let a = layer
                 .cache
@@ -264,6 +273,7 @@ impl BatchedLM for LlamaDecoder {
                 _ => (q, k),
             };
             let (q, k) = match self.rope_layout {
+                _ if !layer.rotary => (q, k),
                 RopeLayout::Interleaved => (
                     self.rope.apply_interleaved_at(&q, &layout.position)?,
                     self.rope.apply_interleaved_at(&k, &layout.position)?,
