@@ -349,7 +349,7 @@ fn a_gguf_with_alignment_zero_is_an_error_not_a_panic() {
 
 /// config.json with what the model would compute differently is refused with a typed
 /// error naming the field: rope scaling candle ignores, a head size it does not take; on
-/// zoo's decoder, YaRN and a NoPE layer list that does not fit.
+/// zoo's decoder, YaRN, a NoPE layer list that does not fit, a multiplier of 0.
 #[test]
 fn configs_candle_would_compute_differently_are_refused() {
     let yarn = serde_json::json!({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}});
@@ -372,6 +372,7 @@ fn configs_candle_would_compute_differently_are_refused() {
             serde_json::json!({"no_rope_layers": null, "no_rope_layer_interval": 0}),
             "no_rope_layer_interval",
         ),
+        ("granite", serde_json::json!({"logits_scaling": 0.0}), "logits_scaling"),
     ] {
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("fixtures/{arch}/f32"));
         let d = tempfile::tempdir().unwrap();

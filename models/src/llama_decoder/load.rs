@@ -9,7 +9,7 @@ use candle_core::{DType, Device, Tensor};
 use zoo_core::source::{GgufSource, SafetensorsSource};
 use zoo_core::{Error, Result};
 
-use super::{expert_slice, qm, Expert, Ffn, Layer, LlamaDecoder, LlamaOptions};
+use super::{expert_slice, qm, Expert, Ffn, Layer, LlamaDecoder, LlamaOptions, Scales};
 use crate::layers::{KvCache, PagedKv, QLinear, RmsNorm, RopeTable};
 
 /// The facts a Llama-like decoder is built from.
@@ -27,6 +27,7 @@ pub(crate) struct LlamaHparams {
     pub used: usize,
     /// Whether each layer rotates q and k (empty: all do).
     pub rotary: Vec<bool>,
+    pub scales: Scales,
 }
 
 /// Where a decoder's tensors come from, named as llama.cpp names them
@@ -82,6 +83,7 @@ impl LlamaDecoder {
             experts: n_experts,
             used,
             rotary: Vec::new(),
+            scales: Scales::NONE,
         };
         let unexpected = |name: &str, fact: &str| {
             Error::InvalidGguf {
@@ -219,6 +221,7 @@ impl LlamaDecoder {
             output,
             rope,
             rope_layout: options.rope,
+            scales: hp.scales,
             heads,
             kv_heads,
             head_dim,
@@ -257,6 +260,31 @@ struct HfConfig {
     /// SmolLM3: 1 for a layer that rotates q and k, 0 for a NoPE layer.
     no_rope_layers: Option<Vec<u8>>,
     no_rope_layer_interval: Option<usize>,
+    /// Granite.
+    embedding_multiplier: Option<f64>,
+    attention_multiplier: Option<f64>,
+    residual_multiplier: Option<f64>,
+    logits_scaling: Option<f64>,
+}
+
+/// Granite's multipliers as transformers' GraniteConfig reads them (1 when omitted;
+/// `attention_multiplier` replaces `1/sqrt(head_dim)`).
+fn multipliers(hf: &HfConfig, refuse: &dyn Fn(String, &str) -> Error) -> Result<Scales> {
+    let get = |key: &str, v: Option<f64>| -> Result<f64> {
+        match v.unwrap_or(1.0) {
+            v if v.is_finite() && v != 0.0 => Ok(v),
+            v => Err(refuse(
+                format!("`{key}` {v}"),
+                "each Granite multiplier is a finite number other than 0",
+            )),
+        }
+    };
+    Ok(Scales {
+        embedding: get("embedding_multiplier", hf.embedding_multiplier)?,
+        attention: Some(get("attention_multiplier", hf.attention_multiplier)?),
+        residual: get("residual_multiplier", hf.residual_multiplier)?,
+        logits: get("logits_scaling", hf.logits_scaling)?,
+    })
 }
 
 /// Which layers rotate q and k, as transformers' SmolLM3Config decides: its
@@ -367,6 +395,11 @@ impl LlamaDecoder {
                 nope_layers(&hf, &refuse)?
             } else {
                 Vec::new()
+            },
+            scales: if options.multipliers {
+                multipliers(&hf, &refuse)?
+            } else {
+                Scales::NONE
             },
         };
         if hp.experts > 0 && (hp.used == 0 || hp.used > hp.experts) {

@@ -76,6 +76,41 @@ struct Layer {
 
 pub(crate) use crate::layers::RopeLayout;
 
+/// Granite's multipliers: of the embedding, of q.k (in place of `1/sqrt(head_dim)`), of
+/// each residual branch, and the divisor of the logits. [`Scales::NONE`] elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Scales {
+    pub embedding: f64,
+    pub attention: Option<f64>,
+    pub residual: f64,
+    pub logits: f64,
+}
+
+impl Scales {
+    pub const NONE: Scales = Scales {
+        embedding: 1.0,
+        attention: None,
+        residual: 1.0,
+        logits: 1.0,
+    };
+
+    fn attention(&self, head_dim: usize) -> AttnParams {
+        match self.attention {
+            Some(s) => AttnParams::causal(s),
+            None => AttnParams::for_head_dim(head_dim),
+        }
+    }
+}
+
+/// `x * s`, or `x` itself when `s` is 1 (the other architectures' bits unchanged).
+fn scaled(x: Tensor, s: f64) -> candle_core::Result<Tensor> {
+    if s == 1.0 {
+        Ok(x)
+    } else {
+        x.affine(s, 0.0)
+    }
+}
+
 /// The facts of an architecture built on [`LlamaDecoder`], stated by its file.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LlamaOptions {
@@ -91,6 +126,9 @@ pub(crate) struct LlamaOptions {
     pub qk_norm: bool,
     /// The `rope.freq_base` transformers' config class documents, for files without one.
     pub default_rope_base: f64,
+    /// config.json's `embedding_multiplier`, `attention_multiplier`,
+    /// `residual_multiplier` and `logits_scaling` (Granite), each 1 when omitted.
+    pub multipliers: bool,
     /// config.json's `no_rope_layers` (SmolLM3): the layers marked 0 rotate neither q
     /// nor k; without the list, every `no_rope_layer_interval`-th layer.
     pub nope_layers: bool,
@@ -109,6 +147,7 @@ impl LlamaOptions {
         qkv_bias: false,
         qk_norm: false,
         default_rope_base: 10_000.0,
+        multipliers: false,
         nope_layers: false,
         config_defaults: &[],
     };
@@ -121,6 +160,7 @@ pub(crate) struct LlamaDecoder {
     output: QLinear,
     rope: RopeTable,
     rope_layout: RopeLayout,
+    scales: Scales,
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
@@ -175,7 +215,8 @@ impl LlamaDecoder {
 impl Decoder for LlamaDecoder {
     fn forward(&mut self, input_ids: &Tensor, offset: usize) -> Result<Tensor> {
         let (h, kvh, hd) = (self.heads, self.kv_heads, self.head_dim);
-        let mut x = self.embed.embedding(input_ids)?;
+        let mut x = scaled(self.embed.embedding(input_ids)?, self.scales.embedding)?;
+        let params = self.scales.attention(hd);
         for i in 0..self.layers.len() {
             let n = self.layers[i].attn_norm.forward(&x)?;
             let q = split_heads(&self.layers[i].q.forward(&n)?, h, hd)?;
@@ -191,14 +232,14 @@ impl Decoder for LlamaDecoder {
                 (q, k)
             };
             let layer = &mut self.layers[i];
-            let a = layer
-                .cache
-                .attend(&q, &k, &v, offset, &AttnParams::for_head_dim(hd))?;
-            x = (x + layer.o.forward(&merge_heads(&a)?)?)?;
-            x = (&x + layer.ffn.forward(&layer.ffn_norm.forward(&x)?, false)?)?;
+            let a = layer.cache.attend(&q, &k, &v, offset, &params)?;
+            let r = self.scales.residual;
+            x = (x + scaled(layer.o.forward(&merge_heads(&a)?)?, r)?)?;
+            x = (&x + scaled(layer.ffn.forward(&layer.ffn_norm.forward(&x)?, false)?, r)?)?;
         }
         let x = self.norm.forward(&last_position(&x)?)?;
-        last_position_logits(self.output.forward(&x)?)
+        let logits = self.output.forward(&x)?;
+        last_position_logits(scaled(logits, 1.0 / self.scales.logits)?)
     }
 
     fn reset(&mut self) {
@@ -260,8 +301,8 @@ impl BatchedLM for LlamaDecoder {
                 .collect::<candle_core::Result<_>>()?);
         }
         let ids = Tensor::new(layout.tokens().as_slice(), &device)?.unsqueeze(0)?;
-        let mut x = self.embed.embedding(&ids)?;
-        let params = AttnParams::for_head_dim(hd);
+        let mut x = scaled(self.embed.embedding(&ids)?, self.scales.embedding)?;
+        let params = self.scales.attention(hd);
         for i in 0..self.layers.len() {
             let layer = &self.layers[i];
             let n = layer.attn_norm.forward(&x)?;
@@ -285,8 +326,9 @@ impl BatchedLM for LlamaDecoder {
             };
             let layer = &mut self.layers[i];
             let a = layer.paged.attend(&layout, &q, &k, &v, &params)?;
-            x = (x + layer.o.forward_rows(&merge_heads(&a)?)?)?;
-            x = (&x + layer.ffn.forward(&layer.ffn_norm.forward(&x)?, true)?)?;
+            let r = self.scales.residual;
+            x = (x + scaled(layer.o.forward_rows(&merge_heads(&a)?)?, r)?)?;
+            x = (&x + scaled(layer.ffn.forward(&layer.ffn_norm.forward(&x)?, true)?, r)?)?;
         }
         let rows = layout.logit_rows();
         let logits = if rows.is_empty() {
@@ -294,7 +336,8 @@ impl BatchedLM for LlamaDecoder {
         } else {
             let idx = Tensor::new(rows.as_slice(), &device)?;
             let x = self.norm.forward(&x.squeeze(0)?.index_select(&idx, 0)?)?;
-            self.output.forward_rows(&x)?.to_dtype(DType::F32)?
+            let logits = self.output.forward_rows(&x)?.to_dtype(DType::F32)?;
+            scaled(logits, 1.0 / self.scales.logits)?
         };
         split_logits(chunks, &logits)
     }
