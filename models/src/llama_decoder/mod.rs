@@ -17,6 +17,7 @@ use zoo_core::source::GgufSource;
 use zoo_core::{last_position_logits, BatchedLM, KvShape, Result, SeqChunk};
 
 mod load;
+mod safetensors;
 
 use crate::adapters::{Decoded, Decoder};
 use crate::layers::{
@@ -64,9 +65,9 @@ struct Layer {
     o: QLinear,
     /// Qwen3 normalises each head's q and k before the rotation.
     q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
     /// false: a NoPE layer (SmolLM3), whose q and k are not rotated.
     rotary: bool,
-    k_norm: Option<RmsNorm>,
     ffn_norm: RmsNorm,
     ffn: Ffn,
     cache: KvCache,

@@ -1,0 +1,273 @@
+//! [`LlamaDecoder`] from a transformers checkpoint: config.json's facts as
+//! [`LlamaHparams`], the tensors under transformers' names as a [`TensorSource`].
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{DType, Device, Tensor};
+use zoo_core::source::SafetensorsSource;
+use zoo_core::{Error, Result};
+
+use super::load::{LlamaHparams, TensorSource};
+use super::{LlamaDecoder, LlamaOptions, Scales};
+
+/// What the decoder reads of a transformers config.json (`LlamaForCausalLM`,
+/// `Qwen2ForCausalLM`).
+#[derive(serde::Deserialize)]
+struct HfConfig {
+    hidden_size: usize,
+    num_attention_heads: usize,
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    num_hidden_layers: usize,
+    vocab_size: usize,
+    /// Not read (the weights' shapes give it), but required as transformers requires it
+    /// to build the model: a config without it is not a checkpoint's.
+    #[allow(dead_code)]
+    intermediate_size: usize,
+    /// transformers' LlamaConfig and Qwen2Config default.
+    #[serde(default = "default_rms_norm_eps")]
+    rms_norm_eps: f64,
+    #[serde(default)]
+    tie_word_embeddings: bool,
+    hidden_act: Option<String>,
+    attention_bias: Option<bool>,
+    /// Mixture of experts (Mixtral): experts per layer and how many each token uses.
+    #[serde(alias = "num_experts")]
+    num_local_experts: Option<usize>,
+    num_experts_per_tok: Option<usize>,
+    mlp_bias: Option<bool>,
+    use_sliding_window: Option<bool>,
+    /// SmolLM3: 1 for a layer that rotates q and k, 0 for a NoPE layer.
+    no_rope_layers: Option<Vec<u8>>,
+    no_rope_layer_interval: Option<usize>,
+    /// Granite.
+    embedding_multiplier: Option<f64>,
+    attention_multiplier: Option<f64>,
+    residual_multiplier: Option<f64>,
+    logits_scaling: Option<f64>,
+}
+
+/// Granite's multipliers as transformers' GraniteConfig reads them (1 when omitted;
+/// `attention_multiplier` replaces `1/sqrt(head_dim)`).
+fn multipliers(hf: &HfConfig, refuse: &dyn Fn(String, &str) -> Error) -> Result<Scales> {
+    let get = |key: &str, v: Option<f64>| -> Result<f64> {
+        match v.unwrap_or(1.0) {
+            v if v.is_finite() && v != 0.0 => Ok(v),
+            v => Err(refuse(
+                format!("`{key}` {v}"),
+                "each Granite multiplier is a finite number other than 0",
+            )),
+        }
+    };
+    Ok(Scales {
+        embedding: get("embedding_multiplier", hf.embedding_multiplier)?,
+        attention: Some(get("attention_multiplier", hf.attention_multiplier)?),
+        residual: get("residual_multiplier", hf.residual_multiplier)?,
+        logits: get("logits_scaling", hf.logits_scaling)?,
+    })
+}
+
+/// Which layers rotate q and k, as transformers' SmolLM3Config decides: its
+/// `no_rope_layers` list, else every `no_rope_layer_interval`-th layer (4 by default)
+/// does not.
+fn nope_layers(hf: &HfConfig, refuse: &dyn Fn(String, &str) -> Error) -> Result<Vec<bool>> {
+    let n = hf.num_hidden_layers;
+    match &hf.no_rope_layers {
+        Some(list) if list.len() != n || list.iter().any(|&f| f > 1) => Err(refuse(
+            format!("`no_rope_layers` {list:?} for {n} layers"),
+            "the list has one 0 (NoPE) or 1 (rotary) for each of `num_hidden_layers`",
+        )),
+        Some(list) => Ok(list.iter().map(|&f| f == 1).collect()),
+        None => match hf.no_rope_layer_interval.unwrap_or(4) {
+            0 => Err(refuse(
+                "`no_rope_layer_interval` 0".into(),
+                "every k-th layer is NoPE: k must be at least 1",
+            )),
+            k => Ok((0..n).map(|i| (i + 1) % k != 0).collect()),
+        },
+    }
+}
+
+impl LlamaDecoder {
+    /// A transformers checkpoint of a Llama-like architecture: config.json's facts, the
+    /// tensors under transformers' names (matrices kept in their stored dtype when bf16
+    /// or f16, [`crate::adapters::stored_half`]), q and k in transformers' layout
+    /// (`options.hf_rope`), llama3 RoPE scaling as the
+    /// factors llama.cpp's converter writes (`rope_freqs.weight`). What the decoder
+    /// cannot compute is a Config error that names it.
+    ///
+    /// `names`: the architecture's own transformers names, tried before the shared ones
+    /// (Mixtral's experts).
+    pub(crate) fn from_safetensors(
+        src: &SafetensorsSource,
+        options: &LlamaOptions,
+        arch: &str,
+        names: Option<fn(&str) -> Option<String>>,
+        device: &Device,
+    ) -> Result<Self> {
+        let refuse = |detail: String, hint: &str| Error::Config {
+            path: src.config_path.clone(),
+            what: format!("`{arch}` config"),
+            detail,
+            hint: hint.into(),
+        };
+        let mut config = src.normalised_config(Some(options.default_rope_base))?;
+        for &(key, value) in options.config_defaults {
+            if config.get(key).is_none_or(serde_json::Value::is_null) {
+                config[key] = if value.fract() == 0.0 && value >= 0.0 {
+                    (value as u64).into()
+                } else {
+                    value.into()
+                };
+            }
+        }
+        let hf: HfConfig = src.parse_config_value(arch, config)?;
+        if let Some(act) = hf.hidden_act.as_deref().filter(|a| *a != "silu") {
+            return Err(refuse(
+                format!("`hidden_act` {act:?} is not supported"),
+                "this architecture's feed-forward is SiLU-gated",
+            ));
+        }
+        for (key, on) in [
+            ("attention_bias", hf.attention_bias),
+            ("mlp_bias", hf.mlp_bias),
+        ] {
+            if on == Some(true) && !(key == "attention_bias" && options.qkv_bias) {
+                return Err(refuse(
+                    format!("`{key}: true` is not supported"),
+                    "the decoder has biases on q, k and v only where the architecture has them (Qwen2)",
+                ));
+            }
+        }
+        if hf.use_sliding_window == Some(true) {
+            return Err(refuse(
+                "`use_sliding_window: true` is not supported".into(),
+                "zoo's Llama decoder masks no window, and released Qwen2, Qwen3 and SmolLM3 models do not use one: set it to false",
+            ));
+        }
+        let head_dim = hf
+            .head_dim
+            .unwrap_or(hf.hidden_size / hf.num_attention_heads);
+        let rope_base = src.rope_theta(Some(options.default_rope_base))?;
+        let factors = match src.rope_scaling() {
+            None => None,
+            Some(s) if s["rope_type"].as_str().or(s["type"].as_str()) == Some("llama3") => {
+                Some(llama3_factors(&s, rope_base, head_dim))
+            }
+            Some(s) => {
+                return Err(refuse(
+                    format!("rope scaling {s} is not supported"),
+                    "only llama3-style scaling is; remove rope_scaling to run within the trained context",
+                ))
+            }
+        };
+        let hp = LlamaHparams {
+            heads: hf.num_attention_heads,
+            kv_heads: hf.num_key_value_heads.unwrap_or(hf.num_attention_heads),
+            head_dim,
+            eps: hf.rms_norm_eps,
+            rope_base,
+            blocks: hf.num_hidden_layers,
+            vocab: hf.vocab_size,
+            experts: hf.num_local_experts.unwrap_or(0),
+            used: hf.num_experts_per_tok.unwrap_or(0),
+            rotary: if options.nope_layers {
+                nope_layers(&hf, &refuse)?
+            } else {
+                Vec::new()
+            },
+            scales: if options.multipliers {
+                multipliers(&hf, &refuse)?
+            } else {
+                Scales::NONE
+            },
+        };
+        if hp.experts > 0 && (hp.used == 0 || hp.used > hp.experts) {
+            return Err(refuse(
+                format!("{} experts per token of {}", hp.used, hp.experts),
+                "`num_experts_per_tok` must be from 1 to `num_local_experts`",
+            ));
+        }
+        let hf_name = |name: &str| names.and_then(|n| n(name)).unwrap_or_else(|| hf_name(name));
+        // SAFETY: read-only maps of files that must not change while loaded.
+        let st = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&src.weights)? };
+        let tied = hf.tie_word_embeddings || st.get("lm_head.weight").is_err();
+        let tensor = |name: &str, device: &Device| -> Result<QTensor> {
+            if name == "rope_freqs.weight" {
+                let f = factors.clone().unwrap_or_default();
+                let n = f.len();
+                return Ok(QTensor::quantize(
+                    &Tensor::from_vec(f, n, device)?,
+                    GgmlDType::F32,
+                )?);
+            }
+            let hf_name = hf_name(name);
+            if let Some(q) = crate::adapters::stored_half(&st, &hf_name, device)? {
+                return Ok(q);
+            }
+            let t = st.load(&hf_name, device)?.to_dtype(DType::F32)?;
+            Ok(QTensor::quantize(&t, GgmlDType::F32)?)
+        };
+        let has = |name: &str| match name {
+            "rope_freqs.weight" => factors.is_some(),
+            "output.weight" => !tied,
+            _ => st.get(&hf_name(name)).is_ok(),
+        };
+        let unexpected = |name: &str, fact: &str| {
+            refuse(
+                format!("tensor `{}` present, but this architecture has no {fact}", hf_name(name)),
+                "the checkpoint may be of another architecture (check `architectures` in config.json)",
+            )
+        };
+        let src = TensorSource {
+            tensor: &tensor,
+            has: &has,
+            unexpected: &unexpected,
+        };
+        let options = LlamaOptions {
+            rope: options.hf_rope,
+            ..*options
+        };
+        Self::build(&hp, &options, &src, device)
+    }
+}
+
+fn default_rms_norm_eps() -> f64 {
+    1e-6
+}
+
+/// transformers' name of the tensor llama.cpp calls `name`.
+fn hf_name(name: &str) -> String {
+    crate::adapters::transformers_name(
+        name,
+        &[
+            ("attn_norm", "input_layernorm"),
+            ("ffn_norm", "post_attention_layernorm"),
+        ],
+    )
+}
+
+/// The per-frequency divisors of llama3 RoPE scaling, as llama.cpp's converter writes
+/// them into `rope_freqs.weight` (transformers computes the same scaled frequencies).
+fn llama3_factors(s: &serde_json::Value, base: f64, head_dim: usize) -> Vec<f32> {
+    let get = |k: &str, d: f64| s[k].as_f64().unwrap_or(d);
+    let factor = get("factor", 8.0);
+    let (low, high) = (get("low_freq_factor", 1.0), get("high_freq_factor", 4.0));
+    let old = get("original_max_position_embeddings", 8192.0);
+    let (low_wavelen, high_wavelen) = (old / low, old / high);
+    (0..head_dim)
+        .step_by(2)
+        .map(|i| {
+            let freq = 1.0 / (base as f32).powf(i as f32 / head_dim as f32);
+            let wavelen = 2.0 * std::f64::consts::PI / freq as f64;
+            let f = if wavelen < high_wavelen {
+                1.0
+            } else if wavelen > low_wavelen {
+                factor
+            } else {
+                let smooth = (old / wavelen - low) / (high - low);
+                1.0 / ((1.0 - smooth) / factor + smooth)
+            };
+            f as f32
+        })
+        .collect()
+}
