@@ -15,7 +15,6 @@ mod decoded;
 
 pub(crate) use candle::candle_load;
 pub use candle::{
-    refuse_other_head_dim, refuse_rope_scaling, unsupported, window_one_key_narrower, CandleLm,
-    ConfigQuirks,
+    refuse_rope_scaling, unsupported, window_one_key_narrower, CandleLm, ConfigQuirks,
 };
 pub use decoded::{stored_half, transformers_name, Decoded, Decoder};

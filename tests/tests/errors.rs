@@ -348,20 +348,26 @@ fn a_gguf_with_alignment_zero_is_an_error_not_a_panic() {
 }
 
 /// config.json with what the model would compute differently is refused with a typed
-/// error naming the field: rope scaling candle ignores, a head size it does not take; on
-/// zoo's decoder, YaRN, a NoPE layer list that does not fit, a multiplier of 0.
+/// error naming the field: rope scaling candle ignores; on zoo's decoder, YaRN, a NoPE
+/// layer list that does not fit, a multiplier of 0, a head size the tensors contradict.
 #[test]
 fn configs_candle_would_compute_differently_are_refused() {
     let yarn = serde_json::json!({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}});
     for (arch, patch, says) in [
-        ("qwen2-moe", yarn.clone(), "rope scaling"),
+        ("olmo", yarn.clone(), "rope scaling"),
+        // zoo's Llama decoder: YaRN is not computed, a NoPE layer list must fit, the
+        // config's sizes must be the checkpoint's.
+        ("smollm3", yarn, "rope scaling"),
         (
             "qwen2-moe",
             serde_json::json!({"head_dim": 32}),
-            "head_dim: 32",
+            "has shape [64, 64] where the hyper-parameters say [128, 64]",
         ),
-        // zoo's Llama decoder: YaRN is not computed, a NoPE layer list must fit.
-        ("smollm3", yarn, "rope scaling"),
+        (
+            "qwen2-moe",
+            serde_json::json!({"decoder_sparse_step": 0}),
+            "decoder_sparse_step",
+        ),
         (
             "smollm3",
             serde_json::json!({"no_rope_layers": [1]}),
@@ -372,7 +378,11 @@ fn configs_candle_would_compute_differently_are_refused() {
             serde_json::json!({"no_rope_layers": null, "no_rope_layer_interval": 0}),
             "no_rope_layer_interval",
         ),
-        ("granite", serde_json::json!({"logits_scaling": 0.0}), "logits_scaling"),
+        (
+            "granite",
+            serde_json::json!({"logits_scaling": 0.0}),
+            "logits_scaling",
+        ),
     ] {
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("fixtures/{arch}/f32"));
         let d = tempfile::tempdir().unwrap();

@@ -240,24 +240,3 @@ pub fn refuse_rope_scaling(src: &SafetensorsSource, arch: &str) -> Result<()> {
         )),
     }
 }
-
-/// Refuses a `head_dim` other than `hidden_size / num_attention_heads`, which candle's
-/// model for the architecture assumes.
-pub fn refuse_other_head_dim(src: &SafetensorsSource, arch: &str, config: &Value) -> Result<()> {
-    let dims = (
-        config["hidden_size"].as_u64(),
-        config["num_attention_heads"].as_u64(),
-        config["head_dim"].as_u64(),
-    );
-    if let (Some(h), Some(n), Some(d)) = dims {
-        if n == 0 || h / n != d {
-            return Err(unsupported(
-                src,
-                arch,
-                format!("`head_dim: {d}` differs from hidden_size / num_attention_heads ({h} / {n})"),
-                "candle's model for this architecture takes the head size as hidden_size / num_attention_heads",
-            ));
-        }
-    }
-    Ok(())
-}

@@ -131,7 +131,9 @@ fn release_pages(bytes: &[u8]) {
 /// `model.layers.3.self_attn.q_proj.weight`), for the parts Llama-like architectures
 /// name alike; `norms` maps the layer norms, which each architecture names its own way
 /// (llama.cpp's `attn_norm` is Llama's `input_layernorm`, its `ffn_norm` Llama's
-/// `post_attention_layernorm` but Gemma's `pre_feedforward_layernorm`).
+/// `post_attention_layernorm` but Gemma's `pre_feedforward_layernorm`). Experts are named
+/// as transformers' Qwen MoE models name them (`mlp.gate`, `mlp.experts.{e}.up_proj`,
+/// `mlp.shared_expert.up_proj`, `mlp.shared_expert_gate`); Mixtral names its own.
 pub fn transformers_name(name: &str, norms: &[(&str, &str)]) -> String {
     match name {
         "token_embd.weight" => return "model.embed_tokens.weight".into(),
@@ -143,6 +145,15 @@ pub fn transformers_name(name: &str, norms: &[(&str, &str)]) -> String {
         return name.into();
     };
     let (stem, suffix) = rest.rsplit_once('.').unwrap_or((rest, "weight"));
+    if let Some((ffn, expert)) = stem.split_once('.') {
+        let proj = match ffn {
+            "ffn_gate" => "gate_proj",
+            "ffn_up" => "up_proj",
+            "ffn_down" => "down_proj",
+            _ => return name.into(),
+        };
+        return format!("model.layers.{block}.mlp.experts.{expert}.{proj}.{suffix}");
+    }
     let stem = match stem {
         "attn_q" => "self_attn.q_proj",
         "attn_k" => "self_attn.k_proj",
@@ -153,6 +164,11 @@ pub fn transformers_name(name: &str, norms: &[(&str, &str)]) -> String {
         "ffn_gate" => "mlp.gate_proj",
         "ffn_up" => "mlp.up_proj",
         "ffn_down" => "mlp.down_proj",
+        "ffn_gate_inp" => "mlp.gate",
+        "ffn_gate_shexp" => "mlp.shared_expert.gate_proj",
+        "ffn_up_shexp" => "mlp.shared_expert.up_proj",
+        "ffn_down_shexp" => "mlp.shared_expert.down_proj",
+        "ffn_gate_inp_shexp" => "mlp.shared_expert_gate",
         other => norms
             .iter()
             .find(|(ours, _)| *ours == other)

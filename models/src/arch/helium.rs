@@ -27,7 +27,7 @@ pub struct Helium(Decoded<LlamaDecoder>);
 const OPTIONS: LlamaOptions = LlamaOptions {
     hf_rope: RopeLayout::Interleaved,
     default_rope_base: 100_000.0,
-    config_defaults: &[("head_dim", 128.0), ("rms_norm_eps", 1e-8)],
+    config_defaults: &[("head_dim", "128"), ("rms_norm_eps", "1e-8")],
     ..LlamaOptions::LLAMA
 };
 

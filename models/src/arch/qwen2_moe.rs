@@ -1,85 +1,37 @@
 //! Qwen1.5-MoE / Qwen2-MoE from safetensors (`Qwen2MoeForCausalLM`, `qwen2_moe`).
 //!
-//! Reference implementation: transformers' `modeling_qwen2_moe.py`. Built on
-//! candle-transformers' `qwen2_moe`, which computes what transformers computes (softmax
-//! router, top-k experts, the sigmoid-gated shared expert) for the configs this file
-//! lets through. What candle does differently:
-//!
-//! - its config wants `sliding_window` as a number and applies it to every layer;
-//!   transformers writes 0 when `use_sliding_window` is false (candle would then let
-//!   each position see only itself): the window is opened to the whole context, and a
-//!   sliding layer is refused (candle's mask admits one key too many and nothing masks
-//!   during decode);
-//! - it always loads q/k/v biases and an untied `lm_head`, takes the head size as
-//!   `hidden_size / num_attention_heads`, ignores `mlp_only_layers` and `rope_scaling`:
-//!   configs where these matter are refused.
+//! Reference implementation: transformers' `modeling_qwen2_moe.py`. Built on zoo's
+//! Llama decoder (`llama_decoder/`, as Qwen2 and Qwen3-MoE are): Qwen2's attention with
+//! q/k/v biases, a softmax router over the top `num_experts_per_tok` experts
+//! (renormalised under `norm_topk_prob`) plus a shared expert gated by a sigmoid, dense
+//! layers where `mlp_only_layers` and `decoder_sparse_step` say, matrices in their stored
+//! dtype, the batched forward. candle-transformers' `qwen2_moe` widens every weight to
+//! f32, applies `sliding_window` to every layer (transformers writes 0 when it is off),
+//! and ignores `mlp_only_layers`, `rope_scaling`, `head_dim` and tied embeddings.
 
-use candle_transformers::models::qwen2_moe as candle_model;
-use serde_json::{json, Value};
-use zoo_core::registry::Registered;
-use zoo_core::{Result, SafetensorsSource};
 use zoo_macros::register_model;
 
-use crate::adapters::{candle_load, refuse_other_head_dim, unsupported, CandleLm, ConfigQuirks};
+use crate::adapters::Decoded;
+use crate::llama_decoder::{llama_safetensors_load, LlamaDecoder, LlamaOptions};
 
-/// Qwen2-MoE (safetensors, f32 on CPU).
+/// Qwen2-MoE (safetensors, weights in their stored dtype).
 #[register_model(
     name = "qwen2-moe",
     format = safetensors,
     hf_architectures = ["Qwen2MoeForCausalLM"],
     model_types = ["qwen2_moe"],
     load = Qwen2Moe::load,
+    batching = true,
 )]
-pub struct Qwen2Moe(CandleLm<candle_model::Model>);
+pub struct Qwen2Moe(Decoded<LlamaDecoder>);
 
-candle_load!(
-    Qwen2Moe,
-    candle_model::Model,
-    ConfigQuirks {
-        rope_theta: Some(10_000.0), // transformers' Qwen2MoeConfig default
-        fix: Some(Self::fix_config),
-        ..ConfigQuirks::default()
-    }
-);
+/// q/k/v biases, the shared expert; transformers' Qwen2MoeConfig defaults (rope base
+/// Llama's).
+const OPTIONS: LlamaOptions = LlamaOptions {
+    qkv_bias: true,
+    shared_expert: true,
+    config_defaults: &[("norm_topk_prob", "false")],
+    ..LlamaOptions::LLAMA
+};
 
-impl Qwen2Moe {
-    /// See the file's comment: refuse what candle would compute differently, open the
-    /// window, fill `max_window_layers` (required by candle's config, unused).
-    fn fix_config(src: &SafetensorsSource, config: &mut Value) -> Result<()> {
-        let refuse = |detail: String, hint: &str| unsupported(src, Self::ENTRY.name, detail, hint);
-        let sliding = config["layer_types"]
-            .as_array()
-            .is_some_and(|t| t.iter().any(|t| t == "sliding_attention"));
-        if config["use_sliding_window"].as_bool() == Some(true) || sliding {
-            return Err(refuse(
-                "sliding-window attention is not supported".into(),
-                "no released Qwen2-MoE model uses it; set use_sliding_window to false if the model was trained without",
-            ));
-        }
-        if config["tie_word_embeddings"].as_bool() == Some(true) {
-            return Err(refuse(
-                "`tie_word_embeddings: true` is not supported".into(),
-                "candle's Qwen2-MoE always reads a separate lm_head.weight",
-            ));
-        }
-        if config["qkv_bias"].as_bool() == Some(false) {
-            return Err(refuse(
-                "`qkv_bias: false` is not supported".into(),
-                "candle's Qwen2-MoE always reads q/k/v biases",
-            ));
-        }
-        let mlp_only = &config["mlp_only_layers"];
-        if mlp_only.as_array().is_some_and(|l| !l.is_empty()) {
-            return Err(refuse(
-                format!("`mlp_only_layers: {mlp_only}` is not supported"),
-                "candle's Qwen2-MoE ignores mlp_only_layers and would build experts there",
-            ));
-        }
-        refuse_other_head_dim(src, Self::ENTRY.name, config)?;
-        config["sliding_window"] = json!(zoo_core::source::MAX_CONTEXT);
-        if config["max_window_layers"].is_null() {
-            config["max_window_layers"] = config["num_hidden_layers"].clone();
-        }
-        Ok(())
-    }
-}
+llama_safetensors_load!(Qwen2Moe, OPTIONS, default_context = 32768);

@@ -9,7 +9,7 @@ use candle_core::{DType, Device, Tensor};
 use zoo_core::source::GgufSource;
 use zoo_core::{Error, Result};
 
-use super::{expert_slice, qm, Expert, Ffn, Layer, LlamaDecoder, LlamaOptions, Scales};
+use super::{expert_slice, qm, Expert, Ffn, Layer, LlamaDecoder, LlamaOptions, Scales, Shared};
 use crate::layers::{KvCache, PagedKv, QLinear, RmsNorm, RopeTable};
 
 /// The facts a Llama-like decoder is built from.
@@ -27,6 +27,10 @@ pub(crate) struct LlamaHparams {
     pub used: usize,
     /// Whether each layer rotates q and k (empty: all do).
     pub rotary: Vec<bool>,
+    /// With experts: whether each layer has them (empty: all do; the others a dense
+    /// MLP), and whether the chosen experts' weights are renormalised to sum to one.
+    pub moe_layers: Vec<bool>,
+    pub norm_topk: bool,
     pub scales: Scales,
 }
 
@@ -36,9 +40,9 @@ pub(crate) struct TensorSource<'a> {
     /// The tensor, on the given device.
     pub tensor: &'a dyn Fn(&str, &Device) -> Result<QTensor>,
     pub has: &'a dyn Fn(&str) -> bool,
-    /// The error for a tensor present that the architecture's facts do not foresee
-    /// (the tensor, and what the architecture has none of).
-    pub unexpected: &'a dyn Fn(&str, &str) -> Error,
+    /// The error for a tensor the architecture's facts do not foresee, or of another
+    /// shape than they say (the tensor, and what is wrong with it).
+    pub invalid: &'a dyn Fn(&str, String) -> Error,
 }
 
 impl LlamaDecoder {
@@ -83,18 +87,20 @@ impl LlamaDecoder {
             experts: n_experts,
             used,
             rotary: Vec::new(),
+            moe_layers: Vec::new(),
+            norm_topk: true,
             scales: Scales::NONE,
         };
-        let unexpected = |name: &str, fact: &str| {
+        let invalid = |name: &str, what: String| {
             Error::InvalidGguf {
             path: g.path.clone(),
-            detail: format!("tensor `{name}` present, but this architecture has no {fact}; the file may be of another architecture (check `general.architecture`)"),
+            detail: format!("tensor `{name}` {what}; the file may be of another architecture or broken (check `general.architecture` and the hyper-parameters)"),
         }
         };
         let src = TensorSource {
             tensor: &|name, device| g.tensor(name, device),
             has: &|name| g.has_tensor(name),
-            unexpected: &unexpected,
+            invalid: &invalid,
         };
         Self::build(&hp, options, &src, device)
     }
@@ -121,15 +127,34 @@ impl LlamaDecoder {
         let dense = |name: &str| -> Result<Tensor> { Ok(tensor(name)?.dequantize(device)?) };
         let norm = |name: &str| -> Result<RmsNorm> { Ok(RmsNorm::new(dense(name)?, eps)) };
         // A tensor the architecture's facts do not foresee is an error, not ignored.
-        let unexpected = |name: &str, fact: &str| (src.unexpected)(name, fact);
-        let linear = |name: &str| -> Result<QLinear> {
+        let unexpected = |name: &str, fact: &str| {
+            (src.invalid)(
+                name,
+                format!("present, but this architecture has no {fact}"),
+            )
+        };
+        // So is a matrix of another shape than the hyper-parameters say (a config that
+        // contradicts its checkpoint), before any forward meets it.
+        let shaped = |name: &str, want: [usize; 2]| -> Result<QTensor> {
+            let t = tensor(name)?;
+            match t.shape().dims() {
+                found if found == want => Ok(t),
+                found => Err((src.invalid)(
+                    name,
+                    format!("has shape {found:?} where the hyper-parameters say {want:?}"),
+                )),
+            }
+        };
+        let embed = Arc::new(tensor("token_embd.weight")?);
+        let hidden = embed.shape().dims().last().copied().unwrap_or(0);
+        let linear = |name: &str, rows: usize| -> Result<QLinear> {
             let bias = format!("{name}.bias");
             let bias = match (options.qkv_bias, (src.has)(&bias)) {
                 (true, _) => Some(dense(&bias)?),
                 (false, true) => return Err(unexpected(&bias, "q/k/v biases")),
                 (false, false) => None,
             };
-            Ok(qm(tensor(&format!("{name}.weight"))?)?.with_bias(bias))
+            Ok(qm(shaped(&format!("{name}.weight"), [rows, hidden])?)?.with_bias(bias))
         };
         let qk_norm = |name: &str| -> Result<Option<RmsNorm>> {
             match (options.qk_norm, (src.has)(name)) {
@@ -138,13 +163,9 @@ impl LlamaDecoder {
                 (false, false) => Ok(None),
             }
         };
-        let (embed, output) = {
-            let embed = Arc::new(tensor("token_embd.weight")?);
-            let output = match (src.has)("output.weight") {
-                true => qm(tensor("output.weight")?)?,
-                false => QLinear::new(embed.clone())?,
-            };
-            (embed, output)
+        let output = match (src.has)("output.weight") {
+            true => qm(tensor("output.weight")?)?,
+            false => QLinear::new(embed.clone())?,
         };
         let mut rope = RopeTable::new(head_dim, base as f32, 1.0, device)?;
         if (src.has)("rope_freqs.weight") {
@@ -157,12 +178,28 @@ impl LlamaDecoder {
         let mut layers = Vec::with_capacity(blocks);
         for i in 0..blocks {
             let p = |s: &str| format!("blk.{i}.{s}");
-            let ffn = if n_experts == 0 {
-                Ffn::Dense(Expert {
-                    gate: qm(tensor(&p("ffn_gate.weight"))?)?,
-                    up: qm(tensor(&p("ffn_up.weight"))?)?,
-                    down: qm(tensor(&p("ffn_down.weight"))?)?,
+            let mlp = |stem: &str| -> Result<Expert> {
+                Ok(Expert {
+                    gate: qm(tensor(&p(&format!("ffn_gate{stem}.weight")))?)?,
+                    up: qm(tensor(&p(&format!("ffn_up{stem}.weight")))?)?,
+                    down: qm(tensor(&p(&format!("ffn_down{stem}.weight")))?)?,
                 })
+            };
+            let shared = match (
+                options.shared_expert,
+                (src.has)(&p("ffn_gate_inp_shexp.weight")),
+            ) {
+                (true, _) => Some(Shared {
+                    expert: mlp("_shexp")?,
+                    gate: qm(tensor(&p("ffn_gate_inp_shexp.weight"))?)?,
+                }),
+                (false, true) => {
+                    return Err(unexpected(&p("ffn_gate_inp_shexp.weight"), "shared expert"))
+                }
+                (false, false) => None,
+            };
+            let ffn = if n_experts == 0 || !hp.moe_layers.get(i).copied().unwrap_or(true) {
+                Ffn::Dense(mlp("")?)
             } else {
                 let experts = if (src.has)(&p("ffn_gate_exps.weight")) {
                     // The stacks are read into host memory and each expert's slice
@@ -197,14 +234,19 @@ impl LlamaDecoder {
                     router: qm(tensor(&p("ffn_gate_inp.weight"))?)?,
                     experts,
                     used,
+                    norm_topk: hp.norm_topk,
+                    shared,
                 }
             };
             layers.push(Layer {
                 attn_norm: norm(&p("attn_norm.weight"))?,
-                q: linear(&p("attn_q"))?,
-                k: linear(&p("attn_k"))?,
-                v: linear(&p("attn_v"))?,
-                o: qm(tensor(&p("attn_output.weight"))?)?,
+                q: linear(&p("attn_q"), heads * head_dim)?,
+                k: linear(&p("attn_k"), kv_heads * head_dim)?,
+                v: linear(&p("attn_v"), kv_heads * head_dim)?,
+                o: qm(shaped(
+                    &p("attn_output.weight"),
+                    [hidden, heads * head_dim],
+                )?)?,
                 q_norm: qk_norm(&p("attn_q_norm.weight"))?,
                 k_norm: qk_norm(&p("attn_k_norm.weight"))?,
                 ffn_norm: norm(&p("ffn_norm.weight"))?,

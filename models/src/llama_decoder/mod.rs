@@ -34,27 +34,29 @@ struct Expert {
 impl Expert {
     /// `rows`: each row's product alone ([`QLinear::forward_rows`], the batched forward).
     fn forward(&self, x: &Tensor, rows: bool) -> Result<Tensor> {
-        let mm = |l: &QLinear, x: &Tensor| {
-            if rows {
-                l.forward_rows(x)
-            } else {
-                l.forward(x)
-            }
-        };
-        let h = (candle_nn::ops::silu(&mm(&self.gate, x)?)? * mm(&self.up, x)?)?;
-        Ok(mm(&self.down, &h)?)
+        let h = (candle_nn::ops::silu(&mm(&self.gate, x, rows)?)? * mm(&self.up, x, rows)?)?;
+        Ok(mm(&self.down, &h, rows)?)
     }
 }
 
 enum Ffn {
     Dense(Expert),
-    /// Softmax over the router's logits, the top `used` experts, their weights
-    /// renormalised to sum to one (llama.cpp and transformers' Mixtral).
+    /// Softmax over the router's logits, the top `used` experts, with `norm_topk` their
+    /// weights renormalised to sum to one (Mixtral; a Qwen MoE config's
+    /// `norm_topk_prob`); a shared expert's output added, gated by a sigmoid (Qwen2-MoE).
     Moe {
         router: QLinear,
         experts: Vec<Expert>,
         used: usize,
+        norm_topk: bool,
+        shared: Option<Shared>,
     },
+}
+
+/// The expert every token goes through, scaled by `sigmoid(gate(x))`.
+struct Shared {
+    expert: Expert,
+    gate: QLinear,
 }
 
 struct Layer {
@@ -130,12 +132,14 @@ pub(crate) struct LlamaOptions {
     /// config.json's `embedding_multiplier`, `attention_multiplier`,
     /// `residual_multiplier` and `logits_scaling` (Granite), each 1 when omitted.
     pub multipliers: bool,
+    /// A shared expert beside the routed ones (Qwen2-MoE's `shared_expert`).
+    pub shared_expert: bool,
     /// config.json's `no_rope_layers` (SmolLM3): the layers marked 0 rotate neither q
     /// nor k; without the list, every `no_rope_layer_interval`-th layer.
     pub nope_layers: bool,
-    /// Other defaults of transformers' config class that differ from Llama's, for a
-    /// config.json that omits the key (`("head_dim", 128.0)`).
-    pub config_defaults: &'static [(&'static str, f64)],
+    /// Other defaults of transformers' config class that differ from Llama's, as JSON,
+    /// for a config.json that omits the key (`("head_dim", "128")`).
+    pub config_defaults: &'static [(&'static str, &'static str)],
 }
 
 impl LlamaOptions {
@@ -149,6 +153,7 @@ impl LlamaOptions {
         qk_norm: false,
         default_rope_base: 10_000.0,
         multipliers: false,
+        shared_expert: false,
         nope_layers: false,
         config_defaults: &[],
     };
@@ -259,11 +264,17 @@ impl Ffn {
                 router,
                 experts,
                 used,
+                norm_topk,
+                shared,
             } => {
                 let (b, s, hidden) = x.dims3()?;
-                moe(router, experts, *used, &x.reshape((b * s, hidden))?, rows)?
-                    .reshape((b, s, hidden))
-                    .map_err(Into::into)
+                let x = x.reshape((b * s, hidden))?;
+                let mut out = moe(router, experts, *used, *norm_topk, &x, rows)?;
+                if let Some(Shared { expert, gate }) = shared {
+                    let g = candle_nn::ops::sigmoid(&mm(gate, &x, rows)?)?;
+                    out = (out + expert.forward(&x, rows)?.broadcast_mul(&g)?)?;
+                }
+                Ok(out.reshape((b, s, hidden))?)
             }
         }
     }
@@ -359,12 +370,24 @@ pub(crate) fn split_logits(chunks: &[SeqChunk<'_>], logits: &Tensor) -> Result<V
 /// The sparse feed-forward of `x` (`[tokens, hidden]`); `rows` as in [`Expert::forward`]
 /// (a token's result never depends on the others routed with it: each expert's
 /// contributions are added in expert order).
-fn moe(router: &QLinear, experts: &[Expert], k: usize, x: &Tensor, rows: bool) -> Result<Tensor> {
-    let logits = if rows {
-        router.forward_rows(x)?
+/// `l(x)`; `rows` as in [`Expert::forward`].
+fn mm(l: &QLinear, x: &Tensor, rows: bool) -> candle_core::Result<Tensor> {
+    if rows {
+        l.forward_rows(x)
     } else {
-        router.forward(x)?
-    };
+        l.forward(x)
+    }
+}
+
+fn moe(
+    router: &QLinear,
+    experts: &[Expert],
+    k: usize,
+    norm_topk: bool,
+    x: &Tensor,
+    rows: bool,
+) -> Result<Tensor> {
+    let logits = mm(router, x, rows)?;
     let probs = candle_nn::ops::softmax_last_dim(&logits)?;
     let probs: Vec<Vec<f32>> = probs.to_dtype(DType::F32)?.to_vec2()?;
     // For each expert, the tokens routed to it and their renormalised weights.
@@ -376,7 +399,7 @@ fn moe(router: &QLinear, experts: &[Expert], k: usize, x: &Tensor, rows: bool) -
         let sum: f32 = top.iter().map(|&e| p[e]).sum();
         for &e in top {
             routed[e].0.push(t as u32);
-            routed[e].1.push(p[e] / sum);
+            routed[e].1.push(if norm_topk { p[e] / sum } else { p[e] });
         }
     }
     let mut out = x.zeros_like()?;

@@ -39,11 +39,31 @@ struct HfConfig {
     /// SmolLM3: 1 for a layer that rotates q and k, 0 for a NoPE layer.
     no_rope_layers: Option<Vec<u8>>,
     no_rope_layer_interval: Option<usize>,
+    /// Qwen MoE: renormalise the chosen experts' weights (Mixtral always does), and the
+    /// layers with a dense MLP instead of experts.
+    norm_topk_prob: Option<bool>,
+    #[serde(default)]
+    mlp_only_layers: Vec<usize>,
+    decoder_sparse_step: Option<usize>,
     /// Granite.
     embedding_multiplier: Option<f64>,
     attention_multiplier: Option<f64>,
     residual_multiplier: Option<f64>,
     logits_scaling: Option<f64>,
+}
+
+/// Which layers have experts, as transformers' Qwen MoE models decide: not those in
+/// `mlp_only_layers`, and every `decoder_sparse_step`-th of the rest (1: all).
+fn moe_layers(hf: &HfConfig, refuse: &dyn Fn(String, &str) -> Error) -> Result<Vec<bool>> {
+    match hf.decoder_sparse_step.unwrap_or(1) {
+        0 => Err(refuse(
+            "`decoder_sparse_step` 0".into(),
+            "every k-th layer has experts: k must be at least 1",
+        )),
+        step => Ok((0..hf.num_hidden_layers)
+            .map(|i| !hf.mlp_only_layers.contains(&i) && (i + 1) % step == 0)
+            .collect()),
+    }
 }
 
 /// Granite's multipliers as transformers' GraniteConfig reads them (1 when omitted;
@@ -113,11 +133,12 @@ impl LlamaDecoder {
         let mut config = src.normalised_config(Some(options.default_rope_base))?;
         for &(key, value) in options.config_defaults {
             if config.get(key).is_none_or(serde_json::Value::is_null) {
-                config[key] = if value.fract() == 0.0 && value >= 0.0 {
-                    (value as u64).into()
-                } else {
-                    value.into()
-                };
+                config[key] = serde_json::from_str(value).map_err(|e| {
+                    refuse(
+                        format!("the file's default `{key}: {value}` is not JSON ({e})"),
+                        "a bug in the architecture's file: report it",
+                    )
+                })?;
             }
         }
         let hf: HfConfig = src.parse_config_value(arch, config)?;
@@ -170,6 +191,8 @@ impl LlamaDecoder {
             vocab: hf.vocab_size,
             experts: hf.num_local_experts.unwrap_or(0),
             used: hf.num_experts_per_tok.unwrap_or(0),
+            moe_layers: moe_layers(&hf, &refuse)?,
+            norm_topk: hf.norm_topk_prob.unwrap_or(true),
             rotary: if options.nope_layers {
                 nope_layers(&hf, &refuse)?
             } else {
@@ -212,16 +235,16 @@ impl LlamaDecoder {
             "output.weight" => !tied,
             _ => st.get(&hf_name(name)).is_ok(),
         };
-        let unexpected = |name: &str, fact: &str| {
+        let invalid = |name: &str, what: String| {
             refuse(
-                format!("tensor `{}` present, but this architecture has no {fact}", hf_name(name)),
-                "the checkpoint may be of another architecture (check `architectures` in config.json)",
+                format!("tensor `{}` {what}", hf_name(name)),
+                "the checkpoint may be of another architecture, or config.json may not be its own (check `architectures` and the sizes)",
             )
         };
         let src = TensorSource {
             tensor: &tensor,
             has: &has,
-            unexpected: &unexpected,
+            invalid: &invalid,
         };
         let options = LlamaOptions {
             rope: options.hf_rope,
