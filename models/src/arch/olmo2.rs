@@ -1,22 +1,35 @@
-//! Olmo2 from safetensors (`Olmo2ForCausalLM`, `olmo2`).
+//! OLMo 2 from safetensors (`Olmo2ForCausalLM`, `olmo2`).
 //!
-//! Reference implementation: transformers. Built on candle-transformers' `olmo2`.
-//! candle's model computes what transformers computes (the conformance suite
-//! measures the difference); this file only maps the registry and config.json to it.
+//! Paper: "2 OLMo 2 Furious" (OLMo Team, 2024). Reference implementation: transformers'
+//! `modeling_olmo2.py`. Built on zoo's Llama decoder (`llama_decoder/`): Llama's
+//! computation with each branch's RMS norm on its output instead of its input, and q
+//! and k normalised over the whole projection before the rotation; matrices in their
+//! stored dtype, the batched forward. candle-transformers' `olmo2` computes the same but
+//! widens every weight to f32 and has no batched forward.
 
-use candle_transformers::models::olmo2 as candle_model;
 use zoo_macros::register_model;
 
-use crate::adapters::{candle_load, CandleLm, ConfigQuirks};
+use crate::adapters::Decoded;
+use crate::llama_decoder::{llama_safetensors_load, LlamaDecoder, LlamaOptions, QkNorm};
 
-/// Olmo2 (safetensors, f32 on CPU).
+/// OLMo 2 (safetensors, weights in their stored dtype).
 #[register_model(
     name = "olmo2",
     format = safetensors,
     hf_architectures = ["Olmo2ForCausalLM"],
     model_types = ["olmo2"],
     load = Olmo2::load,
+    batching = true,
 )]
-pub struct Olmo2(CandleLm<candle_model::Model>);
+pub struct Olmo2(Decoded<LlamaDecoder>);
 
-candle_load!(Olmo2, candle_model::Model, ConfigQuirks::default());
+/// Post-norms, projection-wide q/k norms; transformers' Olmo2Config eps 1e-5.
+const OPTIONS: LlamaOptions = LlamaOptions {
+    post_norms: true,
+    qk_norm: QkNorm::Projection,
+    config_defaults: &[("rms_norm_eps", "1e-5")],
+    ..LlamaOptions::LLAMA
+};
+
+// Olmo2Config: context 2048 when config.json omits it.
+llama_safetensors_load!(Olmo2, OPTIONS, default_context = 2048);

@@ -11,7 +11,7 @@
 use zoo_macros::register_model;
 
 use crate::adapters::Decoded;
-use crate::llama_decoder::{llama_gguf_load, LlamaDecoder, LlamaOptions, RopeLayout};
+use crate::llama_decoder::{llama_gguf_load, LlamaDecoder, LlamaOptions, QkNorm, RopeLayout};
 
 /// Qwen3 (GGUF, quantized weights).
 #[register_model(
@@ -26,7 +26,7 @@ pub struct QuantizedQwen3(Decoded<LlamaDecoder>);
 /// Per-head q/k RMS norms; NeoX rotary halves (transformers' Qwen3Config rope default is Llama's).
 const OPTIONS: LlamaOptions = LlamaOptions {
     rope: RopeLayout::Halves,
-    qk_norm: true,
+    qk_norm: QkNorm::Heads,
     ..LlamaOptions::LLAMA
 };
 

@@ -9,7 +9,7 @@
 use zoo_macros::register_model;
 
 use crate::adapters::Decoded;
-use crate::llama_decoder::{llama_safetensors_load, LlamaDecoder, LlamaOptions};
+use crate::llama_decoder::{llama_safetensors_load, LlamaDecoder, LlamaOptions, QkNorm};
 
 /// Qwen3 (safetensors, weights in their stored dtype).
 #[register_model(
@@ -25,7 +25,7 @@ pub struct Qwen3(Decoded<LlamaDecoder>);
 /// Per-head q/k RMS norms; transformers' Qwen3Config context 32768 when
 /// config.json omits it (its rope default is Llama's).
 const OPTIONS: LlamaOptions = LlamaOptions {
-    qk_norm: true,
+    qk_norm: QkNorm::Heads,
     ..LlamaOptions::LLAMA
 };
 

@@ -10,7 +10,7 @@
 use zoo_macros::register_model;
 
 use crate::adapters::Decoded;
-use crate::llama_decoder::{llama_safetensors_load, LlamaDecoder, LlamaOptions};
+use crate::llama_decoder::{llama_safetensors_load, LlamaDecoder, LlamaOptions, QkNorm};
 
 /// Qwen3-MoE (safetensors, weights in their stored dtype).
 #[register_model(
@@ -25,7 +25,7 @@ pub struct Qwen3Moe(Decoded<LlamaDecoder>);
 
 /// Per-head q/k RMS norms; transformers' Qwen3MoeConfig defaults (rope base Llama's).
 const OPTIONS: LlamaOptions = LlamaOptions {
-    qk_norm: true,
+    qk_norm: QkNorm::Heads,
     config_defaults: &[("norm_topk_prob", "false")],
     ..LlamaOptions::LLAMA
 };

@@ -9,7 +9,9 @@ use candle_core::{DType, Device, Tensor};
 use zoo_core::source::GgufSource;
 use zoo_core::{Error, Result};
 
-use super::{expert_slice, qm, Expert, Ffn, Layer, LlamaDecoder, LlamaOptions, Scales, Shared};
+use super::{
+    expert_slice, qm, Expert, Ffn, Layer, LlamaDecoder, LlamaOptions, QkNorm, Scales, Shared,
+};
 use crate::layers::{KvCache, PagedKv, QLinear, RmsNorm, RopeTable};
 
 /// The facts a Llama-like decoder is built from.
@@ -158,10 +160,15 @@ impl LlamaDecoder {
         };
         let qk_norm = |name: &str| -> Result<Option<RmsNorm>> {
             match (options.qk_norm, (src.has)(name)) {
-                (true, _) => norm(name).map(Some),
-                (false, true) => Err(unexpected(name, "q/k norms")),
-                (false, false) => Ok(None),
+                (QkNorm::Off, true) => Err(unexpected(name, "q/k norms")),
+                (QkNorm::Off, false) => Ok(None),
+                (_, _) => norm(name).map(Some),
             }
+        };
+        // llama.cpp's names of the two branch norms, before or after their branch.
+        let (attn_norm, ffn_norm) = match options.post_norms {
+            false => ("attn_norm.weight", "ffn_norm.weight"),
+            true => ("attn_post_norm.weight", "ffn_post_norm.weight"),
         };
         let output = match (src.has)("output.weight") {
             true => qm(tensor("output.weight")?)?,
@@ -239,7 +246,7 @@ impl LlamaDecoder {
                 }
             };
             layers.push(Layer {
-                attn_norm: norm(&p("attn_norm.weight"))?,
+                attn_norm: norm(&p(attn_norm))?,
                 q: linear(&p("attn_q"), heads * head_dim)?,
                 k: linear(&p("attn_k"), kv_heads * head_dim)?,
                 v: linear(&p("attn_v"), kv_heads * head_dim)?,
@@ -249,7 +256,9 @@ impl LlamaDecoder {
                 )?)?,
                 q_norm: qk_norm(&p("attn_q_norm.weight"))?,
                 k_norm: qk_norm(&p("attn_k_norm.weight"))?,
-                ffn_norm: norm(&p("ffn_norm.weight"))?,
+                ffn_norm: norm(&p(ffn_norm))?,
+                qk_norm: options.qk_norm,
+                post_norms: options.post_norms,
                 rotary: hp.rotary.get(i).copied().unwrap_or(true),
                 ffn,
                 cache: KvCache::default(),

@@ -1,5 +1,8 @@
-//! The decoder of llama.cpp's Llama-like GGUFs (`llama` — Llama, Mistral, Mixtral —
-//! `qwen2` and `qwen3`), shared by their files, on candle's quantized matmul.
+//! The Llama-like decoder, on candle's quantized matmul: llama.cpp's Llama-like GGUFs
+//! (`llama` — Llama, Mistral, Mixtral — `qwen2`, `qwen3`) and the transformers
+//! checkpoints of Llama, Mistral, Mixtral, Qwen2/3 and their MoE forms, Helium, SmolLM3,
+//! Granite and OLMo 2. Each architecture's file states its facts as [`LlamaOptions`];
+//! the decoder never checks a name.
 //!
 //! Instead of candle-transformers 0.11.1's `quantized_llama` / `quantized_qwen2`, which
 //! expand the token embedding to f32 (Qwen2.5: 519 MiB), keep rotary tables for the
@@ -8,16 +11,18 @@
 //! reused as the tied output), one rotary table grows with the positions used, and both
 //! expert layouts load.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
-use candle_core::quantized::{QStorage, QTensor};
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::quantized::QTensor;
+use candle_core::{DType, Device, Module, Tensor};
 use zoo_core::source::GgufSource;
 use zoo_core::{last_position_logits, BatchedLM, KvShape, Result, SeqChunk};
 
+mod ffn;
 mod load;
 mod safetensors;
+
+use ffn::{expert_slice, mm, Expert, Ffn, Shared};
 
 use crate::adapters::{Decoded, Decoder};
 use crate::layers::{
@@ -25,41 +30,8 @@ use crate::layers::{
     RopeTable, StepLayout,
 };
 
-struct Expert {
-    gate: QLinear,
-    up: QLinear,
-    down: QLinear,
-}
-
-impl Expert {
-    /// `rows`: each row's product alone ([`QLinear::forward_rows`], the batched forward).
-    fn forward(&self, x: &Tensor, rows: bool) -> Result<Tensor> {
-        let h = (candle_nn::ops::silu(&mm(&self.gate, x, rows)?)? * mm(&self.up, x, rows)?)?;
-        Ok(mm(&self.down, &h, rows)?)
-    }
-}
-
-enum Ffn {
-    Dense(Expert),
-    /// Softmax over the router's logits, the top `used` experts, with `norm_topk` their
-    /// weights renormalised to sum to one (Mixtral; a Qwen MoE config's
-    /// `norm_topk_prob`); a shared expert's output added, gated by a sigmoid (Qwen2-MoE).
-    Moe {
-        router: QLinear,
-        experts: Vec<Expert>,
-        used: usize,
-        norm_topk: bool,
-        shared: Option<Shared>,
-    },
-}
-
-/// The expert every token goes through, scaled by `sigmoid(gate(x))`.
-struct Shared {
-    expert: Expert,
-    gate: QLinear,
-}
-
 struct Layer {
+    /// The attention branch's norm: of its input, or with `post_norms` of its output.
     attn_norm: RmsNorm,
     q: QLinear,
     k: QLinear,
@@ -68,8 +40,12 @@ struct Layer {
     /// Qwen3 normalises each head's q and k before the rotation.
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
+    qk_norm: QkNorm,
+    /// OLMo 2 normalises each branch's output instead of its input.
+    post_norms: bool,
     /// false: a NoPE layer (SmolLM3), whose q and k are not rotated.
     rotary: bool,
+    /// The MLP branch's norm, placed as `attn_norm` is.
     ffn_norm: RmsNorm,
     ffn: Ffn,
     cache: KvCache,
@@ -78,6 +54,69 @@ struct Layer {
 }
 
 pub(crate) use crate::layers::RopeLayout;
+
+/// Where an architecture normalises q and k before the rotation, if it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum QkNorm {
+    Off,
+    /// Each head's q and k over the head size (Qwen3).
+    Heads,
+    /// The whole q and k projections over all heads (OLMo 2).
+    Projection,
+}
+
+impl Layer {
+    /// The attention branch's input.
+    fn attn_input(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(if self.post_norms {
+            x.clone()
+        } else {
+            self.attn_norm.forward(x)?
+        })
+    }
+
+    /// q, k and v of the branch input `n` in heads, q and k normalised as the
+    /// architecture says; `rows` as in [`Expert::forward`].
+    fn qkv(
+        &self,
+        n: &Tensor,
+        (h, kvh, hd): (usize, usize, usize),
+        rows: bool,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let (mut q, mut k) = (mm(&self.q, n, rows)?, mm(&self.k, n, rows)?);
+        let v = split_heads(&mm(&self.v, n, rows)?, kvh, hd)?;
+        let norms = self.q_norm.as_ref().zip(self.k_norm.as_ref());
+        if let (QkNorm::Projection, Some((qn, kn))) = (self.qk_norm, norms) {
+            (q, k) = (qn.forward(&q)?, kn.forward(&k)?);
+        }
+        let (mut q, mut k) = (split_heads(&q, h, hd)?, split_heads(&k, kvh, hd)?);
+        if let (QkNorm::Heads, Some((qn, kn))) = (self.qk_norm, norms) {
+            (q, k) = (qn.forward(&q)?, kn.forward(&k)?);
+        }
+        Ok((q, k, v))
+    }
+
+    /// `x` plus the attention branch's output `a` (its heads merged) and then the MLP
+    /// branch, each scaled by `r` and normalised where the architecture says.
+    fn add_branches(&self, x: Tensor, a: &Tensor, r: f64, rows: bool) -> Result<Tensor> {
+        let post = |norm: &RmsNorm, y: Tensor| -> Result<Tensor> {
+            Ok(if self.post_norms {
+                norm.forward(&y)?
+            } else {
+                y
+            })
+        };
+        let a = post(&self.attn_norm, mm(&self.o, &merge_heads(a)?, rows)?)?;
+        let x = (x + scaled(a, r)?)?;
+        let n = if self.post_norms {
+            x.clone()
+        } else {
+            self.ffn_norm.forward(&x)?
+        };
+        let f = post(&self.ffn_norm, self.ffn.forward(&n, rows)?)?;
+        Ok((x + scaled(f, r)?)?)
+    }
+}
 
 /// Granite's multipliers: of the embedding, of q.k (in place of `1/sqrt(head_dim)`), of
 /// each residual branch, and the divisor of the logits. [`Scales::NONE`] elsewhere.
@@ -125,8 +164,11 @@ pub(crate) struct LlamaOptions {
     pub hf_rope: RopeLayout,
     /// Biases on the q, k and v projections (Qwen2).
     pub qkv_bias: bool,
-    /// RMS norms of each head's q and k before the rotation (Qwen3).
-    pub qk_norm: bool,
+    /// RMS norms of q and k before the rotation.
+    pub qk_norm: QkNorm,
+    /// Each branch's norm on its output, not its input (OLMo 2; llama.cpp's
+    /// `attn_post_norm`, `ffn_post_norm`).
+    pub post_norms: bool,
     /// The `rope.freq_base` transformers' config class documents, for files without one.
     pub default_rope_base: f64,
     /// config.json's `embedding_multiplier`, `attention_multiplier`,
@@ -150,7 +192,8 @@ impl LlamaOptions {
         rope: RopeLayout::Interleaved,
         hf_rope: RopeLayout::Halves,
         qkv_bias: false,
-        qk_norm: false,
+        qk_norm: QkNorm::Off,
+        post_norms: false,
         default_rope_base: 10_000.0,
         multipliers: false,
         shared_expert: false,
@@ -171,19 +214,6 @@ pub(crate) struct LlamaDecoder {
     kv_heads: usize,
     head_dim: usize,
     vocab: usize,
-}
-
-/// Expert `e` of a stacked `[experts, rows, cols]` tensor, as its own 2-D tensor.
-fn expert_slice(t: &QTensor, e: usize, device: &Device) -> Result<QTensor> {
-    let (n, rows, cols) = t.shape().dims3()?;
-    let data = t.data()?;
-    let per = data.len() / n;
-    let storage = QStorage::from_data(
-        Cow::Borrowed(&data[e * per..(e + 1) * per]),
-        device,
-        t.dtype(),
-    )?;
-    Ok(QTensor::new(storage, (rows, cols))?)
 }
 
 fn qm(t: QTensor) -> Result<QLinear> {
@@ -224,14 +254,8 @@ impl Decoder for LlamaDecoder {
         let mut x = scaled(self.embed.embedding(input_ids)?, self.scales.embedding)?;
         let params = self.scales.attention(hd);
         for i in 0..self.layers.len() {
-            let n = self.layers[i].attn_norm.forward(&x)?;
-            let q = split_heads(&self.layers[i].q.forward(&n)?, h, hd)?;
-            let k = split_heads(&self.layers[i].k.forward(&n)?, kvh, hd)?;
-            let v = split_heads(&self.layers[i].v.forward(&n)?, kvh, hd)?;
-            let (q, k) = match (&self.layers[i].q_norm, &self.layers[i].k_norm) {
-                (Some(qn), Some(kn)) => (qn.forward(&q)?, kn.forward(&k)?),
-                _ => (q, k),
-            };
+            let n = self.layers[i].attn_input(&x)?;
+            let (q, k, v) = self.layers[i].qkv(&n, (h, kvh, hd), false)?;
             let (q, k) = if self.layers[i].rotary {
                 (self.rotate(&q, offset)?, self.rotate(&k, offset)?)
             } else {
@@ -239,9 +263,7 @@ impl Decoder for LlamaDecoder {
             };
             let layer = &mut self.layers[i];
             let a = layer.cache.attend(&q, &k, &v, offset, &params)?;
-            let r = self.scales.residual;
-            x = (x + scaled(layer.o.forward(&merge_heads(&a)?)?, r)?)?;
-            x = (&x + scaled(layer.ffn.forward(&layer.ffn_norm.forward(&x)?, false)?, r)?)?;
+            x = layer.add_branches(x, &a, self.scales.residual, false)?;
         }
         let x = self.norm.forward(&last_position(&x)?)?;
         let logits = self.output.forward(&x)?;
@@ -251,31 +273,6 @@ impl Decoder for LlamaDecoder {
     fn reset(&mut self) {
         for layer in &mut self.layers {
             layer.cache.clear();
-        }
-    }
-}
-
-impl Ffn {
-    /// The feed-forward of `x` (`[batch, seq, hidden]`); `rows` as in [`Expert::forward`].
-    fn forward(&self, x: &Tensor, rows: bool) -> Result<Tensor> {
-        match self {
-            Ffn::Dense(e) => e.forward(x, rows),
-            Ffn::Moe {
-                router,
-                experts,
-                used,
-                norm_topk,
-                shared,
-            } => {
-                let (b, s, hidden) = x.dims3()?;
-                let x = x.reshape((b * s, hidden))?;
-                let mut out = moe(router, experts, *used, *norm_topk, &x, rows)?;
-                if let Some(Shared { expert, gate }) = shared {
-                    let g = candle_nn::ops::sigmoid(&mm(gate, &x, rows)?)?;
-                    out = (out + expert.forward(&x, rows)?.broadcast_mul(&g)?)?;
-                }
-                Ok(out.reshape((b, s, hidden))?)
-            }
         }
     }
 }
@@ -317,14 +314,8 @@ impl BatchedLM for LlamaDecoder {
         let params = self.scales.attention(hd);
         for i in 0..self.layers.len() {
             let layer = &self.layers[i];
-            let n = layer.attn_norm.forward(&x)?;
-            let q = split_heads(&layer.q.forward_rows(&n)?, h, hd)?;
-            let k = split_heads(&layer.k.forward_rows(&n)?, kvh, hd)?;
-            let v = split_heads(&layer.v.forward_rows(&n)?, kvh, hd)?;
-            let (q, k) = match (&layer.q_norm, &layer.k_norm) {
-                (Some(qn), Some(kn)) => (qn.forward(&q)?, kn.forward(&k)?),
-                _ => (q, k),
-            };
+            let n = layer.attn_input(&x)?;
+            let (q, k, v) = layer.qkv(&n, (h, kvh, hd), true)?;
             let (q, k) = match self.rope_layout {
                 _ if !layer.rotary => (q, k),
                 RopeLayout::Interleaved => (
@@ -338,9 +329,7 @@ impl BatchedLM for LlamaDecoder {
             };
             let layer = &mut self.layers[i];
             let a = layer.paged.attend(&layout, &q, &k, &v, &params)?;
-            let r = self.scales.residual;
-            x = (x + scaled(layer.o.forward_rows(&merge_heads(&a)?)?, r)?)?;
-            x = (&x + scaled(layer.ffn.forward(&layer.ffn_norm.forward(&x)?, true)?, r)?)?;
+            x = layer.add_branches(x, &a, self.scales.residual, true)?;
         }
         let rows = layout.logit_rows();
         let logits = if rows.is_empty() {
@@ -363,54 +352,6 @@ pub(crate) fn split_logits(chunks: &[SeqChunk<'_>], logits: &Tensor) -> Result<V
         let n = c.logits.rows(c.tokens.len());
         out.push(logits.narrow(0, start, n)?);
         start += n;
-    }
-    Ok(out)
-}
-
-/// The sparse feed-forward of `x` (`[tokens, hidden]`); `rows` as in [`Expert::forward`]
-/// (a token's result never depends on the others routed with it: each expert's
-/// contributions are added in expert order).
-/// `l(x)`; `rows` as in [`Expert::forward`].
-fn mm(l: &QLinear, x: &Tensor, rows: bool) -> candle_core::Result<Tensor> {
-    if rows {
-        l.forward_rows(x)
-    } else {
-        l.forward(x)
-    }
-}
-
-fn moe(
-    router: &QLinear,
-    experts: &[Expert],
-    k: usize,
-    norm_topk: bool,
-    x: &Tensor,
-    rows: bool,
-) -> Result<Tensor> {
-    let logits = mm(router, x, rows)?;
-    let probs = candle_nn::ops::softmax_last_dim(&logits)?;
-    let probs: Vec<Vec<f32>> = probs.to_dtype(DType::F32)?.to_vec2()?;
-    // For each expert, the tokens routed to it and their renormalised weights.
-    let mut routed: Vec<(Vec<u32>, Vec<f32>)> = vec![(Vec::new(), Vec::new()); experts.len()];
-    for (t, p) in probs.iter().enumerate() {
-        let mut order: Vec<usize> = (0..p.len()).collect();
-        order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
-        let top = &order[..k];
-        let sum: f32 = top.iter().map(|&e| p[e]).sum();
-        for &e in top {
-            routed[e].0.push(t as u32);
-            routed[e].1.push(if norm_topk { p[e] / sum } else { p[e] });
-        }
-    }
-    let mut out = x.zeros_like()?;
-    for (expert, (tokens, weights)) in experts.iter().zip(routed) {
-        if tokens.is_empty() {
-            continue;
-        }
-        let idx = Tensor::new(tokens.as_slice(), x.device())?;
-        let y = expert.forward(&x.index_select(&idx, 0)?, rows)?;
-        let w = Tensor::new(weights.as_slice(), x.device())?.unsqueeze(D::Minus1)?;
-        out = out.index_add(&idx, &y.broadcast_mul(&w)?, 0)?;
     }
     Ok(out)
 }

@@ -265,6 +265,8 @@ fn hf_name(name: &str) -> String {
         &[
             ("attn_norm", "input_layernorm"),
             ("ffn_norm", "post_attention_layernorm"),
+            ("attn_post_norm", "post_attention_layernorm"),
+            ("ffn_post_norm", "post_feedforward_layernorm"),
         ],
     )
 }
