@@ -349,7 +349,7 @@ fn a_gguf_with_alignment_zero_is_an_error_not_a_panic() {
 
 /// config.json with what the model would compute differently is refused with a typed
 /// error naming the field: rope scaling candle ignores; on zoo's decoder, YaRN, a NoPE
-/// layer list that does not fit, a multiplier of 0, a head size the tensors contradict.
+/// layer list that does not fit, a multiplier of 0, a head size the tensors contradict, partial rotary.
 #[test]
 fn configs_candle_would_compute_differently_are_refused() {
     let yarn = serde_json::json!({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}});
@@ -382,6 +382,11 @@ fn configs_candle_would_compute_differently_are_refused() {
             "granite",
             serde_json::json!({"logits_scaling": 0.0}),
             "logits_scaling",
+        ),
+        (
+            "phi3",
+            serde_json::json!({"partial_rotary_factor": 0.75}),
+            "partial_rotary_factor",
         ),
     ] {
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("fixtures/{arch}/f32"));

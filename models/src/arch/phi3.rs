@@ -1,36 +1,52 @@
 //! Phi-3 from safetensors (`Phi3ForCausalLM`).
 //!
 //! Paper: "Phi-3 Technical Report" (Abdin et al., 2024). Reference implementation:
-//! transformers' `modeling_phi3.py`. Built on candle-transformers' `phi3`.
-//!
-//! candle's LongRoPE (Phi-3-128k, Phi-3.5) is not transformers': it multiplies the
-//! frequencies by the factors where transformers divides by them, switches from the
-//! short to the long factors by position instead of by sequence length, and leaves
-//! out the attention factor. A config with `rope_scaling` is refused (the adapter's
-//! default); Phi-3 4k checkpoints have none. candle's Phi-3 has no sliding window
-//! either (Phi-3-mini-4k's is 2047): a sequence longer than the window is refused.
+//! transformers' `modeling_phi3.py`. Built on zoo's Llama decoder (`llama_decoder/`, as
+//! the GGUF form is): q/k/v in one matrix and gate/up in another, split at load; matrices
+//! in their stored dtype, the batched forward. The decoder masks no sliding window
+//! (Phi-3-mini-4k's is 2047): the context stops at the window. LongRoPE (Phi-3-128k,
+//! Phi-3.5) and a partial rotary factor are refused. candle-transformers' `phi3` widens
+//! every weight to f32 and computes LongRoPE unlike transformers (multiplying by the
+//! factors where transformers divides, switching by position, no attention factor).
 
-use candle_transformers::models::phi3 as candle_model;
 use zoo_macros::register_model;
 
-use crate::adapters::{candle_load, CandleLm, ConfigQuirks};
+use crate::adapters::Decoded;
+use crate::llama_decoder::{llama_safetensors_load, LlamaDecoder, LlamaOptions};
 
-/// Phi-3 (safetensors, f32 on CPU).
+/// Phi-3 (safetensors, weights in their stored dtype).
 #[register_model(
     name = "phi3",
     format = safetensors,
     hf_architectures = ["Phi3ForCausalLM"],
     model_types = ["phi3"],
     load = Phi3::load,
+    batching = true,
 )]
-pub struct Phi3(CandleLm<candle_model::Model>);
+pub struct Phi3(Decoded<LlamaDecoder>);
 
-candle_load!(
+/// Fused matrices; transformers' Phi3Config eps 1e-5 (its rope default is Llama's).
+const OPTIONS: LlamaOptions = LlamaOptions {
+    fused: true,
+    config_defaults: &[("rms_norm_eps", "1e-5")],
+    ..LlamaOptions::LLAMA
+};
+
+/// transformers' names of the fused matrices.
+fn fused_names(name: &str) -> Option<String> {
+    let (block, rest) = name.strip_prefix("blk.")?.split_once('.')?;
+    let stem = match rest {
+        "attn_qkv.weight" => "self_attn.qkv_proj.weight",
+        "ffn_up.weight" => "mlp.gate_up_proj.weight",
+        _ => return None,
+    };
+    Some(format!("model.layers.{block}.{stem}"))
+}
+
+llama_safetensors_load!(
     Phi3,
-    candle_model::Model,
-    ConfigQuirks {
-        rope_theta: Some(10_000.0), // transformers' Phi3Config default
-        refuse_past_sliding_window: true,
-        ..ConfigQuirks::default()
-    }
+    OPTIONS,
+    default_context = 4096,
+    window_limits_context,
+    names = fused_names
 );

@@ -2,6 +2,7 @@
 //! behind a softmax router (with a shared expert where the architecture has one).
 
 use std::borrow::Cow;
+use std::ops::Range;
 
 use candle_core::quantized::{QStorage, QTensor};
 use candle_core::{DType, Device, Module, Tensor, D};
@@ -79,6 +80,20 @@ pub(super) fn expert_slice(t: &QTensor, e: usize, device: &Device) -> Result<QTe
         t.dtype(),
     )?;
     Ok(QTensor::new(storage, (rows, cols))?)
+}
+
+/// Rows `rows` of a 2-D tensor (a fused matrix's part), as their own tensor: rows of
+/// every GGUF type are whole blocks, so the bytes are cut as they are.
+pub(super) fn row_slice(t: &QTensor, rows: Range<usize>, device: &Device) -> Result<QTensor> {
+    let (n, cols) = t.shape().dims2()?;
+    let data = t.data()?;
+    let per = data.len() / n.max(1);
+    let storage = QStorage::from_data(
+        Cow::Borrowed(&data[rows.start * per..rows.end * per]),
+        device,
+        t.dtype(),
+    )?;
+    Ok(QTensor::new(storage, (rows.len(), cols))?)
 }
 
 /// `l(x)`; `rows` as in [`Expert::forward`].

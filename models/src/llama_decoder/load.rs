@@ -10,7 +10,8 @@ use zoo_core::source::GgufSource;
 use zoo_core::{Error, Result};
 
 use super::{
-    expert_slice, qm, Expert, Ffn, Layer, LlamaDecoder, LlamaOptions, QkNorm, Scales, Shared,
+    expert_slice, qm, row_slice, Expert, Ffn, Layer, LlamaDecoder, LlamaOptions, QkNorm, Scales,
+    Shared,
 };
 use crate::layers::{KvCache, PagedKv, QLinear, RmsNorm, RopeTable};
 
@@ -70,6 +71,20 @@ impl LlamaDecoder {
         let base = g
             .f64_opt(&key("rope.freq_base"))?
             .unwrap_or(options.default_rope_base);
+        let refuse = |detail: String| Error::InvalidGguf {
+            path: g.path.clone(),
+            detail,
+        };
+        if let Some(d) = g.u64_opt(&key("rope.dimension_count"))? {
+            if d as usize != head_dim {
+                return Err(refuse(format!("{prefix}.rope.dimension_count {d} differs from the head size {head_dim}: partial rotary is not implemented on this decoder")));
+            }
+        }
+        if g.has_tensor("rope_factors_long.weight")
+            || g.has_tensor("blk.0.rope_factors_long.weight")
+        {
+            return Err(refuse("LongRoPE (`rope_factors_long`, Phi-3 128k) is not implemented yet; a Phi-3 4k model has none".into()));
+        }
         let n_experts = g.u64_opt(&key("expert_count"))?.unwrap_or(0) as usize;
         let used = g.u64_opt(&key("expert_used_count"))?.unwrap_or(0) as usize;
         if n_experts > 0 && (used == 0 || used > n_experts) {
@@ -185,7 +200,40 @@ impl LlamaDecoder {
         let mut layers = Vec::with_capacity(blocks);
         for i in 0..blocks {
             let p = |s: &str| format!("blk.{i}.{s}");
+            // A fused matrix is read into host memory and its parts sent to the device.
+            let fused_parts = |name: &str, rows: &[usize]| -> Result<Vec<QLinear>> {
+                let t = (src.tensor)(name, &Device::Cpu)?;
+                let (total, at) = (rows.iter().sum::<usize>(), t.shape().dims());
+                if at.first() != Some(&total) || at.get(1) != Some(&hidden) {
+                    return Err((src.invalid)(
+                        name,
+                        format!(
+                            "has shape {at:?} where the hyper-parameters say [{total}, {hidden}]"
+                        ),
+                    ));
+                }
+                let mut start = 0;
+                rows.iter()
+                    .map(|&r| {
+                        start += r;
+                        qm(row_slice(&t, start - r..start, device)?)
+                    })
+                    .collect()
+            };
             let mlp = |stem: &str| -> Result<Expert> {
+                if options.fused && stem.is_empty() {
+                    let down = tensor(&p("ffn_down.weight"))?;
+                    let ff = down.shape().dims().last().copied().unwrap_or(0);
+                    let name = p("ffn_up.weight");
+                    let [gate, up]: [QLinear; 2] = fused_parts(&name, &[ff, ff])?
+                        .try_into()
+                        .map_err(|_| (src.invalid)(&name, "did not split in two".into()))?;
+                    return Ok(Expert {
+                        gate,
+                        up,
+                        down: qm(down)?,
+                    });
+                }
                 Ok(Expert {
                     gate: qm(tensor(&p(&format!("ffn_gate{stem}.weight")))?)?,
                     up: qm(tensor(&p(&format!("ffn_up{stem}.weight")))?)?,
@@ -245,11 +293,28 @@ impl LlamaDecoder {
                     shared,
                 }
             };
+            let (q, k, v) = if options.fused {
+                if (src.has)(&p("attn_qkv.bias")) {
+                    return Err(unexpected(&p("attn_qkv.bias"), "q/k/v biases"));
+                }
+                let (qr, kr) = (heads * head_dim, kv_heads * head_dim);
+                let name = p("attn_qkv.weight");
+                let [q, k, v]: [QLinear; 3] = fused_parts(&name, &[qr, kr, kr])?
+                    .try_into()
+                    .map_err(|_| (src.invalid)(&name, "did not split in three".into()))?;
+                (q, k, v)
+            } else {
+                (
+                    linear(&p("attn_q"), heads * head_dim)?,
+                    linear(&p("attn_k"), kv_heads * head_dim)?,
+                    linear(&p("attn_v"), kv_heads * head_dim)?,
+                )
+            };
             layers.push(Layer {
                 attn_norm: norm(&p(attn_norm))?,
-                q: linear(&p("attn_q"), heads * head_dim)?,
-                k: linear(&p("attn_k"), kv_heads * head_dim)?,
-                v: linear(&p("attn_v"), kv_heads * head_dim)?,
+                q,
+                k,
+                v,
                 o: qm(shaped(
                     &p("attn_output.weight"),
                     [hidden, heads * head_dim],

@@ -22,7 +22,7 @@ mod ffn;
 mod load;
 mod safetensors;
 
-use ffn::{expert_slice, mm, Expert, Ffn, Shared};
+use ffn::{expert_slice, mm, row_slice, Expert, Ffn, Shared};
 
 use crate::adapters::{Decoded, Decoder};
 use crate::layers::{
@@ -174,6 +174,9 @@ pub(crate) struct LlamaOptions {
     /// config.json's `embedding_multiplier`, `attention_multiplier`,
     /// `residual_multiplier` and `logits_scaling` (Granite), each 1 when omitted.
     pub multipliers: bool,
+    /// q, k and v stored as one matrix (`attn_qkv`), gate and up as one (`ffn_up`, gate
+    /// rows first): Phi-3.
+    pub fused: bool,
     /// A shared expert beside the routed ones (Qwen2-MoE's `shared_expert`).
     pub shared_expert: bool,
     /// config.json's `no_rope_layers` (SmolLM3): the layers marked 0 rotate neither q
@@ -196,6 +199,7 @@ impl LlamaOptions {
         post_norms: false,
         default_rope_base: 10_000.0,
         multipliers: false,
+        fused: false,
         shared_expert: false,
         nope_layers: false,
         config_defaults: &[],

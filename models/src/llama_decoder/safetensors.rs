@@ -66,6 +66,14 @@ fn moe_layers(hf: &HfConfig, refuse: &dyn Fn(String, &str) -> Error) -> Result<V
     }
 }
 
+/// `partial_rotary_factor`, at the top of config.json or in `rope_parameters`.
+fn config_partial_rotary(src: &SafetensorsSource) -> Option<f64> {
+    let c = &src.config;
+    c["partial_rotary_factor"]
+        .as_f64()
+        .or_else(|| c["rope_parameters"]["partial_rotary_factor"].as_f64())
+}
+
 /// Granite's multipliers as transformers' GraniteConfig reads them (1 when omitted;
 /// `attention_multiplier` replaces `1/sqrt(head_dim)`).
 fn multipliers(hf: &HfConfig, refuse: &dyn Fn(String, &str) -> Error) -> Result<Scales> {
@@ -158,6 +166,12 @@ impl LlamaDecoder {
                     "the decoder has biases on q, k and v only where the architecture has them (Qwen2)",
                 ));
             }
+        }
+        if let Some(f) = config_partial_rotary(src).filter(|f| *f != 1.0) {
+            return Err(refuse(
+                format!("`partial_rotary_factor` {f}"),
+                "this decoder rotates whole heads; partial rotary is not implemented on it",
+            ));
         }
         if hf.use_sliding_window == Some(true) {
             return Err(refuse(

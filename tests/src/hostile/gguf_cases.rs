@@ -346,11 +346,23 @@ fn tensor_cases(w: &mut Writer) {
     );
     w.parts(
         "tensor-attn-q-wrong-shape",
+        InvalidGguf,
+        "has shape [128, 32] where the hyper-parameters say [64, 64]",
+        |p| {
+            // Same bytes, other shape: 32 x 128 instead of 64 x 64; the loader checks
+            // the attention matrices against the hyper-parameters.
+            p.tensor("blk.0.attn_q.weight").ne = vec![32, 128];
+        },
+    );
+    w.parts(
+        "tensor-ffn-down-wrong-shape",
         WeightShape,
         "Q8_0 weight",
         |p| {
-            // Same bytes, other shape: 32 x 128 instead of 64 x 64.
-            p.tensor("blk.0.attn_q.weight").ne = vec![32, 128];
+            // The same for a matrix the loader does not check: the first product that
+            // uses it refuses it.
+            let t = p.tensor("blk.0.ffn_down.weight");
+            t.ne = t.ne.iter().rev().copied().collect();
         },
     );
     while c < w.cases.len() {

@@ -28,7 +28,7 @@ pub enum Kind {
     UnknownFormat,
     UnknownArchitecture,
     /// A weight of the wrong shape for its architecture, found by the first product
-    /// that uses it (the loaders do not check every shape).
+    /// that uses it (the loaders check the attention matrices, not every shape).
     WeightShape,
 }
 
