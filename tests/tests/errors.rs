@@ -252,10 +252,9 @@ fn a_sequence_past_a_mis_masked_sliding_window_is_refused() {
     }
 }
 
-/// A config that asks for RoPE scaling is refused by every architecture whose candle
-/// model would ignore it (YaRN in a Qwen2 config: wrong at every position) or apply it
-/// otherwise than transformers (Phi-3's LongRoPE), with a Config error that names the
-/// scaling.
+/// A config that asks for RoPE scaling a model would ignore is refused (YaRN in a Qwen2
+/// config: wrong at every position), with a Config error that names the scaling; so is
+/// a LongRoPE whose factors do not fit the heads.
 #[test]
 fn rope_scaling_a_model_would_ignore_is_refused() {
     let with_scaling = |arch: &str, scaling: serde_json::Value| {
@@ -274,15 +273,16 @@ fn rope_scaling_a_model_would_ignore_is_refused() {
             Ok(_) => panic!("{arch}: rope scaling that candle ignores was accepted"),
         }
     }
-    let longrope = serde_json::json!({
-        "type": "longrope",
-        "short_factor": vec![1.0; 8],
-        "long_factor": vec![2.0; 8],
-    });
-    match with_scaling("phi3", longrope).1 {
-        Err(e @ Error::Config { .. }) => assert!(e.to_string().contains("longrope"), "{e}"),
+    // LongRoPE is computed (conformance: phi3::f32-longrope); factors that do not fit
+    // the heads are refused, naming the list the model's contexts choose.
+    let longrope = |short: Vec<f64>| serde_json::json!({"type": "longrope", "short_factor": short, "long_factor": vec![2.0; 8]});
+    assert!(with_scaling("phi3", longrope(vec![1.0; 8])).1.is_ok());
+    match with_scaling("phi3", longrope(vec![1.0; 3])).1 {
+        Err(e @ Error::Config { .. }) => {
+            assert!(e.to_string().contains("LongRoPE `short_factor`"), "{e}")
+        }
         Err(e) => panic!("phi3: expected a Config error, got {e}"),
-        Ok(_) => panic!("phi3: candle's LongRoPE was accepted"),
+        Ok(_) => panic!("phi3: LongRoPE factors that do not fit the heads were accepted"),
     }
 }
 

@@ -5,9 +5,13 @@
 //! the GGUF form is): q/k/v in one matrix and gate/up in another, split at load; matrices
 //! in their stored dtype, the batched forward. The decoder masks no sliding window
 //! (Phi-3-mini-4k's is 2047): the context stops at the window. LongRoPE (Phi-3-128k,
-//! Phi-3.5) and a partial rotary factor are refused. candle-transformers' `phi3` widens
-//! every weight to f32 and computes LongRoPE unlike transformers (multiplying by the
-//! factors where transformers divides, switching by position, no attention factor).
+//! Phi-3.5) as llama.cpp runs it at the trained context: the long factors throughout
+//! when `max_position_embeddings` passes the original context (transformers switches
+//! per forward by the sequence's length, so a sequence within the original context
+//! differs from transformers'), cos and sin times the attention factor. A partial
+//! rotary factor is refused. candle-transformers' `phi3` widens every weight to f32 and
+//! computes LongRoPE unlike transformers (multiplying by the factors where transformers
+//! divides, switching by position, no attention factor).
 
 use zoo_macros::register_model;
 

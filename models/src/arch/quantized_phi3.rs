@@ -5,8 +5,9 @@
 //! Llama decoder (`llama_decoder/`): Llama's computation with q/k/v stored as one matrix
 //! and gate/up as another (split at load), NeoX halves. As in llama.cpp, the sliding
 //! window some Phi-3 GGUFs declare is not applied (llama.cpp disables it for phi3: the
-//! converted value is not the trained one); LongRoPE models (`rope_factors_long`, the
-//! 128k variants) are refused by the decoder rather than run with the wrong positions.
+//! converted value is not the trained one). LongRoPE (the 128k variants'
+//! `rope_factors_long`/`_short`, `rope.scaling.attn_factor`): as llama.cpp at the trained
+//! context, the long factors when it passes `rope.scaling.original_context_length`.
 //! candle-transformers 0.11.1's `quantized_phi3` ignores the GGUF's RoPE base, requires
 //! an `output.weight` (tied models fail to load) and has no `clear_kv_cache`.
 

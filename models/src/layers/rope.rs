@@ -21,6 +21,8 @@ pub struct RopeTable {
     inv_freq: Vec<f32>,
     /// Positions are multiplied by this (1 / linear scaling factor).
     position_scale: f32,
+    /// cos and sin are multiplied by this (LongRoPE's attention factor; 1 elsewhere).
+    attention_factor: f32,
     cos: Tensor,
     sin: Tensor,
     /// The rows of the last `positions` asked for (a batched step asks the same for q
@@ -39,6 +41,7 @@ impl RopeTable {
         Ok(Self {
             inv_freq,
             position_scale,
+            attention_factor: 1.0,
             cos: empty.clone(),
             sin: empty,
             at: None,
@@ -58,9 +61,21 @@ impl RopeTable {
             angles.extend(self.inv_freq.iter().map(|f| p * f));
         }
         let t = Tensor::from_vec(angles, (new_len, half), self.cos.device())?;
-        self.cos = t.cos()?;
-        self.sin = t.sin()?;
+        (self.cos, self.sin) = match self.attention_factor {
+            1.0 => (t.cos()?, t.sin()?),
+            m => (
+                t.cos()?.affine(m as f64, 0.0)?,
+                t.sin()?.affine(m as f64, 0.0)?,
+            ),
+        };
         Ok(())
+    }
+
+    /// Multiplies cos and sin by `m`, as llama.cpp's `attn_factor` and transformers'
+    /// `attention_scaling` do (LongRoPE: `sqrt(1 + ln(scale) / ln(original context))`).
+    pub fn with_attention_factor(mut self, m: f32) -> Self {
+        self.attention_factor = m;
+        self
     }
 
     /// Divides each frequency by its factor (llama.cpp's `rope_freqs` tensor, written

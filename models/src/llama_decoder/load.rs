@@ -35,6 +35,9 @@ pub(crate) struct LlamaHparams {
     pub moe_layers: Vec<bool>,
     pub norm_topk: bool,
     pub scales: Scales,
+    /// LongRoPE: the frequency factors chosen for the context the model runs at, and
+    /// the attention factor (cos and sin multiplied by it).
+    pub long_rope: Option<(Vec<f32>, f32)>,
 }
 
 /// Where a decoder's tensors come from, named as llama.cpp names them
@@ -80,11 +83,29 @@ impl LlamaDecoder {
                 return Err(refuse(format!("{prefix}.rope.dimension_count {d} differs from the head size {head_dim}: partial rotary is not implemented on this decoder")));
             }
         }
-        if g.has_tensor("rope_factors_long.weight")
-            || g.has_tensor("blk.0.rope_factors_long.weight")
-        {
-            return Err(refuse("LongRoPE (`rope_factors_long`, Phi-3 128k) is not implemented yet; a Phi-3 4k model has none".into()));
+        if g.has_tensor("blk.0.rope_factors_long.weight") {
+            return Err(refuse("per-layer LongRoPE factors (`blk.N.rope_factors_long`) are not implemented; zoo reads the model-wide `rope_factors_long`".into()));
         }
+        let long_rope = match g.has_tensor("rope_factors_long.weight") {
+            false => None,
+            true => {
+                // As llama.cpp: the long factors when the context the model runs at
+                // (zoo: the trained one) is past the original, else the short ones.
+                let ctx = g.u64(&key("context_length"))?;
+                let orig = g.u64(&key("rope.scaling.original_context_length"))?;
+                let name = match ctx > orig {
+                    true => "rope_factors_long.weight",
+                    false => "rope_factors_short.weight",
+                };
+                let factors: Vec<f32> = g
+                    .tensor(name, &Device::Cpu)?
+                    .dequantize(&Device::Cpu)?
+                    .flatten_all()?
+                    .to_vec1()?;
+                let m = g.f64_opt(&key("rope.scaling.attn_factor"))?.unwrap_or(1.0);
+                Some((factors, m as f32))
+            }
+        };
         let n_experts = g.u64_opt(&key("expert_count"))?.unwrap_or(0) as usize;
         let used = g.u64_opt(&key("expert_used_count"))?.unwrap_or(0) as usize;
         if n_experts > 0 && (used == 0 || used > n_experts) {
@@ -107,6 +128,7 @@ impl LlamaDecoder {
             moe_layers: Vec::new(),
             norm_topk: true,
             scales: Scales::NONE,
+            long_rope,
         };
         let invalid = |name: &str, what: String| {
             Error::InvalidGguf {
@@ -195,6 +217,9 @@ impl LlamaDecoder {
                 .to_dtype(DType::F32)?
                 .to_vec1()?;
             rope = rope.with_factors(&f)?;
+        }
+        if let Some((factors, m)) = &hp.long_rope {
+            rope = rope.with_factors(factors)?.with_attention_factor(*m);
         }
         let blocks = hp.blocks;
         let mut layers = Vec::with_capacity(blocks);

@@ -66,6 +66,57 @@ fn moe_layers(hf: &HfConfig, refuse: &dyn Fn(String, &str) -> Error) -> Result<V
     }
 }
 
+/// LongRoPE as transformers' Phi-3 computes it for a sequence past the original
+/// context, and llama.cpp for a context past it: the long factors when the model's
+/// context (`max_position_embeddings`) is past `original_max_position_embeddings`, else
+/// the short ones; cos and sin times `attention_factor`, or `sqrt(1 + ln(factor) /
+/// ln(original))` with `factor` (else the ratio of the two contexts) past 1.
+fn long_rope_factors(
+    src: &SafetensorsSource,
+    s: &serde_json::Value,
+    head_dim: usize,
+    refuse: &dyn Fn(String, &str) -> Error,
+) -> Result<(Vec<f32>, f32)> {
+    let c = &src.config;
+    let ctx = c["max_position_embeddings"].as_f64();
+    let orig = s["original_max_position_embeddings"]
+        .as_f64()
+        .or(c["original_max_position_embeddings"].as_f64());
+    let (Some(ctx), Some(orig)) = (ctx, orig.filter(|o| *o >= 2.0)) else {
+        return Err(refuse(
+            format!("LongRoPE without `max_position_embeddings` and an `original_max_position_embeddings` of at least 2 ({s})"),
+            "both contexts decide which factors apply",
+        ));
+    };
+    let key = if ctx > orig {
+        "long_factor"
+    } else {
+        "short_factor"
+    };
+    let factors: Option<Vec<f32>> = s[key]
+        .as_array()
+        .and_then(|a| a.iter().map(|f| f.as_f64().map(|f| f as f32)).collect());
+    let factors = match factors {
+        Some(f) if f.len() == head_dim / 2 && f.iter().all(|f| f.is_finite() && *f > 0.0) => f,
+        _ => {
+            return Err(refuse(
+                format!("LongRoPE `{key}` {}", s[key]),
+                &format!(
+                    "{} positive numbers, one for each rotated pair",
+                    head_dim / 2
+                ),
+            ))
+        }
+    };
+    let scale = s["factor"].as_f64().unwrap_or(ctx / orig);
+    let m = match s["attention_factor"].as_f64() {
+        Some(m) => m,
+        None if scale <= 1.0 => 1.0,
+        None => (1.0 + scale.ln() / orig.ln()).sqrt(),
+    };
+    Ok((factors, m as f32))
+}
+
 /// `partial_rotary_factor`, at the top of config.json or in `rope_parameters`.
 fn config_partial_rotary(src: &SafetensorsSource) -> Option<f64> {
     let c = &src.config;
@@ -183,18 +234,22 @@ impl LlamaDecoder {
             .head_dim
             .unwrap_or(hf.hidden_size / hf.num_attention_heads);
         let rope_base = src.rope_theta(Some(options.default_rope_base))?;
-        let factors = match src.rope_scaling() {
-            None => None,
-            Some(s) if s["rope_type"].as_str().or(s["type"].as_str()) == Some("llama3") => {
-                Some(llama3_factors(&s, rope_base, head_dim))
-            }
-            Some(s) => {
-                return Err(refuse(
-                    format!("rope scaling {s} is not supported"),
-                    "only llama3-style scaling is; remove rope_scaling to run within the trained context",
-                ))
-            }
-        };
+        let (mut factors, mut long_rope) = (None, None);
+        match src.rope_scaling() {
+            None => {}
+            Some(s) => match s["rope_type"].as_str().or(s["type"].as_str()) {
+                Some("llama3") => factors = Some(llama3_factors(&s, rope_base, head_dim)),
+                Some("longrope" | "su") => {
+                    long_rope = Some(long_rope_factors(src, &s, head_dim, &refuse)?)
+                }
+                _ => {
+                    return Err(refuse(
+                        format!("rope scaling {s} is not supported"),
+                        "llama3-style scaling and LongRoPE are; remove rope_scaling to run within the trained context",
+                    ))
+                }
+            },
+        }
         let hp = LlamaHparams {
             heads: hf.num_attention_heads,
             kv_heads: hf.num_key_value_heads.unwrap_or(hf.num_attention_heads),
@@ -212,6 +267,7 @@ impl LlamaDecoder {
             } else {
                 Vec::new()
             },
+            long_rope,
             scales: if options.multipliers {
                 multipliers(&hf, &refuse)?
             } else {
