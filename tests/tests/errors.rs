@@ -349,7 +349,7 @@ fn a_gguf_with_alignment_zero_is_an_error_not_a_panic() {
 
 /// config.json with what the model would compute differently is refused with a typed
 /// error naming the field: rope scaling candle ignores; on zoo's decoder, YaRN, a NoPE
-/// layer list that does not fit, a multiplier of 0, a head size the tensors contradict, partial rotary.
+/// layer list that does not fit, a multiplier of 0, a head size the tensors contradict, a rotary share past 1.
 #[test]
 fn configs_candle_would_compute_differently_are_refused() {
     let yarn = serde_json::json!({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}});
@@ -385,7 +385,7 @@ fn configs_candle_would_compute_differently_are_refused() {
         ),
         (
             "phi3",
-            serde_json::json!({"partial_rotary_factor": 0.75}),
+            serde_json::json!({"partial_rotary_factor": 1.5}),
             "partial_rotary_factor",
         ),
     ] {

@@ -1,58 +1,54 @@
 //! GLM-4 (the GLM-4-0414 family) from safetensors (`Glm4ForCausalLM`, `glm4`).
 //!
-//! Reference implementation: transformers' `modeling_glm4.py`. Built on
-//! candle-transformers' `glm4_new` (candle's `glm4` is THUDM's remote-code layout),
-//! which computes what transformers computes: interleaved rotary on the first
-//! `partial_rotary_factor` of each head, the four sandwich norms, the fused
-//! `gate_up_proj`. What candle does differently:
-//!
-//! - where config.json omits `head_dim` or `partial_rotary_factor`, candle takes
-//!   `hidden_size / num_attention_heads` and a full rotation, where transformers'
-//!   Glm4Config documents 128 and 0.5: this file writes transformers' defaults in;
-//! - it ignores `rope_scaling`: refused.
+//! Reference implementation: transformers' `modeling_glm4.py`. Built on zoo's Llama
+//! decoder (`llama_decoder/`, as the GGUF form is): q/k/v biases, GPT-J rotary pairs on
+//! the first `partial_rotary_factor` of each head, the four sandwich norms, the fused
+//! `gate_up_proj`; matrices in their stored dtype, the batched forward.
+//! candle-transformers' `glm4_new` widens every weight to f32, takes `hidden_size /
+//! num_attention_heads` and a full rotation where config.json omits `head_dim` or
+//! `partial_rotary_factor` (Glm4Config documents 128 and 0.5), and ignores
+//! `rope_scaling`.
 
-use candle_transformers::models::glm4_new as candle_model;
-use serde_json::{json, Value};
-use zoo_core::{Result, SafetensorsSource};
 use zoo_macros::register_model;
 
-use crate::adapters::{candle_load, CandleLm, ConfigQuirks};
+use crate::adapters::Decoded;
+use crate::llama_decoder::{llama_safetensors_load, LlamaDecoder, LlamaOptions, Norms, RopeLayout};
 
-/// GLM-4 (safetensors, f32 on CPU).
+/// GLM-4 (safetensors, weights in their stored dtype).
 #[register_model(
     name = "glm4",
     format = safetensors,
     hf_architectures = ["Glm4ForCausalLM"],
     model_types = ["glm4"],
     load = Glm4::load,
+    batching = true,
 )]
-pub struct Glm4(CandleLm<candle_model::ModelForCausalLM>);
+pub struct Glm4(Decoded<LlamaDecoder>);
 
-// transformers' Glm4Config defaults.
-const DEFAULT_ROPE_THETA: f64 = 10_000.0;
-const DEFAULT_HEAD_DIM: usize = 128;
-const DEFAULT_PARTIAL_ROTARY_FACTOR: f64 = 0.5;
+/// GLM-4's layout; transformers' Glm4Config defaults.
+const OPTIONS: LlamaOptions = LlamaOptions {
+    hf_rope: RopeLayout::Interleaved,
+    qkv_bias: true,
+    norms: Norms::Sandwich,
+    fused_gate_up: true,
+    config_defaults: &[
+        ("head_dim", "128"),
+        ("partial_rotary_factor", "0.5"),
+        ("rms_norm_eps", "1.5625e-7"),
+    ],
+    ..LlamaOptions::LLAMA
+};
 
-candle_load!(
-    Glm4,
-    candle_model::ModelForCausalLM,
-    ConfigQuirks {
-        rope_theta: Some(DEFAULT_ROPE_THETA),
-        fix: Some(Self::fix_config),
-        ..ConfigQuirks::default()
-    }
-);
-
-impl Glm4 {
-    /// See the file's comment: transformers' defaults where candle's differ (rope
-    /// scaling is refused by the adapter).
-    fn fix_config(_: &SafetensorsSource, config: &mut Value) -> Result<()> {
-        if config["head_dim"].is_null() {
-            config["head_dim"] = json!(DEFAULT_HEAD_DIM);
-        }
-        if config["partial_rotary_factor"].is_null() {
-            config["partial_rotary_factor"] = json!(DEFAULT_PARTIAL_ROTARY_FACTOR);
-        }
-        Ok(())
-    }
+/// transformers' names of the sandwich norms and the fused MLP matrix.
+fn names(name: &str) -> Option<String> {
+    let (block, rest) = name.strip_prefix("blk.")?.split_once('.')?;
+    let stem = match rest {
+        "post_attention_norm.weight" => "post_self_attn_layernorm.weight",
+        "post_ffw_norm.weight" => "post_mlp_layernorm.weight",
+        "ffn_up.weight" => "mlp.gate_up_proj.weight",
+        _ => return None,
+    };
+    Some(format!("model.layers.{block}.{stem}"))
 }
+
+llama_safetensors_load!(Glm4, OPTIONS, default_context = 131_072, names = names);

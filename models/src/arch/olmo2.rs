@@ -10,7 +10,7 @@
 use zoo_macros::register_model;
 
 use crate::adapters::Decoded;
-use crate::llama_decoder::{llama_safetensors_load, LlamaDecoder, LlamaOptions, QkNorm};
+use crate::llama_decoder::{llama_safetensors_load, LlamaDecoder, LlamaOptions, Norms, QkNorm};
 
 /// OLMo 2 (safetensors, weights in their stored dtype).
 #[register_model(
@@ -25,7 +25,7 @@ pub struct Olmo2(Decoded<LlamaDecoder>);
 
 /// Post-norms, projection-wide q/k norms; transformers' Olmo2Config eps 1e-5.
 const OPTIONS: LlamaOptions = LlamaOptions {
-    post_norms: true,
+    norms: Norms::Post,
     qk_norm: QkNorm::Projection,
     config_defaults: &[("rms_norm_eps", "1e-5")],
     ..LlamaOptions::LLAMA

@@ -31,7 +31,8 @@ pub struct Phi3(Decoded<LlamaDecoder>);
 
 /// Fused matrices; transformers' Phi3Config eps 1e-5 (its rope default is Llama's).
 const OPTIONS: LlamaOptions = LlamaOptions {
-    fused: true,
+    fused_qkv: true,
+    fused_gate_up: true,
     config_defaults: &[("rms_norm_eps", "1e-5")],
     ..LlamaOptions::LLAMA
 };

@@ -29,7 +29,8 @@ pub struct QuantizedPhi3(Decoded<LlamaDecoder>);
 /// Fused matrices, NeoX halves (llama.cpp's phi3 graph); Phi3Config's rope default.
 const OPTIONS: LlamaOptions = LlamaOptions {
     rope: RopeLayout::Halves,
-    fused: true,
+    fused_qkv: true,
+    fused_gate_up: true,
     ..LlamaOptions::LLAMA
 };
 

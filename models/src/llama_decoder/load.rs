@@ -10,8 +10,8 @@ use zoo_core::source::GgufSource;
 use zoo_core::{Error, Result};
 
 use super::{
-    expert_slice, qm, row_slice, Expert, Ffn, Layer, LlamaDecoder, LlamaOptions, QkNorm, Scales,
-    Shared,
+    expert_slice, qm, row_slice, Expert, Ffn, Layer, LlamaDecoder, LlamaOptions, Norms, QkNorm,
+    Scales, Shared,
 };
 use crate::layers::{KvCache, PagedKv, QLinear, RmsNorm, RopeTable};
 
@@ -38,6 +38,8 @@ pub(crate) struct LlamaHparams {
     /// LongRoPE: the frequency factors chosen for the context the model runs at, and
     /// the attention factor (cos and sin multiplied by it).
     pub long_rope: Option<(Vec<f32>, f32)>,
+    /// The rotated features of each head (the head size, or fewer: partial rotary).
+    pub rotary_dims: usize,
 }
 
 /// Where a decoder's tensors come from, named as llama.cpp names them
@@ -78,10 +80,21 @@ impl LlamaDecoder {
             path: g.path.clone(),
             detail,
         };
-        if let Some(d) = g.u64_opt(&key("rope.dimension_count"))? {
-            if d as usize != head_dim {
-                return Err(refuse(format!("{prefix}.rope.dimension_count {d} differs from the head size {head_dim}: partial rotary is not implemented on this decoder")));
-            }
+        let value = g
+            .u64_opt(&key("attention.value_length"))?
+            .map_or(head_dim, |v| v as usize);
+        // As llama.cpp: the rotated width defaults to the whole head.
+        let rotary_dims = g
+            .u64_opt(&key("rope.dimension_count"))?
+            .map_or(head_dim, |d| d as usize);
+        if value != head_dim
+            || rotary_dims > head_dim
+            || rotary_dims == 0
+            || !rotary_dims.is_multiple_of(2)
+        {
+            return Err(refuse(format!(
+                "key width {head_dim}, value width {value}, rotary width {rotary_dims}: expected equal key and value widths and an even rotary width up to the key width"
+            )));
         }
         if g.has_tensor("blk.0.rope_factors_long.weight") {
             return Err(refuse("per-layer LongRoPE factors (`blk.N.rope_factors_long`) are not implemented; zoo reads the model-wide `rope_factors_long`".into()));
@@ -129,6 +142,7 @@ impl LlamaDecoder {
             norm_topk: true,
             scales: Scales::NONE,
             long_rope,
+            rotary_dims,
         };
         let invalid = |name: &str, what: String| {
             Error::InvalidGguf {
@@ -202,16 +216,22 @@ impl LlamaDecoder {
                 (_, _) => norm(name).map(Some),
             }
         };
-        // llama.cpp's names of the two branch norms, before or after their branch.
-        let (attn_norm, ffn_norm) = match options.post_norms {
-            false => ("attn_norm.weight", "ffn_norm.weight"),
-            true => ("attn_post_norm.weight", "ffn_post_norm.weight"),
+        // Each branch's norms, by llama.cpp's names, where the architecture puts them
+        // (transformers' names alias: Llama's `post_attention_layernorm` is the MLP's
+        // pre-norm, OLMo 2's the attention's post-norm, so absence is not checked).
+        let (pre, post) = match options.norms {
+            Norms::Pre => (true, false),
+            Norms::Post => (false, true),
+            Norms::Sandwich => (true, true),
+        };
+        let placed = |name: &str, on: bool| -> Result<Option<RmsNorm>> {
+            on.then(|| norm(name)).transpose()
         };
         let output = match (src.has)("output.weight") {
             true => qm(tensor("output.weight")?)?,
             false => QLinear::new(embed.clone())?,
         };
-        let mut rope = RopeTable::new(head_dim, base as f32, 1.0, device)?;
+        let mut rope = RopeTable::new(hp.rotary_dims, base as f32, 1.0, device)?;
         if (src.has)("rope_freqs.weight") {
             let f: Vec<f32> = dense("rope_freqs.weight")?
                 .to_dtype(DType::F32)?
@@ -246,7 +266,7 @@ impl LlamaDecoder {
                     .collect()
             };
             let mlp = |stem: &str| -> Result<Expert> {
-                if options.fused && stem.is_empty() {
+                if options.fused_gate_up && stem.is_empty() {
                     let down = tensor(&p("ffn_down.weight"))?;
                     let ff = down.shape().dims().last().copied().unwrap_or(0);
                     let name = p("ffn_up.weight");
@@ -318,7 +338,7 @@ impl LlamaDecoder {
                     shared,
                 }
             };
-            let (q, k, v) = if options.fused {
+            let (q, k, v) = if options.fused_qkv {
                 if (src.has)(&p("attn_qkv.bias")) {
                     return Err(unexpected(&p("attn_qkv.bias"), "q/k/v biases"));
                 }
@@ -336,7 +356,10 @@ impl LlamaDecoder {
                 )
             };
             layers.push(Layer {
-                attn_norm: norm(&p(attn_norm))?,
+                attn_norm: placed(&p("attn_norm.weight"), pre)?,
+                post_attn_norm: placed(&p("post_attention_norm.weight"), post)?,
+                ffn_norm: placed(&p("ffn_norm.weight"), pre)?,
+                post_ffn_norm: placed(&p("post_ffw_norm.weight"), post)?,
                 q,
                 k,
                 v,
@@ -346,9 +369,7 @@ impl LlamaDecoder {
                 )?)?,
                 q_norm: qk_norm(&p("attn_q_norm.weight"))?,
                 k_norm: qk_norm(&p("attn_k_norm.weight"))?,
-                ffn_norm: norm(&p(ffn_norm))?,
                 qk_norm: options.qk_norm,
-                post_norms: options.post_norms,
                 rotary: hp.rotary.get(i).copied().unwrap_or(true),
                 ffn,
                 cache: KvCache::default(),
@@ -362,6 +383,7 @@ impl LlamaDecoder {
             output,
             rope,
             rope_layout: options.rope,
+            rotary_dims: hp.rotary_dims,
             scales: hp.scales,
             heads,
             kv_heads,

@@ -1,7 +1,7 @@
 //! The Llama-like decoder, on candle's quantized matmul: llama.cpp's Llama-like GGUFs
-//! (`llama` — Llama, Mistral, Mixtral — `qwen2`, `qwen3`) and the transformers
-//! checkpoints of Llama, Mistral, Mixtral, Qwen2/3 and their MoE forms, Helium, SmolLM3,
-//! Granite and OLMo 2. Each architecture's file states its facts as [`LlamaOptions`];
+//! (`llama` — Llama, Mistral, Mixtral — `qwen2`, `qwen3`, `phi3`, `glm4`) and the
+//! transformers checkpoints of Llama, Mistral, Mixtral, Qwen2/3 and their MoE forms,
+//! Helium, SmolLM3, Granite, OLMo 2, Phi-3 and GLM-4. Each architecture's file states its facts as [`LlamaOptions`];
 //! the decoder never checks a name.
 //!
 //! Instead of candle-transformers 0.11.1's `quantized_llama` / `quantized_qwen2`, which
@@ -31,8 +31,11 @@ use crate::layers::{
 };
 
 struct Layer {
-    /// The attention branch's norm: of its input, or with `post_norms` of its output.
-    attn_norm: RmsNorm,
+    /// The norms before and after each branch, as the architecture places them.
+    attn_norm: Option<RmsNorm>,
+    post_attn_norm: Option<RmsNorm>,
+    ffn_norm: Option<RmsNorm>,
+    post_ffn_norm: Option<RmsNorm>,
     q: QLinear,
     k: QLinear,
     v: QLinear,
@@ -41,12 +44,8 @@ struct Layer {
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
     qk_norm: QkNorm,
-    /// OLMo 2 normalises each branch's output instead of its input.
-    post_norms: bool,
     /// false: a NoPE layer (SmolLM3), whose q and k are not rotated.
     rotary: bool,
-    /// The MLP branch's norm, placed as `attn_norm` is.
-    ffn_norm: RmsNorm,
     ffn: Ffn,
     cache: KvCache,
     /// The batched forward's share of the KV block store.
@@ -54,6 +53,13 @@ struct Layer {
 }
 
 pub(crate) use crate::layers::RopeLayout;
+
+/// Where a step's tokens sit: from an offset in one sequence, or each at its position.
+#[derive(Clone, Copy)]
+enum At<'a> {
+    Offset(usize),
+    Positions(&'a [usize]),
+}
 
 /// Where an architecture normalises q and k before the rotation, if it does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,14 +71,30 @@ pub(crate) enum QkNorm {
     Projection,
 }
 
+/// Where an architecture puts each branch's RMS norm (llama.cpp's `attn_norm` and
+/// `ffn_norm` before, `post_attention_norm` and `post_ffw_norm` after).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Norms {
+    /// On the branch's input (Llama).
+    Pre,
+    /// On the branch's output (OLMo 2).
+    Post,
+    /// On both (GLM-4's "sandwich").
+    Sandwich,
+}
+
+/// `norm(x)`, or `x` where there is no such norm.
+fn norm_of(norm: &Option<RmsNorm>, x: Tensor) -> Result<Tensor> {
+    Ok(match norm {
+        Some(n) => n.forward(&x)?,
+        None => x,
+    })
+}
+
 impl Layer {
     /// The attention branch's input.
     fn attn_input(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(if self.post_norms {
-            x.clone()
-        } else {
-            self.attn_norm.forward(x)?
-        })
+        norm_of(&self.attn_norm, x.clone())
     }
 
     /// q, k and v of the branch input `n` in heads, q and k normalised as the
@@ -99,21 +121,10 @@ impl Layer {
     /// `x` plus the attention branch's output `a` (its heads merged) and then the MLP
     /// branch, each scaled by `r` and normalised where the architecture says.
     fn add_branches(&self, x: Tensor, a: &Tensor, r: f64, rows: bool) -> Result<Tensor> {
-        let post = |norm: &RmsNorm, y: Tensor| -> Result<Tensor> {
-            Ok(if self.post_norms {
-                norm.forward(&y)?
-            } else {
-                y
-            })
-        };
-        let a = post(&self.attn_norm, mm(&self.o, &merge_heads(a)?, rows)?)?;
+        let a = norm_of(&self.post_attn_norm, mm(&self.o, &merge_heads(a)?, rows)?)?;
         let x = (x + scaled(a, r)?)?;
-        let n = if self.post_norms {
-            x.clone()
-        } else {
-            self.ffn_norm.forward(&x)?
-        };
-        let f = post(&self.ffn_norm, self.ffn.forward(&n, rows)?)?;
+        let n = norm_of(&self.ffn_norm, x.clone())?;
+        let f = norm_of(&self.post_ffn_norm, self.ffn.forward(&n, rows)?)?;
         Ok((x + scaled(f, r)?)?)
     }
 }
@@ -166,17 +177,17 @@ pub(crate) struct LlamaOptions {
     pub qkv_bias: bool,
     /// RMS norms of q and k before the rotation.
     pub qk_norm: QkNorm,
-    /// Each branch's norm on its output, not its input (OLMo 2; llama.cpp's
-    /// `attn_post_norm`, `ffn_post_norm`).
-    pub post_norms: bool,
+    /// Where each branch's norm sits.
+    pub norms: Norms,
     /// The `rope.freq_base` transformers' config class documents, for files without one.
     pub default_rope_base: f64,
     /// config.json's `embedding_multiplier`, `attention_multiplier`,
     /// `residual_multiplier` and `logits_scaling` (Granite), each 1 when omitted.
     pub multipliers: bool,
-    /// q, k and v stored as one matrix (`attn_qkv`), gate and up as one (`ffn_up`, gate
-    /// rows first): Phi-3.
-    pub fused: bool,
+    /// q, k and v stored as one matrix (`attn_qkv`): Phi-3.
+    pub fused_qkv: bool,
+    /// gate and up stored as one matrix (`ffn_up`, gate rows first): Phi-3, GLM-4.
+    pub fused_gate_up: bool,
     /// A shared expert beside the routed ones (Qwen2-MoE's `shared_expert`).
     pub shared_expert: bool,
     /// config.json's `no_rope_layers` (SmolLM3): the layers marked 0 rotate neither q
@@ -196,10 +207,11 @@ impl LlamaOptions {
         hf_rope: RopeLayout::Halves,
         qkv_bias: false,
         qk_norm: QkNorm::Off,
-        post_norms: false,
+        norms: Norms::Pre,
         default_rope_base: 10_000.0,
         multipliers: false,
-        fused: false,
+        fused_qkv: false,
+        fused_gate_up: false,
         shared_expert: false,
         nope_layers: false,
         config_defaults: &[],
@@ -213,6 +225,9 @@ pub(crate) struct LlamaDecoder {
     output: QLinear,
     rope: RopeTable,
     rope_layout: RopeLayout,
+    /// The rotated features of each head: all of them, or the first few (GLM-4's
+    /// partial rotary).
+    rotary_dims: usize,
     scales: Scales,
     heads: usize,
     kv_heads: usize,
@@ -244,10 +259,30 @@ impl LlamaDecoder {
         self.vocab
     }
 
-    fn rotate(&mut self, x: &Tensor, offset: usize) -> Result<Tensor> {
-        Ok(match self.rope_layout {
-            RopeLayout::Interleaved => self.rope.apply_interleaved(x, offset)?,
-            RopeLayout::Halves => self.rope.apply(x, offset)?,
+    /// `x` (`[batch, heads, seq, head_dim]`) rotated at its positions (`offset..` of one
+    /// sequence, or a batched step's), only its first `rotary_dims` features of each
+    /// head where the architecture rotates part.
+    fn rotate(&mut self, x: &Tensor, at: At) -> Result<Tensor> {
+        let hd = x.dim(3)?;
+        let part = self.rotary_dims < hd;
+        let first = match part {
+            true => x.narrow(3, 0, self.rotary_dims)?,
+            false => x.clone(),
+        };
+        let y = match (self.rope_layout, at) {
+            (RopeLayout::Interleaved, At::Offset(o)) => self.rope.apply_interleaved(&first, o)?,
+            (RopeLayout::Halves, At::Offset(o)) => self.rope.apply(&first, o)?,
+            (RopeLayout::Interleaved, At::Positions(p)) => {
+                self.rope.apply_interleaved_at(&first, p)?
+            }
+            (RopeLayout::Halves, At::Positions(p)) => self.rope.apply_at(&first, p)?,
+        };
+        Ok(match part {
+            true => {
+                let rest = x.narrow(3, self.rotary_dims, hd - self.rotary_dims)?;
+                Tensor::cat(&[&y, &rest], 3)?
+            }
+            false => y,
         })
     }
 }
@@ -261,7 +296,8 @@ impl Decoder for LlamaDecoder {
             let n = self.layers[i].attn_input(&x)?;
             let (q, k, v) = self.layers[i].qkv(&n, (h, kvh, hd), false)?;
             let (q, k) = if self.layers[i].rotary {
-                (self.rotate(&q, offset)?, self.rotate(&k, offset)?)
+                let at = At::Offset(offset);
+                (self.rotate(&q, at)?, self.rotate(&k, at)?)
             } else {
                 (q, k)
             };
@@ -320,16 +356,11 @@ impl BatchedLM for LlamaDecoder {
             let layer = &self.layers[i];
             let n = layer.attn_input(&x)?;
             let (q, k, v) = layer.qkv(&n, (h, kvh, hd), true)?;
-            let (q, k) = match self.rope_layout {
-                _ if !layer.rotary => (q, k),
-                RopeLayout::Interleaved => (
-                    self.rope.apply_interleaved_at(&q, &layout.position)?,
-                    self.rope.apply_interleaved_at(&k, &layout.position)?,
-                ),
-                RopeLayout::Halves => (
-                    self.rope.apply_at(&q, &layout.position)?,
-                    self.rope.apply_at(&k, &layout.position)?,
-                ),
+            let (q, k) = if layer.rotary {
+                let at = At::Positions(&layout.position);
+                (self.rotate(&q, at)?, self.rotate(&k, at)?)
+            } else {
+                (q, k)
             };
             let layer = &mut self.layers[i];
             let a = layer.paged.attend(&layout, &q, &k, &v, &params)?;
@@ -398,6 +429,15 @@ macro_rules! llama_safetensors_load {
             default_context = $context,
             window = true,
             names = None
+        );
+    };
+    ($ty:ident, $options:expr, default_context = $context:expr, names = $names:expr) => {
+        $crate::llama_decoder::llama_safetensors_load!(
+            $ty,
+            $options,
+            default_context = $context,
+            window = false,
+            names = Some($names)
         );
     };
     ($ty:ident, $options:expr, default_context = $context:expr, window_limits_context, names = $names:expr) => {

@@ -39,6 +39,8 @@ struct HfConfig {
     /// SmolLM3: 1 for a layer that rotates q and k, 0 for a NoPE layer.
     no_rope_layers: Option<Vec<u8>>,
     no_rope_layer_interval: Option<usize>,
+    /// The share of each head that is rotated (GLM-4: 0.5).
+    partial_rotary_factor: Option<f64>,
     /// Qwen MoE: renormalise the chosen experts' weights (Mixtral always does), and the
     /// layers with a dense MLP instead of experts.
     norm_topk_prob: Option<bool>,
@@ -74,7 +76,7 @@ fn moe_layers(hf: &HfConfig, refuse: &dyn Fn(String, &str) -> Error) -> Result<V
 fn long_rope_factors(
     src: &SafetensorsSource,
     s: &serde_json::Value,
-    head_dim: usize,
+    rotary_dims: usize,
     refuse: &dyn Fn(String, &str) -> Error,
 ) -> Result<(Vec<f32>, f32)> {
     let c = &src.config;
@@ -97,13 +99,13 @@ fn long_rope_factors(
         .as_array()
         .and_then(|a| a.iter().map(|f| f.as_f64().map(|f| f as f32)).collect());
     let factors = match factors {
-        Some(f) if f.len() == head_dim / 2 && f.iter().all(|f| f.is_finite() && *f > 0.0) => f,
+        Some(f) if f.len() == rotary_dims / 2 && f.iter().all(|f| f.is_finite() && *f > 0.0) => f,
         _ => {
             return Err(refuse(
                 format!("LongRoPE `{key}` {}", s[key]),
                 &format!(
                     "{} positive numbers, one for each rotated pair",
-                    head_dim / 2
+                    rotary_dims / 2
                 ),
             ))
         }
@@ -115,14 +117,6 @@ fn long_rope_factors(
         None => (1.0 + scale.ln() / orig.ln()).sqrt(),
     };
     Ok((factors, m as f32))
-}
-
-/// `partial_rotary_factor`, at the top of config.json or in `rope_parameters`.
-fn config_partial_rotary(src: &SafetensorsSource) -> Option<f64> {
-    let c = &src.config;
-    c["partial_rotary_factor"]
-        .as_f64()
-        .or_else(|| c["rope_parameters"]["partial_rotary_factor"].as_f64())
 }
 
 /// Granite's multipliers as transformers' GraniteConfig reads them (1 when omitted;
@@ -218,12 +212,6 @@ impl LlamaDecoder {
                 ));
             }
         }
-        if let Some(f) = config_partial_rotary(src).filter(|f| *f != 1.0) {
-            return Err(refuse(
-                format!("`partial_rotary_factor` {f}"),
-                "this decoder rotates whole heads; partial rotary is not implemented on it",
-            ));
-        }
         if hf.use_sliding_window == Some(true) {
             return Err(refuse(
                 "`use_sliding_window: true` is not supported".into(),
@@ -233,14 +221,24 @@ impl LlamaDecoder {
         let head_dim = hf
             .head_dim
             .unwrap_or(hf.hidden_size / hf.num_attention_heads);
+        // transformers rotates `int(head_dim * partial_rotary_factor)` features.
+        let partial = hf.partial_rotary_factor.unwrap_or(1.0);
+        let rotary_dims = (head_dim as f64 * partial) as usize;
+        if !(partial > 0.0 && partial <= 1.0) || rotary_dims == 0 || !rotary_dims.is_multiple_of(2)
+        {
+            return Err(refuse(
+                format!("`partial_rotary_factor` {partial} of a head of {head_dim}"),
+                "a factor in (0, 1] that leaves an even number of rotated features",
+            ));
+        }
         let rope_base = src.rope_theta(Some(options.default_rope_base))?;
         let (mut factors, mut long_rope) = (None, None);
         match src.rope_scaling() {
             None => {}
             Some(s) => match s["rope_type"].as_str().or(s["type"].as_str()) {
-                Some("llama3") => factors = Some(llama3_factors(&s, rope_base, head_dim)),
+                Some("llama3") => factors = Some(llama3_factors(&s, rope_base, rotary_dims)),
                 Some("longrope" | "su") => {
-                    long_rope = Some(long_rope_factors(src, &s, head_dim, &refuse)?)
+                    long_rope = Some(long_rope_factors(src, &s, rotary_dims, &refuse)?)
                 }
                 _ => {
                     return Err(refuse(
@@ -268,6 +266,7 @@ impl LlamaDecoder {
                 Vec::new()
             },
             long_rope,
+            rotary_dims,
             scales: if options.multipliers {
                 multipliers(&hf, &refuse)?
             } else {
@@ -335,8 +334,8 @@ fn hf_name(name: &str) -> String {
         &[
             ("attn_norm", "input_layernorm"),
             ("ffn_norm", "post_attention_layernorm"),
-            ("attn_post_norm", "post_attention_layernorm"),
-            ("ffn_post_norm", "post_feedforward_layernorm"),
+            ("post_attention_norm", "post_attention_layernorm"),
+            ("post_ffw_norm", "post_feedforward_layernorm"),
         ],
     )
 }
