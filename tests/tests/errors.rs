@@ -252,9 +252,10 @@ fn a_sequence_past_a_mis_masked_sliding_window_is_refused() {
     }
 }
 
-/// A config that asks for RoPE scaling a model would ignore is refused (YaRN in a Qwen2
+/// A config that asks for RoPE scaling a model would ignore is refused (YaRN in a Gemma 2
 /// config: wrong at every position), with a Config error that names the scaling; so is
-/// a LongRoPE whose factors do not fit the heads.
+/// a LongRoPE whose factors do not fit the heads, or a YaRN factor below 1. (zoo's Llama
+/// decoder computes YaRN: conformance `qwen2::f32-yarn`.)
 #[test]
 fn rope_scaling_a_model_would_ignore_is_refused() {
     let with_scaling = |arch: &str, scaling: serde_json::Value| {
@@ -263,7 +264,7 @@ fn rope_scaling_a_model_would_ignore_is_refused() {
         (d, loaded)
     };
     let yarn = serde_json::json!({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32});
-    for arch in ["qwen2", "mistral", "gemma2", "starcoder2"] {
+    for arch in ["gemma2", "starcoder2"] {
         let (_d, loaded) = with_scaling(arch, yarn.clone());
         match loaded {
             Err(e @ Error::Config { .. }) => {
@@ -277,6 +278,13 @@ fn rope_scaling_a_model_would_ignore_is_refused() {
     // the heads are refused, naming the list the model's contexts choose.
     let longrope = |short: Vec<f64>| serde_json::json!({"type": "longrope", "short_factor": short, "long_factor": vec![2.0; 8]});
     assert!(with_scaling("phi3", longrope(vec![1.0; 8])).1.is_ok());
+    assert!(with_scaling("qwen2", yarn.clone()).1.is_ok());
+    let shrinking = serde_json::json!({"rope_type": "yarn", "factor": 0.5});
+    match with_scaling("qwen2", shrinking).1 {
+        Err(e @ Error::Config { .. }) => assert!(e.to_string().contains("yarn"), "{e}"),
+        Err(e) => panic!("qwen2: expected a Config error, got {e}"),
+        Ok(_) => panic!("qwen2: a YaRN factor below 1 was accepted"),
+    }
     match with_scaling("phi3", longrope(vec![1.0; 3])).1 {
         Err(e @ Error::Config { .. }) => {
             assert!(e.to_string().contains("LongRoPE `short_factor`"), "{e}")
@@ -355,9 +363,13 @@ fn configs_candle_would_compute_differently_are_refused() {
     let yarn = serde_json::json!({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}});
     for (arch, patch, says) in [
         ("olmo", yarn.clone(), "rope scaling"),
-        // zoo's Llama decoder: YaRN is not computed, a NoPE layer list must fit, the
-        // config's sizes must be the checkpoint's.
-        ("smollm3", yarn, "rope scaling"),
+        // zoo's Llama decoder: a YaRN that does not enlarge, a NoPE layer list that does
+        // not fit, sizes that are not the checkpoint's.
+        (
+            "smollm3",
+            serde_json::json!({"rope_scaling": {"rope_type": "yarn", "factor": 0.5}}),
+            "yarn rope scaling",
+        ),
         (
             "qwen2-moe",
             serde_json::json!({"head_dim": 32}),

@@ -3,10 +3,10 @@
 //! Reference implementation: transformers' `modeling_smollm3.py`. Built on zoo's Llama
 //! decoder (`llama_decoder/`): Llama's computation with NoPE layers (`no_rope_layers`,
 //! else every `no_rope_layer_interval`-th layer rotates neither q nor k), matrices in
-//! their stored dtype, the batched forward. Refused by the decoder: `rope_scaling`
-//! other than llama3 (SmolLM3's long-context YaRN) and `use_sliding_window: true`
-//! (SmolLM3-3B uses neither by default). candle-transformers' `smollm3` widens every
-//! weight to f32, ignores `rope_scaling` and `head_dim`, and fails on an eos list.
+//! their stored dtype, the batched forward, SmolLM3's long-context YaRN as the decoder
+//! computes it; `use_sliding_window: true` is refused (SmolLM3-3B does not use it).
+//! candle-transformers' `smollm3` widens every weight to f32, ignores `rope_scaling`
+//! and `head_dim`, and fails on an eos list.
 
 use zoo_macros::register_model;
 

@@ -37,7 +37,7 @@ pub use paged::{PagedKv, StepLayout};
 pub(crate) use positions::positions_lm;
 pub use positions::{LayerKv, Positions};
 pub use qlinear::{QLinear, PROMPT_GEMM_ROWS};
-pub use rope::{RopeLayout, RopeTable};
+pub use rope::{RopeLayout, RopeTable, Yarn};
 
 /// The largest absolute value of `t`.
 #[cfg(test)]

@@ -71,6 +71,32 @@ impl RopeTable {
         Ok(())
     }
 
+    /// YaRN, as transformers' `_compute_yarn_parameters` and llama.cpp's `rope_yarn`
+    /// compute it: each frequency blended between its interpolation (divided by
+    /// `factor`) and itself, by a ramp over the rotated pairs from the correction
+    /// dimension of `beta_fast` rotations in the original context to that of `beta_slow`
+    /// (floored and ceiled, within the rotated width); cos and sin times `attention`.
+    pub fn with_yarn(mut self, y: &Yarn) -> Self {
+        let half = self.inv_freq.len();
+        let dim = 2 * half;
+        let corr = |rotations: f64| {
+            dim as f64 * (y.original_context / (rotations * 2.0 * std::f64::consts::PI)).ln()
+                / (2.0 * y.base.ln())
+        };
+        let low = corr(y.beta_fast).floor().max(0.0) as f32;
+        let high = corr(y.beta_slow).ceil().min(dim as f64 - 1.0) as f32;
+        let high = if low == high { high + 0.001 } else { high };
+        for (i, f) in self.inv_freq.iter_mut().enumerate() {
+            // The share of the frequency kept as it is (extrapolated).
+            let kept = 1.0 - ((i as f32 - low) / (high - low)).clamp(0.0, 1.0);
+            let pos_freq = (y.base as f32).powf((2 * i) as f32 / dim as f32);
+            let interpolated = 1.0 / (y.factor as f32 * pos_freq);
+            *f = interpolated * (1.0 - kept) + *f * kept;
+        }
+        self.attention_factor = y.attention as f32;
+        self
+    }
+
     /// Multiplies cos and sin by `m`, as llama.cpp's `attn_factor` and transformers'
     /// `attention_scaling` do (LongRoPE: `sqrt(1 + ln(scale) / ln(original context))`).
     pub fn with_attention_factor(mut self, m: f32) -> Self {
@@ -112,6 +138,31 @@ impl RopeTable {
         let cos = self.cos.narrow(0, offset, seq)?;
         let sin = self.sin.narrow(0, offset, seq)?;
         candle_nn::rotary_emb::rope_i(&x.contiguous()?, &like(&cos, x)?, &like(&sin, x)?)
+    }
+}
+
+/// The facts of YaRN scaling (see [`RopeTable::with_yarn`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Yarn {
+    pub factor: f64,
+    pub original_context: f64,
+    pub beta_fast: f64,
+    pub beta_slow: f64,
+    /// The rope base the table was made with.
+    pub base: f64,
+    /// cos and sin times this: `0.1 ln(factor) + 1` unless the model says otherwise.
+    pub attention: f64,
+}
+
+impl Yarn {
+    /// `0.1 * mscale * ln(factor) + 1` (1 for a factor up to 1): transformers'
+    /// `get_mscale`, llama.cpp's YaRN magnitude.
+    pub fn mscale(factor: f64, mscale: f64) -> f64 {
+        if factor <= 1.0 {
+            1.0
+        } else {
+            0.1 * mscale * factor.ln() + 1.0
+        }
     }
 }
 

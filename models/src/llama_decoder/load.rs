@@ -13,7 +13,7 @@ use super::{
     expert_slice, qm, row_slice, Expert, Ffn, Layer, LlamaDecoder, LlamaOptions, Norms, QkNorm,
     Scales, Shared,
 };
-use crate::layers::{KvCache, PagedKv, QLinear, RmsNorm, RopeTable};
+use crate::layers::{KvCache, PagedKv, QLinear, RmsNorm, RopeTable, Yarn};
 
 /// The facts a Llama-like decoder is built from.
 #[derive(Debug, Clone)]
@@ -40,6 +40,16 @@ pub(crate) struct LlamaHparams {
     pub long_rope: Option<(Vec<f32>, f32)>,
     /// The rotated features of each head (the head size, or fewer: partial rotary).
     pub rotary_dims: usize,
+    /// YaRN or linear RoPE scaling.
+    pub scaling: Option<RopeScaling>,
+}
+
+/// RoPE scaling other than llama3's factors tensor and LongRoPE.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum RopeScaling {
+    /// Every frequency divided by the factor.
+    Linear(f64),
+    Yarn(Yarn),
 }
 
 /// Where a decoder's tensors come from, named as llama.cpp names them
@@ -119,6 +129,48 @@ impl LlamaDecoder {
                 Some((factors, m as f32))
             }
         };
+        let scaling = match g.str_opt(&key("rope.scaling.type"))? {
+            None | Some("none") => None,
+            // LongRoPE's factors are tensors, read above.
+            Some("longrope" | "su") if long_rope.is_some() => None,
+            Some(_)
+                if g.f64_opt(&key("rope.scaling.yarn_log_multiplier"))?
+                    .is_some() =>
+            {
+                return Err(refuse("YaRN with `rope.scaling.yarn_log_multiplier` (DeepSeek's mscale) is not implemented on this decoder".into()));
+            }
+            Some(kind @ ("linear" | "yarn")) => {
+                let factor = g.f64_opt(&key("rope.scaling.factor"))?.unwrap_or(1.0);
+                if !(factor.is_finite() && factor >= 1.0) {
+                    return Err(refuse(format!("{prefix}.rope.scaling.factor {factor}: expected a finite factor of at least 1")));
+                }
+                match kind {
+                    "linear" => Some(RopeScaling::Linear(factor)),
+                    _ => {
+                        // As llama.cpp: the original context defaults to the trained
+                        // one, the betas to 32 and 1, and the magnitude is
+                        // 0.1 ln(factor) + 1 times the file's attention factor.
+                        let original =
+                            match g.u64_opt(&key("rope.scaling.original_context_length"))? {
+                                Some(o) => o,
+                                None => g.u64(&key("context_length"))?,
+                            };
+                        let m = g.f64_opt(&key("rope.scaling.attn_factor"))?.unwrap_or(1.0);
+                        Some(RopeScaling::Yarn(Yarn {
+                            factor,
+                            original_context: original as f64,
+                            beta_fast: 32.0,
+                            beta_slow: 1.0,
+                            base,
+                            attention: Yarn::mscale(factor, 1.0) * m,
+                        }))
+                    }
+                }
+            }
+            Some(other) => {
+                return Err(refuse(format!("{prefix}.rope.scaling.type `{other}` is not implemented on this decoder (linear and yarn are)")));
+            }
+        };
         let n_experts = g.u64_opt(&key("expert_count"))?.unwrap_or(0) as usize;
         let used = g.u64_opt(&key("expert_used_count"))?.unwrap_or(0) as usize;
         if n_experts > 0 && (used == 0 || used > n_experts) {
@@ -143,6 +195,7 @@ impl LlamaDecoder {
             scales: Scales::NONE,
             long_rope,
             rotary_dims,
+            scaling,
         };
         let invalid = |name: &str, what: String| {
             Error::InvalidGguf {
@@ -240,6 +293,13 @@ impl LlamaDecoder {
         }
         if let Some((factors, m)) = &hp.long_rope {
             rope = rope.with_factors(factors)?.with_attention_factor(*m);
+        }
+        match hp.scaling {
+            Some(RopeScaling::Linear(f)) => {
+                rope = rope.with_factors(&vec![f as f32; hp.rotary_dims / 2])?
+            }
+            Some(RopeScaling::Yarn(y)) => rope = rope.with_yarn(&y),
+            None => {}
         }
         let blocks = hp.blocks;
         let mut layers = Vec::with_capacity(blocks);

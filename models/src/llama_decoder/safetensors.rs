@@ -6,8 +6,9 @@ use candle_core::{DType, Device, Tensor};
 use zoo_core::source::SafetensorsSource;
 use zoo_core::{Error, Result};
 
-use super::load::{LlamaHparams, TensorSource};
+use super::load::{LlamaHparams, RopeScaling, TensorSource};
 use super::{LlamaDecoder, LlamaOptions, Scales};
+use crate::layers::Yarn;
 
 /// What the decoder reads of a transformers config.json (`LlamaForCausalLM`,
 /// `Qwen2ForCausalLM`).
@@ -66,6 +67,65 @@ fn moe_layers(hf: &HfConfig, refuse: &dyn Fn(String, &str) -> Error) -> Result<V
             .map(|i| !hf.mlp_only_layers.contains(&i) && (i + 1) % step == 0)
             .collect()),
     }
+}
+
+/// Linear or YaRN scaling as transformers computes it: `factor` (YaRN: else the trained
+/// context over the original); YaRN's `original_max_position_embeddings` (else the
+/// trained context), `beta_fast` and `beta_slow` (32 and 1), and `attention_factor`, else
+/// `mscale / mscale_all_dim` magnitudes, else `0.1 ln(factor) + 1`. YaRN's `truncate:
+/// false` is refused (the correction range is floored and ceiled, as llama.cpp does).
+fn linear_or_yarn(
+    src: &SafetensorsSource,
+    kind: &str,
+    s: &serde_json::Value,
+    base: f64,
+    refuse: &dyn Fn(String, &str) -> Error,
+) -> Result<RopeScaling> {
+    let c = &src.config;
+    let ctx = c["max_position_embeddings"].as_f64();
+    let original = s["original_max_position_embeddings"].as_f64().or(ctx);
+    let factor = s["factor"].as_f64().or_else(|| Some(ctx? / original?));
+    let bad = || {
+        refuse(
+            format!("{kind} rope scaling {s}"),
+            "a finite `factor` of at least 1 (YaRN: and an original context of at least 1)",
+        )
+    };
+    let factor = factor
+        .filter(|f| f.is_finite() && *f >= 1.0)
+        .ok_or_else(bad)?;
+    if kind == "linear" {
+        return Ok(RopeScaling::Linear(factor));
+    }
+    let original = original.filter(|o| *o >= 1.0).ok_or_else(bad)?;
+    if s["truncate"].as_bool() == Some(false) {
+        return Err(refuse(
+            format!("YaRN with `truncate: false` ({s})"),
+            "zoo floors and ceils the correction range, as transformers does by default",
+        ));
+    }
+    let attention = match (
+        s["attention_factor"].as_f64(),
+        s["mscale"].as_f64(),
+        s["mscale_all_dim"].as_f64(),
+    ) {
+        (Some(a), _, _) => a,
+        (None, Some(m), Some(all)) if m != 0.0 && all != 0.0 => {
+            Yarn::mscale(factor, m) / Yarn::mscale(factor, all)
+        }
+        _ => Yarn::mscale(factor, 1.0),
+    };
+    Ok(RopeScaling::Yarn(Yarn {
+        factor,
+        original_context: original,
+        beta_fast: s["beta_fast"]
+            .as_f64()
+            .filter(|b| *b != 0.0)
+            .unwrap_or(32.0),
+        beta_slow: s["beta_slow"].as_f64().filter(|b| *b != 0.0).unwrap_or(1.0),
+        base,
+        attention,
+    }))
 }
 
 /// LongRoPE as transformers' Phi-3 computes it for a sequence past the original
@@ -232,7 +292,7 @@ impl LlamaDecoder {
             ));
         }
         let rope_base = src.rope_theta(Some(options.default_rope_base))?;
-        let (mut factors, mut long_rope) = (None, None);
+        let (mut factors, mut long_rope, mut scaling) = (None, None, None);
         match src.rope_scaling() {
             None => {}
             Some(s) => match s["rope_type"].as_str().or(s["type"].as_str()) {
@@ -240,10 +300,13 @@ impl LlamaDecoder {
                 Some("longrope" | "su") => {
                     long_rope = Some(long_rope_factors(src, &s, rotary_dims, &refuse)?)
                 }
+                Some(kind @ ("linear" | "yarn")) => {
+                    scaling = Some(linear_or_yarn(src, kind, &s, rope_base, &refuse)?)
+                }
                 _ => {
                     return Err(refuse(
                         format!("rope scaling {s} is not supported"),
-                        "llama3-style scaling and LongRoPE are; remove rope_scaling to run within the trained context",
+                        "llama3, linear, YaRN and LongRoPE scaling are; remove rope_scaling to run within the trained context",
                     ))
                 }
             },
@@ -267,6 +330,7 @@ impl LlamaDecoder {
             },
             long_rope,
             rotary_dims,
+            scaling,
             scales: if options.multipliers {
                 multipliers(&hf, &refuse)?
             } else {
