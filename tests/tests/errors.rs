@@ -362,7 +362,7 @@ fn a_gguf_with_alignment_zero_is_an_error_not_a_panic() {
 fn configs_candle_would_compute_differently_are_refused() {
     let yarn = serde_json::json!({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}});
     for (arch, patch, says) in [
-        ("olmo", yarn.clone(), "rope scaling"),
+        ("starcoder2", yarn.clone(), "rope scaling"),
         // zoo's Llama decoder: a YaRN that does not enlarge, a NoPE layer list that does
         // not fit, sizes that are not the checkpoint's.
         (
@@ -400,6 +400,7 @@ fn configs_candle_would_compute_differently_are_refused() {
             serde_json::json!({"partial_rotary_factor": 1.5}),
             "partial_rotary_factor",
         ),
+        ("olmo", serde_json::json!({"clip_qkv": -1.0}), "clip_qkv"),
     ] {
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("fixtures/{arch}/f32"));
         let d = tempfile::tempdir().unwrap();

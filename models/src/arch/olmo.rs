@@ -1,22 +1,34 @@
-//! Olmo from safetensors (`OlmoForCausalLM`, `olmo`).
+//! OLMo (1) from safetensors (`OlmoForCausalLM`, `olmo`).
 //!
-//! Reference implementation: transformers. Built on candle-transformers' `olmo`.
-//! candle's model computes what transformers computes (the conformance suite
-//! measures the difference); this file only maps the registry and config.json to it.
+//! Paper: "OLMo: Accelerating the Science of Language Models" (Groeneveld et al.,
+//! 2024). Reference implementation: transformers' `modeling_olmo.py`. Built on zoo's
+//! Llama decoder (`llama_decoder/`): Llama's computation with LayerNorms that have no
+//! weight or bias (eps 1e-5) and q, k and v clamped to `clip_qkv` where the config sets
+//! it; matrices in their stored dtype, the batched forward. candle-transformers' `olmo`
+//! computes the same but widens every weight to f32 and has no batched forward.
 
-use candle_transformers::models::olmo as candle_model;
 use zoo_macros::register_model;
 
-use crate::adapters::{candle_load, CandleLm, ConfigQuirks};
+use crate::adapters::Decoded;
+use crate::llama_decoder::{llama_safetensors_load, LlamaDecoder, LlamaOptions};
 
-/// Olmo (safetensors, f32 on CPU).
+/// OLMo (safetensors, weights in their stored dtype).
 #[register_model(
     name = "olmo",
     format = safetensors,
     hf_architectures = ["OlmoForCausalLM"],
     model_types = ["olmo"],
     load = Olmo::load,
+    batching = true,
 )]
-pub struct Olmo(CandleLm<candle_model::Model>);
+pub struct Olmo(Decoded<LlamaDecoder>);
 
-candle_load!(Olmo, candle_model::Model, ConfigQuirks::default());
+/// Weightless LayerNorms with transformers' OlmoLayerNorm eps.
+const OPTIONS: LlamaOptions = LlamaOptions {
+    plain_layer_norm: true,
+    config_defaults: &[("rms_norm_eps", "1e-5")],
+    ..LlamaOptions::LLAMA
+};
+
+// OlmoConfig: context 2048 when config.json omits it.
+llama_safetensors_load!(Olmo, OPTIONS, default_context = 2048);

@@ -32,7 +32,7 @@ pub use activation::{gelu, gelu_mul, silu_mul_halves, Gelu};
 pub use attention::{attention, causal_mask, AttnParams, KvCache};
 pub use half::Half;
 pub use heads::{last_position, merge_heads, split_heads, split_qkv};
-pub use norm::RmsNorm;
+pub use norm::{Norm, RmsNorm};
 pub use paged::{PagedKv, StepLayout};
 pub(crate) use positions::positions_lm;
 pub use positions::{LayerKv, Positions};

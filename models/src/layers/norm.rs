@@ -1,4 +1,4 @@
-//! RMS norm over the last dimension.
+//! RMS norm over the last dimension, and the norms a decoder chooses from.
 
 use candle_core::{Module, Result, Tensor};
 
@@ -19,5 +19,42 @@ impl RmsNorm {
 impl Module for RmsNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps as f32)
+    }
+}
+
+/// The norm a decoder applies to its branches and output: an RMS norm with a weight,
+/// or a LayerNorm with neither weight nor bias (OLMo's).
+#[derive(Debug, Clone)]
+pub enum Norm {
+    Rms(RmsNorm),
+    /// Over the last dimension: `(x - mean) / sqrt(var + eps)`, as a LayerNorm whose
+    /// weight is ones and bias zeros (exact: multiplying by 1 and adding 0 round to the
+    /// same value).
+    Plain {
+        ones: Tensor,
+        zeros: Tensor,
+        eps: f64,
+    },
+}
+
+impl Norm {
+    /// A weightless LayerNorm over `width` features.
+    pub fn plain(width: usize, eps: f64, device: &candle_core::Device) -> Result<Self> {
+        Ok(Self::Plain {
+            ones: Tensor::ones(width, candle_core::DType::F32, device)?,
+            zeros: Tensor::zeros(width, candle_core::DType::F32, device)?,
+            eps,
+        })
+    }
+}
+
+impl Module for Norm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Norm::Rms(n) => n.forward(x),
+            Norm::Plain { ones, zeros, eps } => {
+                candle_nn::ops::layer_norm(&x.contiguous()?, ones, zeros, *eps as f32)
+            }
+        }
     }
 }

@@ -13,7 +13,7 @@ use super::{
     expert_slice, qm, row_slice, Expert, Ffn, Layer, LlamaDecoder, LlamaOptions, Norms, QkNorm,
     Scales, Shared,
 };
-use crate::layers::{KvCache, PagedKv, QLinear, RmsNorm, RopeTable, Yarn};
+use crate::layers::{KvCache, Norm, PagedKv, QLinear, RmsNorm, RopeTable, Yarn};
 
 /// The facts a Llama-like decoder is built from.
 #[derive(Debug, Clone)]
@@ -42,6 +42,8 @@ pub(crate) struct LlamaHparams {
     pub rotary_dims: usize,
     /// YaRN or linear RoPE scaling.
     pub scaling: Option<RopeScaling>,
+    /// q, k and v clamped to `[-c, c]` (OLMo's `clip_qkv`, llama.cpp's `clamp_kqv`).
+    pub clip_qkv: Option<f64>,
 }
 
 /// RoPE scaling other than llama3's factors tensor and LongRoPE.
@@ -196,6 +198,14 @@ impl LlamaDecoder {
             long_rope,
             rotary_dims,
             scaling,
+            clip_qkv: match g.f64_opt(&key("attention.clamp_kqv"))? {
+                Some(c) if !(c.is_finite() && c > 0.0) => {
+                    return Err(refuse(format!(
+                        "{prefix}.attention.clamp_kqv {c}: expected a positive bound"
+                    )));
+                }
+                c => c,
+            },
         };
         let invalid = |name: &str, what: String| {
             Error::InvalidGguf {
@@ -277,8 +287,20 @@ impl LlamaDecoder {
             Norms::Post => (false, true),
             Norms::Sandwich => (true, true),
         };
-        let placed = |name: &str, on: bool| -> Result<Option<RmsNorm>> {
-            on.then(|| norm(name)).transpose()
+        // The branch and output norms: RMS with their weights, or weightless LayerNorms.
+        let branch_norm = |name: &str| -> Result<Norm> {
+            match options.plain_layer_norm {
+                true => {
+                    if (src.has)(name) {
+                        return Err(unexpected(name, "norm weights"));
+                    }
+                    Ok(Norm::plain(hidden, eps, device)?)
+                }
+                false => norm(name).map(Norm::Rms),
+            }
+        };
+        let placed = |name: &str, on: bool| -> Result<Option<Norm>> {
+            on.then(|| branch_norm(name)).transpose()
         };
         let output = match (src.has)("output.weight") {
             true => qm(tensor("output.weight")?)?,
@@ -430,6 +452,7 @@ impl LlamaDecoder {
                 q_norm: qk_norm(&p("attn_q_norm.weight"))?,
                 k_norm: qk_norm(&p("attn_k_norm.weight"))?,
                 qk_norm: options.qk_norm,
+                clip_qkv: hp.clip_qkv,
                 rotary: hp.rotary.get(i).copied().unwrap_or(true),
                 ffn,
                 cache: KvCache::default(),
@@ -439,7 +462,7 @@ impl LlamaDecoder {
         Ok(Self {
             embed,
             layers,
-            norm: norm("output_norm.weight")?,
+            norm: branch_norm("output_norm.weight")?,
             output,
             rope,
             rope_layout: options.rope,

@@ -1,7 +1,7 @@
 //! The Llama-like decoder, on candle's quantized matmul: llama.cpp's Llama-like GGUFs
 //! (`llama` — Llama, Mistral, Mixtral — `qwen2`, `qwen3`, `phi3`, `glm4`) and the
 //! transformers checkpoints of Llama, Mistral, Mixtral, Qwen2/3 and their MoE forms,
-//! Helium, SmolLM3, Granite, OLMo 2, Phi-3 and GLM-4. Each architecture's file states its facts as [`LlamaOptions`];
+//! Helium, SmolLM3, Granite, OLMo and OLMo 2, Phi-3 and GLM-4. Each architecture's file states its facts as [`LlamaOptions`];
 //! the decoder never checks a name.
 //!
 //! Instead of candle-transformers 0.11.1's `quantized_llama` / `quantized_qwen2`, which
@@ -26,16 +26,16 @@ use ffn::{expert_slice, mm, row_slice, Expert, Ffn, Shared};
 
 use crate::adapters::{Decoded, Decoder};
 use crate::layers::{
-    last_position, merge_heads, split_heads, AttnParams, KvCache, PagedKv, QLinear, RmsNorm,
+    last_position, merge_heads, split_heads, AttnParams, KvCache, Norm, PagedKv, QLinear, RmsNorm,
     RopeTable, StepLayout,
 };
 
 struct Layer {
     /// The norms before and after each branch, as the architecture places them.
-    attn_norm: Option<RmsNorm>,
-    post_attn_norm: Option<RmsNorm>,
-    ffn_norm: Option<RmsNorm>,
-    post_ffn_norm: Option<RmsNorm>,
+    attn_norm: Option<Norm>,
+    post_attn_norm: Option<Norm>,
+    ffn_norm: Option<Norm>,
+    post_ffn_norm: Option<Norm>,
     q: QLinear,
     k: QLinear,
     v: QLinear,
@@ -44,6 +44,8 @@ struct Layer {
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
     qk_norm: QkNorm,
+    /// OLMo's `clip_qkv`: q, k and v clamped to `[-c, c]` after their projections.
+    clip_qkv: Option<f64>,
     /// false: a NoPE layer (SmolLM3), whose q and k are not rotated.
     rotary: bool,
     ffn: Ffn,
@@ -84,7 +86,7 @@ pub(crate) enum Norms {
 }
 
 /// `norm(x)`, or `x` where there is no such norm.
-fn norm_of(norm: &Option<RmsNorm>, x: Tensor) -> Result<Tensor> {
+fn norm_of(norm: &Option<Norm>, x: Tensor) -> Result<Tensor> {
     Ok(match norm {
         Some(n) => n.forward(&x)?,
         None => x,
@@ -105,8 +107,14 @@ impl Layer {
         (h, kvh, hd): (usize, usize, usize),
         rows: bool,
     ) -> Result<(Tensor, Tensor, Tensor)> {
-        let (mut q, mut k) = (mm(&self.q, n, rows)?, mm(&self.k, n, rows)?);
-        let v = split_heads(&mm(&self.v, n, rows)?, kvh, hd)?;
+        let clip = |x: Tensor| -> Result<Tensor> {
+            Ok(match self.clip_qkv {
+                Some(c) => x.clamp(-c as f32, c as f32)?,
+                None => x,
+            })
+        };
+        let (mut q, mut k) = (clip(mm(&self.q, n, rows)?)?, clip(mm(&self.k, n, rows)?)?);
+        let v = split_heads(&clip(mm(&self.v, n, rows)?)?, kvh, hd)?;
         let norms = self.q_norm.as_ref().zip(self.k_norm.as_ref());
         if let (QkNorm::Projection, Some((qn, kn))) = (self.qk_norm, norms) {
             (q, k) = (qn.forward(&q)?, kn.forward(&k)?);
@@ -179,6 +187,9 @@ pub(crate) struct LlamaOptions {
     pub qk_norm: QkNorm,
     /// Where each branch's norm sits.
     pub norms: Norms,
+    /// LayerNorms without weight or bias in place of the RMS norms (OLMo), over
+    /// `rms_norm_eps`.
+    pub plain_layer_norm: bool,
     /// The `rope.freq_base` transformers' config class documents, for files without one.
     pub default_rope_base: f64,
     /// config.json's `embedding_multiplier`, `attention_multiplier`,
@@ -208,6 +219,7 @@ impl LlamaOptions {
         qkv_bias: false,
         qk_norm: QkNorm::Off,
         norms: Norms::Pre,
+        plain_layer_norm: false,
         default_rope_base: 10_000.0,
         multipliers: false,
         fused_qkv: false,
@@ -221,7 +233,7 @@ impl LlamaOptions {
 pub(crate) struct LlamaDecoder {
     embed: Arc<QTensor>,
     layers: Vec<Layer>,
-    norm: RmsNorm,
+    norm: Norm,
     output: QLinear,
     rope: RopeTable,
     rope_layout: RopeLayout,

@@ -40,6 +40,8 @@ struct HfConfig {
     /// SmolLM3: 1 for a layer that rotates q and k, 0 for a NoPE layer.
     no_rope_layers: Option<Vec<u8>>,
     no_rope_layer_interval: Option<usize>,
+    /// OLMo: q, k and v clamped to `[-clip_qkv, clip_qkv]`.
+    clip_qkv: Option<f64>,
     /// The share of each head that is rotated (GLM-4: 0.5).
     partial_rotary_factor: Option<f64>,
     /// Qwen MoE: renormalise the chosen experts' weights (Mixtral always does), and the
@@ -272,6 +274,12 @@ impl LlamaDecoder {
                 ));
             }
         }
+        if let Some(c) = hf.clip_qkv.filter(|c| !(c.is_finite() && *c > 0.0)) {
+            return Err(refuse(
+                format!("`clip_qkv` {c}"),
+                "a positive bound (or null for none)",
+            ));
+        }
         if hf.use_sliding_window == Some(true) {
             return Err(refuse(
                 "`use_sliding_window: true` is not supported".into(),
@@ -331,6 +339,7 @@ impl LlamaDecoder {
             long_rope,
             rotary_dims,
             scaling,
+            clip_qkv: hf.clip_qkv,
             scales: if options.multipliers {
                 multipliers(&hf, &refuse)?
             } else {
