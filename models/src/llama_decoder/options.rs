@@ -1,0 +1,111 @@
+//! The facts an architecture's file states about itself on [`super::LlamaDecoder`]
+//! ([`LlamaOptions`]), and the kinds they choose from.
+
+use super::RopeLayout;
+use crate::layers::AttnParams;
+
+/// The facts of an architecture built on [`LlamaDecoder`], stated by its file.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LlamaOptions {
+    /// The GGUF form's q/k layout (llama.cpp's converter permutes some architectures into
+    /// pairs).
+    pub rope: RopeLayout,
+    /// The safetensors form's: transformers' `rotate_half`, NeoX halves in all but a few
+    /// architectures (Helium's interleaves).
+    pub hf_rope: RopeLayout,
+    /// Biases on the q, k and v projections (Qwen2).
+    pub qkv_bias: bool,
+    /// RMS norms of q and k before the rotation.
+    pub qk_norm: QkNorm,
+    /// Where each branch's norm sits.
+    pub norms: Norms,
+    /// LayerNorms without weight or bias in place of the RMS norms (OLMo), over
+    /// `rms_norm_eps`.
+    pub plain_layer_norm: bool,
+    /// The `rope.freq_base` transformers' config class documents, for files without one.
+    pub default_rope_base: f64,
+    /// config.json's `embedding_multiplier`, `attention_multiplier`,
+    /// `residual_multiplier` and `logits_scaling` (Granite), each 1 when omitted.
+    pub multipliers: bool,
+    /// q, k and v stored as one matrix (`attn_qkv`): Phi-3.
+    pub fused_qkv: bool,
+    /// gate and up stored as one matrix (`ffn_up`, gate rows first): Phi-3, GLM-4.
+    pub fused_gate_up: bool,
+    /// A shared expert beside the routed ones (Qwen2-MoE's `shared_expert`).
+    pub shared_expert: bool,
+    /// config.json's `no_rope_layers` (SmolLM3): the layers marked 0 rotate neither q
+    /// nor k; without the list, every `no_rope_layer_interval`-th layer.
+    pub nope_layers: bool,
+    /// Other defaults of transformers' config class that differ from Llama's, as JSON,
+    /// for a config.json that omits the key (`("head_dim", "128")`).
+    pub config_defaults: &'static [(&'static str, &'static str)],
+}
+
+impl LlamaOptions {
+    /// Llama's facts, which a file built on this decoder states only where it differs:
+    /// llama.cpp's `llama` converter permutes q/k into GPT-J pairs; no biases or q/k
+    /// norms; transformers' LlamaConfig rope default.
+    pub const LLAMA: LlamaOptions = LlamaOptions {
+        rope: RopeLayout::Interleaved,
+        hf_rope: RopeLayout::Halves,
+        qkv_bias: false,
+        qk_norm: QkNorm::Off,
+        norms: Norms::Pre,
+        plain_layer_norm: false,
+        default_rope_base: 10_000.0,
+        multipliers: false,
+        fused_qkv: false,
+        fused_gate_up: false,
+        shared_expert: false,
+        nope_layers: false,
+        config_defaults: &[],
+    };
+}
+
+/// Where an architecture normalises q and k before the rotation, if it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum QkNorm {
+    Off,
+    /// Each head's q and k over the head size (Qwen3).
+    Heads,
+    /// The whole q and k projections over all heads (OLMo 2).
+    Projection,
+}
+
+/// Where an architecture puts each branch's RMS norm (llama.cpp's `attn_norm` and
+/// `ffn_norm` before, `post_attention_norm` and `post_ffw_norm` after).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Norms {
+    /// On the branch's input (Llama).
+    Pre,
+    /// On the branch's output (OLMo 2).
+    Post,
+    /// On both (GLM-4's "sandwich").
+    Sandwich,
+}
+
+/// Granite's multipliers: of the embedding, of q.k (in place of `1/sqrt(head_dim)`), of
+/// each residual branch, and the divisor of the logits. [`Scales::NONE`] elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Scales {
+    pub embedding: f64,
+    pub attention: Option<f64>,
+    pub residual: f64,
+    pub logits: f64,
+}
+
+impl Scales {
+    pub const NONE: Scales = Scales {
+        embedding: 1.0,
+        attention: None,
+        residual: 1.0,
+        logits: 1.0,
+    };
+
+    pub(super) fn attention(&self, head_dim: usize) -> AttnParams {
+        match self.attention {
+            Some(s) => AttnParams::causal(s),
+            None => AttnParams::for_head_dim(head_dim),
+        }
+    }
+}
