@@ -13,6 +13,7 @@
 mod candle;
 mod decoded;
 
+#[allow(unused_imports)] // the scaffold's (see `candle_load!`)
 pub(crate) use candle::candle_load;
 pub use candle::{
     refuse_rope_scaling, unsupported, window_one_key_narrower, CandleLm, ConfigQuirks,

@@ -229,10 +229,9 @@ fn f32_fixture_with(arch: &str, edit: impl FnOnce(&mut serde_json::Value)) -> te
     d
 }
 
-/// Starcoder2 on candle's model masks its sliding window wrongly past one forward call,
-/// Phi-3 on candle's and Mistral on zoo's Llama decoder not at all: a sequence longer
-/// than the window is refused, not computed. (Gemma 2, on zoo's Gemma decoder, computes
-/// it: fixture `gemma2::f32-window-4`.)
+/// zoo's Llama decoder masks no sliding window (Mistral, Starcoder2, Phi-3 are on it): a
+/// sequence longer than the window is refused, not computed. (Gemma 2, on zoo's Gemma
+/// decoder, computes it: fixture `gemma2::f32-window-4`.)
 #[test]
 fn a_sequence_past_a_mis_masked_sliding_window_is_refused() {
     use zoo::CausalLM;
@@ -264,7 +263,7 @@ fn rope_scaling_a_model_would_ignore_is_refused() {
         (d, loaded)
     };
     let yarn = serde_json::json!({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32});
-    for arch in ["gemma2", "starcoder2"] {
+    for arch in ["gemma2", "lfm2"] {
         let (_d, loaded) = with_scaling(arch, yarn.clone());
         match loaded {
             Err(e @ Error::Config { .. }) => {
@@ -362,7 +361,7 @@ fn a_gguf_with_alignment_zero_is_an_error_not_a_panic() {
 fn configs_candle_would_compute_differently_are_refused() {
     let yarn = serde_json::json!({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}});
     for (arch, patch, says) in [
-        ("starcoder2", yarn.clone(), "rope scaling"),
+        ("lfm2", yarn.clone(), "rope scaling"),
         // zoo's Llama decoder: a YaRN that does not enlarge, a NoPE layer list that does
         // not fit, sizes that are not the checkpoint's.
         (

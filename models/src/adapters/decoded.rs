@@ -135,11 +135,16 @@ fn release_pages(bytes: &[u8]) {
 /// as transformers' Qwen MoE models name them (`mlp.gate`, `mlp.experts.{e}.up_proj`,
 /// `mlp.shared_expert.up_proj`, `mlp.shared_expert_gate`); Mixtral names its own.
 pub fn transformers_name(name: &str, norms: &[(&str, &str)]) -> String {
-    match name {
-        "token_embd.weight" => return "model.embed_tokens.weight".into(),
-        "output.weight" => return "lm_head.weight".into(),
-        "output_norm.weight" => return "model.norm.weight".into(),
-        _ => {}
+    let top = |stem: &str| match stem {
+        "token_embd" => Some("model.embed_tokens"),
+        "output" => Some("lm_head"),
+        "output_norm" => Some("model.norm"),
+        _ => None,
+    };
+    if let Some((stem, suffix)) = name.split_once('.') {
+        if let Some(theirs) = top(stem) {
+            return format!("{theirs}.{suffix}");
+        }
     }
     let Some((block, rest)) = name.strip_prefix("blk.").and_then(|r| r.split_once('.')) else {
         return name.into();

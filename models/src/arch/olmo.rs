@@ -10,7 +10,7 @@
 use zoo_macros::register_model;
 
 use crate::adapters::Decoded;
-use crate::llama_decoder::{llama_safetensors_load, LlamaDecoder, LlamaOptions};
+use crate::llama_decoder::{llama_safetensors_load, LlamaDecoder, LlamaOptions, NormKind};
 
 /// OLMo (safetensors, weights in their stored dtype).
 #[register_model(
@@ -25,7 +25,7 @@ pub struct Olmo(Decoded<LlamaDecoder>);
 
 /// Weightless LayerNorms with transformers' OlmoLayerNorm eps.
 const OPTIONS: LlamaOptions = LlamaOptions {
-    plain_layer_norm: true,
+    norm: NormKind::PlainLayer,
     config_defaults: &[("rms_norm_eps", "1e-5")],
     ..LlamaOptions::LLAMA
 };

@@ -23,26 +23,25 @@ impl Module for RmsNorm {
 }
 
 /// The norm a decoder applies to its branches and output: an RMS norm with a weight,
-/// or a LayerNorm with neither weight nor bias (OLMo's).
+/// or a LayerNorm over the last dimension (`(x - mean) / sqrt(var + eps)`, times a
+/// weight, plus a bias).
 #[derive(Debug, Clone)]
 pub enum Norm {
     Rms(RmsNorm),
-    /// Over the last dimension: `(x - mean) / sqrt(var + eps)`, as a LayerNorm whose
-    /// weight is ones and bias zeros (exact: multiplying by 1 and adding 0 round to the
-    /// same value).
-    Plain {
-        ones: Tensor,
-        zeros: Tensor,
+    Layer {
+        weight: Tensor,
+        bias: Tensor,
         eps: f64,
     },
 }
 
 impl Norm {
-    /// A weightless LayerNorm over `width` features.
+    /// A LayerNorm without weight or bias (OLMo's) over `width` features: weight ones
+    /// and bias zeros (exact: multiplying by 1 and adding 0 round to the same value).
     pub fn plain(width: usize, eps: f64, device: &candle_core::Device) -> Result<Self> {
-        Ok(Self::Plain {
-            ones: Tensor::ones(width, candle_core::DType::F32, device)?,
-            zeros: Tensor::zeros(width, candle_core::DType::F32, device)?,
+        Ok(Self::Layer {
+            weight: Tensor::ones(width, candle_core::DType::F32, device)?,
+            bias: Tensor::zeros(width, candle_core::DType::F32, device)?,
             eps,
         })
     }
@@ -52,8 +51,8 @@ impl Module for Norm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             Norm::Rms(n) => n.forward(x),
-            Norm::Plain { ones, zeros, eps } => {
-                candle_nn::ops::layer_norm(&x.contiguous()?, ones, zeros, *eps as f32)
+            Norm::Layer { weight, bias, eps } => {
+                candle_nn::ops::layer_norm(&x.contiguous()?, weight, bias, *eps as f32)
             }
         }
     }

@@ -10,8 +10,8 @@ use zoo_core::Result;
 
 use super::load::{LlamaHparams, RopeScaling, TensorSource};
 use super::{
-    expert_slice, qm, row_slice, Expert, Ffn, Layer, LlamaDecoder, LlamaOptions, Norms, QkNorm,
-    Shared,
+    expert_slice, qm, row_slice, Expert, Ffn, Layer, LlamaDecoder, LlamaOptions, Mlp, NormKind,
+    Norms, QkNorm, Shared,
 };
 use crate::layers::{KvCache, Norm, PagedKv, QLinear, RmsNorm, RopeTable};
 
@@ -58,14 +58,23 @@ impl LlamaDecoder {
         };
         let embed = Arc::new(tensor("token_embd.weight")?);
         let hidden = embed.shape().dims().last().copied().unwrap_or(0);
+        // `{stem}.bias` where the architecture has biases there (a checkpoint may leave
+        // one out: StableLM's `use_qkv_bias`), an error where it has none.
+        let bias = |stem: &str, on: bool, fact: &str| -> Result<Option<Tensor>> {
+            let name = format!("{stem}.bias");
+            match (on, (src.has)(&name)) {
+                (true, true) => Ok(Some(dense(&name)?)),
+                (false, true) => Err(unexpected(&name, fact)),
+                (_, false) => Ok(None),
+            }
+        };
         let linear = |name: &str, rows: usize| -> Result<QLinear> {
-            let bias = format!("{name}.bias");
-            let bias = match (options.qkv_bias, (src.has)(&bias)) {
-                (true, _) => Some(dense(&bias)?),
-                (false, true) => return Err(unexpected(&bias, "q/k/v biases")),
-                (false, false) => None,
-            };
-            Ok(qm(shaped(&format!("{name}.weight"), [rows, hidden])?)?.with_bias(bias))
+            let b = bias(name, options.qkv_bias, "q/k/v biases")?;
+            Ok(qm(shaped(&format!("{name}.weight"), [rows, hidden])?)?.with_bias(b))
+        };
+        let mlp_linear = |stem: &str| -> Result<QLinear> {
+            let b = bias(stem, options.mlp_bias, "MLP biases")?;
+            Ok(qm(tensor(&format!("{stem}.weight"))?)?.with_bias(b))
         };
         let qk_norm = |name: &str| -> Result<Option<RmsNorm>> {
             match (options.qk_norm, (src.has)(name)) {
@@ -82,16 +91,22 @@ impl LlamaDecoder {
             Norms::Post => (false, true),
             Norms::Sandwich => (true, true),
         };
-        // The branch and output norms: RMS with their weights, or weightless LayerNorms.
-        let branch_norm = |name: &str| -> Result<Norm> {
-            match options.plain_layer_norm {
-                true => {
-                    if (src.has)(name) {
-                        return Err(unexpected(name, "norm weights"));
+        // The branch and output norms (`stem`: llama.cpp's name without `.weight`).
+        let branch_norm = |stem: &str| -> Result<Norm> {
+            let weight = format!("{stem}.weight");
+            match options.norm {
+                NormKind::Rms => norm(&weight).map(Norm::Rms),
+                NormKind::Layer => Ok(Norm::Layer {
+                    weight: dense(&weight)?,
+                    bias: dense(&format!("{stem}.bias"))?,
+                    eps,
+                }),
+                NormKind::PlainLayer => {
+                    if (src.has)(&weight) {
+                        return Err(unexpected(&weight, "norm weights"));
                     }
                     Ok(Norm::plain(hidden, eps, device)?)
                 }
-                false => norm(name).map(Norm::Rms),
             }
         };
         let placed = |name: &str, on: bool| -> Result<Option<Norm>> {
@@ -100,7 +115,8 @@ impl LlamaDecoder {
         let output = match (src.has)("output.weight") {
             true => qm(tensor("output.weight")?)?,
             false => QLinear::new(embed.clone())?,
-        };
+        }
+        .with_bias(bias("output", options.output_bias, "output bias")?);
         let mut rope = RopeTable::new(hp.rotary_dims, base as f32, 1.0, device)?;
         if (src.has)("rope_freqs.weight") {
             let f: Vec<f32> = dense("rope_freqs.weight")?
@@ -143,6 +159,9 @@ impl LlamaDecoder {
                     .collect()
             };
             let mlp = |stem: &str| -> Result<Expert> {
+                if (src.has)(&p("ffn_gate.bias")) && !options.mlp_bias {
+                    return Err(unexpected(&p("ffn_gate.bias"), "MLP biases"));
+                }
                 if options.fused_gate_up && stem.is_empty() {
                     let down = tensor(&p("ffn_down.weight"))?;
                     let ff = down.shape().dims().last().copied().unwrap_or(0);
@@ -157,9 +176,9 @@ impl LlamaDecoder {
                     });
                 }
                 Ok(Expert {
-                    gate: qm(tensor(&p(&format!("ffn_gate{stem}.weight")))?)?,
-                    up: qm(tensor(&p(&format!("ffn_up{stem}.weight")))?)?,
-                    down: qm(tensor(&p(&format!("ffn_down{stem}.weight")))?)?,
+                    gate: mlp_linear(&p(&format!("ffn_gate{stem}")))?,
+                    up: mlp_linear(&p(&format!("ffn_up{stem}")))?,
+                    down: mlp_linear(&p(&format!("ffn_down{stem}")))?,
                 })
             };
             let shared = match (
@@ -175,7 +194,13 @@ impl LlamaDecoder {
                 }
                 (false, false) => None,
             };
-            let ffn = if n_experts == 0 || !hp.moe_layers.get(i).copied().unwrap_or(true) {
+            let ffn = if options.mlp == Mlp::Gelu {
+                Ffn::Gelu {
+                    up: mlp_linear(&p("ffn_up"))?,
+                    down: mlp_linear(&p("ffn_down"))?,
+                    kind: hp.gelu,
+                }
+            } else if n_experts == 0 || !hp.moe_layers.get(i).copied().unwrap_or(true) {
                 Ffn::Dense(mlp("")?)
             } else {
                 let experts = if (src.has)(&p("ffn_gate_exps.weight")) {
@@ -216,15 +241,19 @@ impl LlamaDecoder {
                 }
             };
             let (q, k, v) = if options.fused_qkv {
-                if (src.has)(&p("attn_qkv.bias")) {
-                    return Err(unexpected(&p("attn_qkv.bias"), "q/k/v biases"));
-                }
                 let (qr, kr) = (heads * head_dim, kv_heads * head_dim);
                 let name = p("attn_qkv.weight");
                 let [q, k, v]: [QLinear; 3] = fused_parts(&name, &[qr, kr, kr])?
                     .try_into()
                     .map_err(|_| (src.invalid)(&name, "did not split in three".into()))?;
-                (q, k, v)
+                match bias(&p("attn_qkv"), options.qkv_bias, "q/k/v biases")? {
+                    None => (q, k, v),
+                    Some(b) => (
+                        q.with_bias(Some(b.narrow(0, 0, qr)?)),
+                        k.with_bias(Some(b.narrow(0, qr, kr)?)),
+                        v.with_bias(Some(b.narrow(0, qr + kr, kr)?)),
+                    ),
+                }
             } else {
                 (
                     linear(&p("attn_q"), heads * head_dim)?,
@@ -233,17 +262,23 @@ impl LlamaDecoder {
                 )
             };
             layers.push(Layer {
-                attn_norm: placed(&p("attn_norm.weight"), pre)?,
-                post_attn_norm: placed(&p("post_attention_norm.weight"), post)?,
-                ffn_norm: placed(&p("ffn_norm.weight"), pre)?,
-                post_ffn_norm: placed(&p("post_ffw_norm.weight"), post)?,
+                attn_norm: placed(&p("attn_norm"), pre)?,
+                post_attn_norm: placed(&p("post_attention_norm"), post)?,
+                ffn_norm: placed(&p("ffn_norm"), pre && !hp.parallel)?,
+                post_ffn_norm: placed(&p("post_ffw_norm"), post)?,
                 q,
                 k,
                 v,
                 o: qm(shaped(
                     &p("attn_output.weight"),
                     [hidden, heads * head_dim],
-                )?)?,
+                )?)?
+                .with_bias(bias(
+                    &p("attn_output"),
+                    options.o_bias,
+                    "output projection bias",
+                )?),
+                parallel: hp.parallel,
                 q_norm: qk_norm(&p("attn_q_norm.weight"))?,
                 k_norm: qk_norm(&p("attn_k_norm.weight"))?,
                 qk_norm: options.qk_norm,
@@ -257,7 +292,7 @@ impl LlamaDecoder {
         Ok(Self {
             embed,
             layers,
-            norm: branch_norm("output_norm.weight")?,
+            norm: branch_norm("output_norm")?,
             output,
             rope,
             rope_layout: options.rope,

@@ -1,4 +1,4 @@
-//! The feed-forward of [`super::LlamaDecoder`]'s layers: a gated SiLU MLP, or experts
+//! The feed-forward of [`super::LlamaDecoder`]'s layers: a gated SiLU MLP, a GELU MLP, or experts
 //! behind a softmax router (with a shared expert where the architecture has one).
 
 use std::borrow::Cow;
@@ -8,7 +8,7 @@ use candle_core::quantized::{QStorage, QTensor};
 use candle_core::{DType, Device, Module, Tensor, D};
 use zoo_core::Result;
 
-use crate::layers::QLinear;
+use crate::layers::{gelu, Gelu, QLinear};
 
 pub(super) struct Expert {
     pub gate: QLinear,
@@ -26,6 +26,12 @@ impl Expert {
 
 pub(super) enum Ffn {
     Dense(Expert),
+    /// `down(gelu(up(x)))` (Starcoder2, Phi-2).
+    Gelu {
+        up: QLinear,
+        down: QLinear,
+        kind: Gelu,
+    },
     /// Softmax over the router's logits, the top `used` experts, with `norm_topk` their
     /// weights renormalised to sum to one (Mixtral; a Qwen MoE config's
     /// `norm_topk_prob`); a shared expert's output added, gated by a sigmoid (Qwen2-MoE).
@@ -49,6 +55,7 @@ impl Ffn {
     pub(super) fn forward(&self, x: &Tensor, rows: bool) -> Result<Tensor> {
         match self {
             Ffn::Dense(e) => e.forward(x, rows),
+            Ffn::Gelu { up, down, kind } => Ok(mm(down, &gelu(&mm(up, x, rows)?, *kind)?, rows)?),
             Ffn::Moe {
                 router,
                 experts,

@@ -7,8 +7,8 @@ use candle_core::Device;
 use zoo_core::source::GgufSource;
 use zoo_core::{Error, Result};
 
-use super::{LlamaDecoder, LlamaOptions, Scales};
-use crate::layers::Yarn;
+use super::{LlamaDecoder, LlamaOptions, NormKind, Scales};
+use crate::layers::{Gelu, Yarn};
 
 /// The facts a Llama-like decoder is built from.
 #[derive(Debug, Clone)]
@@ -39,6 +39,10 @@ pub(crate) struct LlamaHparams {
     pub scaling: Option<RopeScaling>,
     /// q, k and v clamped to `[-c, c]` (OLMo's `clip_qkv`, llama.cpp's `clamp_kqv`).
     pub clip_qkv: Option<f64>,
+    /// Attention and MLP in parallel (the option, or StableLM's config).
+    pub parallel: bool,
+    /// How a GELU MLP computes GELU: as the format's reference does.
+    pub gelu: Gelu,
 }
 
 /// RoPE scaling other than llama3's factors tensor and LongRoPE.
@@ -79,7 +83,12 @@ impl LlamaDecoder {
         let head_dim = g
             .u64_opt(&key("attention.key_length"))?
             .map_or(hidden / heads, |d| d as usize);
-        let eps = g.f64(&key("attention.layer_norm_rms_epsilon"))?;
+        let eps = match options.norm {
+            NormKind::Layer | NormKind::PlainLayer => {
+                g.f64(&key("attention.layer_norm_epsilon"))?
+            }
+            _ => g.f64(&key("attention.layer_norm_rms_epsilon"))?,
+        };
         let base = g
             .f64_opt(&key("rope.freq_base"))?
             .unwrap_or(options.default_rope_base);
@@ -193,6 +202,8 @@ impl LlamaDecoder {
             long_rope,
             rotary_dims,
             scaling,
+            parallel: options.parallel,
+            gelu: Gelu::GgmlF16Table,
             clip_qkv: match g.f64_opt(&key("attention.clamp_kqv"))? {
                 Some(c) if !(c.is_finite() && c > 0.0) => {
                     return Err(refuse(format!(

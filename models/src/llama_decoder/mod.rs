@@ -1,7 +1,7 @@
 //! The Llama-like decoder, on candle's quantized matmul: llama.cpp's Llama-like GGUFs
 //! (`llama` — Llama, Mistral, Mixtral — `qwen2`, `qwen3`, `phi3`, `glm4`) and the
 //! transformers checkpoints of Llama, Mistral, Mixtral, Qwen2/3 and their MoE forms,
-//! Helium, SmolLM3, Granite, OLMo and OLMo 2, Phi-3 and GLM-4. Each architecture's file states its facts as [`LlamaOptions`];
+//! Helium, SmolLM3, Granite, OLMo and OLMo 2, Phi-3, GLM-4, Starcoder2 and StableLM. Each architecture's file states its facts as [`LlamaOptions`];
 //! the decoder never checks a name.
 //!
 //! Instead of candle-transformers 0.11.1's `quantized_llama` / `quantized_qwen2`, which
@@ -23,7 +23,7 @@ mod ffn;
 mod load;
 mod options;
 
-pub(crate) use options::{LlamaOptions, Norms, QkNorm, Scales};
+pub(crate) use options::{LlamaOptions, Mlp, NormKind, Norms, QkNorm, Scales};
 mod safetensors;
 
 use ffn::{expert_slice, mm, row_slice, Expert, Ffn, Shared};
@@ -52,6 +52,8 @@ struct Layer {
     clip_qkv: Option<f64>,
     /// false: a NoPE layer (SmolLM3), whose q and k are not rotated.
     rotary: bool,
+    /// The MLP reads the attention's input (Phi-2).
+    parallel: bool,
     ffn: Ffn,
     cache: KvCache,
     /// The batched forward's share of the KV block store.
@@ -109,11 +111,22 @@ impl Layer {
     }
 
     /// `x` plus the attention branch's output `a` (its heads merged) and then the MLP
-    /// branch, each scaled by `r` and normalised where the architecture says.
-    fn add_branches(&self, x: Tensor, a: &Tensor, r: f64, rows: bool) -> Result<Tensor> {
+    /// branch, each scaled by `r` and normalised where the architecture says; in
+    /// parallel, the MLP reads the attention's input `n` instead.
+    fn add_branches(
+        &self,
+        x: Tensor,
+        n: &Tensor,
+        a: &Tensor,
+        r: f64,
+        rows: bool,
+    ) -> Result<Tensor> {
         let a = norm_of(&self.post_attn_norm, mm(&self.o, &merge_heads(a)?, rows)?)?;
         let x = (x + scaled(a, r)?)?;
-        let n = norm_of(&self.ffn_norm, x.clone())?;
+        let n = match self.parallel {
+            true => n.clone(),
+            false => norm_of(&self.ffn_norm, x.clone())?,
+        };
         let f = norm_of(&self.post_ffn_norm, self.ffn.forward(&n, rows)?)?;
         Ok((x + scaled(f, r)?)?)
     }
@@ -213,7 +226,7 @@ impl Decoder for LlamaDecoder {
             };
             let layer = &mut self.layers[i];
             let a = layer.cache.attend(&q, &k, &v, offset, &params)?;
-            x = layer.add_branches(x, &a, self.scales.residual, false)?;
+            x = layer.add_branches(x, &n, &a, self.scales.residual, false)?;
         }
         let x = self.norm.forward(&last_position(&x)?)?;
         let logits = self.output.forward(&x)?;
@@ -274,7 +287,7 @@ impl BatchedLM for LlamaDecoder {
             };
             let layer = &mut self.layers[i];
             let a = layer.paged.attend(&layout, &q, &k, &v, &params)?;
-            x = layer.add_branches(x, &a, self.scales.residual, true)?;
+            x = layer.add_branches(x, &n, &a, self.scales.residual, true)?;
         }
         let rows = layout.logit_rows();
         let logits = if rows.is_empty() {

@@ -19,9 +19,18 @@ pub(crate) struct LlamaOptions {
     pub qk_norm: QkNorm,
     /// Where each branch's norm sits.
     pub norms: Norms,
-    /// LayerNorms without weight or bias in place of the RMS norms (OLMo), over
-    /// `rms_norm_eps`.
-    pub plain_layer_norm: bool,
+    /// The kind of every branch and output norm.
+    pub norm: NormKind,
+    /// Biases on the attention output (Starcoder2, Phi-2), on the MLP's matrices
+    /// (Starcoder2, Phi-2) and on the output head (Phi-2).
+    pub o_bias: bool,
+    pub mlp_bias: bool,
+    pub output_bias: bool,
+    /// The MLP: SiLU-gated (Llama) or GELU (`ffn_up`, GELU, `ffn_down`: Starcoder2, Phi-2).
+    pub mlp: Mlp,
+    /// Attention and MLP both read the attention's normed input and add to the residual
+    /// together (Phi-2; StableLM where `use_parallel_residual` says so).
+    pub parallel: bool,
     /// The `rope.freq_base` transformers' config class documents, for files without one.
     pub default_rope_base: f64,
     /// config.json's `embedding_multiplier`, `attention_multiplier`,
@@ -51,7 +60,12 @@ impl LlamaOptions {
         qkv_bias: false,
         qk_norm: QkNorm::Off,
         norms: Norms::Pre,
-        plain_layer_norm: false,
+        norm: NormKind::Rms,
+        o_bias: false,
+        mlp_bias: false,
+        output_bias: false,
+        mlp: Mlp::SiluGated,
+        parallel: false,
         default_rope_base: 10_000.0,
         multipliers: false,
         fused_qkv: false,
@@ -60,6 +74,27 @@ impl LlamaOptions {
         nope_layers: false,
         config_defaults: &[],
     };
+}
+
+/// The norm of an architecture's branches and output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NormKind {
+    /// RMS norm with a weight (Llama), over `rms_norm_eps`.
+    Rms,
+    /// LayerNorm with weight and bias (Starcoder2, StableLM, Phi-2), over the config's
+    /// `layer_norm_eps` / `norm_epsilon` or llama.cpp's `layer_norm_epsilon`.
+    Layer,
+    /// LayerNorm with neither (OLMo), over `rms_norm_eps` as the file defaults it.
+    PlainLayer,
+}
+
+/// An architecture's dense MLP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mlp {
+    /// `down(silu(gate(x)) * up(x))`.
+    SiluGated,
+    /// `down(gelu(up(x)))`, GELU's tanh form as the format's reference computes it.
+    Gelu,
 }
 
 /// Where an architecture normalises q and k before the rotation, if it does.

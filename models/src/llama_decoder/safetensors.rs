@@ -7,8 +7,8 @@ use zoo_core::source::SafetensorsSource;
 use zoo_core::{Error, Result};
 
 use super::load::{LlamaHparams, RopeScaling, TensorSource};
-use super::{LlamaDecoder, LlamaOptions, Scales};
-use crate::layers::Yarn;
+use super::{LlamaDecoder, LlamaOptions, Mlp, NormKind, Scales};
+use crate::layers::{Gelu, Yarn};
 
 /// What the decoder reads of a transformers config.json (`LlamaForCausalLM`,
 /// `Qwen2ForCausalLM`).
@@ -40,6 +40,13 @@ struct HfConfig {
     /// SmolLM3: 1 for a layer that rotates q and k, 0 for a NoPE layer.
     no_rope_layers: Option<Vec<u8>>,
     no_rope_layer_interval: Option<usize>,
+    /// LayerNorm architectures' eps (StableLM and Phi `layer_norm_eps`, Starcoder2
+    /// `norm_epsilon`).
+    layer_norm_eps: Option<f64>,
+    norm_epsilon: Option<f64>,
+    /// StableLM / Phi: per-head q/k LayerNorms (refused), parallel branches.
+    qk_layernorm: Option<bool>,
+    use_parallel_residual: Option<bool>,
     /// OLMo: q, k and v clamped to `[-clip_qkv, clip_qkv]`.
     clip_qkv: Option<f64>,
     /// The share of each head that is rotated (GLM-4: 0.5).
@@ -257,22 +264,33 @@ impl LlamaDecoder {
             }
         }
         let hf: HfConfig = src.parse_config_value(arch, config)?;
-        if let Some(act) = hf.hidden_act.as_deref().filter(|a| *a != "silu") {
+        let (acts, mlp): (&[&str], _) = match options.mlp {
+            Mlp::SiluGated => (&["silu"], "SiLU-gated"),
+            // The tanh forms; exact (erf) GELU is another function.
+            Mlp::Gelu => (&["gelu_pytorch_tanh", "gelu_new"], "a tanh GELU"),
+        };
+        if let Some(act) = hf.hidden_act.as_deref().filter(|a| !acts.contains(a)) {
             return Err(refuse(
                 format!("`hidden_act` {act:?} is not supported"),
-                "this architecture's feed-forward is SiLU-gated",
+                &format!("this architecture's feed-forward is {mlp} ({acts:?})"),
             ));
         }
-        for (key, on) in [
-            ("attention_bias", hf.attention_bias),
-            ("mlp_bias", hf.mlp_bias),
+        for (key, on, allowed) in [
+            ("attention_bias", hf.attention_bias, options.qkv_bias),
+            ("mlp_bias", hf.mlp_bias, options.mlp_bias),
         ] {
-            if on == Some(true) && !(key == "attention_bias" && options.qkv_bias) {
+            if on == Some(true) && !allowed {
                 return Err(refuse(
                     format!("`{key}: true` is not supported"),
-                    "the decoder has biases on q, k and v only where the architecture has them (Qwen2)",
+                    "the decoder has biases only where the architecture has them (Qwen2: q, k and v)",
                 ));
             }
+        }
+        if hf.qk_layernorm == Some(true) {
+            return Err(refuse(
+                "`qk_layernorm: true` is not supported".into(),
+                "per-head LayerNorms of q and k are not implemented on this decoder",
+            ));
         }
         if let Some(c) = hf.clip_qkv.filter(|c| !(c.is_finite() && *c > 0.0)) {
             return Err(refuse(
@@ -323,7 +341,10 @@ impl LlamaDecoder {
             heads: hf.num_attention_heads,
             kv_heads: hf.num_key_value_heads.unwrap_or(hf.num_attention_heads),
             head_dim,
-            eps: hf.rms_norm_eps,
+            eps: match options.norm {
+                NormKind::Layer => hf.layer_norm_eps.or(hf.norm_epsilon).unwrap_or(1e-5),
+                NormKind::Rms | NormKind::PlainLayer => hf.rms_norm_eps,
+            },
             rope_base,
             blocks: hf.num_hidden_layers,
             vocab: hf.vocab_size,
@@ -340,6 +361,8 @@ impl LlamaDecoder {
             rotary_dims,
             scaling,
             clip_qkv: hf.clip_qkv,
+            parallel: options.parallel || hf.use_parallel_residual == Some(true),
+            gelu: Gelu::Tanh,
             scales: if options.multipliers {
                 multipliers(&hf, &refuse)?
             } else {
