@@ -14,7 +14,6 @@ pub mod adapters;
 pub mod arch;
 pub(crate) mod detect;
 pub(crate) mod gemma_decoder;
-pub(crate) mod gguf_head;
 pub mod layers;
 pub(crate) mod llama_decoder;
 mod par;

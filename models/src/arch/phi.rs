@@ -1,73 +1,50 @@
 //! Phi-1.5 / Phi-2 from safetensors (`PhiForCausalLM`).
 //!
 //! Paper: "Textbooks Are All You Need II: phi-1.5 technical report" (Li et al., 2023).
-//! Reference implementation: transformers' `modeling_phi.py`. Built on
-//! candle-transformers' `phi`, whose forward takes no position: it reads the position
-//! from its own KV cache. This file keeps the interface's position honest: a step at
-//! position 0 starts a new sequence (the cache is cleared), and a step anywhere but
-//! right after the cached positions is an error rather than a silent mix-up.
+//! Reference implementation: transformers' `modeling_phi.py`. Built on zoo's Llama
+//! decoder (`llama_decoder/`, as the GGUF form is): LayerNorm with bias, attention and a
+//! GELU MLP in parallel, biases on every projection and `lm_head`, NeoX rotary on the
+//! first `partial_rotary_factor` of each head; matrices in their stored dtype, the
+//! batched forward. `qk_layernorm` is refused. candle-transformers' `phi` takes no
+//! position (it reads it from its own cache) and widens every weight to f32.
 
-use candle_core::{Device, Tensor};
-use candle_transformers::models::phi as candle_model;
-use zoo_core::registry::Registered;
-use zoo_core::{last_position_logits, CausalLM, Error, ModelInfo, Result, SafetensorsSource};
 use zoo_macros::register_model;
 
-/// Phi-1.5 / Phi-2 (safetensors, f32 on CPU).
+use crate::adapters::Decoded;
+use crate::llama_decoder::{llama_safetensors_load, LlamaDecoder, LlamaOptions};
+
+/// Phi-1.5 / Phi-2 (safetensors, weights in their stored dtype).
 #[register_model(
     name = "phi",
     format = safetensors,
     hf_architectures = ["PhiForCausalLM"],
     model_types = ["phi"],
     load = Phi::load,
+    batching = true,
 )]
-pub struct Phi {
-    model: candle_model::Model,
-    /// Positions in candle's cache.
-    cached: usize,
-    info: ModelInfo,
+pub struct Phi(Decoded<LlamaDecoder>);
+
+/// Phi's layer; transformers' PhiConfig rotary share.
+const OPTIONS: LlamaOptions = LlamaOptions {
+    config_defaults: &[("partial_rotary_factor", "0.5")],
+    ..LlamaOptions::PARALLEL_GELU
+};
+
+/// transformers' names where Phi's differ from Llama's.
+fn names(name: &str) -> Option<String> {
+    if let Some(suffix) = name.strip_prefix("output_norm.") {
+        return Some(format!("model.final_layernorm.{suffix}"));
+    }
+    let (block, rest) = name.strip_prefix("blk.")?.split_once('.')?;
+    let (stem, suffix) = rest.split_once('.')?;
+    let stem = match stem {
+        "attn_output" => "self_attn.dense",
+        "ffn_up" => "mlp.fc1",
+        "ffn_down" => "mlp.fc2",
+        _ => return None,
+    };
+    Some(format!("model.layers.{block}.{stem}.{suffix}"))
 }
 
-/// transformers' PhiConfig default.
-const DEFAULT_ROPE_THETA: f64 = 10_000.0;
-
-impl Phi {
-    /// Loads config.json and the safetensors weights (memory-mapped).
-    pub fn load(src: &SafetensorsSource, device: &Device) -> Result<Self> {
-        let info = src.model_info(Self::ENTRY.name, None, device)?;
-        let config = src.normalised_config(Some(DEFAULT_ROPE_THETA))?;
-        let config: candle_model::Config = src.parse_config_value(Self::ENTRY.name, config)?;
-        let (vb, _dtype) = src.var_builder(device)?;
-        let model = candle_model::Model::new(&config, vb)?;
-        Ok(Self {
-            model,
-            cached: 0,
-            info,
-        })
-    }
-}
-
-impl CausalLM for Phi {
-    fn forward(&mut self, input_ids: &Tensor, seqlen_offset: usize) -> Result<Tensor> {
-        if seqlen_offset == 0 {
-            self.model.clear_kv_cache();
-            self.cached = 0;
-        } else if seqlen_offset != self.cached {
-            return Err(Error::Candle(candle_core::Error::Msg(format!(
-                "phi: a step at position {seqlen_offset} but the KV cache holds {} positions; continue from there or start again at 0",
-                self.cached
-            ))));
-        }
-        let logits = self.model.forward(input_ids)?;
-        self.cached += input_ids.dim(1)?;
-        last_position_logits(logits)
-    }
-
-    fn reset_cache(&mut self) -> Result<()> {
-        self.model.clear_kv_cache();
-        self.cached = 0;
-        Ok(())
-    }
-
-    zoo_core::causal_lm_info!(info);
-}
+// PhiConfig: context 2048 when config.json omits it.
+llama_safetensors_load!(Phi, OPTIONS, default_context = 2048, names = names);

@@ -13,8 +13,6 @@
 //! - `norm.rs`: RMS norm;
 //! - `heads.rs`: hidden states split into heads and back;
 //! - `paged.rs`: the KV cache as blocks shared by the sequences of a batched step;
-//! - `positions.rs`: where a forward's tokens sit (one sequence or a batched step),
-//!   each layer's keys and values for both, and `positions_lm!` over them.
 //!
 //! Everything is re-exported here: the layers are used as `crate::layers::X`.
 
@@ -24,7 +22,6 @@ mod half;
 mod heads;
 mod norm;
 mod paged;
-mod positions;
 mod qlinear;
 mod rope;
 
@@ -34,8 +31,6 @@ pub use half::Half;
 pub use heads::{last_position, merge_heads, split_heads, split_qkv};
 pub use norm::{Norm, RmsNorm};
 pub use paged::{PagedKv, StepLayout};
-pub(crate) use positions::positions_lm;
-pub use positions::{LayerKv, Positions};
 pub use qlinear::{QLinear, PROMPT_GEMM_ROWS};
 pub use rope::{RopeLayout, RopeTable, Yarn};
 

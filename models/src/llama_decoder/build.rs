@@ -240,7 +240,9 @@ impl LlamaDecoder {
                     shared,
                 }
             };
-            let (q, k, v) = if options.fused_qkv {
+            // Fused where the architecture says, or where the file has it (Phi-2 GGUFs
+            // come both ways).
+            let (q, k, v) = if options.fused_qkv || (src.has)(&p("attn_qkv.weight")) {
                 let (qr, kr) = (heads * head_dim, kv_heads * head_dim);
                 let name = p("attn_qkv.weight");
                 let [q, k, v]: [QLinear; 3] = fused_parts(&name, &[qr, kr, kr])?

@@ -122,11 +122,13 @@ impl Layer {
         rows: bool,
     ) -> Result<Tensor> {
         let a = norm_of(&self.post_attn_norm, mm(&self.o, &merge_heads(a)?, rows)?)?;
+        if self.parallel {
+            // `(attention + MLP) + residual`, in llama.cpp's and transformers' order.
+            let f = norm_of(&self.post_ffn_norm, self.ffn.forward(n, rows)?)?;
+            return Ok(((scaled(a, r)? + scaled(f, r)?)? + x)?);
+        }
         let x = (x + scaled(a, r)?)?;
-        let n = match self.parallel {
-            true => n.clone(),
-            false => norm_of(&self.ffn_norm, x.clone())?,
-        };
+        let n = norm_of(&self.ffn_norm, x.clone())?;
         let f = norm_of(&self.post_ffn_norm, self.ffn.forward(&n, rows)?)?;
         Ok((x + scaled(f, r)?)?)
     }

@@ -74,6 +74,19 @@ impl LlamaOptions {
         nope_layers: false,
         config_defaults: &[],
     };
+
+    /// Phi-2's layer, in both its forms: LayerNorms with bias, biases on every
+    /// projection and the output head, a GELU MLP, attention and MLP in parallel.
+    pub const PARALLEL_GELU: LlamaOptions = LlamaOptions {
+        norm: NormKind::Layer,
+        qkv_bias: true,
+        o_bias: true,
+        mlp_bias: true,
+        output_bias: true,
+        mlp: Mlp::Gelu,
+        parallel: true,
+        ..LlamaOptions::LLAMA
+    };
 }
 
 /// The norm of an architecture's branches and output.
