@@ -22,7 +22,7 @@ struct Opts {
 }
 
 const USAGE: &str = "usage: cargo xtask new-arch NAME \
-    (--candle MODULE --hf-arch Arch --model-type type | --format gguf --gguf-arch arch --hf-model-type type) [--generate]";
+    (--hf-arch Arch --model-type type [--candle MODULE] | --format gguf --gguf-arch arch --hf-model-type type) [--generate]";
 
 fn parse(args: &[String]) -> Result<Opts> {
     let mut it = args.iter();
@@ -56,9 +56,6 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--generate" => o.generate = true,
             other => bail!("unknown option `{other}`; {USAGE}"),
         }
-    }
-    if o.candle.is_empty() && o.format != "gguf" {
-        bail!("--candle MODULE (the candle-transformers module to build on) is required for safetensors; {USAGE}");
     }
     if !o
         .name
@@ -134,6 +131,53 @@ const OPTIONS: LlamaOptions = LlamaOptions {{
 llama_gguf_load!({ty}, OPTIONS);
 "#,
             name = o.name,
+        )
+    } else if o.candle.is_empty() {
+        format!(
+            r#"//! {ty} from safetensors ({archs}).
+//!
+//! Reference implementation: transformers' `modeling_{module}.py`. Built on zoo's Llama
+//! decoder (`llama_decoder/`); its facts are the options below: check each against
+//! transformers' model and config class and say here what differs from Llama.
+
+use zoo_macros::register_model;
+
+use crate::adapters::Decoded;
+use crate::llama_decoder::{{llama_safetensors_load, LlamaDecoder, LlamaOptions}};
+
+/// {ty} (safetensors, weights in their stored dtype).
+#[register_model(
+    name = "{name}",
+    format = safetensors,
+    hf_architectures = [{hf}],
+    model_types = [{mt}],
+    load = {ty}::load,
+    batching = true,
+)]
+pub struct {ty}(Decoded<LlamaDecoder>);
+
+/// What differs from Llama (`LlamaOptions`: biases, q/k norms, norm kind and place,
+/// rotary layout, MLP, the config class's documented defaults).
+const OPTIONS: LlamaOptions = LlamaOptions {{
+    ..LlamaOptions::LLAMA
+}};
+
+// The context transformers' config class documents when config.json omits it.
+llama_safetensors_load!({ty}, OPTIONS, default_context = 4096);
+"#,
+            archs = [o.hf_arch.as_deref(), o.model_type.as_deref()]
+                .into_iter()
+                .flatten()
+                .map(|s| format!("`{s}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            module = o
+                .model_type
+                .clone()
+                .unwrap_or_else(|| o.name.replace('-', "_")),
+            name = o.name,
+            hf = list(&o.hf_arch),
+            mt = list(&o.model_type),
         )
     } else {
         format!(
