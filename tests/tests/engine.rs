@@ -244,8 +244,8 @@ fn bad_requests_are_refused_at_submit() -> Result<()> {
 
 #[test]
 fn a_model_that_does_not_batch_runs_one_at_a_time_like_generate() -> Result<()> {
-    // GPT-BigCode on candle-transformers' model: no batched forward.
-    let path = fixture("gpt-bigcode", "f32", "");
+    // DeepSeek-V2 on candle-transformers' model: no batched forward.
+    let path = fixture("deepseek-v2", "f32", "");
     let mut loaded = zoo::load(&path, &Default::default())?;
     assert!(loaded.model.batched().is_none() && !loaded.entry.batching);
     let prompts: Vec<Vec<u32>> = vec![vec![3, 4, 5, 6], vec![9, 8, 7, 6, 5, 4]];

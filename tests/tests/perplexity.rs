@@ -196,7 +196,7 @@ fn a_model_without_a_batched_forward_falls_back_to_one_token_per_forward() -> Re
 
     // A safetensors entry built on candle-transformers has no batched forward at all;
     // its tokenizer.json adds no BOS.
-    let mut loaded = zoo::load(fixture("gpt-bigcode", "f32", ""), &Default::default())?;
+    let mut loaded = zoo::load(fixture("deepseek-v2", "f32", ""), &Default::default())?;
     assert!(loaded.model.batched().is_none());
     let bos = loaded.tokenizer.added_bos()?;
     assert_eq!(bos, None);

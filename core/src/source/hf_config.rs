@@ -133,7 +133,9 @@ impl SafetensorsSource {
             detail: "no `vocab_size`".into(),
             hint: "add vocab_size to config.json".into(),
         })?;
+        // GPT-2's family calls it `n_positions` (transformers maps the two).
         let context_length = usize_of("max_position_embeddings")
+            .or_else(|| usize_of("n_positions"))
             .or(default_context)
             .ok_or_else(|| Error::Config {
                 path: self.config_path.clone(),

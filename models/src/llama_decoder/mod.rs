@@ -1,7 +1,8 @@
 //! The Llama-like decoder, on candle's quantized matmul: llama.cpp's Llama-like GGUFs
 //! (`llama` — Llama, Mistral, Mixtral — `qwen2`, `qwen3`, `phi3`, `glm4`) and the
 //! transformers checkpoints of Llama, Mistral, Mixtral, Qwen2/3 and their MoE forms,
-//! Helium, SmolLM3, Granite, OLMo and OLMo 2, Phi-3, GLM-4, Starcoder2 and StableLM. Each architecture's file states its facts as [`LlamaOptions`];
+//! Helium, SmolLM3, Granite, OLMo and OLMo 2, Phi-2, Phi-3, GLM-4, Starcoder2, StableLM
+//! and GPT-BigCode. Each architecture's file states its facts as [`LlamaOptions`];
 //! the decoder never checks a name.
 //!
 //! Instead of candle-transformers 0.11.1's `quantized_llama` / `quantized_qwen2`, which
@@ -153,6 +154,8 @@ pub(crate) struct LlamaDecoder {
     /// The rotated features of each head: all of them, or the first few (GLM-4's
     /// partial rotary).
     rotary_dims: usize,
+    /// Learned position embeddings (`[positions, hidden]`), added to the tokens'.
+    positions: Option<Tensor>,
     scales: Scales,
     heads: usize,
     kv_heads: usize,
@@ -216,6 +219,11 @@ impl Decoder for LlamaDecoder {
     fn forward(&mut self, input_ids: &Tensor, offset: usize) -> Result<Tensor> {
         let (h, kvh, hd) = (self.heads, self.kv_heads, self.head_dim);
         let mut x = scaled(self.embed.embedding(input_ids)?, self.scales.embedding)?;
+        if let Some(wpe) = &self.positions {
+            let seq = input_ids.dim(1)?;
+            let at = Tensor::arange(offset as u32, (offset + seq) as u32, wpe.device())?;
+            x = x.broadcast_add(&wpe.index_select(&at, 0)?.unsqueeze(0)?)?;
+        }
         let params = self.scales.attention(hd);
         for i in 0..self.layers.len() {
             let n = self.layers[i].attn_input(&x)?;
@@ -276,6 +284,11 @@ impl BatchedLM for LlamaDecoder {
         }
         let ids = Tensor::new(layout.tokens().as_slice(), &device)?.unsqueeze(0)?;
         let mut x = scaled(self.embed.embedding(&ids)?, self.scales.embedding)?;
+        if let Some(wpe) = &self.positions {
+            let at: Vec<u32> = layout.position.iter().map(|&p| p as u32).collect();
+            let at = Tensor::new(at.as_slice(), wpe.device())?;
+            x = x.broadcast_add(&wpe.index_select(&at, 0)?.unsqueeze(0)?)?;
+        }
         let params = self.scales.attention(hd);
         for i in 0..self.layers.len() {
             let layer = &self.layers[i];

@@ -28,6 +28,9 @@ pub(crate) struct LlamaOptions {
     pub output_bias: bool,
     /// The MLP: SiLU-gated (Llama) or GELU (`ffn_up`, GELU, `ffn_down`: Starcoder2, Phi-2).
     pub mlp: Mlp,
+    /// Learned absolute position embeddings added to the token embeddings
+    /// (`position_embd`), and no rotation (GPT-BigCode).
+    pub learned_positions: bool,
     /// Attention and MLP both read the attention's normed input and add to the residual
     /// together (Phi-2; StableLM where `use_parallel_residual` says so).
     pub parallel: bool,
@@ -66,6 +69,7 @@ impl LlamaOptions {
         output_bias: false,
         mlp: Mlp::SiluGated,
         parallel: false,
+        learned_positions: false,
         default_rope_base: 10_000.0,
         multipliers: false,
         fused_qkv: false,

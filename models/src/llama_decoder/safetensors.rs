@@ -14,22 +14,31 @@ use crate::layers::{Gelu, Yarn};
 /// `Qwen2ForCausalLM`).
 #[derive(serde::Deserialize)]
 struct HfConfig {
+    /// GPT-2's family (GPT-BigCode) names the sizes `n_*`; transformers maps them.
+    #[serde(alias = "n_embd")]
     hidden_size: usize,
+    #[serde(alias = "n_head")]
     num_attention_heads: usize,
     num_key_value_heads: Option<usize>,
     head_dim: Option<usize>,
+    #[serde(alias = "n_layer")]
     num_hidden_layers: usize,
     vocab_size: usize,
     /// Not read (the weights' shapes give it), but required as transformers requires it
     /// to build the model: a config without it is not a checkpoint's.
     #[allow(dead_code)]
+    #[serde(alias = "n_inner")]
     intermediate_size: usize,
     /// transformers' LlamaConfig and Qwen2Config default.
     #[serde(default = "default_rms_norm_eps")]
     rms_norm_eps: f64,
     #[serde(default)]
     tie_word_embeddings: bool,
+    #[serde(alias = "activation_function")]
     hidden_act: Option<String>,
+    /// GPT-BigCode: one key/value head, and whether q.k is scaled at all.
+    multi_query: Option<bool>,
+    scale_attn_weights: Option<bool>,
     attention_bias: Option<bool>,
     /// Mixture of experts (Mixtral): experts per layer and how many each token uses.
     #[serde(alias = "num_experts")]
@@ -42,6 +51,7 @@ struct HfConfig {
     no_rope_layer_interval: Option<usize>,
     /// LayerNorm architectures' eps (StableLM and Phi `layer_norm_eps`, Starcoder2
     /// `norm_epsilon`).
+    #[serde(alias = "layer_norm_epsilon")]
     layer_norm_eps: Option<f64>,
     norm_epsilon: Option<f64>,
     /// StableLM / Phi: per-head q/k LayerNorms (refused), parallel branches.
@@ -286,6 +296,12 @@ impl LlamaDecoder {
                 ));
             }
         }
+        if hf.scale_attn_weights == Some(false) {
+            return Err(refuse(
+                "`scale_attn_weights: false` is not supported".into(),
+                "the decoder scales q.k by 1/sqrt(head size), as every released model does",
+            ));
+        }
         if hf.qk_layernorm == Some(true) {
             return Err(refuse(
                 "`qk_layernorm: true` is not supported".into(),
@@ -339,7 +355,10 @@ impl LlamaDecoder {
         }
         let hp = LlamaHparams {
             heads: hf.num_attention_heads,
-            kv_heads: hf.num_key_value_heads.unwrap_or(hf.num_attention_heads),
+            kv_heads: hf
+                .num_key_value_heads
+                .or((hf.multi_query == Some(true)).then_some(1))
+                .unwrap_or(hf.num_attention_heads),
             head_dim,
             eps: match options.norm {
                 NormKind::Layer => hf.layer_norm_eps.or(hf.norm_epsilon).unwrap_or(1e-5),
