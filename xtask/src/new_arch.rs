@@ -145,15 +145,7 @@ use zoo_macros::register_model;
 use crate::adapters::Decoded;
 use crate::llama_decoder::{{llama_safetensors_load, LlamaDecoder, LlamaOptions}};
 
-/// {ty} (safetensors, weights in their stored dtype).
-#[register_model(
-    name = "{name}",
-    format = safetensors,
-    hf_architectures = [{hf}],
-    model_types = [{mt}],
-    load = {ty}::load,
-    batching = true,
-)]
+{attribute}
 pub struct {ty}(Decoded<LlamaDecoder>);
 
 /// What differs from Llama (`LlamaOptions`: biases, q/k norms, norm kind and place,
@@ -175,9 +167,7 @@ llama_safetensors_load!({ty}, OPTIONS, default_context = 4096);
                 .model_type
                 .clone()
                 .unwrap_or_else(|| o.name.replace('-', "_")),
-            name = o.name,
-            hf = list(&o.hf_arch),
-            mt = list(&o.model_type),
+            attribute = safetensors_attribute(o, "weights in their stored dtype", true),
         )
     } else {
         format!(
@@ -192,14 +182,7 @@ use zoo_macros::register_model;
 
 use crate::adapters::{{candle_load, CandleLm, ConfigQuirks}};
 
-/// {ty} (safetensors, f32 on CPU).
-#[register_model(
-    name = "{name}",
-    format = safetensors,
-    hf_architectures = [{hf}],
-    model_types = [{mt}],
-    load = {ty}::load,
-)]
+{attribute}
 pub struct {ty}(CandleLm<candle_model::Model>);
 
 // A config.json without rope_theta is an error: set `rope_theta` in the quirks to the
@@ -213,11 +196,21 @@ candle_load!({ty}, candle_model::Model, ConfigQuirks::default());
                 .collect::<Vec<_>>()
                 .join(", "),
             candle = o.candle,
-            name = o.name,
-            hf = list(&o.hf_arch),
-            mt = list(&o.model_type),
+            attribute = safetensors_attribute(o, "f32 on CPU", false),
         )
     }
+}
+
+/// A safetensors entry's doc line and `#[register_model]` attribute.
+fn safetensors_attribute(o: &Opts, weights: &str, batching: bool) -> String {
+    format!(
+        "/// {ty} (safetensors, {weights}).\n#[register_model(\n    name = \"{name}\",\n    format = safetensors,\n    hf_architectures = [{hf}],\n    model_types = [{mt}],\n    load = {ty}::load,\n{batching})]",
+        ty = camel(&o.name),
+        name = o.name,
+        hf = list(&o.hf_arch),
+        mt = list(&o.model_type),
+        batching = if batching { "    batching = true,\n" } else { "" },
+    )
 }
 
 fn spec(o: &Opts) -> String {

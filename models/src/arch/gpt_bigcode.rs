@@ -13,7 +13,7 @@
 use zoo_macros::register_model;
 
 use crate::adapters::Decoded;
-use crate::llama_decoder::{llama_safetensors_load, LlamaDecoder, LlamaOptions, Mlp, NormKind};
+use crate::llama_decoder::{llama_safetensors_load, LlamaDecoder, LlamaOptions};
 
 /// GPT-BigCode: StarCoder 1, SantaCoder (safetensors, weights in their stored dtype).
 #[register_model(
@@ -28,14 +28,9 @@ pub struct GptBigcode(Decoded<LlamaDecoder>);
 
 /// GPT-2's block with learned positions; the fused q/k/v of `c_attn`.
 const OPTIONS: LlamaOptions = LlamaOptions {
-    norm: NormKind::Layer,
-    qkv_bias: true,
-    o_bias: true,
-    mlp_bias: true,
-    mlp: Mlp::Gelu,
     fused_qkv: true,
     learned_positions: true,
-    ..LlamaOptions::LLAMA
+    ..LlamaOptions::GELU_BIASED
 };
 
 /// transformers' names (`transformer.h.{i}...`, GPT-2's).

@@ -11,7 +11,7 @@
 use zoo_macros::register_model;
 
 use crate::adapters::Decoded;
-use crate::llama_decoder::{llama_safetensors_load, LlamaDecoder, LlamaOptions, Mlp, NormKind};
+use crate::llama_decoder::{llama_safetensors_load, LlamaDecoder, LlamaOptions};
 
 /// Starcoder2 (safetensors, weights in their stored dtype).
 #[register_model(
@@ -24,15 +24,9 @@ use crate::llama_decoder::{llama_safetensors_load, LlamaDecoder, LlamaOptions, M
 )]
 pub struct Starcoder2(Decoded<LlamaDecoder>);
 
-/// LayerNorms, biases, the GELU MLP; Starcoder2Config's rope default is Llama's.
-const OPTIONS: LlamaOptions = LlamaOptions {
-    norm: NormKind::Layer,
-    qkv_bias: true,
-    o_bias: true,
-    mlp_bias: true,
-    mlp: Mlp::Gelu,
-    ..LlamaOptions::LLAMA
-};
+// GPT-2's block (LayerNorms, biases, the GELU MLP); Starcoder2Config's rope default is
+// Llama's.
+const OPTIONS: LlamaOptions = LlamaOptions::GELU_BIASED;
 
 /// transformers' names of the MLP's matrices.
 fn names(name: &str) -> Option<String> {

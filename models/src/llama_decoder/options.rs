@@ -79,17 +79,23 @@ impl LlamaOptions {
         config_defaults: &[],
     };
 
-    /// Phi-2's layer, in both its forms: LayerNorms with bias, biases on every
-    /// projection and the output head, a GELU MLP, attention and MLP in parallel.
-    pub const PARALLEL_GELU: LlamaOptions = LlamaOptions {
+    /// GPT-2's block as Starcoder2 and GPT-BigCode keep it: LayerNorms with bias, biases
+    /// on every projection, a GELU MLP.
+    pub const GELU_BIASED: LlamaOptions = LlamaOptions {
         norm: NormKind::Layer,
         qkv_bias: true,
         o_bias: true,
         mlp_bias: true,
-        output_bias: true,
         mlp: Mlp::Gelu,
-        parallel: true,
         ..LlamaOptions::LLAMA
+    };
+
+    /// Phi-2's layer, in both its forms: that block with attention and MLP in parallel
+    /// and a bias on the output head.
+    pub const PARALLEL_GELU: LlamaOptions = LlamaOptions {
+        output_bias: true,
+        parallel: true,
+        ..LlamaOptions::GELU_BIASED
     };
 }
 
