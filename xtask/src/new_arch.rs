@@ -97,6 +97,13 @@ fn list(v: &Option<String>) -> String {
 
 fn arch_file(o: &Opts) -> String {
     let ty = camel(&o.name);
+    // The config.json strings a safetensors entry claims, for its header.
+    let archs = [o.hf_arch.as_deref(), o.model_type.as_deref()]
+        .into_iter()
+        .flatten()
+        .map(|s| format!("`{s}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
     if o.format == "gguf" {
         let g = o.gguf_arch.as_deref().unwrap_or_default();
         format!(
@@ -157,12 +164,6 @@ const OPTIONS: LlamaOptions = LlamaOptions {{
 // The context transformers' config class documents when config.json omits it.
 llama_safetensors_load!({ty}, OPTIONS, default_context = 4096);
 "#,
-            archs = [o.hf_arch.as_deref(), o.model_type.as_deref()]
-                .into_iter()
-                .flatten()
-                .map(|s| format!("`{s}`"))
-                .collect::<Vec<_>>()
-                .join(", "),
             module = o
                 .model_type
                 .clone()
@@ -189,12 +190,6 @@ pub struct {ty}(CandleLm<candle_model::Model>);
 // default transformers' config class documents, if it has one.
 candle_load!({ty}, candle_model::Model, ConfigQuirks::default());
 "#,
-            archs = [o.hf_arch.as_deref(), o.model_type.as_deref()]
-                .into_iter()
-                .flatten()
-                .map(|s| format!("`{s}`"))
-                .collect::<Vec<_>>()
-                .join(", "),
             candle = o.candle,
             attribute = safetensors_attribute(o, "f32 on CPU", false),
         )
