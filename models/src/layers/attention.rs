@@ -5,6 +5,7 @@
 
 use candle_core::{DType, Device, Result, Tensor};
 
+use super::group_attn::attend_group;
 use crate::par::par_chunks_mut;
 
 /// The additive attention mask for `seq` queries at positions `offset..offset + seq`
@@ -128,67 +129,57 @@ impl HostKv {
         let d = self.head_dim;
         let n_rep = heads / kv_heads;
         let offset = self.len - seq;
-        let mut out = vec![0f32; heads * seq * d];
-        let (scale, cap) = (p.scale as f32, p.softcap.map(|c| c as f32));
-        // Unit `head * seq + i` is query `i` of `head`; it writes `o`, its row of `out`.
-        let item = |unit: usize, scores: &mut Vec<f32>, o: &mut [f32]| {
-            let (head, i) = (unit / seq, unit % seq);
-            let group = group_base + head / n_rep;
-            let pos = offset + i;
-            let first = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
-            let qrow = &q[(head * seq + i) * d..][..d];
-            let keys = &self.k[(group * self.cap + first) * d..(group * self.cap + pos + 1) * d];
-            let values = &self.v[(group * self.cap + first) * d..(group * self.cap + pos + 1) * d];
-            scores.clear();
-            let mut max = f32::NEG_INFINITY;
-            for key in keys.chunks_exact(d) {
-                let mut x = dot(qrow, key) * scale;
-                if let Some(c) = cap {
-                    x = (x / c).tanh() * c;
-                }
-                max = max.max(x);
-                scores.push(x);
-            }
-            let mut sum = 0f32;
-            for x in scores.iter_mut() {
-                *x = (*x - max).exp();
-                sum += *x;
-            }
-            for (w, value) in scores.iter().zip(values.chunks_exact(d)) {
-                let w = w / sum;
-                for (o, v) in o.iter_mut().zip(value) {
-                    *o += w * v;
-                }
-            }
-        };
+        let scaling = (p.scale as f32, p.softcap.map(|c| c as f32));
+        // Unit `g * seq + i` is query `i` of kv group `g`'s heads; it writes their rows,
+        // `[n_rep][d]`, which go to `[heads][seq][d]` below.
+        let mut grouped = vec![0f32; heads * seq * d];
         let work = self.len * heads * seq * d;
-        par_chunks_mut(&mut out, d, work >= ATTN_PARALLEL_WORK, |units, rows| {
-            let mut scores = Vec::with_capacity(self.len);
-            for (unit, o) in units.zip(rows.chunks_exact_mut(d)) {
-                item(unit, &mut scores, o);
-            }
-        });
-        out
+        par_chunks_mut(
+            &mut grouped,
+            n_rep * d,
+            work >= ATTN_PARALLEL_WORK,
+            |units, rows| {
+                let mut scratch = Vec::new();
+                for (unit, o) in units.zip(rows.chunks_exact_mut(n_rep * d)) {
+                    let (g, i) = (unit / seq, unit % seq);
+                    let group = group_base + g;
+                    let pos = offset + i;
+                    let first = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+                    let span = (group * self.cap + first) * d..(group * self.cap + pos + 1) * d;
+                    let q = &q[(g * n_rep * seq + i) * d..];
+                    attend_group(
+                        q,
+                        (n_rep, seq * d, d),
+                        std::iter::once(&self.k[span.clone()]),
+                        std::iter::once(&self.v[span]),
+                        pos + 1 - first,
+                        scaling,
+                        &mut scratch,
+                        o,
+                    );
+                }
+            },
+        );
+        ungroup(&grouped, (kv_heads, n_rep, seq, d))
     }
 }
 
-/// Eight running sums so the loop vectorizes.
-#[inline]
-pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for j in 0..8 {
-            acc[j] += x[j] * y[j];
+/// `[kv_heads][seq][n_rep][d]` rows (a unit's heads together) as `[heads][seq][d]`.
+pub(super) fn ungroup(
+    grouped: &[f32],
+    (kv_heads, n_rep, seq, d): (usize, usize, usize, usize),
+) -> Vec<f32> {
+    let mut out = vec![0f32; grouped.len()];
+    for g in 0..kv_heads {
+        for i in 0..seq {
+            for r in 0..n_rep {
+                let src = ((g * seq + i) * n_rep + r) * d;
+                let dst = (((g * n_rep + r) * seq) + i) * d;
+                out[dst..dst + d].copy_from_slice(&grouped[src..src + d]);
+            }
         }
     }
-    acc.iter().sum::<f32>() + tail
+    out
 }
 
 fn host_f32(t: &Tensor) -> Result<Vec<f32>> {

@@ -69,7 +69,7 @@ pub fn matmul_rows(
         for (j, col) in cols.zip(part.chunks_exact_mut(rows)) {
             kind.widen(&w[2 * j * k..2 * (j + 1) * k], &mut wf);
             for (i, o) in col.iter_mut().enumerate() {
-                *o = super::attention::dot(&x[i * k..(i + 1) * k], &wf);
+                *o = super::group_attn::dot(&x[i * k..(i + 1) * k], &wf);
             }
         }
     });

@@ -13,11 +13,14 @@
 //! - `norm.rs`: RMS norm;
 //! - `heads.rs`: hidden states split into heads and back;
 //! - `paged.rs`: the KV cache as blocks shared by the sequences of a batched step;
+//! - `group_attn.rs`: the arithmetic of one attention unit (a KV group's heads at one
+//!   position), which both caches run;
 //!
 //! Everything is re-exported here: the layers are used as `crate::layers::X`.
 
 mod activation;
 mod attention;
+mod group_attn;
 mod half;
 mod heads;
 mod norm;

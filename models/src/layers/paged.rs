@@ -8,7 +8,8 @@
 use candle_core::{Result, Tensor};
 use zoo_core::SeqChunk;
 
-use super::attention::dot;
+use super::attention::ungroup;
+use super::group_attn::attend_group;
 use super::AttnParams;
 use crate::par::par_chunks_mut;
 
@@ -112,7 +113,7 @@ impl PagedKv {
         to: usize,
         g: usize,
         store: &'s [f32],
-    ) -> impl Iterator<Item = &'s [f32]> + 's {
+    ) -> impl Iterator<Item = &'s [f32]> + Clone + 's {
         let (bs, d, kvh) = (self.block_size, self.head_dim, self.kv_heads);
         let first_block = from / bs;
         let last_block = to.div_ceil(bs);
@@ -175,51 +176,37 @@ impl PagedKv {
         }
         let qs = host(q)?;
         let n_rep = heads / kv_heads;
-        let (scale, cap) = (p.scale as f32, p.softcap.map(|c| c as f32));
-        let mut out = vec![0f32; heads * t * d];
+        let scaling = (p.scale as f32, p.softcap.map(|c| c as f32));
+        let mut grouped = vec![0f32; heads * t * d];
         let work: usize = layout.position.iter().map(|p| p + 1).sum::<usize>() * heads * d;
         let this = &*self;
-        // Unit `head * t + i` is token `i`'s query of `head`; it writes `o`, its row.
-        let item = |unit: usize, scores: &mut Vec<f32>, o: &mut [f32]| {
-            let (head, i) = (unit / t, unit % t);
-            let g = head / n_rep;
-            let pos = layout.position[i];
-            let table = layout.chunks[layout.chunk_of[i]].blocks;
-            let first = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
-            let qrow = &qs[(head * t + i) * d..][..d];
-            scores.clear();
-            let mut max = f32::NEG_INFINITY;
-            for keys in this.spans(table, first, pos + 1, g, &this.k) {
-                for key in keys.chunks_exact(d) {
-                    let mut x = dot(qrow, key) * scale;
-                    if let Some(c) = cap {
-                        x = (x / c).tanh() * c;
-                    }
-                    max = max.max(x);
-                    scores.push(x);
+        // Unit `g * t + i` is token `i`'s queries of kv group `g`'s heads; it writes their
+        // rows, `[n_rep][d]`, which go to `[heads][t][d]` below.
+        par_chunks_mut(
+            &mut grouped,
+            n_rep * d,
+            work >= PARALLEL_WORK,
+            |units, rows| {
+                let mut scratch = Vec::new();
+                for (unit, o) in units.zip(rows.chunks_exact_mut(n_rep * d)) {
+                    let (g, i) = (unit / t, unit % t);
+                    let pos = layout.position[i];
+                    let table = layout.chunks[layout.chunk_of[i]].blocks;
+                    let first = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+                    attend_group(
+                        &qs[(g * n_rep * t + i) * d..],
+                        (n_rep, t * d, d),
+                        this.spans(table, first, pos + 1, g, &this.k),
+                        this.spans(table, first, pos + 1, g, &this.v),
+                        pos + 1 - first,
+                        scaling,
+                        &mut scratch,
+                        o,
+                    );
                 }
-            }
-            let mut sum = 0f32;
-            for x in scores.iter_mut() {
-                *x = (*x - max).exp();
-                sum += *x;
-            }
-            let mut w = scores.iter();
-            for values in this.spans(table, first, pos + 1, g, &this.v) {
-                for (value, w) in values.chunks_exact(d).zip(&mut w) {
-                    let w = w / sum;
-                    for (o, v) in o.iter_mut().zip(value) {
-                        *o += w * v;
-                    }
-                }
-            }
-        };
-        par_chunks_mut(&mut out, d, work >= PARALLEL_WORK, |units, rows| {
-            let mut scores = Vec::new();
-            for (unit, o) in units.zip(rows.chunks_exact_mut(d)) {
-                item(unit, &mut scores, o);
-            }
-        });
+            },
+        );
+        let out = ungroup(&grouped, (kv_heads, n_rep, t, d));
         Tensor::from_vec(out, (1, heads, t, d), &candle_core::Device::Cpu)?
             .to_device(q.device())?
             .to_dtype(q.dtype())

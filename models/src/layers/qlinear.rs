@@ -121,7 +121,7 @@ impl QLinear {
                         for (j, col) in cols.zip(part.chunks_exact_mut(rows)) {
                             let wr = &ws[j * k..(j + 1) * k];
                             for (i, o) in col.iter_mut().enumerate() {
-                                *o = super::attention::dot(&xs[i * k..(i + 1) * k], wr);
+                                *o = super::group_attn::dot(&xs[i * k..(i + 1) * k], wr);
                             }
                         }
                     },
