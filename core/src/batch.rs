@@ -57,17 +57,21 @@ pub struct SeqChunk<'a> {
 /// What one position costs in KV memory, for sizing the block store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KvShape {
+    /// The layers that keep keys and values.
     pub layers: usize,
     pub kv_heads: usize,
     pub head_dim: usize,
+    /// Values a position keeps besides those keys and values, over all layers (LFM2's
+    /// convolution layers keep their input row, `hidden` values each); 0 for most.
+    pub other_values: usize,
     /// Bytes per stored value (4: f32).
     pub bytes_per_value: usize,
 }
 
 impl KvShape {
-    /// Keys and values of one position in every layer.
+    /// Everything one position keeps in the block store, over every layer.
     pub fn bytes_per_token(&self) -> usize {
-        2 * self.layers * self.kv_heads * self.head_dim * self.bytes_per_value
+        (2 * self.layers * self.kv_heads * self.head_dim + self.other_values) * self.bytes_per_value
     }
 }
 

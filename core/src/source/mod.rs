@@ -27,7 +27,7 @@ use std::io::Read;
 use std::path::Path;
 
 pub use gguf::{parse_gguf, GgufSource};
-pub(crate) use gguf_metadata::as_u64;
+pub use gguf_metadata::as_u64;
 pub use hf_checks::MAX_CONTEXT;
 pub use safetensors::SafetensorsSource;
 pub use safetensors_check::parse_safetensors;

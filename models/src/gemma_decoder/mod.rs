@@ -198,6 +198,7 @@ impl BatchedLM for GemmaDecoder {
             layers: self.layers.len(),
             kv_heads: self.hp.kv_heads,
             head_dim: self.hp.head_dim,
+            other_values: 0,
             bytes_per_value: 4,
         }
     }

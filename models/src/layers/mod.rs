@@ -33,6 +33,7 @@ pub use attention::{attention, causal_mask, AttnParams, KvCache};
 pub use half::Half;
 pub use heads::{last_position, merge_heads, split_heads, split_qkv};
 pub use norm::{Norm, RmsNorm};
+pub(crate) use paged::{host, zeroed};
 pub use paged::{PagedKv, StepLayout};
 pub use qlinear::{QLinear, PROMPT_GEMM_ROWS};
 pub use rope::{RopeLayout, RopeTable, Yarn};

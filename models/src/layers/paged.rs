@@ -39,6 +39,25 @@ impl<'a> StepLayout<'a> {
         }
     }
 
+    /// An error unless every chunk's block table covers its positions with blocks of a
+    /// store of `blocks` blocks of `block_size` positions.
+    pub fn check_tables(&self, blocks: usize, block_size: usize) -> Result<()> {
+        if blocks == 0 {
+            candle_core::bail!("the KV block store is not allocated (BatchedLM::allocate_kv)");
+        }
+        for c in self.chunks {
+            let end = c.offset + c.tokens.len();
+            let need = end.div_ceil(block_size);
+            if c.blocks.len() < need || c.blocks.iter().any(|&b| b as usize >= blocks) {
+                candle_core::bail!(
+                    "a sequence up to position {end} needs {need} blocks below {blocks}; its table is {:?}",
+                    c.blocks
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// All tokens of the step, chunk after chunk.
     pub fn tokens(&self) -> Vec<u32> {
         self.chunks
@@ -138,9 +157,6 @@ impl PagedKv {
     ) -> Result<Tensor> {
         let (_, heads, t, d) = q.dims4()?;
         let (_, kv_heads, kt, kd) = k.dims4()?;
-        if self.blocks == 0 {
-            candle_core::bail!("the KV block store is not allocated (BatchedLM::allocate_kv)");
-        }
         if (kv_heads, kt, kd) != (self.kv_heads, t, self.head_dim)
             || d != kd
             || heads % kv_heads != 0
@@ -153,17 +169,7 @@ impl PagedKv {
                 self.head_dim
             );
         }
-        for c in layout.chunks {
-            let end = c.offset + c.tokens.len();
-            let need = end.div_ceil(self.block_size);
-            if c.blocks.len() < need || c.blocks.iter().any(|&b| b as usize >= self.blocks) {
-                candle_core::bail!(
-                    "a sequence up to position {end} needs {need} blocks below {}; its table is {:?}",
-                    self.blocks,
-                    c.blocks
-                );
-            }
-        }
+        layout.check_tables(self.blocks, self.block_size)?;
         let (ks, vs) = (host(k)?, host(v)?);
         for (i, (&c, &pos)) in layout.chunk_of.iter().zip(&layout.position).enumerate() {
             let table = layout.chunks[c].blocks;
@@ -215,7 +221,7 @@ impl PagedKv {
 
 /// `n` zeroed f32s from the allocator's zeroed memory (no page written here), or an
 /// error that says how much was asked for.
-fn zeroed(n: usize) -> zoo_core::Result<Vec<f32>> {
+pub(crate) fn zeroed(n: usize) -> zoo_core::Result<Vec<f32>> {
     if n == 0 {
         return Ok(Vec::new());
     }
@@ -241,7 +247,7 @@ fn zeroed(n: usize) -> zoo_core::Result<Vec<f32>> {
 /// The tensor's values as host f32s: in place for a CPU f32 tensor; copied back from
 /// another device (the block store lives in host memory, so a GPU model's batched
 /// steps round-trip each layer's q, k and v through it: correct, not fast).
-fn host(t: &Tensor) -> Result<Vec<f32>> {
+pub(crate) fn host(t: &Tensor) -> Result<Vec<f32>> {
     t.flatten_all()?
         .to_dtype(candle_core::DType::F32)?
         .to_vec1::<f32>()

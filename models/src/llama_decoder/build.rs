@@ -8,10 +8,11 @@ use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, Tensor};
 use zoo_core::Result;
 
+use super::conv::{conv_weight, ShortConv};
 use super::load::{LlamaHparams, RopeScaling, TensorSource};
 use super::{
-    expert_slice, qm, row_slice, Expert, Ffn, Layer, LlamaDecoder, LlamaOptions, Mlp, NormKind,
-    Norms, QkNorm, Shared,
+    expert_slice, qm, row_slice, Attention, Expert, Ffn, Layer, LlamaDecoder, LlamaOptions, Mixer,
+    Mlp, NormKind, Norms, QkNorm, Rotary, Shared,
 };
 use crate::layers::{KvCache, Norm, PagedKv, QLinear, RmsNorm, RopeTable};
 
@@ -134,30 +135,75 @@ impl LlamaDecoder {
             Some(RopeScaling::Yarn(y)) => rope = rope.with_yarn(&y),
             None => {}
         }
+        // A fused matrix is read into host memory and its parts sent to the device.
+        let fused_parts = |name: &str, rows: &[usize]| -> Result<Vec<QLinear>> {
+            let t = (src.tensor)(name, &Device::Cpu)?;
+            let (total, at) = (rows.iter().sum::<usize>(), t.shape().dims());
+            if at.first() != Some(&total) || at.get(1) != Some(&hidden) {
+                return Err((src.invalid)(
+                    name,
+                    format!("has shape {at:?} where the hyper-parameters say [{total}, {hidden}]"),
+                ));
+            }
+            let mut start = 0;
+            rows.iter()
+                .map(|&r| {
+                    start += r;
+                    qm(row_slice(&t, start - r..start, device)?)
+                })
+                .collect()
+        };
+        // Layer `i`'s attention: q, k and v fused where the architecture says, or where
+        // the file has it (Phi-2 GGUFs come both ways).
+        let attention = |i: usize| -> Result<Attention> {
+            let p = |s: &str| format!("blk.{i}.{s}");
+            let (q, k, v) = if options.fused_qkv || (src.has)(&p("attn_qkv.weight")) {
+                let (qr, kr) = (heads * head_dim, kv_heads * head_dim);
+                let name = p("attn_qkv.weight");
+                let [q, k, v]: [QLinear; 3] = fused_parts(&name, &[qr, kr, kr])?
+                    .try_into()
+                    .map_err(|_| (src.invalid)(&name, "did not split in three".into()))?;
+                match bias(&p("attn_qkv"), options.qkv_bias, "q/k/v biases")? {
+                    None => (q, k, v),
+                    Some(b) => (
+                        q.with_bias(Some(b.narrow(0, 0, qr)?)),
+                        k.with_bias(Some(b.narrow(0, qr, kr)?)),
+                        v.with_bias(Some(b.narrow(0, qr + kr, kr)?)),
+                    ),
+                }
+            } else {
+                (
+                    linear(&p("attn_q"), heads * head_dim)?,
+                    linear(&p("attn_k"), kv_heads * head_dim)?,
+                    linear(&p("attn_v"), kv_heads * head_dim)?,
+                )
+            };
+            let o = qm(shaped(
+                &p("attn_output.weight"),
+                [hidden, heads * head_dim],
+            )?)?;
+            Ok(Attention {
+                q,
+                k,
+                v,
+                o: o.with_bias(bias(
+                    &p("attn_output"),
+                    options.o_bias,
+                    "output projection bias",
+                )?),
+                q_norm: qk_norm(&p("attn_q_norm.weight"))?,
+                k_norm: qk_norm(&p("attn_k_norm.weight"))?,
+                qk_norm: options.qk_norm,
+                clip_qkv: hp.clip_qkv,
+                rotary: !options.learned_positions && hp.rotary.get(i).copied().unwrap_or(true),
+                cache: KvCache::default(),
+                paged: PagedKv::default(),
+            })
+        };
         let blocks = hp.blocks;
         let mut layers = Vec::with_capacity(blocks);
         for i in 0..blocks {
             let p = |s: &str| format!("blk.{i}.{s}");
-            // A fused matrix is read into host memory and its parts sent to the device.
-            let fused_parts = |name: &str, rows: &[usize]| -> Result<Vec<QLinear>> {
-                let t = (src.tensor)(name, &Device::Cpu)?;
-                let (total, at) = (rows.iter().sum::<usize>(), t.shape().dims());
-                if at.first() != Some(&total) || at.get(1) != Some(&hidden) {
-                    return Err((src.invalid)(
-                        name,
-                        format!(
-                            "has shape {at:?} where the hyper-parameters say [{total}, {hidden}]"
-                        ),
-                    ));
-                }
-                let mut start = 0;
-                rows.iter()
-                    .map(|&r| {
-                        start += r;
-                        qm(row_slice(&t, start - r..start, device)?)
-                    })
-                    .collect()
-            };
             let mlp = |stem: &str| -> Result<Expert> {
                 if (src.has)(&p("ffn_gate.bias")) && !options.mlp_bias {
                     return Err(unexpected(&p("ffn_gate.bias"), "MLP biases"));
@@ -240,65 +286,52 @@ impl LlamaDecoder {
                     shared,
                 }
             };
-            // Fused where the architecture says, or where the file has it (Phi-2 GGUFs
-            // come both ways).
-            let (q, k, v) = if options.fused_qkv || (src.has)(&p("attn_qkv.weight")) {
-                let (qr, kr) = (heads * head_dim, kv_heads * head_dim);
-                let name = p("attn_qkv.weight");
-                let [q, k, v]: [QLinear; 3] = fused_parts(&name, &[qr, kr, kr])?
-                    .try_into()
-                    .map_err(|_| (src.invalid)(&name, "did not split in three".into()))?;
-                match bias(&p("attn_qkv"), options.qkv_bias, "q/k/v biases")? {
-                    None => (q, k, v),
-                    Some(b) => (
-                        q.with_bias(Some(b.narrow(0, 0, qr)?)),
-                        k.with_bias(Some(b.narrow(0, qr, kr)?)),
-                        v.with_bias(Some(b.narrow(0, qr + kr, kr)?)),
-                    ),
+            let mixer = match hp.conv_layers.get(i).copied().unwrap_or(false) {
+                true => {
+                    let name = p("shortconv.conv.weight");
+                    let weight = dense(&name)?;
+                    if weight.elem_count() != hidden * hp.conv_len {
+                        return Err((src.invalid)(
+                            &name,
+                            format!(
+                                "has shape {:?} where the hyper-parameters say [{hidden}, {}]",
+                                weight.dims(),
+                                hp.conv_len
+                            ),
+                        ));
+                    }
+                    Mixer::Conv(ShortConv::new(
+                        qm(shaped(
+                            &p("shortconv.in_proj.weight"),
+                            [3 * hidden, hidden],
+                        )?)?,
+                        qm(shaped(&p("shortconv.out_proj.weight"), [hidden, hidden])?)?,
+                        conv_weight(&weight)?,
+                        hidden,
+                    ))
                 }
-            } else {
-                (
-                    linear(&p("attn_q"), heads * head_dim)?,
-                    linear(&p("attn_k"), kv_heads * head_dim)?,
-                    linear(&p("attn_v"), kv_heads * head_dim)?,
-                )
+                false => Mixer::Attention(attention(i)?),
             };
             layers.push(Layer {
                 attn_norm: placed(&p("attn_norm"), pre)?,
                 post_attn_norm: placed(&p("post_attention_norm"), post)?,
                 ffn_norm: placed(&p("ffn_norm"), pre && !hp.parallel)?,
                 post_ffn_norm: placed(&p("post_ffw_norm"), post)?,
-                q,
-                k,
-                v,
-                o: qm(shaped(
-                    &p("attn_output.weight"),
-                    [hidden, heads * head_dim],
-                )?)?
-                .with_bias(bias(
-                    &p("attn_output"),
-                    options.o_bias,
-                    "output projection bias",
-                )?),
+                mixer,
                 parallel: hp.parallel,
-                q_norm: qk_norm(&p("attn_q_norm.weight"))?,
-                k_norm: qk_norm(&p("attn_k_norm.weight"))?,
-                qk_norm: options.qk_norm,
-                clip_qkv: hp.clip_qkv,
-                rotary: !options.learned_positions && hp.rotary.get(i).copied().unwrap_or(true),
                 ffn,
-                cache: KvCache::default(),
-                paged: PagedKv::default(),
             });
         }
         Ok(Self {
             embed,
             layers,
-            norm: branch_norm("output_norm")?,
+            norm: branch_norm(options.output_norm)?,
             output,
-            rope,
-            rope_layout: options.rope,
-            rotary_dims: hp.rotary_dims,
+            rotary: Rotary {
+                rope,
+                layout: options.rope,
+                dims: hp.rotary_dims,
+            },
             positions: match options.learned_positions {
                 true => Some(dense("position_embd.weight")?.to_dtype(DType::F32)?),
                 false => None,

@@ -23,6 +23,10 @@ pub(crate) struct LlamaHparams {
     /// Experts per layer (0: dense) and how many each token uses.
     pub experts: usize,
     pub used: usize,
+    /// Whether each layer is a short convolution (empty: none is), and the
+    /// convolution's length in positions.
+    pub conv_layers: Vec<bool>,
+    pub conv_len: usize,
     /// Whether each layer rotates q and k (empty: all do).
     pub rotary: Vec<bool>,
     /// With experts: whether each layer has them (empty: all do; the others a dense
@@ -76,9 +80,15 @@ impl LlamaDecoder {
         let prefix = g.architecture().unwrap_or_default();
         let key = |s: &str| format!("{prefix}.{s}");
         let heads = g.u64(&key("attention.head_count"))? as usize;
-        let kv_heads = g
-            .u64_opt(&key("attention.head_count_kv"))?
-            .map_or(heads, |h| h as usize);
+        let (kv_heads, conv_layers, conv_len) = match options.short_conv {
+            true => short_conv_layers(g, &key)?,
+            false => (
+                g.u64_opt(&key("attention.head_count_kv"))?
+                    .map_or(heads, |h| h as usize),
+                Vec::new(),
+                0,
+            ),
+        };
         let hidden = g.u64(&key("embedding_length"))? as usize;
         let head_dim = g
             .u64_opt(&key("attention.key_length"))?
@@ -195,6 +205,8 @@ impl LlamaDecoder {
             vocab: g.vocab_size()?,
             experts: n_experts,
             used,
+            conv_layers,
+            conv_len,
             rotary: Vec::new(),
             moe_layers: Vec::new(),
             norm_topk: true,
@@ -226,4 +238,46 @@ impl LlamaDecoder {
         };
         Self::build(&hp, options, &src, device)
     }
+}
+
+/// LFM2's layers: `attention.head_count_kv` per layer, 0 for a convolution; every
+/// attention layer the same count (what the decoder keeps one of). Returns that count,
+/// which layers are convolutions, and `shortconv.l_cache`.
+fn short_conv_layers(
+    g: &GgufSource,
+    key: &dyn Fn(&str) -> String,
+) -> Result<(usize, Vec<bool>, usize)> {
+    let blocks = g.u64(&key("block_count"))? as usize;
+    let name = key("attention.head_count_kv");
+    let per_layer: Vec<u64> = match g.get(&name) {
+        Some(v) if zoo_core::source::as_u64(v).is_some() => {
+            vec![g.u64(&name)?; blocks]
+        }
+        Some(_) => g
+            .array(&name)?
+            .iter()
+            .map(zoo_core::source::as_u64)
+            .collect::<Option<_>>()
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let refuse = |detail: String| Error::InvalidGguf {
+        path: g.path.clone(),
+        detail,
+    };
+    let attention: Vec<u64> = per_layer.iter().copied().filter(|&h| h > 0).collect();
+    if per_layer.len() != blocks || attention.windows(2).any(|w| w[0] != w[1]) {
+        return Err(refuse(format!(
+            "{name} {per_layer:?}: expected {blocks} integers (one per layer, 0 for a convolution layer), the same for every attention layer"
+        )));
+    }
+    let len = g.u64(&key("shortconv.l_cache"))? as usize;
+    if !(1..=64).contains(&len) {
+        return Err(refuse(format!(
+            "{} {len}: expected a convolution length of 1 to 64 positions",
+            key("shortconv.l_cache")
+        )));
+    }
+    let kv_heads = attention.first().copied().unwrap_or(1) as usize;
+    Ok((kv_heads, per_layer.iter().map(|&h| h == 0).collect(), len))
 }

@@ -20,6 +20,7 @@ use zoo_core::source::GgufSource;
 use zoo_core::{last_position_logits, BatchedLM, KvShape, Result, SeqChunk};
 
 mod build;
+mod conv;
 mod ffn;
 mod load;
 mod options;
@@ -27,6 +28,7 @@ mod options;
 pub(crate) use options::{LlamaOptions, Mlp, NormKind, Norms, QkNorm, Scales};
 mod safetensors;
 
+use conv::ShortConv;
 use ffn::{expert_slice, mm, row_slice, Expert, Ffn, Shared};
 
 use crate::adapters::{Decoded, Decoder};
@@ -41,6 +43,19 @@ struct Layer {
     post_attn_norm: Option<Norm>,
     ffn_norm: Option<Norm>,
     post_ffn_norm: Option<Norm>,
+    /// What mixes the positions: attention, or LFM2's short convolution.
+    mixer: Mixer,
+    /// The MLP reads the attention's input (Phi-2).
+    parallel: bool,
+    ffn: Ffn,
+}
+
+enum Mixer {
+    Attention(Attention),
+    Conv(ShortConv),
+}
+
+struct Attention {
     q: QLinear,
     k: QLinear,
     v: QLinear,
@@ -53,9 +68,6 @@ struct Layer {
     clip_qkv: Option<f64>,
     /// false: a NoPE layer (SmolLM3), whose q and k are not rotated.
     rotary: bool,
-    /// The MLP reads the attention's input (Phi-2).
-    parallel: bool,
-    ffn: Ffn,
     cache: KvCache,
     /// The batched forward's share of the KV block store.
     paged: PagedKv,
@@ -78,12 +90,7 @@ fn norm_of(norm: &Option<Norm>, x: Tensor) -> Result<Tensor> {
     })
 }
 
-impl Layer {
-    /// The attention branch's input.
-    fn attn_input(&self, x: &Tensor) -> Result<Tensor> {
-        norm_of(&self.attn_norm, x.clone())
-    }
-
+impl Attention {
     /// q, k and v of the branch input `n` in heads, q and k normalised as the
     /// architecture says; `rows` as in [`Expert::forward`].
     fn qkv(
@@ -110,19 +117,19 @@ impl Layer {
         }
         Ok((q, k, v))
     }
+}
 
-    /// `x` plus the attention branch's output `a` (its heads merged) and then the MLP
-    /// branch, each scaled by `r` and normalised where the architecture says; in
-    /// parallel, the MLP reads the attention's input `n` instead.
-    fn add_branches(
-        &self,
-        x: Tensor,
-        n: &Tensor,
-        a: &Tensor,
-        r: f64,
-        rows: bool,
-    ) -> Result<Tensor> {
-        let a = norm_of(&self.post_attn_norm, mm(&self.o, &merge_heads(a)?, rows)?)?;
+impl Layer {
+    /// The attention branch's input.
+    fn attn_input(&self, x: &Tensor) -> Result<Tensor> {
+        norm_of(&self.attn_norm, x.clone())
+    }
+
+    /// `x` plus the mixer's output `a` and then the MLP branch, each scaled by `r` and
+    /// normalised where the architecture says; in parallel, the MLP reads the mixer's
+    /// input `n` instead.
+    fn add_branches(&self, x: Tensor, n: &Tensor, a: Tensor, r: f64, rows: bool) -> Result<Tensor> {
+        let a = norm_of(&self.post_attn_norm, a)?;
         if self.parallel {
             // `(attention + MLP) + residual`, in llama.cpp's and transformers' order.
             let f = norm_of(&self.post_ffn_norm, self.ffn.forward(n, rows)?)?;
@@ -149,11 +156,7 @@ pub(crate) struct LlamaDecoder {
     layers: Vec<Layer>,
     norm: Norm,
     output: QLinear,
-    rope: RopeTable,
-    rope_layout: RopeLayout,
-    /// The rotated features of each head: all of them, or the first few (GLM-4's
-    /// partial rotary).
-    rotary_dims: usize,
+    rotary: Rotary,
     /// Learned position embeddings (`[positions, hidden]`), added to the tokens'.
     positions: Option<Tensor>,
     scales: Scales,
@@ -186,18 +189,29 @@ impl LlamaDecoder {
     fn output_rows(&self) -> usize {
         self.vocab
     }
+}
 
+/// The rotation of q and k: the table, the layout and how many features of a head turn.
+struct Rotary {
+    rope: RopeTable,
+    layout: RopeLayout,
+    /// The rotated features of each head: all of them, or the first few (GLM-4's
+    /// partial rotary).
+    dims: usize,
+}
+
+impl Rotary {
     /// `x` (`[batch, heads, seq, head_dim]`) rotated at its positions (`offset..` of one
-    /// sequence, or a batched step's), only its first `rotary_dims` features of each
+    /// sequence, or a batched step's), only its first `dims` features of each
     /// head where the architecture rotates part.
     fn rotate(&mut self, x: &Tensor, at: At) -> Result<Tensor> {
         let hd = x.dim(3)?;
-        let part = self.rotary_dims < hd;
+        let part = self.dims < hd;
         let first = match part {
-            true => x.narrow(3, 0, self.rotary_dims)?,
+            true => x.narrow(3, 0, self.dims)?,
             false => x.clone(),
         };
-        let y = match (self.rope_layout, at) {
+        let y = match (self.layout, at) {
             (RopeLayout::Interleaved, At::Offset(o)) => self.rope.apply_interleaved(&first, o)?,
             (RopeLayout::Halves, At::Offset(o)) => self.rope.apply(&first, o)?,
             (RopeLayout::Interleaved, At::Positions(p)) => {
@@ -207,7 +221,7 @@ impl LlamaDecoder {
         };
         Ok(match part {
             true => {
-                let rest = x.narrow(3, self.rotary_dims, hd - self.rotary_dims)?;
+                let rest = x.narrow(3, self.dims, hd - self.dims)?;
                 Tensor::cat(&[&y, &rest], 3)?
             }
             false => y,
@@ -225,18 +239,24 @@ impl Decoder for LlamaDecoder {
             x = x.broadcast_add(&wpe.index_select(&at, 0)?.unsqueeze(0)?)?;
         }
         let params = self.scales.attention(hd);
-        for i in 0..self.layers.len() {
-            let n = self.layers[i].attn_input(&x)?;
-            let (q, k, v) = self.layers[i].qkv(&n, (h, kvh, hd), false)?;
-            let (q, k) = if self.layers[i].rotary {
-                let at = At::Offset(offset);
-                (self.rotate(&q, at)?, self.rotate(&k, at)?)
-            } else {
-                (q, k)
+        for layer in &mut self.layers {
+            let n = layer.attn_input(&x)?;
+            let a = match &mut layer.mixer {
+                Mixer::Conv(conv) => conv.forward(&n, offset)?,
+                Mixer::Attention(att) => {
+                    let (q, k, v) = att.qkv(&n, (h, kvh, hd), false)?;
+                    let (q, k) = match att.rotary {
+                        true => {
+                            let at = At::Offset(offset);
+                            (self.rotary.rotate(&q, at)?, self.rotary.rotate(&k, at)?)
+                        }
+                        false => (q, k),
+                    };
+                    let a = att.cache.attend(&q, &k, &v, offset, &params)?;
+                    mm(&att.o, &merge_heads(&a)?, false)?
+                }
             };
-            let layer = &mut self.layers[i];
-            let a = layer.cache.attend(&q, &k, &v, offset, &params)?;
-            x = layer.add_branches(x, &n, &a, self.scales.residual, false)?;
+            x = layer.add_branches(x, &n, a, self.scales.residual, false)?;
         }
         let x = self.norm.forward(&last_position(&x)?)?;
         let logits = self.output.forward(&x)?;
@@ -245,25 +265,38 @@ impl Decoder for LlamaDecoder {
 
     fn reset(&mut self) {
         for layer in &mut self.layers {
-            layer.cache.clear();
+            match &mut layer.mixer {
+                Mixer::Attention(att) => att.cache.clear(),
+                Mixer::Conv(conv) => conv.clear(),
+            }
         }
     }
 }
 
 impl BatchedLM for LlamaDecoder {
     fn kv_shape(&self) -> KvShape {
+        let conv = |l: &Layer| match &l.mixer {
+            Mixer::Conv(c) => Some(c.hidden),
+            Mixer::Attention(_) => None,
+        };
         KvShape {
-            layers: self.layers.len(),
+            layers: self.layers.iter().filter(|l| conv(l).is_none()).count(),
             kv_heads: self.kv_heads,
             head_dim: self.head_dim,
+            other_values: self.layers.iter().filter_map(conv).sum(),
             bytes_per_value: 4,
         }
     }
 
     fn allocate_kv(&mut self, blocks: usize, block_size: usize) -> Result<()> {
         for layer in &mut self.layers {
-            layer.paged = PagedKv::default(); // the old store goes before the new comes
-            layer.paged = PagedKv::new(blocks, block_size, self.kv_heads, self.head_dim)?;
+            match &mut layer.mixer {
+                Mixer::Attention(att) => {
+                    att.paged = PagedKv::default(); // the old store goes before the new comes
+                    att.paged = PagedKv::new(blocks, block_size, self.kv_heads, self.head_dim)?;
+                }
+                Mixer::Conv(conv) => conv.allocate(blocks, block_size)?,
+            }
         }
         Ok(())
     }
@@ -290,19 +323,24 @@ impl BatchedLM for LlamaDecoder {
             x = x.broadcast_add(&wpe.index_select(&at, 0)?.unsqueeze(0)?)?;
         }
         let params = self.scales.attention(hd);
-        for i in 0..self.layers.len() {
-            let layer = &self.layers[i];
+        for layer in &mut self.layers {
             let n = layer.attn_input(&x)?;
-            let (q, k, v) = layer.qkv(&n, (h, kvh, hd), true)?;
-            let (q, k) = if layer.rotary {
-                let at = At::Positions(&layout.position);
-                (self.rotate(&q, at)?, self.rotate(&k, at)?)
-            } else {
-                (q, k)
+            let a = match &mut layer.mixer {
+                Mixer::Conv(conv) => conv.forward_batch(&n, &layout)?,
+                Mixer::Attention(att) => {
+                    let (q, k, v) = att.qkv(&n, (h, kvh, hd), true)?;
+                    let (q, k) = match att.rotary {
+                        true => {
+                            let at = At::Positions(&layout.position);
+                            (self.rotary.rotate(&q, at)?, self.rotary.rotate(&k, at)?)
+                        }
+                        false => (q, k),
+                    };
+                    let a = att.paged.attend(&layout, &q, &k, &v, &params)?;
+                    mm(&att.o, &merge_heads(&a)?, true)?
+                }
             };
-            let layer = &mut self.layers[i];
-            let a = layer.paged.attend(&layout, &q, &k, &v, &params)?;
-            x = layer.add_branches(x, &n, &a, self.scales.residual, true)?;
+            x = layer.add_branches(x, &n, a, self.scales.residual, true)?;
         }
         let rows = layout.logit_rows();
         let logits = if rows.is_empty() {

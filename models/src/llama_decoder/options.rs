@@ -48,6 +48,12 @@ pub(crate) struct LlamaOptions {
     /// config.json's `no_rope_layers` (SmolLM3): the layers marked 0 rotate neither q
     /// nor k; without the list, every `no_rope_layer_interval`-th layer.
     pub nope_layers: bool,
+    /// Layers without attention mix positions by a gated short convolution (LFM2): in a
+    /// GGUF those whose `attention.head_count_kv` entry is 0; in a checkpoint those
+    /// config.json's `layer_types` calls `conv`.
+    pub short_conv: bool,
+    /// llama.cpp's name of the final norm (LFM2's is `token_embd_norm`).
+    pub output_norm: &'static str,
     /// Other defaults of transformers' config class that differ from Llama's, as JSON,
     /// for a config.json that omits the key (`("head_dim", "128")`).
     pub config_defaults: &'static [(&'static str, &'static str)],
@@ -76,6 +82,8 @@ impl LlamaOptions {
         fused_gate_up: false,
         shared_expert: false,
         nope_layers: false,
+        short_conv: false,
+        output_norm: "output_norm",
         config_defaults: &[],
     };
 

@@ -370,6 +370,8 @@ impl LlamaDecoder {
             experts: hf.num_local_experts.unwrap_or(0),
             used: hf.num_experts_per_tok.unwrap_or(0),
             moe_layers: moe_layers(&hf, &refuse)?,
+            conv_layers: Vec::new(),
+            conv_len: 0,
             norm_topk: hf.norm_topk_prob.unwrap_or(true),
             rotary: if options.nope_layers {
                 nope_layers(&hf, &refuse)?

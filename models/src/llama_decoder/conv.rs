@@ -1,0 +1,172 @@
+//! LFM2's gated short convolution, the mixer of the layers that have no attention:
+//! `out(C * conv(B * x))` where `in_proj` gives B, C and x (in that order) and `conv`
+//! is a causal depthwise convolution over the last `L` positions of `B * x`
+//! (transformers' `Lfm2ShortConv`, llama.cpp's `build_shortconv_block`).
+//!
+//! What a position keeps for the ones after it is its row of `B * x`: the single
+//! sequence keeps the last `L - 1` rows; a batched step writes every position's row
+//! into the block store (one row of `hidden` values per position, where an attention
+//! layer keeps its keys and values), so a cached prefix, chunking and the other
+//! sequences of a step change nothing. Both sum a channel's `L` products in the same
+//! order, positions before the first counting as zero rows.
+
+use candle_core::{DType, Tensor};
+use zoo_core::Result;
+
+use super::ffn::mm;
+use crate::layers::{host, zeroed, QLinear, StepLayout};
+
+pub(super) struct ShortConv {
+    /// `[3 * hidden, hidden]`: B, C and x.
+    pub in_proj: QLinear,
+    pub out_proj: QLinear,
+    /// `[hidden][len]`, oldest position first.
+    pub weight: Vec<f32>,
+    pub hidden: usize,
+    pub len: usize,
+    /// The single sequence: the `B * x` rows of its last `len - 1` positions and how
+    /// many positions it has seen.
+    state: Vec<f32>,
+    seen: usize,
+    /// The batched steps' store: `[block][slot][hidden]`.
+    store: Vec<f32>,
+    blocks: usize,
+    block_size: usize,
+}
+
+impl ShortConv {
+    pub fn new(in_proj: QLinear, out_proj: QLinear, weight: Vec<f32>, hidden: usize) -> Self {
+        let len = weight.len() / hidden.max(1);
+        Self {
+            in_proj,
+            out_proj,
+            weight,
+            hidden,
+            len,
+            state: Vec::new(),
+            seen: 0,
+            store: Vec::new(),
+            blocks: 0,
+            block_size: 0,
+        }
+    }
+
+    /// Forgets the single sequence.
+    pub fn clear(&mut self) {
+        self.seen = 0;
+    }
+
+    /// Replaces the block store with `blocks` blocks of `block_size` positions.
+    pub fn allocate(&mut self, blocks: usize, block_size: usize) -> Result<()> {
+        self.store = Vec::new(); // the old store goes before the new comes
+        self.store = zeroed(
+            blocks
+                .checked_mul(block_size * self.hidden)
+                .ok_or_else(|| zoo_core::Error::Engine(format!("{blocks} KV blocks overflow")))?,
+        )?;
+        (self.blocks, self.block_size) = (blocks, block_size);
+        Ok(())
+    }
+
+    /// B, C and x of every row of `n` (`[1, tokens, hidden]`) as host values, and the
+    /// rows of `B * x`.
+    fn gates(&self, n: &Tensor, rows: bool) -> Result<(Vec<f32>, Vec<f32>)> {
+        let h = self.hidden;
+        let bcx = host(&mm(&self.in_proj, n, rows)?)?;
+        let bx = bcx
+            .chunks_exact(3 * h)
+            .flat_map(|r| r[..h].iter().zip(&r[2 * h..]).map(|(b, x)| b * x))
+            .collect();
+        Ok((bcx, bx))
+    }
+
+    /// `C * conv` of one position into `y`: `rows(k)` is the `B * x` row of the
+    /// position `len - 1 - k` before it (`None` before the first position).
+    fn mix<'a>(&self, c: &[f32], rows: impl Fn(usize) -> Option<&'a [f32]>, y: &mut [f32]) {
+        let (h, l) = (self.hidden, self.len);
+        let rows: Vec<Option<&[f32]>> = (0..l).map(rows).collect();
+        for ch in 0..h {
+            let mut s = 0f32;
+            for (k, row) in rows.iter().enumerate() {
+                let v = row.map_or(0.0, |r| r[ch]);
+                s += self.weight[ch * l + k] * v;
+            }
+            y[ch] = c[ch] * s;
+        }
+    }
+
+    /// The mixer's output for one sequence's tokens `n` (`[1, tokens, hidden]`) at
+    /// positions `offset..`; a step at 0 starts a new sequence.
+    pub fn forward(&mut self, n: &Tensor, offset: usize) -> Result<Tensor> {
+        let (h, l) = (self.hidden, self.len);
+        if offset == 0 {
+            self.seen = 0;
+            self.state = vec![0f32; (l - 1) * h];
+        } else if offset != self.seen {
+            return Err(candle_core::Error::Msg(format!(
+                "convolution state holds {} positions but the step starts at position {offset}",
+                self.seen
+            ))
+            .into());
+        }
+        let (bcx, bx) = self.gates(n, false)?;
+        let t = bx.len() / h;
+        // The rows before the step, then the step's.
+        let mut hist = std::mem::take(&mut self.state);
+        hist.extend_from_slice(&bx);
+        let mut y = vec![0f32; t * h];
+        for (i, y) in y.chunks_exact_mut(h).enumerate() {
+            let pos = offset + i;
+            let c = &bcx[i * 3 * h + h..][..h];
+            self.mix(
+                c,
+                |k| (pos + k + 1 >= l).then(|| &hist[(i + k) * h..][..h]),
+                y,
+            );
+        }
+        self.state = hist[t * h..].to_vec();
+        self.seen = offset + t;
+        self.project(y, t, n, false)
+    }
+
+    /// The batched form: every token's `B * x` row written where its sequence's block
+    /// table says, then each token's convolution over its sequence's rows.
+    pub fn forward_batch(&mut self, n: &Tensor, layout: &StepLayout) -> Result<Tensor> {
+        let (h, l) = (self.hidden, self.len);
+        layout.check_tables(self.blocks, self.block_size)?;
+        let (bcx, bx) = self.gates(n, true)?;
+        let at = |table: &[u32], pos: usize| {
+            (table[pos / self.block_size] as usize * self.block_size + pos % self.block_size) * h
+        };
+        for (i, (&c, &pos)) in layout.chunk_of.iter().zip(&layout.position).enumerate() {
+            let dst = at(layout.chunks[c].blocks, pos);
+            self.store[dst..dst + h].copy_from_slice(&bx[i * h..][..h]);
+        }
+        let t = layout.position.len();
+        let mut y = vec![0f32; t * h];
+        for (i, y) in y.chunks_exact_mut(h).enumerate() {
+            let (pos, table) = (layout.position[i], layout.chunks[layout.chunk_of[i]].blocks);
+            let c = &bcx[i * 3 * h + h..][..h];
+            self.mix(
+                c,
+                |k| (pos + k + 1 >= l).then(|| &self.store[at(table, pos + k + 1 - l)..][..h]),
+                y,
+            );
+        }
+        self.project(y, t, n, true)
+    }
+
+    /// `out_proj` of the mixed rows, on `n`'s device and in its dtype.
+    fn project(&self, y: Vec<f32>, t: usize, n: &Tensor, rows: bool) -> Result<Tensor> {
+        let y = Tensor::from_vec(y, (1, t, self.hidden), &candle_core::Device::Cpu)?
+            .to_device(n.device())?
+            .to_dtype(n.dtype())?;
+        Ok(mm(&self.out_proj, &y, rows)?)
+    }
+}
+
+/// The convolution weight (`[hidden, len]`, or transformers' `[hidden, 1, len]`) as
+/// host values, oldest position first.
+pub(super) fn conv_weight(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
+}
