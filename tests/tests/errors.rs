@@ -263,7 +263,7 @@ fn rope_scaling_a_model_would_ignore_is_refused() {
         (d, loaded)
     };
     let yarn = serde_json::json!({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32});
-    for arch in ["gemma2", "lfm2"] {
+    for arch in ["gemma2", "granite-moe-hybrid"] {
         let (_d, loaded) = with_scaling(arch, yarn.clone());
         match loaded {
             Err(e @ Error::Config { .. }) => {
@@ -278,6 +278,7 @@ fn rope_scaling_a_model_would_ignore_is_refused() {
     let longrope = |short: Vec<f64>| serde_json::json!({"type": "longrope", "short_factor": short, "long_factor": vec![2.0; 8]});
     assert!(with_scaling("phi3", longrope(vec![1.0; 8])).1.is_ok());
     assert!(with_scaling("qwen2", yarn.clone()).1.is_ok());
+    assert!(with_scaling("lfm2", yarn.clone()).1.is_ok());
     let shrinking = serde_json::json!({"rope_type": "yarn", "factor": 0.5});
     match with_scaling("qwen2", shrinking).1 {
         Err(e @ Error::Config { .. }) => assert!(e.to_string().contains("yarn"), "{e}"),
@@ -356,12 +357,20 @@ fn a_gguf_with_alignment_zero_is_an_error_not_a_panic() {
 
 /// config.json with what the model would compute differently is refused with a typed
 /// error naming the field: rope scaling candle ignores; on zoo's decoder, YaRN, a NoPE
-/// layer list that does not fit, a multiplier of 0, a head size the tensors contradict, a rotary share past 1.
+/// layer list that does not fit, a multiplier of 0, a head size the tensors contradict,
+/// a rotary share past 1, LFM2's convolution biases and layer kinds that do not fit.
 #[test]
 fn configs_candle_would_compute_differently_are_refused() {
     let yarn = serde_json::json!({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}});
     for (arch, patch, says) in [
-        ("lfm2", yarn.clone(), "rope scaling"),
+        ("granite-moe-hybrid", yarn.clone(), "rope scaling"),
+        // LFM2's convolution: biases it does not have, layer kinds that do not fit.
+        ("lfm2", serde_json::json!({"conv_bias": true}), "conv_bias"),
+        (
+            "lfm2",
+            serde_json::json!({"layer_types": ["conv"]}),
+            "`layer_types` [\"conv\"] for 2 layers",
+        ),
         // zoo's Llama decoder: a YaRN that does not enlarge, a NoPE layer list that does
         // not fit, sizes that are not the checkpoint's.
         (

@@ -11,7 +11,7 @@
 //! order, positions before the first counting as zero rows.
 
 use candle_core::{DType, Tensor};
-use zoo_core::Result;
+use zoo_core::{Error, Result};
 
 use super::ffn::mm;
 use crate::layers::{host, zeroed, QLinear, StepLayout};
@@ -169,4 +169,59 @@ impl ShortConv {
 /// host values, oldest position first.
 pub(super) fn conv_weight(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
+}
+
+/// What config.json says of LFM2's layers (transformers' `Lfm2Config`).
+#[derive(serde::Deserialize)]
+pub(super) struct HfConv {
+    /// `conv` or `full_attention` per layer; else `full_attn_idxs`, the attention
+    /// layers (every layer when neither is given).
+    layer_types: Option<Vec<String>>,
+    full_attn_idxs: Option<Vec<usize>>,
+    #[serde(rename = "conv_L_cache")]
+    l_cache: Option<usize>,
+    conv_bias: Option<bool>,
+}
+
+impl HfConv {
+    /// The convolution's length in positions (Lfm2Config's default 3).
+    pub fn len(&self) -> usize {
+        self.l_cache.unwrap_or(3)
+    }
+
+    /// Whether each of the `layers` layers is a convolution, as transformers decides.
+    pub fn layers(
+        &self,
+        layers: usize,
+        refuse: &dyn Fn(String, &str) -> Error,
+    ) -> Result<Vec<bool>> {
+        if self.conv_bias == Some(true) {
+            return Err(refuse(
+                "`conv_bias: true` is not supported".into(),
+                "zoo's LFM2 convolution has no biases; released LFM2 models have none",
+            ));
+        }
+        if !(1..=64).contains(&self.len()) {
+            return Err(refuse(
+                format!("`conv_L_cache` {}", self.len()),
+                "a convolution length of 1 to 64 positions",
+            ));
+        }
+        match (&self.layer_types, &self.full_attn_idxs) {
+            (Some(kinds), _) => {
+                let bad = kinds
+                    .iter()
+                    .find(|k| !matches!(k.as_str(), "conv" | "full_attention"));
+                if kinds.len() != layers || bad.is_some() {
+                    return Err(refuse(
+                        format!("`layer_types` {kinds:?} for {layers} layers"),
+                        "one of `conv` or `full_attention` per layer",
+                    ));
+                }
+                Ok(kinds.iter().map(|k| k == "conv").collect())
+            }
+            (None, Some(attention)) => Ok((0..layers).map(|i| !attention.contains(&i)).collect()),
+            (None, None) => Ok(vec![false; layers]),
+        }
+    }
 }

@@ -29,8 +29,8 @@ struct HfConfig {
     #[allow(dead_code)]
     #[serde(alias = "n_inner")]
     intermediate_size: usize,
-    /// transformers' LlamaConfig and Qwen2Config default.
-    #[serde(default = "default_rms_norm_eps")]
+    /// transformers' LlamaConfig and Qwen2Config default (LFM2: `norm_eps`).
+    #[serde(default = "default_rms_norm_eps", alias = "norm_eps")]
     rms_norm_eps: f64,
     #[serde(default)]
     tie_word_embeddings: bool,
@@ -72,6 +72,9 @@ struct HfConfig {
     attention_multiplier: Option<f64>,
     residual_multiplier: Option<f64>,
     logits_scaling: Option<f64>,
+    /// LFM2's layers and convolution (`conv.rs`).
+    #[serde(flatten)]
+    conv: super::conv::HfConv,
 }
 
 /// Which layers have experts, as transformers' Qwen MoE models decide: not those in
@@ -370,8 +373,11 @@ impl LlamaDecoder {
             experts: hf.num_local_experts.unwrap_or(0),
             used: hf.num_experts_per_tok.unwrap_or(0),
             moe_layers: moe_layers(&hf, &refuse)?,
-            conv_layers: Vec::new(),
-            conv_len: 0,
+            conv_layers: match options.short_conv {
+                true => hf.conv.layers(hf.num_hidden_layers, &refuse)?,
+                false => Vec::new(),
+            },
+            conv_len: hf.conv.len(),
             norm_topk: hf.norm_topk_prob.unwrap_or(true),
             rotary: if options.nope_layers {
                 nope_layers(&hf, &refuse)?
