@@ -5,7 +5,7 @@
 
 use candle_core::{DType, Device, Result, Tensor};
 
-use super::group_attn::attend_group;
+use super::group_attn::{attend_group, KeyTile, TILE};
 use crate::par::par_chunks_mut;
 
 /// The additive attention mask for `seq` queries at positions `offset..offset + seq`
@@ -61,8 +61,9 @@ impl AttnParams {
 
 /// Keys and values of the positions seen so far, with causal attention over them.
 ///
-/// On CPU the cache is a pair of f32 buffers `[batch * kv_heads][capacity][head_dim]`
-/// grown by doubling: a step writes its positions in place and attends to the buffers
+/// On CPU the cache is a pair of f32 buffers grown by doubling, values
+/// `[batch * kv_heads][capacity][head_dim]` and keys in tiles of [`TILE`] positions
+/// (`[batch * kv_heads][capacity / TILE][head_dim][TILE]`, see `group_attn.rs`): a step writes its positions in place and attends to the buffers
 /// directly, each query head reading its group's keys without copying them
 /// (grouped-query attention with no repeated keys, no mask tensor, no concatenation of
 /// the whole cache per step; for SmolLM2 after a 128-token prompt these were a third
@@ -95,22 +96,28 @@ impl HostKv {
         }
         let need = self.len + seq;
         if need > self.cap {
-            let cap = need.max(self.cap * 2).max(64);
+            let cap = need.max(self.cap * 2).max(64).next_multiple_of(TILE);
             let mut nk = vec![0f32; groups * cap * d];
             let mut nv = vec![0f32; groups * cap * d];
             for g in 0..groups {
-                let used = self.len * d;
                 let (src, dst) = (g * self.cap * d, g * cap * d);
-                nk[dst..dst + used].copy_from_slice(&self.k[src..src + used]);
-                nv[dst..dst + used].copy_from_slice(&self.v[src..src + used]);
+                let (keys, values) = (self.len.next_multiple_of(TILE) * d, self.len * d);
+                nk[dst..dst + keys].copy_from_slice(&self.k[src..src + keys]);
+                nv[dst..dst + values].copy_from_slice(&self.v[src..src + values]);
             }
             (self.k, self.v, self.cap) = (nk, nv, cap);
         }
         for g in 0..groups {
             let dst = (g * self.cap + self.len) * d;
             let src = g * seq * d;
-            self.k[dst..dst + seq * d].copy_from_slice(&k[src..src + seq * d]);
             self.v[dst..dst + seq * d].copy_from_slice(&v[src..src + seq * d]);
+            for (i, key) in k[src..src + seq * d].chunks_exact(d).enumerate() {
+                let pos = self.len + i;
+                let tile = (g * self.cap + pos / TILE * TILE) * d;
+                for (f, x) in key.iter().enumerate() {
+                    self.k[tile + f * TILE + pos % TILE] = *x;
+                }
+            }
         }
         self.len = need;
     }
@@ -147,10 +154,19 @@ impl HostKv {
                     let first = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
                     let span = (group * self.cap + first) * d..(group * self.cap + pos + 1) * d;
                     let q = &q[(g * n_rep * seq + i) * d..];
+                    let base = group * self.cap * d;
+                    let tiles = (first / TILE..=pos / TILE).map(|t| KeyTile {
+                        data: &self.k[base + t * TILE * d..][..TILE * d],
+                        width: TILE,
+                        lanes: (
+                            first.max(t * TILE) - t * TILE,
+                            (pos + 1).min((t + 1) * TILE) - t * TILE,
+                        ),
+                    });
                     attend_group(
                         q,
                         (n_rep, seq * d, d),
-                        std::iter::once(&self.k[span.clone()]),
+                        tiles,
                         std::iter::once(&self.v[span]),
                         pos + 1 - first,
                         scaling,

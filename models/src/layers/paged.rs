@@ -1,15 +1,16 @@
 //! The KV cache as blocks shared by every sequence of a batched step
-//! ([`zoo_core::BatchedLM`]): one store per layer, `[block][kv_head][slot][head_dim]`
-//! f32, written where each sequence's block table says and attended over in position
-//! order, with the same arithmetic as [`super::KvCache`] (each query's scores, softmax
-//! and weighted sum in position order), so a query's result does not depend on the
-//! block layout, the chunking or the other sequences of the step.
+//! ([`zoo_core::BatchedLM`]): one store per layer, values `[block][kv_head][slot]
+//! [head_dim]` f32 and keys `[block][kv_head][head_dim][slot]` (a block is one key
+//! tile of `group_attn.rs`), written where each sequence's block table says and
+//! attended over in position order with the arithmetic of `group_attn.rs`, so a
+//! query's result does not depend on the block layout, the chunking or the other
+//! sequences of the step.
 
 use candle_core::{Result, Tensor};
 use zoo_core::SeqChunk;
 
 use super::attention::ungroup;
-use super::group_attn::attend_group;
+use super::group_attn::{attend_group, KeyTile};
 use super::AttnParams;
 use crate::par::par_chunks_mut;
 
@@ -144,6 +145,23 @@ impl PagedKv {
         })
     }
 
+    /// The keys of positions `from..to` of kv head `g`, a tile per block (`[head_dim]
+    /// [block_size]`) in position order.
+    fn key_tiles<'s>(
+        &'s self,
+        table: &'s [u32],
+        from: usize,
+        to: usize,
+        g: usize,
+    ) -> impl Iterator<Item = KeyTile<'s>> + 's {
+        let (bs, d, kvh) = (self.block_size, self.head_dim, self.kv_heads);
+        (from / bs..to.div_ceil(bs)).map(move |b| KeyTile {
+            data: &self.k[(table[b] as usize * kvh + g) * bs * d..][..bs * d],
+            width: bs,
+            lanes: (from.max(b * bs) - b * bs, to.min((b + 1) * bs) - b * bs),
+        })
+    }
+
     /// Writes the step's keys and values (`[1, kv_heads, tokens, head_dim]`) and returns
     /// the attention of `q` (`[1, heads, tokens, head_dim]`) of each token over its
     /// sequence's positions up to its own, `[1, heads, tokens, head_dim]`.
@@ -176,8 +194,13 @@ impl PagedKv {
             for g in 0..kv_heads {
                 let dst = self.at(table, pos, g);
                 let src = (g * t + i) * d;
-                self.k[dst..dst + d].copy_from_slice(&ks[src..src + d]);
                 self.v[dst..dst + d].copy_from_slice(&vs[src..src + d]);
+                // Keys feature-major within the block: `[head_dim][block_size]`.
+                let (bs, slot) = (self.block_size, pos % self.block_size);
+                let tile = dst - slot * d;
+                for (f, x) in ks[src..src + d].iter().enumerate() {
+                    self.k[tile + f * bs + slot] = *x;
+                }
             }
         }
         let qs = host(q)?;
@@ -202,7 +225,7 @@ impl PagedKv {
                     attend_group(
                         &qs[(g * n_rep * t + i) * d..],
                         (n_rep, t * d, d),
-                        this.spans(table, first, pos + 1, g, &this.k),
+                        this.key_tiles(table, first, pos + 1, g),
                         this.spans(table, first, pos + 1, g, &this.v),
                         pos + 1 - first,
                         scaling,
