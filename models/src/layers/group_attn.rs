@@ -84,7 +84,48 @@ pub(super) fn exp(x: f32) -> f32 {
     }
 }
 
+/// The scores of `R` heads (`q[r * stride..][..d]`) for a tile of [`TILE`] positions:
+/// in AVX-512 registers where the build has them (one register a head), else as
+/// [`tile_scores`]. The same fused multiply-adds lane by lane, so the same bits.
+#[inline(always)]
+fn tile16_scores<const R: usize>(
+    q: &[f32],
+    stride: usize,
+    d: usize,
+    tile: &[f32],
+) -> [[f32; TILE]; R] {
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+    {
+        use std::arch::x86_64::*;
+        let qs: [&[f32]; R] = std::array::from_fn(|r| &q[r * stride..][..d]);
+        assert!(
+            tile.len() >= TILE * d,
+            "a tile holds {TILE} positions of {d} features"
+        );
+        // SAFETY: AVX-512F is enabled for this build (the cfg). Each load reads the 16
+        // values at `tile[16 * f..]` for `f < d`, inside `tile` (asserted above); each
+        // store writes the 16 values of one row of `out`.
+        unsafe {
+            let mut acc = [_mm512_setzero_ps(); R];
+            for f in 0..d {
+                let k = _mm512_loadu_ps(tile.as_ptr().add(TILE * f));
+                for (a, q) in acc.iter_mut().zip(&qs) {
+                    *a = _mm512_fmadd_ps(_mm512_set1_ps(q[f]), k, *a);
+                }
+            }
+            let mut out = [[0f32; TILE]; R];
+            for r in 0..R {
+                _mm512_storeu_ps(out[r].as_mut_ptr(), acc[r]);
+            }
+            out
+        }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
+    tile_scores::<TILE, R>(q, stride, d, tile)
+}
+
 /// The scores of `R` heads (`q[r * stride..][..d]`) for a tile of `W` positions.
+#[allow(dead_code)] // the portable form of `tile16_scores`
 #[inline(always)]
 fn tile_scores<const W: usize, const R: usize>(
     q: &[f32],
@@ -138,13 +179,13 @@ pub(super) fn attend_group<'k>(
                         let q = &q[r * stride..];
                         match heads - r {
                             $($k => {
-                                for (i, s) in tile_scores::<TILE, $k>(q, stride, d, tile.data).iter().enumerate() {
+                                for (i, s) in tile16_scores::<$k>(q, stride, d, tile.data).iter().enumerate() {
                                     put(r + i, s);
                                 }
                                 r += $k;
                             })*
                             _ => {
-                                for (i, s) in tile_scores::<TILE, 8>(q, stride, d, tile.data).iter().enumerate() {
+                                for (i, s) in tile16_scores::<8>(q, stride, d, tile.data).iter().enumerate() {
                                     put(r + i, s);
                                 }
                                 r += 8;
@@ -180,7 +221,14 @@ pub(super) fn attend_group<'k>(
                 *x = (*x / c).tanh() * c;
             }
         }
-        let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        // The maximum in sixteen lanes (the same value in any order).
+        let mut lanes = [f32::NEG_INFINITY; TILE];
+        for c in row.chunks(TILE) {
+            for (l, x) in lanes.iter_mut().zip(c) {
+                *l = l.max(*x);
+            }
+        }
+        let max = lanes.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
         for x in row.iter_mut() {
             *x = exp(*x - max);
         }
@@ -225,9 +273,43 @@ pub(super) fn attend_group<'k>(
     }
 }
 
-/// `o += w[j] * rows[j]` for each row in order, `D` values a row.
+/// `o += w[j] * rows[j]` for each row in order, `D` values a row (a multiple of 16):
+/// the output in AVX-512 registers where the build has them. The same fused
+/// multiply-adds value by value, so the same bits.
 #[inline(always)]
 fn weigh<const D: usize>(w: &[f32], rows: &[f32], o: &mut [f32]) {
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+    {
+        use std::arch::x86_64::*;
+        assert!(o.len() == D && D.is_multiple_of(16) && rows.len() >= w.len() * D);
+        // SAFETY: AVX-512F is enabled for this build (the cfg). Loads and stores of `o`
+        // cover its D values in 16s (asserted length); the loads of row `j` read
+        // `rows[j * D..(j + 1) * D]` for `j < w.len()`, inside `rows` (asserted).
+        unsafe {
+            let mut acc: [__m512; 8] = [_mm512_setzero_ps(); 8];
+            for (i, a) in acc.iter_mut().enumerate().take(D / 16) {
+                *a = _mm512_loadu_ps(o.as_ptr().add(16 * i));
+            }
+            for (j, w) in w.iter().enumerate() {
+                let wv = _mm512_set1_ps(*w);
+                let row = rows.as_ptr().add(j * D);
+                for (i, a) in acc.iter_mut().enumerate().take(D / 16) {
+                    *a = _mm512_fmadd_ps(wv, _mm512_loadu_ps(row.add(16 * i)), *a);
+                }
+            }
+            for (i, a) in acc.iter().enumerate().take(D / 16) {
+                _mm512_storeu_ps(o.as_mut_ptr().add(16 * i), *a);
+            }
+        }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
+    weigh_portable::<D>(w, rows, o)
+}
+
+/// [`weigh`] without explicit vectors.
+#[allow(dead_code)]
+#[inline(always)]
+fn weigh_portable<const D: usize>(w: &[f32], rows: &[f32], o: &mut [f32]) {
     let mut acc = [0f32; D];
     acc.copy_from_slice(o);
     for (w, row) in w.iter().zip(rows.chunks_exact(D)) {
@@ -254,6 +336,28 @@ mod tests {
         }
         assert_eq!(exp(0.0), 1.0);
         assert_eq!(exp(-100.0), 0.0);
+    }
+
+    /// The register forms compute what the portable forms do, bit for bit.
+    #[test]
+    fn register_forms_match_the_portable_ones() {
+        let val = |i: usize| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.7;
+        let (w, rows): (Vec<f32>, Vec<f32>) = (
+            (0..37).map(val).collect(),
+            (0..37 * 128).map(|i| val(i + 5)).collect(),
+        );
+        let (mut a, mut b) = (vec![0.25f32; 128], vec![0.25f32; 128]);
+        weigh::<128>(&w, &rows, &mut a);
+        weigh_portable::<128>(&w, &rows, &mut b);
+        assert_eq!(a, b);
+        let (q, tile): (Vec<f32>, Vec<f32>) = (
+            (0..3 * 64).map(val).collect(),
+            (0..16 * 64).map(|i| val(i + 9)).collect(),
+        );
+        assert_eq!(
+            tile16_scores::<3>(&q, 64, 64, &tile),
+            tile_scores::<16, 3>(&q, 64, 64, &tile)
+        );
     }
 
     /// Keys of `n` positions as tiles of `width`, feature-major.
