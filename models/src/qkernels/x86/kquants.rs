@@ -52,6 +52,8 @@ macro_rules! kernels_k {
             while r0 < n {
                 // The last group repeats its last row where fewer than G are left.
                 let rows: [usize; G] = std::array::from_fn(|i| (r0 + i).min(n - 1));
+                let ahead = prefetch_distance(row_bytes).max(G * row_bytes);
+                prefetch(w.wrapping_add(r0 * row_bytes + ahead), G * row_bytes);
                 let mut acc = [0f32; G];
                 for (b, a) in act.iter().enumerate() {
                     let sbs: [*const u8; G] = rows.map(|r| w.add(r * row_bytes + b * 144));
@@ -102,6 +104,7 @@ macro_rules! kernels_k {
             let bb = if F == Q4K { 144 } else { 210 };
             for (r, d) in dst.iter_mut().enumerate() {
                 let row = w.add(r * row_bytes);
+                prefetch(row.wrapping_add(prefetch_distance(row_bytes)), row_bytes);
                 let mut acc = [_mm256_setzero_ps(); TILE];
                 // The min / offset terms of the rows, one lane each.
                 let mut off = _mm256_setzero_ps();

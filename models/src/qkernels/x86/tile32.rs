@@ -16,8 +16,10 @@ macro_rules! kernels_32 {
             dst: &mut [f32],
         ) {
             let base = w.as_ptr();
+            let ahead = prefetch_distance(row_bytes);
             for (r, d) in dst.iter_mut().enumerate() {
                 let row = base.add(r * row_bytes);
+                prefetch(row.wrapping_add(ahead), row_bytes);
                 *d = match format {
                     Format::Q4_0 => row_ordered::<Q4_0>(row, act),
                     Format::Q4_1 => row_ordered::<Q4_1>(row, act),
