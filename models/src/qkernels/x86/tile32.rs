@@ -108,8 +108,10 @@ macro_rules! kernels_32 {
                 };
             }
             let n = act.len();
+            let ahead = prefetch_distance(row_bytes);
             for (r, d) in dst.iter_mut().enumerate() {
                 let row = w.add(r * row_bytes);
+                prefetch(row.wrapping_add(ahead), row_bytes);
                 // acc[j][g]: blocks b = j (mod 4), rows 4g..4g+3 (lanes: row, half).
                 let mut acc = [[_mm256_setzero_ps(); 2]; 4];
                 // The offset terms of the rows, by the same phases.
