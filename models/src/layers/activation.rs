@@ -133,7 +133,10 @@ pub fn gelu(x: &Tensor, kind: Gelu) -> Result<Tensor> {
 pub fn silu_mul_halves(gate_up: &Tensor) -> Result<Tensor> {
     let last = gate_up.rank() - 1;
     let ff = gate_up.dim(last)? / 2;
-    candle_nn::ops::silu(&gate_up.narrow(last, 0, ff)?)? * gate_up.narrow(last, ff, ff)?
+    silu_mul(
+        &gate_up.narrow(last, 0, ff)?,
+        &gate_up.narrow(last, ff, ff)?,
+    )
 }
 
 /// `gelu(gate) * up` ([`Gelu`]) in one pass instead of candle's two and, for a
@@ -152,35 +155,66 @@ fn cpu_f32_slice(s: &candle_core::Storage) -> Result<&[f32]> {
 
 /// `gelu(gate)`, times `up` where given, over candle's thread pool for large inputs.
 fn map_gelu(gate: &Tensor, up: Option<&Tensor>, kind: Gelu) -> Result<Tensor> {
-    let cpu_f32 = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
-    if !(cpu_f32(gate) && up.is_none_or(|u| cpu_f32(u) && u.shape() == gate.shape())) {
+    map_gated(gate, up, |dst, g, u| kind.apply(dst, g, u)).unwrap_or_else(|| {
         // Only the CPU path has the table; elsewhere both forms are candle's GELU.
         let g = gate.gelu()?;
-        return match up {
+        match up {
             Some(u) => g * u,
             None => Ok(g),
-        };
+        }
+    })
+}
+
+/// `silu(gate) * up` in one pass instead of candle's two and, for a batched step or a
+/// prompt, split over candle's thread pool (candle's unary ops run on the calling
+/// thread, the second core idle meanwhile: the engine at 16 sequences went from 294-307
+/// to 307-322 tok/s, SmolLM2, alternating runs). The same expression as candle's SiLU,
+/// `v / (1 + e^-v)` with the platform's `exp`, then the product: the same bits.
+pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    map_gated(gate, Some(up), |dst, g, u| {
+        let u = u.unwrap_or_default();
+        for ((d, &v), &w) in dst.iter_mut().zip(g).zip(u) {
+            *d = v / (1.0 + (-v).exp()) * w;
+        }
+    })
+    .unwrap_or_else(|| candle_nn::ops::silu(gate)? * up)
+}
+
+/// `f(dst, gate, up)` over chunks of contiguous CPU f32 tensors of one shape, over
+/// candle's thread pool for large inputs; `None` for other tensors (the caller's
+/// candle form).
+fn map_gated(
+    gate: &Tensor,
+    up: Option<&Tensor>,
+    f: impl Fn(&mut [f32], &[f32], Option<&[f32]>) + Sync,
+) -> Option<Result<Tensor>> {
+    let cpu_f32 = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
+    if !(cpu_f32(gate) && up.is_none_or(|u| cpu_f32(u) && u.shape() == gate.shape())) {
+        return None;
     }
-    let g = gate.contiguous()?;
-    let u = up.map(|u| u.contiguous()).transpose()?;
-    let n = g.elem_count();
-    let mut out = vec![0f32; n];
-    {
-        let gs_guard = g.storage_and_layout().0;
-        let us_guard = u.as_ref().map(|u| u.storage_and_layout().0);
-        let gs = &cpu_f32_slice(&gs_guard)?[g.layout().start_offset()..][..n];
-        let us = match (&us_guard, &u) {
-            (Some(s), Some(u)) => Some(&cpu_f32_slice(s)?[u.layout().start_offset()..][..n]),
-            _ => None,
-        };
-        const CHUNK: usize = 4096;
-        let parallel = n.div_ceil(CHUNK) >= 4;
-        par_chunks_mut(&mut out, CHUNK, parallel, |chunks, dst| {
-            let range = chunks.start * CHUNK..chunks.start * CHUNK + dst.len();
-            kind.apply(dst, &gs[range.clone()], us.map(|u| &u[range]));
-        });
-    }
-    Tensor::from_vec(out, g.shape(), g.device())
+    let run = || -> Result<Tensor> {
+        let g = gate.contiguous()?;
+        let u = up.map(|u| u.contiguous()).transpose()?;
+        let n = g.elem_count();
+        let mut out = vec![0f32; n];
+        {
+            let gs_guard = g.storage_and_layout().0;
+            let us_guard = u.as_ref().map(|u| u.storage_and_layout().0);
+            let gs = &cpu_f32_slice(&gs_guard)?[g.layout().start_offset()..][..n];
+            let us = match (&us_guard, &u) {
+                (Some(s), Some(u)) => Some(&cpu_f32_slice(s)?[u.layout().start_offset()..][..n]),
+                _ => None,
+            };
+            const CHUNK: usize = 4096;
+            let parallel = n.div_ceil(CHUNK) >= 4;
+            par_chunks_mut(&mut out, CHUNK, parallel, |chunks, dst| {
+                let range = chunks.start * CHUNK..chunks.start * CHUNK + dst.len();
+                f(dst, &gs[range.clone()], us.map(|u| &u[range]));
+            });
+        }
+        Tensor::from_vec(out, g.shape(), g.device())
+    };
+    Some(run())
 }
 
 #[cfg(test)]
@@ -203,6 +237,30 @@ mod tests {
             let scale = max_abs(&want).max(1.0);
             let d = max_abs(&(got - want).unwrap());
             assert!(d <= 1e-6 * scale, "{shape:?}: {d}");
+        }
+    }
+
+    /// The fused, threaded SiLU product is candle's `silu(gate) * up` bit for bit, for a
+    /// batched step (threaded) and a decode-sized input.
+    #[test]
+    fn silu_mul_is_candles_silu_times_up() {
+        let dev = Device::Cpu;
+        for shape in [(1, 1, 1536), (1, 16, 1536), (2, 3, 5)] {
+            let g = Tensor::randn(0f32, 3.0, shape, &dev).unwrap();
+            let u = Tensor::randn(0f32, 1.0, shape, &dev).unwrap();
+            let want: Vec<f32> = (candle_nn::ops::silu(&g).unwrap() * &u)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let got: Vec<f32> = silu_mul(&g, &u)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            assert_eq!(got, want, "{shape:?}");
         }
     }
 

@@ -28,7 +28,7 @@ mod paged;
 mod qlinear;
 mod rope;
 
-pub use activation::{gelu, gelu_mul, silu_mul_halves, Gelu};
+pub use activation::{gelu, gelu_mul, silu_mul, silu_mul_halves, Gelu};
 pub use attention::{attention, causal_mask, AttnParams, KvCache};
 pub use half::Half;
 pub use heads::{last_position, merge_heads, split_heads, split_qkv};

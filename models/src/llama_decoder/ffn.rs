@@ -8,7 +8,7 @@ use candle_core::quantized::{QStorage, QTensor};
 use candle_core::{DType, Device, Module, Tensor, D};
 use zoo_core::Result;
 
-use crate::layers::{gelu, Gelu, QLinear};
+use crate::layers::{gelu, silu_mul, Gelu, QLinear};
 
 pub(super) struct Expert {
     pub gate: QLinear,
@@ -19,7 +19,7 @@ pub(super) struct Expert {
 impl Expert {
     /// `rows`: each row's product alone ([`QLinear::forward_rows`], the batched forward).
     fn forward(&self, x: &Tensor, rows: bool) -> Result<Tensor> {
-        let h = (candle_nn::ops::silu(&mm(&self.gate, x, rows)?)? * mm(&self.up, x, rows)?)?;
+        let h = silu_mul(&mm(&self.gate, x, rows)?, &mm(&self.up, x, rows)?)?;
         Ok(mm(&self.down, &h, rows)?)
     }
 }
