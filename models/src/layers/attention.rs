@@ -155,13 +155,9 @@ impl HostKv {
                     let span = (group * self.cap + first) * d..(group * self.cap + pos + 1) * d;
                     let q = &q[(g * n_rep * seq + i) * d..];
                     let base = group * self.cap * d;
-                    let tiles = (first / TILE..=pos / TILE).map(|t| KeyTile {
-                        data: &self.k[base + t * TILE * d..][..TILE * d],
-                        width: TILE,
-                        lanes: (
-                            first.max(t * TILE) - t * TILE,
-                            (pos + 1).min((t + 1) * TILE) - t * TILE,
-                        ),
+                    let tiles = (first / TILE..=pos / TILE).map(|t| {
+                        let data = &self.k[base + t * TILE * d..][..TILE * d];
+                        KeyTile::of(data, TILE, t, (first, pos + 1))
                     });
                     attend_group(
                         q,

@@ -49,7 +49,18 @@ pub(super) struct KeyTile<'a> {
     pub lanes: (usize, usize),
 }
 
-impl KeyTile<'_> {
+impl<'a> KeyTile<'a> {
+    /// Tile `t` of `width` positions (`data`), the lanes of it inside the positions
+    /// `from..to` a unit attends to.
+    pub fn of(data: &'a [f32], width: usize, t: usize, (from, to): (usize, usize)) -> Self {
+        let start = t * width;
+        KeyTile {
+            data,
+            width,
+            lanes: (from.max(start) - start, to.min(start + width) - start),
+        }
+    }
+
     fn lanes(&self) -> Range<usize> {
         self.lanes.0..self.lanes.1
     }

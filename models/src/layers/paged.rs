@@ -155,10 +155,9 @@ impl PagedKv {
         g: usize,
     ) -> impl Iterator<Item = KeyTile<'s>> + 's {
         let (bs, d, kvh) = (self.block_size, self.head_dim, self.kv_heads);
-        (from / bs..to.div_ceil(bs)).map(move |b| KeyTile {
-            data: &self.k[(table[b] as usize * kvh + g) * bs * d..][..bs * d],
-            width: bs,
-            lanes: (from.max(b * bs) - b * bs, to.min((b + 1) * bs) - b * bs),
+        (from / bs..to.div_ceil(bs)).map(move |b| {
+            let data = &self.k[(table[b] as usize * kvh + g) * bs * d..][..bs * d];
+            KeyTile::of(data, bs, b, (from, to))
         })
     }
 
