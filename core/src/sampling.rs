@@ -129,6 +129,22 @@ impl Sampler {
         })
     }
 
+    /// As [`Self::sample`] for a row of host logits. Greedy decoding without penalties
+    /// picks on the row itself ([`argmax`]: the token candle's argmax picks), with no
+    /// tensor built: the engine samples every sequence of a step on one thread while
+    /// the others wait.
+    pub fn sample_row(&mut self, row: &[f32], history: &[u32]) -> Result<u32> {
+        let p = &self.params;
+        let plain =
+            p.repeat_penalty == 1.0 && p.presence_penalty == 0.0 && p.frequency_penalty == 0.0;
+        if p.temperature <= 0.0 && plain && !row.is_empty() {
+            let next = argmax(row);
+            *self.counts.entry(next).or_default() += 1;
+            return Ok(next);
+        }
+        self.sample(&Tensor::new(row, &candle_core::Device::Cpu)?, history)
+    }
+
     /// The next token for one row of logits (`[vocab]` or `[1, vocab]`), given the
     /// tokens so far (for the repeat penalty).
     pub fn sample(&mut self, logits: &Tensor, history: &[u32]) -> Result<u32> {
@@ -172,6 +188,24 @@ impl Sampler {
     }
 }
 
+/// The index of the first largest value of a non-empty `row`, as candle's `argmax`
+/// (which keeps the first value and moves only to a strictly larger one): NaNs after
+/// the first value are passed over, a NaN first value is kept. The largest value first
+/// (a fold that vectorizes), then where it first occurs.
+pub fn argmax(row: &[f32]) -> u32 {
+    if row.first().is_none_or(|v| v.is_nan()) {
+        return 0;
+    }
+    let lanes = row.chunks(16).fold([f32::NEG_INFINITY; 16], |mut m, c| {
+        for (m, &v) in m.iter_mut().zip(c) {
+            *m = m.max(v);
+        }
+        m
+    });
+    let max = lanes.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    row.iter().position(|&v| v == max).unwrap_or(0) as u32
+}
+
 /// The log-probability of `chosen` in a row of logits and the `top` most likely
 /// tokens with theirs (log-softmax of the model's own logits, before any sampling
 /// adjustment, as OpenAI's `logprobs` reports).
@@ -213,6 +247,32 @@ mod tests {
 
     fn logits() -> Tensor {
         Tensor::new(&[0.1f32, 3.0, 2.9, -1.0], &Device::Cpu).unwrap()
+    }
+
+    /// [`argmax`] and the greedy [`Sampler::sample_row`] pick candle's token: random
+    /// rows, ties (the first wins), NaNs and infinities.
+    #[test]
+    fn argmax_is_candles() {
+        let mut rows: Vec<Vec<f32>> = (0..20)
+            .map(|i| {
+                let t = Tensor::randn(0f32, 1.0, 1000 + i, &candle_core::Device::Cpu).unwrap();
+                t.to_vec1().unwrap()
+            })
+            .collect();
+        rows.push(vec![1.0, 3.0, 2.0, 3.0, 3.0]);
+        rows.push(vec![f32::NAN, 5.0, 1.0]);
+        rows.push(vec![1.0, f32::NAN, 5.0, f32::NAN]);
+        rows.push(vec![f32::NEG_INFINITY; 40]);
+        rows.push(vec![0.0, f32::INFINITY, 2.0, f32::INFINITY]);
+        rows.push(vec![f32::NAN; 3]);
+        rows.push(vec![-2.0]);
+        for row in rows {
+            let t = Tensor::new(row.as_slice(), &candle_core::Device::Cpu).unwrap();
+            let want = t.argmax(0).unwrap().to_scalar::<u32>().unwrap();
+            assert_eq!(argmax(&row), want, "{row:?}");
+            let mut s = Sampler::new(SamplingParams::greedy()).unwrap();
+            assert_eq!(s.sample_row(&row, &[]).unwrap(), want, "{row:?}");
+        }
     }
 
     #[test]

@@ -9,16 +9,65 @@
 //!
 //! Neither changes what a thread computes or in which order it sums: each item is
 //! computed by one thread, whole, as on the calling thread.
+//!
+//! [`on_threads`] is the other way to use the cores: whole jobs (a batched step's
+//! groups of sequences) side by side, one per thread, each computing [`alone`] (every
+//! `par_for` inside it runs inline), so that no thread waits on another between
+//! operations.
 
+use std::cell::Cell;
 use std::marker::PhantomData;
 use std::ops::Range;
+
+thread_local! {
+    /// Set while this thread runs a job of [`on_threads`]: work is not split further.
+    static ALONE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The threads a product is split over: the barrier pool's workers and the caller.
+pub(crate) fn threads() -> usize {
+    candle_core::utils::barrier_pool().n_workers() + 1
+}
+
+/// Runs `f` with every [`par_for`] inside it (on this thread) inline.
+pub(crate) fn alone<R>(f: impl FnOnce() -> R) -> R {
+    /// Puts the flag back however `f` ends (a panic too).
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ALONE.with(|a| a.set(self.0));
+        }
+    }
+    let _restore = Restore(ALONE.with(|a| a.replace(true)));
+    f()
+}
+
+/// Runs each job on a thread of its own (the first on the calling thread, the others
+/// on scoped threads), each [`alone`], and returns their results in order.
+pub(crate) fn on_threads<T: Send, F: FnOnce() -> T + Send>(jobs: Vec<F>) -> Vec<T> {
+    let mut jobs = jobs.into_iter();
+    let Some(first) = jobs.next() else {
+        return Vec::new();
+    };
+    std::thread::scope(|s| {
+        let others: Vec<_> = jobs.map(|job| s.spawn(move || alone(job))).collect();
+        let mut out = vec![alone(first)];
+        for h in others {
+            match h.join() {
+                Ok(r) => out.push(r),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        out
+    })
+}
 
 /// Runs `f` on ranges of `0..n` that together cover it, each index in exactly one
 /// range: over candle's barrier pool when `parallel` (its `execute_chunked`, whose
 /// shared cursor hands out disjoint ranges; inline when already on a pool thread), else
-/// once with `0..n` on the calling thread.
+/// (or inside [`alone`]) once with `0..n` on the calling thread.
 pub(crate) fn par_for(n: usize, parallel: bool, f: impl Fn(Range<usize>) + Sync) {
-    if parallel {
+    if parallel && !ALONE.with(|a| a.get()) {
         candle_core::utils::barrier_pool().execute_chunked(n, f);
     } else {
         f(0..n);
@@ -108,6 +157,71 @@ impl<'a, T> SendPtr<'a, T> {
         debug_assert!(i < self.len);
         // SAFETY: in bounds and exclusive by the caller's contract.
         unsafe { self.ptr.add(i).write(v) }
+    }
+}
+
+/// Values that the jobs of [`on_threads`] write and read at the same time, each job its
+/// own part (a layer's KV block store in a split step: each group writes its
+/// sequences' blocks and reads them and the shared prefix blocks nobody writes). Every
+/// access is `unsafe`, with one contract: **no value is written by one thread while
+/// another reads or writes it**.
+pub(crate) struct SharedCells(Box<[std::cell::UnsafeCell<f32>]>);
+
+// SAFETY: the values are plain f32s; concurrent access is only through the unsafe
+// methods, whose contract excludes a value written by one thread and touched by another.
+unsafe impl Sync for SharedCells {}
+
+impl SharedCells {
+    pub(crate) fn new(values: Vec<f32>) -> Self {
+        let raw = Box::into_raw(values.into_boxed_slice()) as *mut [std::cell::UnsafeCell<f32>];
+        // SAFETY: `UnsafeCell<f32>` has the layout of `f32` (`repr(transparent)`), so the
+        // boxed slice's allocation is a valid `[UnsafeCell<f32>]` of the same length.
+        Self(unsafe { Box::from_raw(raw) })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// `values[start..start + len]` (bounds checked).
+    ///
+    /// # Safety
+    ///
+    /// No other thread writes any of these values while the slice lives.
+    pub(crate) unsafe fn slice(&self, start: usize, len: usize) -> &[f32] {
+        let cells = &self.0[start..start + len];
+        // SAFETY: in bounds (the indexing above); `UnsafeCell<f32>` is laid out as f32,
+        // and by the caller's contract nothing writes these values meanwhile.
+        unsafe { std::slice::from_raw_parts(cells.as_ptr() as *const f32, len) }
+    }
+
+    /// `values[i] = v` (bounds checked).
+    ///
+    /// # Safety
+    ///
+    /// No other thread reads or writes value `i` meanwhile.
+    pub(crate) unsafe fn set(&self, i: usize, v: f32) {
+        // SAFETY: exclusive for this value by the caller's contract.
+        unsafe { *self.0[i].get() = v }
+    }
+}
+
+impl Clone for SharedCells {
+    fn clone(&self) -> Self {
+        // SAFETY: `&self` for the whole copy: no job of a split step is running.
+        Self::new(unsafe { self.slice(0, self.len()) }.to_vec())
+    }
+}
+
+impl Default for SharedCells {
+    fn default() -> Self {
+        Self::new(Vec::new())
+    }
+}
+
+impl std::fmt::Debug for SharedCells {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SharedCells({} values)", self.len())
     }
 }
 

@@ -8,7 +8,7 @@ use futures::channel::mpsc::UnboundedSender;
 use super::blocks::chain_hash;
 use super::{Event, Finished, Request, Submitted, TokenLogprob};
 use crate::generate::{StopMatcher, StopReason};
-use crate::{logprobs, Detokenizer, Result, Sampler, Tensor, Tokenizer};
+use crate::{logprobs, Detokenizer, Result, Sampler, Tokenizer};
 
 pub(super) struct Seq {
     tx: UnboundedSender<Event>,
@@ -92,8 +92,7 @@ impl Seq {
     /// Samples the next token from the logits of the last position, sends it, and says
     /// whether the request has ended.
     pub fn on_logits(&mut self, row: &[f32], sh: &Shared) -> Result<Option<StopReason>> {
-        let logits = Tensor::new(row, &candle_core::Device::Cpu)?;
-        let next = self.sampler.sample(&logits, &self.tokens)?;
+        let next = self.sampler.sample_row(row, &self.tokens)?;
         self.first_token.get_or_insert_with(Instant::now);
         let logprob = self.request.logprobs.map(|n| {
             let (logprob, top) = logprobs(row, next, n);

@@ -13,6 +13,8 @@
 //! - `norm.rs`: RMS norm;
 //! - `heads.rs`: hidden states split into heads and back;
 //! - `paged.rs`: the KV cache as blocks shared by the sequences of a batched step;
+//! - `split.rs`: whether a batched step runs whole or as groups of sequences, one per
+//!   thread;
 //! - `group_attn.rs`: the arithmetic of one attention unit (a KV group's heads at one
 //!   position), which both caches run;
 //!
@@ -27,6 +29,7 @@ mod norm;
 mod paged;
 mod qlinear;
 mod rope;
+pub mod split;
 
 pub use activation::{gelu, gelu_mul, silu_mul, silu_mul_halves, Gelu};
 pub use attention::{attention, causal_mask, AttnParams, KvCache};
@@ -36,7 +39,7 @@ pub use norm::{Norm, RmsNorm};
 pub(crate) use paged::{host, zeroed};
 pub use paged::{PagedKv, StepLayout};
 pub use qlinear::{QLinear, PROMPT_GEMM_ROWS};
-pub use rope::{RopeLayout, RopeTable, Yarn};
+pub use rope::{RopeAt, RopeLayout, RopeTable, Yarn};
 
 /// The largest absolute value of `t`.
 #[cfg(test)]

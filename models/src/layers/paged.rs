@@ -12,7 +12,7 @@ use zoo_core::SeqChunk;
 use super::attention::ungroup;
 use super::group_attn::{attend_group, KeyTile};
 use super::AttnParams;
-use crate::par::par_chunks_mut;
+use crate::par::{par_chunks_mut, SharedCells};
 
 /// Where each token of a batched step sits: its chunk and its position.
 pub struct StepLayout<'a> {
@@ -84,8 +84,10 @@ impl<'a> StepLayout<'a> {
 /// One layer's share of the block store.
 #[derive(Debug, Clone, Default)]
 pub struct PagedKv {
-    k: Vec<f32>,
-    v: Vec<f32>,
+    /// Shared so that the groups of a split step ([`crate::par::on_threads`]) each
+    /// write their own sequences' blocks.
+    k: SharedCells,
+    v: SharedCells,
     blocks: usize,
     block_size: usize,
     kv_heads: usize,
@@ -109,13 +111,18 @@ impl PagedKv {
             .checked_mul(kv_heads * block_size * head_dim)
             .ok_or_else(|| zoo_core::Error::Engine(format!("{blocks} KV blocks overflow")))?;
         Ok(Self {
-            k: zeroed(n)?,
-            v: zeroed(n)?,
+            k: SharedCells::new(zeroed(n)?),
+            v: SharedCells::new(zeroed(n)?),
             blocks,
             block_size,
             kv_heads,
             head_dim,
         })
+    }
+
+    /// Positions per block (0 before the store is allocated).
+    pub fn block_size(&self) -> usize {
+        self.block_size
     }
 
     /// Index of position `pos` of kv head `g` in a sequence with block table `table`.
@@ -124,15 +131,18 @@ impl PagedKv {
         ((block * self.kv_heads + g) * self.block_size + pos % self.block_size) * self.head_dim
     }
 
-    /// The stored rows of positions `from..to` of kv head `g`, block by block in
-    /// position order (each a contiguous run of whole `head_dim` rows of `store`).
-    fn spans<'s>(
-        &self,
+    /// The stored values of positions `from..to` of kv head `g`, block by block in
+    /// position order (each a contiguous run of whole `head_dim` rows).
+    ///
+    /// # Safety
+    ///
+    /// Nothing writes these blocks while the slices live ([`Self::attend_shared`]).
+    unsafe fn value_spans<'s>(
+        &'s self,
         table: &'s [u32],
         from: usize,
         to: usize,
         g: usize,
-        store: &'s [f32],
     ) -> impl Iterator<Item = &'s [f32]> + Clone + 's {
         let (bs, d, kvh) = (self.block_size, self.head_dim, self.kv_heads);
         let first_block = from / bs;
@@ -141,13 +151,18 @@ impl PagedKv {
             let start = if b == first_block { from % bs } else { 0 };
             let end = if (b + 1) * bs <= to { bs } else { to - b * bs };
             let base = (table[b] as usize * kvh + g) * bs;
-            &store[(base + start) * d..(base + end) * d]
+            // SAFETY: not written meanwhile, by the caller's contract.
+            unsafe { self.v.slice((base + start) * d, (end - start) * d) }
         })
     }
 
     /// The keys of positions `from..to` of kv head `g`, a tile per block (`[head_dim]
     /// [block_size]`) in position order.
-    fn key_tiles<'s>(
+    ///
+    /// # Safety
+    ///
+    /// As [`Self::value_spans`].
+    unsafe fn key_tiles<'s>(
         &'s self,
         table: &'s [u32],
         from: usize,
@@ -156,7 +171,8 @@ impl PagedKv {
     ) -> impl Iterator<Item = KeyTile<'s>> + 's {
         let (bs, d, kvh) = (self.block_size, self.head_dim, self.kv_heads);
         (from / bs..to.div_ceil(bs)).map(move |b| {
-            let data = &self.k[(table[b] as usize * kvh + g) * bs * d..][..bs * d];
+            // SAFETY: not written meanwhile, by the caller's contract.
+            let data = unsafe { self.k.slice((table[b] as usize * kvh + g) * bs * d, bs * d) };
             KeyTile::of(data, bs, b, (from, to))
         })
     }
@@ -166,6 +182,27 @@ impl PagedKv {
     /// sequence's positions up to its own, `[1, heads, tokens, head_dim]`.
     pub fn attend(
         &mut self,
+        layout: &StepLayout,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        p: &AttnParams,
+    ) -> Result<Tensor> {
+        // SAFETY: `&mut self`: no other thread touches the store.
+        unsafe { self.attend_shared(layout, q, k, v, p) }
+    }
+
+    /// [`Self::attend`] for one group of a split step, the other groups running at the
+    /// same time on other threads.
+    ///
+    /// # Safety
+    ///
+    /// While it runs, no other thread writes a block that `layout`'s chunks read (their
+    /// tables up to each token's position), nor reads or writes a block they write (the
+    /// blocks of their tokens' positions): [`super::split::plan`] checks this of the
+    /// groups it makes.
+    pub unsafe fn attend_shared(
+        &self,
         layout: &StepLayout,
         q: &Tensor,
         k: &Tensor,
@@ -193,12 +230,16 @@ impl PagedKv {
             for g in 0..kv_heads {
                 let dst = self.at(table, pos, g);
                 let src = (g * t + i) * d;
-                self.v[dst..dst + d].copy_from_slice(&vs[src..src + d]);
                 // Keys feature-major within the block: `[head_dim][block_size]`.
                 let (bs, slot) = (self.block_size, pos % self.block_size);
                 let tile = dst - slot * d;
-                for (f, x) in ks[src..src + d].iter().enumerate() {
-                    self.k[tile + f * bs + slot] = *x;
+                for f in 0..d {
+                    // SAFETY: a block of this token's position: no other thread reads
+                    // or writes it, by the caller's contract.
+                    unsafe {
+                        self.v.set(dst + f, vs[src + f]);
+                        self.k.set(tile + f * bs + slot, ks[src + f]);
+                    }
                 }
             }
         }
@@ -207,7 +248,7 @@ impl PagedKv {
         let scaling = (p.scale as f32, p.softcap.map(|c| c as f32));
         let mut grouped = vec![0f32; heads * t * d];
         let work: usize = layout.position.iter().map(|p| p + 1).sum::<usize>() * heads * d;
-        let this = &*self;
+        let this = self;
         // Unit `g * t + i` is token `i`'s queries of kv group `g`'s heads; it writes their
         // rows, `[n_rep][d]`, which go to `[heads][t][d]` below.
         par_chunks_mut(
@@ -221,11 +262,19 @@ impl PagedKv {
                     let pos = layout.position[i];
                     let table = layout.chunks[layout.chunk_of[i]].blocks;
                     let first = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+                    // SAFETY: the keys and values written above are complete; by the
+                    // caller's contract no other thread writes this sequence's blocks.
+                    let (keys, values) = unsafe {
+                        (
+                            this.key_tiles(table, first, pos + 1, g),
+                            this.value_spans(table, first, pos + 1, g),
+                        )
+                    };
                     attend_group(
                         &qs[(g * n_rep * t + i) * d..],
                         (n_rep, t * d, d),
-                        this.key_tiles(table, first, pos + 1, g),
-                        this.spans(table, first, pos + 1, g, &this.v),
+                        keys,
+                        values,
                         pos + 1 - first,
                         scaling,
                         &mut scratch,

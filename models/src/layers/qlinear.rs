@@ -55,6 +55,14 @@ impl QLinear {
         })
     }
 
+    /// The weight's values (its rows times its columns).
+    pub fn values(&self) -> usize {
+        match &self.q {
+            QMatMul::QTensor(t) => t.shape().elem_count(),
+            QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.elem_count(),
+        }
+    }
+
     /// Adds `bias` (broadcast over the rows) to every product.
     pub fn with_bias(mut self, bias: Option<Tensor>) -> Self {
         self.bias = bias;

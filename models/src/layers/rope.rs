@@ -166,18 +166,40 @@ impl Yarn {
     }
 }
 
+/// A table's rows for the positions of a batched step's tokens ([`RopeTable::at`]):
+/// rotates with a shared borrow, so the groups of a split step rotate at once.
+#[derive(Debug, Clone)]
+pub struct RopeAt {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl RopeAt {
+    /// As [`RopeTable::apply`] for `x` `[1, heads, tokens, head_dim]` whose tokens sit
+    /// at the positions the rows were taken for.
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        let (cos, sin) = (like(&self.cos, x)?, like(&self.sin, x)?);
+        candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin)
+    }
+
+    /// As [`RopeTable::apply_interleaved`] at the rows' positions.
+    pub fn apply_interleaved(&self, x: &Tensor) -> Result<Tensor> {
+        let (cos, sin) = (like(&self.cos, x)?, like(&self.sin, x)?);
+        candle_nn::rotary_emb::rope_i(&x.contiguous()?, &cos, &sin)
+    }
+}
+
 impl RopeTable {
+    /// The rows of `positions` (the table grown to reach them).
+    pub fn at(&mut self, positions: &[usize]) -> Result<RopeAt> {
+        let (cos, sin) = self.rows(positions)?;
+        Ok(RopeAt { cos, sin })
+    }
+
     /// As [`Self::apply`] for `x` `[1, heads, tokens, head_dim]` whose tokens sit at
     /// `positions` (a batched step: several sequences, each at its own position).
     pub fn apply_at(&mut self, x: &Tensor, positions: &[usize]) -> Result<Tensor> {
-        let (cos, sin) = self.rows(positions)?;
-        candle_nn::rotary_emb::rope(&x.contiguous()?, &like(&cos, x)?, &like(&sin, x)?)
-    }
-
-    /// As [`Self::apply_interleaved`] at `positions`.
-    pub fn apply_interleaved_at(&mut self, x: &Tensor, positions: &[usize]) -> Result<Tensor> {
-        let (cos, sin) = self.rows(positions)?;
-        candle_nn::rotary_emb::rope_i(&x.contiguous()?, &like(&cos, x)?, &like(&sin, x)?)
+        self.at(positions)?.apply(x)
     }
 
     fn rows(&mut self, positions: &[usize]) -> Result<(Tensor, Tensor)> {
@@ -229,7 +251,7 @@ mod tests {
         let b = t.apply_at(&x, &[40, 41, 42]).unwrap();
         assert_eq!(max_abs(&(a - b).unwrap()), 0.0);
         let a = t.apply_interleaved(&x, 7).unwrap();
-        let b = t.apply_interleaved_at(&x, &[7, 8, 9]).unwrap();
+        let b = t.at(&[7, 8, 9]).unwrap().apply_interleaved(&x).unwrap();
         assert_eq!(max_abs(&(a - b).unwrap()), 0.0);
     }
 }

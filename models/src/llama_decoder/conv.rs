@@ -15,6 +15,7 @@ use zoo_core::{Error, Result};
 
 use super::ffn::mm;
 use crate::layers::{host, zeroed, QLinear, StepLayout};
+use crate::par::SharedCells;
 
 pub(super) struct ShortConv {
     /// `[3 * hidden, hidden]`: B, C and x.
@@ -28,8 +29,9 @@ pub(super) struct ShortConv {
     /// many positions it has seen.
     state: Vec<f32>,
     seen: usize,
-    /// The batched steps' store: `[block][slot][hidden]`.
-    store: Vec<f32>,
+    /// The batched steps' store: `[block][slot][hidden]` (shared, as a layer's KV
+    /// blocks, by the groups of a split step).
+    store: SharedCells,
     blocks: usize,
     block_size: usize,
 }
@@ -45,7 +47,7 @@ impl ShortConv {
             len,
             state: Vec::new(),
             seen: 0,
-            store: Vec::new(),
+            store: SharedCells::default(),
             blocks: 0,
             block_size: 0,
         }
@@ -58,14 +60,19 @@ impl ShortConv {
 
     /// Replaces the block store with `blocks` blocks of `block_size` positions.
     pub fn allocate(&mut self, blocks: usize, block_size: usize) -> Result<()> {
-        self.store = Vec::new(); // the old store goes before the new comes
-        self.store = zeroed(
+        self.store = SharedCells::default(); // the old store goes before the new comes
+        self.store = SharedCells::new(zeroed(
             blocks
                 .checked_mul(block_size * self.hidden)
                 .ok_or_else(|| zoo_core::Error::Engine(format!("{blocks} KV blocks overflow")))?,
-        )?;
+        )?);
         (self.blocks, self.block_size) = (blocks, block_size);
         Ok(())
+    }
+
+    /// Positions per block of the store (0 before it is allocated).
+    pub fn block_size(&self) -> usize {
+        self.block_size
     }
 
     /// B, C and x of every row of `n` (`[1, tokens, hidden]`) as host values, and the
@@ -131,7 +138,12 @@ impl ShortConv {
 
     /// The batched form: every token's `B * x` row written where its sequence's block
     /// table says, then each token's convolution over its sequence's rows.
-    pub fn forward_batch(&mut self, n: &Tensor, layout: &StepLayout) -> Result<Tensor> {
+    ///
+    /// # Safety
+    ///
+    /// As [`crate::layers::PagedKv::attend_shared`]: no other thread writes the blocks
+    /// `layout`'s chunks read, nor touches those they write.
+    pub unsafe fn forward_batch(&self, n: &Tensor, layout: &StepLayout) -> Result<Tensor> {
         let (h, l) = (self.hidden, self.len);
         layout.check_tables(self.blocks, self.block_size)?;
         let (bcx, bx) = self.gates(n, true)?;
@@ -140,7 +152,11 @@ impl ShortConv {
         };
         for (i, (&c, &pos)) in layout.chunk_of.iter().zip(&layout.position).enumerate() {
             let dst = at(layout.chunks[c].blocks, pos);
-            self.store[dst..dst + h].copy_from_slice(&bx[i * h..][..h]);
+            for (j, &v) in bx[i * h..][..h].iter().enumerate() {
+                // SAFETY: a block of this token's position, which no other thread
+                // touches (the caller's contract).
+                unsafe { self.store.set(dst + j, v) };
+            }
         }
         let t = layout.position.len();
         let mut y = vec![0f32; t * h];
@@ -149,7 +165,12 @@ impl ShortConv {
             let c = &bcx[i * 3 * h + h..][..h];
             self.mix(
                 c,
-                |k| (pos + k + 1 >= l).then(|| &self.store[at(table, pos + k + 1 - l)..][..h]),
+                // SAFETY: a row of this sequence, complete above; no other thread
+                // writes its blocks (the caller's contract).
+                |k| {
+                    (pos + k + 1 >= l)
+                        .then(|| unsafe { self.store.slice(at(table, pos + k + 1 - l), h) })
+                },
                 y,
             );
         }

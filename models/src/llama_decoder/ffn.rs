@@ -50,7 +50,34 @@ pub(super) struct Shared {
     pub gate: QLinear,
 }
 
+impl Expert {
+    fn values(&self) -> usize {
+        self.gate.values() + self.up.values() + self.down.values()
+    }
+}
+
 impl Ffn {
+    /// The weight values one token's feed-forward multiplies (its experts' share).
+    pub(super) fn values(&self) -> usize {
+        match self {
+            Ffn::Dense(e) => e.values(),
+            Ffn::Gelu { up, down, .. } => up.values() + down.values(),
+            Ffn::Moe {
+                router,
+                experts,
+                used,
+                shared,
+                ..
+            } => {
+                let expert = experts.first().map_or(0, Expert::values);
+                let shared = shared
+                    .as_ref()
+                    .map_or(0, |s| s.expert.values() + s.gate.values());
+                router.values() + used * expert + shared
+            }
+        }
+    }
+
     /// The feed-forward of `x` (`[batch, seq, hidden]`); `rows` as in [`Expert::forward`].
     pub(super) fn forward(&self, x: &Tensor, rows: bool) -> Result<Tensor> {
         match self {

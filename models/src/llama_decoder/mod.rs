@@ -15,10 +15,11 @@
 use std::sync::Arc;
 
 use candle_core::quantized::QTensor;
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{Device, Module, Tensor};
 use zoo_core::source::GgufSource;
-use zoo_core::{last_position_logits, BatchedLM, KvShape, Result, SeqChunk};
+use zoo_core::{last_position_logits, Result};
 
+mod batch;
 mod build;
 mod conv;
 mod ffn;
@@ -28,13 +29,15 @@ mod options;
 pub(crate) use options::{LlamaOptions, Mlp, NormKind, Norms, QkNorm, Scales};
 mod safetensors;
 
+pub(crate) use batch::split_logits;
+
 use conv::ShortConv;
 use ffn::{expert_slice, mm, row_slice, Expert, Ffn, Shared};
 
 use crate::adapters::{Decoded, Decoder};
 use crate::layers::{
-    last_position, merge_heads, split_heads, KvCache, Norm, PagedKv, QLinear, RmsNorm, RopeTable,
-    StepLayout,
+    last_position, merge_heads, split_heads, KvCache, Norm, PagedKv, QLinear, RmsNorm, RopeAt,
+    RopeTable,
 };
 
 struct Layer {
@@ -74,13 +77,6 @@ struct Attention {
 }
 
 pub(crate) use crate::layers::RopeLayout;
-
-/// Where a step's tokens sit: from an offset in one sequence, or each at its position.
-#[derive(Clone, Copy)]
-enum At<'a> {
-    Offset(usize),
-    Positions(&'a [usize]),
-}
 
 /// `norm(x)`, or `x` where there is no such norm.
 fn norm_of(norm: &Option<Norm>, x: Tensor) -> Result<Tensor> {
@@ -201,32 +197,40 @@ struct Rotary {
 }
 
 impl Rotary {
-    /// `x` (`[batch, heads, seq, head_dim]`) rotated at its positions (`offset..` of one
-    /// sequence, or a batched step's), only its first `dims` features of each
-    /// head where the architecture rotates part.
-    fn rotate(&mut self, x: &Tensor, at: At) -> Result<Tensor> {
-        let hd = x.dim(3)?;
-        let part = self.dims < hd;
-        let first = match part {
-            true => x.narrow(3, 0, self.dims)?,
-            false => x.clone(),
-        };
-        let y = match (self.layout, at) {
-            (RopeLayout::Interleaved, At::Offset(o)) => self.rope.apply_interleaved(&first, o)?,
-            (RopeLayout::Halves, At::Offset(o)) => self.rope.apply(&first, o)?,
-            (RopeLayout::Interleaved, At::Positions(p)) => {
-                self.rope.apply_interleaved_at(&first, p)?
-            }
-            (RopeLayout::Halves, At::Positions(p)) => self.rope.apply_at(&first, p)?,
-        };
-        Ok(match part {
-            true => {
-                let rest = x.narrow(3, self.dims, hd - self.dims)?;
-                Tensor::cat(&[&y, &rest], 3)?
-            }
-            false => y,
+    /// `x` (`[batch, heads, seq, head_dim]`) rotated at positions `offset..` of one
+    /// sequence.
+    fn rotate(&mut self, x: &Tensor, offset: usize) -> Result<Tensor> {
+        let (layout, rope) = (self.layout, &mut self.rope);
+        rotate_part(x, self.dims, |first| match layout {
+            RopeLayout::Interleaved => rope.apply_interleaved(first, offset),
+            RopeLayout::Halves => rope.apply(first, offset),
         })
     }
+
+    /// `x` (`[1, heads, tokens, head_dim]`) rotated at a batched step's positions, whose
+    /// rows `at` holds.
+    fn rotate_at(&self, x: &Tensor, at: &RopeAt) -> Result<Tensor> {
+        rotate_part(x, self.dims, |first| match self.layout {
+            RopeLayout::Interleaved => at.apply_interleaved(first),
+            RopeLayout::Halves => at.apply(first),
+        })
+    }
+}
+
+/// `rotate` of the first `dims` features of each head of `x`, the others as they are
+/// (GLM-4's partial rotary), or of all of them.
+fn rotate_part(
+    x: &Tensor,
+    dims: usize,
+    mut rotate: impl FnMut(&Tensor) -> candle_core::Result<Tensor>,
+) -> Result<Tensor> {
+    let hd = x.dim(3)?;
+    if dims >= hd {
+        return Ok(rotate(x)?);
+    }
+    let y = rotate(&x.narrow(3, 0, dims)?)?;
+    let rest = x.narrow(3, dims, hd - dims)?;
+    Ok(Tensor::cat(&[&y, &rest], 3)?)
 }
 
 impl Decoder for LlamaDecoder {
@@ -246,10 +250,10 @@ impl Decoder for LlamaDecoder {
                 Mixer::Attention(att) => {
                     let (q, k, v) = att.qkv(&n, (h, kvh, hd), false)?;
                     let (q, k) = match att.rotary {
-                        true => {
-                            let at = At::Offset(offset);
-                            (self.rotary.rotate(&q, at)?, self.rotary.rotate(&k, at)?)
-                        }
+                        true => (
+                            self.rotary.rotate(&q, offset)?,
+                            self.rotary.rotate(&k, offset)?,
+                        ),
                         false => (q, k),
                     };
                     let a = att.cache.attend(&q, &k, &v, offset, &params)?;
@@ -271,100 +275,6 @@ impl Decoder for LlamaDecoder {
             }
         }
     }
-}
-
-impl BatchedLM for LlamaDecoder {
-    fn kv_shape(&self) -> KvShape {
-        let conv = |l: &Layer| match &l.mixer {
-            Mixer::Conv(c) => Some(c.hidden),
-            Mixer::Attention(_) => None,
-        };
-        KvShape {
-            layers: self.layers.iter().filter(|l| conv(l).is_none()).count(),
-            kv_heads: self.kv_heads,
-            head_dim: self.head_dim,
-            other_values: self.layers.iter().filter_map(conv).sum(),
-            bytes_per_value: 4,
-        }
-    }
-
-    fn allocate_kv(&mut self, blocks: usize, block_size: usize) -> Result<()> {
-        for layer in &mut self.layers {
-            match &mut layer.mixer {
-                Mixer::Attention(att) => {
-                    att.paged = PagedKv::default(); // the old store goes before the new comes
-                    att.paged = PagedKv::new(blocks, block_size, self.kv_heads, self.head_dim)?;
-                }
-                Mixer::Conv(conv) => conv.allocate(blocks, block_size)?,
-            }
-        }
-        Ok(())
-    }
-
-    /// The forward above over all chunks' tokens as one sequence of rows, every product
-    /// row by row ([`QLinear::forward_rows`]), rotations at each token's position, and
-    /// attention over each sequence's blocks ([`PagedKv`]).
-    fn forward_batch(&mut self, chunks: &[SeqChunk<'_>]) -> Result<Vec<Tensor>> {
-        let (h, kvh, hd) = (self.heads, self.kv_heads, self.head_dim);
-        let layout = StepLayout::new(chunks);
-        let device = self.norm_device();
-        let vocab = self.output_rows();
-        if layout.position.is_empty() {
-            return Ok(chunks
-                .iter()
-                .map(|_| Tensor::zeros((0, vocab), DType::F32, &device))
-                .collect::<candle_core::Result<_>>()?);
-        }
-        let ids = Tensor::new(layout.tokens().as_slice(), &device)?.unsqueeze(0)?;
-        let mut x = scaled(self.embed.embedding(&ids)?, self.scales.embedding)?;
-        if let Some(wpe) = &self.positions {
-            let at: Vec<u32> = layout.position.iter().map(|&p| p as u32).collect();
-            let at = Tensor::new(at.as_slice(), wpe.device())?;
-            x = x.broadcast_add(&wpe.index_select(&at, 0)?.unsqueeze(0)?)?;
-        }
-        let params = self.scales.attention(hd);
-        for layer in &mut self.layers {
-            let n = layer.attn_input(&x)?;
-            let a = match &mut layer.mixer {
-                Mixer::Conv(conv) => conv.forward_batch(&n, &layout)?,
-                Mixer::Attention(att) => {
-                    let (q, k, v) = att.qkv(&n, (h, kvh, hd), true)?;
-                    let (q, k) = match att.rotary {
-                        true => {
-                            let at = At::Positions(&layout.position);
-                            (self.rotary.rotate(&q, at)?, self.rotary.rotate(&k, at)?)
-                        }
-                        false => (q, k),
-                    };
-                    let a = att.paged.attend(&layout, &q, &k, &v, &params)?;
-                    mm(&att.o, &merge_heads(&a)?, true)?
-                }
-            };
-            x = layer.add_branches(x, &n, a, self.scales.residual, true)?;
-        }
-        let rows = layout.logit_rows();
-        let logits = if rows.is_empty() {
-            Tensor::zeros((0, vocab), DType::F32, &device)?
-        } else {
-            let idx = Tensor::new(rows.as_slice(), &device)?;
-            let x = self.norm.forward(&x.squeeze(0)?.index_select(&idx, 0)?)?;
-            let logits = self.output.forward_rows(&x)?.to_dtype(DType::F32)?;
-            scaled(logits, 1.0 / self.scales.logits)?
-        };
-        split_logits(chunks, &logits)
-    }
-}
-
-/// The rows of `logits` (every chunk's rows, in chunk order) cut back per chunk.
-pub(crate) fn split_logits(chunks: &[SeqChunk<'_>], logits: &Tensor) -> Result<Vec<Tensor>> {
-    let mut start = 0;
-    let mut out = Vec::with_capacity(chunks.len());
-    for c in chunks {
-        let n = c.logits.rows(c.tokens.len());
-        out.push(logits.narrow(0, start, n)?);
-        start += n;
-    }
-    Ok(out)
 }
 
 /// The load function of a GGUF architecture built on [`LlamaDecoder`] with its

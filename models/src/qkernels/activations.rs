@@ -132,7 +132,7 @@ fn nearest_int(v: f32) -> i32 {
 pub fn quantize_activations(format: Format, x: &[f32], out: &mut [ActBlock]) {
     debug_assert_eq!(x.len(), out.len() * QK);
     for (xs, b) in x.chunks_exact(QK).zip(out.iter_mut()) {
-        let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let amax = abs_max(xs);
         let d = amax / 127.0;
         let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
         let mut sum = 0i32;
@@ -148,23 +148,39 @@ pub fn quantize_activations(format: Format, x: &[f32], out: &mut [ActBlock]) {
     }
 }
 
+/// The largest `|v|` of `xs` (NaNs passed over, 0 for none), in 16 independent lanes
+/// so that it vectorizes: a maximum is exact, so the order of the comparisons changes
+/// nothing (a single running maximum was a chain of dependent compares, most of the
+/// time of quantizing a decode step's activations).
+#[inline]
+fn abs_max(xs: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    let mut chunks = xs.chunks_exact(16);
+    for c in &mut chunks {
+        for (m, v) in lanes.iter_mut().zip(c) {
+            *m = m.max(v.abs());
+        }
+    }
+    for (m, v) in lanes.iter_mut().zip(chunks.remainder()) {
+        *m = m.max(v.abs());
+    }
+    lanes.iter().fold(0f32, |m, &v| m.max(v))
+}
+
 /// Quantizes `x` (a multiple of [`QK_K`] long) as llama.cpp's `quantize_row_q8_K`:
 /// per 256 values, the value of largest magnitude maps to -127 (scale `-max / 127`,
 /// kept in f32), the others are rounded to nearest even, and each 16 are summed.
 pub fn quantize_q8k(x: &[f32], out: &mut [Q8KBlock]) {
     debug_assert_eq!(x.len(), out.len() * QK_K);
     for (xs, b) in x.chunks_exact(QK_K).zip(out.iter_mut()) {
-        let (mut amax, mut max) = (0f32, 0f32);
-        for &v in xs {
-            if v.abs() > amax {
-                amax = v.abs();
-                max = v;
-            }
-        }
+        // The value of largest magnitude, the first of them on a tie (as a running
+        // `|v| > amax` scan finds it).
+        let amax = abs_max(xs);
         if amax == 0.0 {
             *b = Q8KBlock::ZERO;
             continue;
         }
+        let max = xs.iter().copied().find(|v| v.abs() == amax).unwrap_or(0.0);
         let iscale = -127.0 / max;
         for (q, &v) in b.qs.iter_mut().zip(xs) {
             *q = nearest_int(iscale * v).min(127) as i8;
@@ -180,6 +196,43 @@ pub fn quantize_q8k(x: &[f32], out: &mut [Q8KBlock]) {
 mod tests {
     use super::*;
     use crate::qkernels::test_util::pseudo_normal;
+
+    /// The lane-wise maximum is the running one's: random rows with ties of both
+    /// signs, NaNs, zeros.
+    #[test]
+    fn abs_max_is_the_running_maximum() {
+        let running = |xs: &[f32]| {
+            let (mut amax, mut max) = (0f32, 0f32);
+            for &v in xs {
+                if v.abs() > amax {
+                    amax = v.abs();
+                    max = v;
+                }
+            }
+            (amax, max)
+        };
+        let mut rows: Vec<Vec<f32>> = (0..50)
+            .map(|i| pseudo_normal(32 + 7 * i, i as u64))
+            .collect();
+        let mut tie = vec![0.5f32; 256];
+        tie[40] = -3.0;
+        tie[200] = 3.0;
+        rows.push(tie);
+        let mut nan = pseudo_normal(256, 99);
+        nan[0] = f32::NAN;
+        nan[77] = f32::NAN;
+        rows.push(nan);
+        rows.push(vec![0.0; 32]);
+        rows.push(vec![-0.0; 32]);
+        for xs in &rows {
+            let (amax, max) = running(xs);
+            assert_eq!(abs_max(xs).to_bits(), amax.to_bits(), "{xs:?}");
+            let first = xs.iter().copied().find(|v| v.abs() == amax).unwrap_or(0.0);
+            if amax != 0.0 {
+                assert_eq!(first.to_bits(), max.to_bits(), "{xs:?}");
+            }
+        }
+    }
 
     #[test]
     fn nearest_int_rounds_half_to_even_as_rintf() {
