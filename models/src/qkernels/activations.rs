@@ -109,6 +109,43 @@ impl KTile {
     }
 }
 
+/// The same super-block of [`TILE`] activation rows for Q4_K's single-row order
+/// ([`super::dot_q4k_ordered`]) computed for the rows at once: each 32-value sub-block
+/// interleaved as [`ActTile::qt`] (one load gives 4 values of 4 rows), and the rows'
+/// scales and sub-block sums as the lanes of one register.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(32))]
+pub struct OrderedKTile {
+    pub d: [f32; TILE],
+    /// `[j][i]`: the sum of sub-block `j` of row `i`, as a float (`q8k_sub_sum`).
+    pub bsum: [[f32; TILE]; QK_K / QK],
+    /// `[j]`: sub-block `j` of the rows, laid out as [`ActTile::qt`].
+    pub qt: [[[i8; QK]; 8]; QK_K / QK],
+}
+
+impl OrderedKTile {
+    pub(super) fn new(rows: [&Q8KBlock; TILE]) -> OrderedKTile {
+        let mut t = OrderedKTile {
+            d: rows.map(|r| r.d),
+            bsum: [[0.0; TILE]; QK_K / QK],
+            qt: [[[0; QK]; 8]; QK_K / QK],
+        };
+        for (r, row) in rows.iter().enumerate() {
+            let (g, i) = (r / 4, r % 4);
+            for j in 0..QK_K / QK {
+                t.bsum[j][r] = (row.bsums[2 * j] as i32 + row.bsums[2 * j + 1] as i32) as f32;
+                let qs = &row.qs[QK * j..QK * (j + 1)];
+                for c in 0..4 {
+                    t.qt[j][2 * c + g][4 * i..4 * i + 4].copy_from_slice(&qs[4 * c..4 * c + 4]);
+                    t.qt[j][2 * c + g][16 + 4 * i..16 + 4 * i + 4]
+                        .copy_from_slice(&qs[16 + 4 * c..16 + 4 * c + 4]);
+                }
+            }
+        }
+        t
+    }
+}
+
 fn round_f16(x: f32) -> f32 {
     half::f16::from_f32(x).to_f32()
 }

@@ -6,7 +6,7 @@
 use super::schedule::{build_tiles, for_each_unit, quantize_rows, worth_the_pool, UNIT_ROWS};
 use super::{
     dot_q4k_ordered, dot_scalar, dot_scalar_k, quantize_activations, quantize_q8k, ActBlock,
-    ActTile, Format, Level, Q8KBlock, QK, QK_K, TILE,
+    ActTile, Format, Level, OrderedKTile, Q8KBlock, QK, QK_K, TILE,
 };
 #[cfg(target_arch = "x86_64")]
 use super::{x86, KTile};
@@ -115,11 +115,42 @@ pub(super) fn matmul_k(
     let mut act = vec![Q8KBlock::ZERO; m * kb];
     quantize_rows(m, k, &mut act, quantize_q8k, x);
     if format == Format::Q4K && (m < K_TILE_ROWS || row_invariant) {
-        let act = &act;
+        // Each row in the single-row order: TILE rows at a time through the ordered
+        // tile kernel (two or more left over in one more tile, padded with zero rows),
+        // a single row left over alone.
+        let simd = level != Level::Scalar;
+        let groups = if simd {
+            m / TILE + (m % TILE >= 2) as usize
+        } else {
+            0
+        };
+        let zero = Q8KBlock::ZERO;
+        let mut tiles = vec![OrderedKTile::new([&zero; TILE]); groups * kb];
+        build_tiles(groups, &mut tiles, m * k >= 1 << 15, |g, t| {
+            for (b, t) in t.iter_mut().enumerate() {
+                *t = OrderedKTile::new(std::array::from_fn(|i| match TILE * g + i {
+                    r if r < m => &act[r * kb + b],
+                    _ => &zero,
+                }));
+            }
+        });
+        let (act, tiles) = (&act, &tiles);
         for_each_unit(m, n, out, worth_the_pool(m, k, n), |rows, out| {
             let wr = &w[rows.start * row_bytes..rows.end * row_bytes];
+            let mut i = 0;
+            #[cfg(target_arch = "x86_64")]
+            if simd {
+                let mut tile = [[0f32; TILE]; UNIT_ROWS];
+                let tile = &mut tile[..rows.len()];
+                while i < groups * TILE {
+                    let t = &tiles[i / TILE * kb..][..kb];
+                    x86::dot_rows_q4k_tile(level, wr, row_bytes, t, tile);
+                    out.put_tile(i, tile);
+                    i += TILE;
+                }
+            }
             let mut dst = [0f32; UNIT_ROWS];
-            for i in 0..m {
+            for i in i..m {
                 let a = &act[i * kb..(i + 1) * kb];
                 let dst = &mut dst[..rows.len()];
                 match level {
@@ -315,7 +346,8 @@ mod tests {
         }
     }
 
-    /// Q4_K single rows: every level gives the scalar reference's exact bits, and the
+    /// Q4_K rows in the single-row order (alone and in tiles of eight): every level gives
+    /// the scalar reference's exact bits, and the
     /// reference gives candle's quantized matmul's exact bits where candle takes its
     /// repacked AVX-512 kernel (llama.cpp's order; 16-row multiples on AVX-512 VNNI),
     /// otherwise agrees to rounding.
@@ -333,12 +365,18 @@ mod tests {
                     false
                 }
             };
+        // One row; rows in a padded tile; whole tiles (the ordered tile kernel); a tile
+        // and a single row left over.
         for (m, k, n) in [
             (1, 256, 16),
             (1, 4864, 64),
             (3, 512, 48),
             (1, 768, 35),
             (2, 256, 7),
+            (8, 512, 40),
+            (16, 768, 35),
+            (9, 256, 16),
+            (17, 4864, 24),
         ] {
             let wt = Tensor::from_vec(pseudo_normal(n * k, 11), (n, k), &dev).unwrap();
             let x = Tensor::from_vec(pseudo_normal(m * k, 12), (m, k), &dev).unwrap();

@@ -47,7 +47,7 @@ mod test_util;
 mod x86;
 
 pub use activations::{
-    quantize_activations, quantize_q8k, ActBlock, ActTile, KTile, Q8KBlock, TILE,
+    quantize_activations, quantize_q8k, ActBlock, ActTile, KTile, OrderedKTile, Q8KBlock, TILE,
 };
 pub use blocks::{Format, QK, QK_K};
 pub use dispatch::K_TILE_ROWS;

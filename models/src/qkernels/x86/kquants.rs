@@ -3,11 +3,11 @@
 //! of llama.cpp's repacked kernel.
 
 /// The K-quant kernels for one instruction set (`features`), `dot` being its integer
-/// dot product of 32 unsigned by 32 signed bytes and `wdot` its `i16` pair product
-/// added to an accumulator. Expanded by `kernels!` inside each instruction set's
-/// module.
+/// dot product of 32 unsigned by 32 signed bytes (`dacc` the same added to an
+/// accumulator) and `wdot` its `i16` pair product added to an accumulator. Expanded by
+/// `kernels!` inside each instruction set's module.
 macro_rules! kernels_k {
-    ($features:literal, $dot:ident, $wdot:ident) => {
+    ($features:literal, $dot:ident, $dacc:ident, $wdot:ident) => {
         /// The 8 sub-block dot products of a Q4_K super-block with an activation
         /// super-block (exact integers).
         #[target_feature(enable = $features)]
@@ -81,6 +81,75 @@ macro_rules! kernels_k {
                     dst[r0 + i] = acc[i];
                 }
                 r0 += G;
+            }
+        }
+
+        /// [`TILE`] activation rows against Q4_K weight rows, each row's sum in exactly
+        /// [`rows_q4k`]'s order (llama.cpp's single-row order, which the batched
+        /// forward keeps for every row): the same exact integer dot of each 32-value
+        /// sub-block, found for the eight rows at once as the 32-value tile kernel
+        /// does ([`OrderedKTile`]: lanes `(row, half)`, the halves then added), and
+        /// the same two fused steps of [`q4k_step`] per sub-block, lane by lane.
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn rows_q4k_tile(
+            w: *const u8,
+            row_bytes: usize,
+            act: &[OrderedKTile],
+            dst: &mut [[f32; TILE]],
+        ) {
+            let low4 = _mm256_set1_epi8(0x0F);
+            macro_rules! quads {
+                ($v:expr, $c:literal) => {
+                    _mm256_shuffle_epi32($v, $c * 0x55)
+                };
+            }
+            for (r, out) in dst.iter_mut().enumerate() {
+                let row = w.add(r * row_bytes);
+                prefetch(row.wrapping_add(prefetch_distance(row_bytes)), row_bytes);
+                let mut acc = _mm256_setzero_ps();
+                for (b, t) in act.iter().enumerate() {
+                    let sb = row.add(b * 144);
+                    let (sc, mn) = q4k_scales_mins(std::slice::from_raw_parts(sb.add(4), 12));
+                    let (d, dmin) = (f16(sb), f16(sb.add(2)));
+                    let dall = _mm256_load_ps(t.d.as_ptr());
+                    for c in 0..4 {
+                        let raw = _mm256_loadu_si256(sb.add(16 + 32 * c) as *const __m256i);
+                        let halves = [
+                            _mm256_and_si256(raw, low4),
+                            _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4),
+                        ];
+                        for (h, &u) in halves.iter().enumerate() {
+                            let j = 2 * c + h;
+                            let qt = &t.qt[j];
+                            let mut sums = [_mm256_setzero_si256(); 2];
+                            macro_rules! step {
+                                ($c:literal) => {
+                                    let wq = quads!(u, $c);
+                                    for g in 0..2 {
+                                        let a = _mm256_load_si256(
+                                            qt[2 * $c + g].as_ptr() as *const __m256i
+                                        );
+                                        sums[g] = $dacc!(sums[g], wq, a);
+                                    }
+                                };
+                            }
+                            step!(0);
+                            step!(1);
+                            step!(2);
+                            step!(3);
+                            // Rows 0-3 from the halves of sums[0], 4-7 from sums[1].
+                            let low = _mm256_permute2x128_si256(sums[0], sums[1], 0x20);
+                            let high = _mm256_permute2x128_si256(sums[0], sums[1], 0x31);
+                            let dots = _mm256_cvtepi32_ps(_mm256_add_epi32(low, high));
+                            let scale = _mm256_set1_ps(d * sc[j] as f32);
+                            acc = _mm256_fmadd_ps(dots, _mm256_mul_ps(scale, dall), acc);
+                            let bsum = _mm256_load_ps(t.bsum[j].as_ptr());
+                            let min = _mm256_set1_ps(-(dmin * mn[j] as f32));
+                            acc = _mm256_fmadd_ps(min, _mm256_mul_ps(dall, bsum), acc);
+                        }
+                    }
+                }
+                _mm256_storeu_ps(out.as_mut_ptr(), acc);
             }
         }
 

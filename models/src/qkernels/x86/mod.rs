@@ -11,7 +11,7 @@
 
 use super::blocks::{q4k_scale_min, q4k_scales_mins};
 use super::scalar::{q4k_step, q8k_sub_sum};
-use super::{ActBlock, ActTile, Format, KTile, Level, Q8KBlock, QK, QK_K, TILE};
+use super::{ActBlock, ActTile, Format, KTile, Level, OrderedKTile, Q8KBlock, QK, QK_K, TILE};
 use std::arch::x86_64::*;
 
 #[macro_use]
@@ -138,6 +138,28 @@ pub(super) fn dot_rows_q4k(
     }
 }
 
+/// `dst[r][i] = row r of w . activation row i` for Q4_K weight rows and the [`TILE`]
+/// activation rows of `act`, each row summed as [`dot_rows_q4k`] sums it alone.
+pub(super) fn dot_rows_q4k_tile(
+    level: Level,
+    w: &[u8],
+    row_bytes: usize,
+    act: &[OrderedKTile],
+    dst: &mut [[f32; TILE]],
+) {
+    assert!(
+        w.len() >= dst.len() * row_bytes && row_bytes >= Format::Q4K.row_bytes(act.len() * QK_K)
+    );
+    // SAFETY: as in `dot_rows`.
+    unsafe {
+        match level {
+            Level::Avx512Vnni => vnni::rows_q4k_tile(w.as_ptr(), row_bytes, act, dst),
+            Level::Avx2 => avx2::rows_q4k_tile(w.as_ptr(), row_bytes, act, dst),
+            Level::Scalar => unreachable!("the scalar level has no x86 kernel"),
+        }
+    }
+}
+
 /// Format numbers for the const-generic tile kernel.
 const Q4_0: u8 = 0;
 const Q4_1: u8 = 1;
@@ -204,7 +226,7 @@ macro_rules! kernels {
             use super::*;
 
             kernels_32!($features, $dot, $dacc);
-            kernels_k!($features, $dot, $wdot);
+            kernels_k!($features, $dot, $dacc, $wdot);
 
             #[target_feature(enable = $features)]
             #[inline]
