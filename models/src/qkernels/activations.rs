@@ -38,15 +38,7 @@ pub struct ActTile {
 
 impl ActTile {
     pub(super) fn new(rows: [&ActBlock; TILE]) -> ActTile {
-        let mut qt = [[0; QK]; 8];
-        for (r, row) in rows.iter().enumerate() {
-            let (g, i) = (r / 4, r % 4);
-            for c in 0..4 {
-                qt[2 * c + g][4 * i..4 * i + 4].copy_from_slice(&row.qs[4 * c..4 * c + 4]);
-                qt[2 * c + g][16 + 4 * i..16 + 4 * i + 4]
-                    .copy_from_slice(&row.qs[16 + 4 * c..16 + 4 * c + 4]);
-            }
-        }
+        let qt = interleave(rows.map(|r| &r.qs[..]));
         let d = |g: usize| std::array::from_fn(|l| rows[4 * g + l % 4].d);
         ActTile {
             d: [d(0), d(1)],
@@ -54,6 +46,20 @@ impl ActTile {
             qt,
         }
     }
+}
+
+/// Eight rows' 32 values laid out as [`ActTile::qt`].
+fn interleave(rows: [&[i8]; TILE]) -> [[i8; QK]; 8] {
+    let mut qt = [[0; QK]; 8];
+    for (r, row) in rows.iter().enumerate() {
+        let (g, i) = (r / 4, r % 4);
+        for c in 0..4 {
+            qt[2 * c + g][4 * i..4 * i + 4].copy_from_slice(&row[4 * c..4 * c + 4]);
+            qt[2 * c + g][16 + 4 * i..16 + 4 * i + 4]
+                .copy_from_slice(&row[16 + 4 * c..16 + 4 * c + 4]);
+        }
+    }
+    qt
 }
 
 /// A super-block of an activation row quantized as llama.cpp's `Q8_K` (what its K-quant
@@ -130,16 +136,10 @@ impl OrderedKTile {
             bsum: [[0.0; TILE]; QK_K / QK],
             qt: [[[0; QK]; 8]; QK_K / QK],
         };
-        for (r, row) in rows.iter().enumerate() {
-            let (g, i) = (r / 4, r % 4);
-            for j in 0..QK_K / QK {
+        for j in 0..QK_K / QK {
+            t.qt[j] = interleave(rows.map(|r| &r.qs[QK * j..QK * (j + 1)]));
+            for (r, row) in rows.iter().enumerate() {
                 t.bsum[j][r] = (row.bsums[2 * j] as i32 + row.bsums[2 * j + 1] as i32) as f32;
-                let qs = &row.qs[QK * j..QK * (j + 1)];
-                for c in 0..4 {
-                    t.qt[j][2 * c + g][4 * i..4 * i + 4].copy_from_slice(&qs[4 * c..4 * c + 4]);
-                    t.qt[j][2 * c + g][16 + 4 * i..16 + 4 * i + 4]
-                        .copy_from_slice(&qs[16 + 4 * c..16 + 4 * c + 4]);
-                }
             }
         }
         t

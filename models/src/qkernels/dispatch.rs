@@ -3,7 +3,10 @@
 //! tile kernels ([`TILE`] activation rows at a time) or the single-row kernels of the
 //! chosen [`Level`].
 
-use super::schedule::{build_tiles, for_each_unit, quantize_rows, worth_the_pool, UNIT_ROWS};
+use super::schedule::{
+    build_tiles, for_each_unit, quantize_rows, tile_groups, tiles_then_rows, worth_the_pool,
+    UNIT_ROWS,
+};
 use super::{
     dot_q4k_ordered, dot_scalar, dot_scalar_k, quantize_activations, quantize_q8k, ActBlock,
     ActTile, Format, Level, OrderedKTile, Q8KBlock, QK, QK_K, TILE,
@@ -35,13 +38,9 @@ pub(super) fn matmul_32(
         m * kb
     ];
     quantize_rows(m, k, &mut act, |x, a| quantize_activations(format, x, a), x);
-    // Rows in groups of TILE, block by block, for the tile kernels; two or more rows
-    // left over go in one more tile padded with zero rows (each row's products are the
-    // same bits in a tile or alone, and a tile's rows cost a seventh of a row alone: a
-    // batched step of 10 or 15 sequences). One row left over goes alone.
-    let simd = level != Level::Scalar;
-    let padded = simd && m % TILE >= 2;
-    let groups = if simd { m / TILE + padded as usize } else { 0 };
+    // Rows in groups of TILE, block by block, for the tile kernels: each decoded weight
+    // block meets TILE activation rows (prompts, batched steps).
+    let groups = tile_groups(level != Level::Scalar, m);
     let zero = ActBlock {
         d: 0.0,
         s: 0.0,
@@ -66,34 +65,32 @@ pub(super) fn matmul_32(
     let (act, tiles) = (&act, &tiles);
     for_each_unit(m, n, out, worth_the_pool(m, k, n), |rows, out| {
         let wr = &w[rows.start * row_bytes..rows.end * row_bytes];
-        let mut i = 0;
-        // TILE activation rows at a time share each decoded weight block (prompts,
-        // batched steps); a single row left over goes alone.
-        #[cfg(target_arch = "x86_64")]
-        if simd {
-            let mut tile = [[0f32; TILE]; UNIT_ROWS];
-            let tile = &mut tile[..rows.len()];
-            while i < groups * TILE {
-                let t = &tiles[i / TILE * kb..][..kb];
-                x86::dot_rows_tile(level, format, wr, row_bytes, t, tile);
-                out.put_tile(i, tile);
-                i += TILE;
-            }
-        }
-        let mut dst = [0f32; UNIT_ROWS];
-        for i in i..m {
-            let dst = &mut dst[..rows.len()];
-            dot_rows(
-                level,
-                format,
-                wr,
-                row_bytes,
-                &act[i * kb..(i + 1) * kb],
-                dst,
-            );
-            out.put_row(i, dst);
-        }
+        tiles_then_rows(
+            (m, groups, rows.len()),
+            out,
+            |g, dst| tile_kernel(level, format, wr, row_bytes, &tiles[g * kb..][..kb], dst),
+            |i, dst| dot_rows(level, format, wr, row_bytes, &act[i * kb..][..kb], dst),
+        );
     });
+}
+
+/// [`x86::dot_rows_tile`] where there is one (no tiles are made at other levels).
+fn tile_kernel(
+    level: Level,
+    format: Format,
+    w: &[u8],
+    row_bytes: usize,
+    act: &[ActTile],
+    dst: &mut [[f32; TILE]],
+) {
+    #[cfg(target_arch = "x86_64")]
+    x86::dot_rows_tile(level, format, w, row_bytes, act, dst);
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!(
+        "no tile kernel at {level:?} for {format:?} ({row_bytes}, {}, {})",
+        w.len() + act.len(),
+        dst.len()
+    );
 }
 
 /// [`super::matmul`] for Q4_K and Q6_K: activations as [`Q8KBlock`]s, as llama.cpp's K-quant
@@ -116,14 +113,8 @@ pub(super) fn matmul_k(
     quantize_rows(m, k, &mut act, quantize_q8k, x);
     if format == Format::Q4K && (m < K_TILE_ROWS || row_invariant) {
         // Each row in the single-row order: TILE rows at a time through the ordered
-        // tile kernel (two or more left over in one more tile, padded with zero rows),
-        // a single row left over alone.
-        let simd = level != Level::Scalar;
-        let groups = if simd {
-            m / TILE + (m % TILE >= 2) as usize
-        } else {
-            0
-        };
+        // tile kernel, a single row left over alone.
+        let groups = tile_groups(level != Level::Scalar, m);
         let zero = Q8KBlock::ZERO;
         let mut tiles = vec![OrderedKTile::new([&zero; TILE]); groups * kb];
         build_tiles(groups, &mut tiles, m * k >= 1 << 15, |g, t| {
@@ -137,35 +128,33 @@ pub(super) fn matmul_k(
         let (act, tiles) = (&act, &tiles);
         for_each_unit(m, n, out, worth_the_pool(m, k, n), |rows, out| {
             let wr = &w[rows.start * row_bytes..rows.end * row_bytes];
-            let mut i = 0;
-            #[cfg(target_arch = "x86_64")]
-            if simd {
-                let mut tile = [[0f32; TILE]; UNIT_ROWS];
-                let tile = &mut tile[..rows.len()];
-                while i < groups * TILE {
-                    let t = &tiles[i / TILE * kb..][..kb];
-                    x86::dot_rows_q4k_tile(level, wr, row_bytes, t, tile);
-                    out.put_tile(i, tile);
-                    i += TILE;
-                }
-            }
-            let mut dst = [0f32; UNIT_ROWS];
-            for i in i..m {
-                let a = &act[i * kb..(i + 1) * kb];
-                let dst = &mut dst[..rows.len()];
-                match level {
+            tiles_then_rows(
+                (m, groups, rows.len()),
+                out,
+                |g, dst| {
                     #[cfg(target_arch = "x86_64")]
-                    Level::Avx2 | Level::Avx512Vnni => {
-                        x86::dot_rows_q4k(level, wr, row_bytes, a, dst)
-                    }
-                    _ => {
-                        for (row, d) in wr.chunks_exact(row_bytes).zip(dst.iter_mut()) {
-                            *d = dot_q4k_ordered(row, a);
+                    x86::dot_rows_q4k_tile(level, wr, row_bytes, &tiles[g * kb..][..kb], dst);
+                    #[cfg(not(target_arch = "x86_64"))]
+                    unreachable!(
+                        "no tile kernel at {level:?} ({g}, {})",
+                        dst.len() + tiles.len()
+                    );
+                },
+                |i, dst| {
+                    let a = &act[i * kb..(i + 1) * kb];
+                    match level {
+                        #[cfg(target_arch = "x86_64")]
+                        Level::Avx2 | Level::Avx512Vnni => {
+                            x86::dot_rows_q4k(level, wr, row_bytes, a, dst)
+                        }
+                        _ => {
+                            for (row, d) in wr.chunks_exact(row_bytes).zip(dst.iter_mut()) {
+                                *d = dot_q4k_ordered(row, a);
+                            }
                         }
                     }
-                }
-                out.put_row(i, dst);
-            }
+                },
+            );
         });
         return;
     }

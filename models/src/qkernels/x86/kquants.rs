@@ -98,11 +98,6 @@ macro_rules! kernels_k {
             dst: &mut [[f32; TILE]],
         ) {
             let low4 = _mm256_set1_epi8(0x0F);
-            macro_rules! quads {
-                ($v:expr, $c:literal) => {
-                    _mm256_shuffle_epi32($v, $c * 0x55)
-                };
-            }
             for (r, out) in dst.iter_mut().enumerate() {
                 let row = w.add(r * row_bytes);
                 prefetch(row.wrapping_add(prefetch_distance(row_bytes)), row_bytes);
@@ -120,23 +115,7 @@ macro_rules! kernels_k {
                         ];
                         for (h, &u) in halves.iter().enumerate() {
                             let j = 2 * c + h;
-                            let qt = &t.qt[j];
-                            let mut sums = [_mm256_setzero_si256(); 2];
-                            macro_rules! step {
-                                ($c:literal) => {
-                                    let wq = quads!(u, $c);
-                                    for g in 0..2 {
-                                        let a = _mm256_load_si256(
-                                            qt[2 * $c + g].as_ptr() as *const __m256i
-                                        );
-                                        sums[g] = $dacc!(sums[g], wq, a);
-                                    }
-                                };
-                            }
-                            step!(0);
-                            step!(1);
-                            step!(2);
-                            step!(3);
+                            let sums = tile_dots(u, u, false, &t.qt[j]);
                             // Rows 0-3 from the halves of sums[0], 4-7 from sums[1].
                             let low = _mm256_permute2x128_si256(sums[0], sums[1], 0x20);
                             let high = _mm256_permute2x128_si256(sums[0], sums[1], 0x31);

@@ -228,6 +228,43 @@ macro_rules! kernels {
             kernels_32!($features, $dot, $dacc);
             kernels_k!($features, $dot, $dacc, $wdot);
 
+            /// The integer dots of a decoded 32-value weight block with the [`TILE`]
+            /// rows of `qt` (laid out as [`ActTile::qt`]): `u` the weight's values as
+            /// unsigned bytes, `q` its raw bytes for Q8_0's sign trick (`signed`).
+            /// `vpshufd` spreads 4 weight values of each half of the block over its
+            /// half of the register; one integer dot product then meets them with the
+            /// same values of 4 rows. Lanes `(row, half)`: rows 0-3 in the first
+            /// register, 4-7 in the second.
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn tile_dots(
+                u: __m256i,
+                q: __m256i,
+                signed: bool,
+                qt: &[[i8; QK]; 8],
+            ) -> [__m256i; 2] {
+                let mut sums = [_mm256_setzero_si256(); 2];
+                macro_rules! step {
+                    ($c:literal) => {
+                        let wq = _mm256_shuffle_epi32(u, $c * 0x55);
+                        for g in 0..2 {
+                            let a = _mm256_load_si256(qt[2 * $c + g].as_ptr() as *const __m256i);
+                            let a = if signed {
+                                _mm256_sign_epi8(a, _mm256_shuffle_epi32(q, $c * 0x55))
+                            } else {
+                                a
+                            };
+                            sums[g] = $dacc!(sums[g], wq, a);
+                        }
+                    };
+                }
+                step!(0);
+                step!(1);
+                step!(2);
+                step!(3);
+                sums
+            }
+
             #[target_feature(enable = $features)]
             #[inline]
             unsafe fn f16(p: *const u8) -> f32 {

@@ -87,10 +87,9 @@ macro_rules! kernels_32 {
         }
 
         /// [`TILE`] activation rows against `dst.len()` weight rows of format `F`
-        /// (blocks of 32 values). `vpshufd` spreads 4 weight values of each half of
-        /// the decoded block over its half of the register; one integer dot product
-        /// then meets them with the same values of 4 rows ([`ActTile::qt`]). Two
-        /// accumulators hold rows 0-3 and 4-7 (each row twice, once per half),
+        /// (blocks of 32 values): each decoded block's integer dots with the rows at
+        /// once ([`tile_dots`]). Two accumulators hold rows 0-3 and 4-7 (each row
+        /// twice, once per half),
         /// scaled by the rows' scales in one multiply each: no per-row broadcast and
         /// one horizontal step per weight row.
         #[target_feature(enable = $features)]
@@ -102,11 +101,6 @@ macro_rules! kernels_32 {
         ) {
             let signed = F == Q8_0;
             let bb = block_bytes_32(F);
-            macro_rules! quads {
-                ($v:expr, $c:literal) => {
-                    _mm256_shuffle_epi32($v, $c * 0x55)
-                };
-            }
             let n = act.len();
             let ahead = prefetch_distance(row_bytes);
             for (r, d) in dst.iter_mut().enumerate() {
@@ -120,27 +114,7 @@ macro_rules! kernels_32 {
                     ($b:expr, $j:literal) => {
                         let t = &act[$b];
                         let (u, q, dw, offc) = decode::<F>(row.add($b * bb));
-                        let mut sums = [_mm256_setzero_si256(); 2];
-                        macro_rules! step {
-                            ($c:literal) => {
-                                let wq = quads!(u, $c);
-                                for g in 0..2 {
-                                    let a = _mm256_load_si256(
-                                        t.qt[2 * $c + g].as_ptr() as *const __m256i
-                                    );
-                                    let a = if signed {
-                                        _mm256_sign_epi8(a, quads!(q, $c))
-                                    } else {
-                                        a
-                                    };
-                                    sums[g] = $dacc!(sums[g], wq, a);
-                                }
-                            };
-                        }
-                        step!(0);
-                        step!(1);
-                        step!(2);
-                        step!(3);
+                        let sums = tile_dots(u, q, signed, &t.qt);
                         let dw = _mm256_set1_ps(dw);
                         for g in 0..2 {
                             let scale = _mm256_mul_ps(dw, _mm256_load_ps(t.d[g].as_ptr()));
