@@ -27,9 +27,10 @@ mod load;
 pub(crate) use load::GemmaConfigDefaults;
 
 use crate::adapters::{Decoded, Decoder};
+use crate::layers::split::{self, StepCost};
 use crate::layers::{
     last_position, merge_heads, split_heads, AttnParams, KvCache, PagedKv, QLinear, RmsNorm,
-    RopeTable, StepLayout,
+    RopeAt, RopeTable, StepLayout,
 };
 
 /// A weight by its llama.cpp name (`blk.0.attn_q.weight`), still quantized or as f32.
@@ -154,28 +155,34 @@ impl Layer {
 }
 
 impl Layer {
-    /// [`Layer::forward`] for a batched step: every product row by row
-    /// ([`QLinear::forward_rows`]), rotations at each token's position, attention over
-    /// each sequence's blocks.
-    fn forward_rows(
-        &mut self,
+    /// [`Layer::forward`] for a batched step (or one group of it): every product row
+    /// by row ([`QLinear::forward_rows`]), rotations at each token's position (`rope`,
+    /// the rows of this layer's table), attention over each sequence's blocks.
+    ///
+    /// # Safety
+    ///
+    /// As [`PagedKv::attend_shared`]: no other thread writes a block these chunks
+    /// read, nor touches a block they write.
+    unsafe fn forward_rows(
+        &self,
         x: &Tensor,
         layout: &StepLayout,
         hp: &Hparams,
-        rope: &mut RopeTable,
+        rope: &RopeAt,
     ) -> Result<Tensor> {
         let h = self.attn_norm.forward(x)?;
         let q = split_heads(&self.q.forward_rows(&h)?, hp.heads, hp.head_dim)?;
         let k = split_heads(&self.k.forward_rows(&h)?, hp.kv_heads, hp.head_dim)?;
         let v = split_heads(&self.v.forward_rows(&h)?, hp.kv_heads, hp.head_dim)?;
-        let q = rope.apply_at(&apply(&self.q_norm, q)?, &layout.position)?;
-        let k = rope.apply_at(&apply(&self.k_norm, k)?, &layout.position)?;
+        let q = rope.apply(&apply(&self.q_norm, q)?)?;
+        let k = rope.apply(&apply(&self.k_norm, k)?)?;
         let params = AttnParams {
             scale: hp.attn_scale,
             softcap: hp.attn_softcap,
             window: self.window,
         };
-        let a = self.paged.attend(layout, &q, &k, &v, &params)?;
+        // SAFETY: the caller's contract.
+        let a = unsafe { self.paged.attend_shared(layout, &q, &k, &v, &params)? };
         let a = apply(
             &self.post_attn_norm,
             self.o.forward_rows(&merge_heads(&a)?)?,
@@ -211,8 +218,64 @@ impl BatchedLM for GemmaDecoder {
         Ok(())
     }
 
+    /// Whole, or as groups of sequences side by side ([`split::plan`]), as the Llama
+    /// decoder's batched forward.
     fn forward_batch(&mut self, chunks: &[SeqChunk<'_>]) -> Result<Vec<Tensor>> {
-        let layout = StepLayout::new(chunks);
+        let block_size = self.layers.first().map_or(0, |l| l.paged.block_size());
+        let groups = split::plan(chunks, crate::par::threads(), &self.step_cost(), block_size)
+            .unwrap_or_else(|| std::iter::once(0..chunks.len()).collect());
+        // Each group's rows of both rotary tables.
+        let mut parts = Vec::with_capacity(groups.len());
+        for g in groups {
+            let layout = StepLayout::new(&chunks[g]);
+            let local = self.rope_local.at(&layout.position)?;
+            let global = self.rope_global.at(&layout.position)?;
+            parts.push((layout, local, global));
+        }
+        let this = &*self;
+        if let [(layout, local, global)] = parts.as_slice() {
+            // SAFETY: `&mut self`: no other thread touches the block stores.
+            return unsafe { this.step(layout, (local, global)) };
+        }
+        // SAFETY: `split::plan` made groups that touch none of each other's blocks.
+        let jobs = parts
+            .iter()
+            .map(|(layout, local, global)| move || unsafe { this.step(layout, (local, global)) })
+            .collect();
+        let mut out = Vec::with_capacity(chunks.len());
+        for logits in crate::par::on_threads(jobs) {
+            out.extend(logits?);
+        }
+        Ok(out)
+    }
+}
+
+impl GemmaDecoder {
+    /// What a step's rows and positions cost, for [`split::plan`].
+    fn step_cost(&self) -> StepCost {
+        let layer = |l: &Layer| {
+            [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down]
+                .iter()
+                .map(|p| p.values())
+                .sum::<usize>()
+        };
+        let weights = self.layers.iter().map(layer).sum::<usize>() + self.output.values();
+        let hp = &self.hp;
+        StepCost::new(weights, (self.layers.len(), hp.heads, hp.head_dim))
+    }
+
+    /// The batched forward of one group of a step (`layout`'s chunks; the rows of the
+    /// local and the global rotary table at their positions).
+    ///
+    /// # Safety
+    ///
+    /// As [`PagedKv::attend_shared`].
+    unsafe fn step(
+        &self,
+        layout: &StepLayout,
+        (local, global): (&RopeAt, &RopeAt),
+    ) -> Result<Vec<Tensor>> {
+        let chunks = layout.chunks;
         let device = self.embed.device().clone();
         if layout.position.is_empty() {
             let empty = Tensor::zeros((0, self.vocab), DType::F32, &device)?;
@@ -220,13 +283,14 @@ impl BatchedLM for GemmaDecoder {
         }
         let ids = Tensor::new(layout.tokens().as_slice(), &device)?.unsqueeze(0)?;
         let mut x = (self.embed.embedding(&ids)? * self.embed_scale)?;
-        for layer in &mut self.layers {
+        for layer in &self.layers {
             let rope = if layer.window.is_some() {
-                &mut self.rope_local
+                local
             } else {
-                &mut self.rope_global
+                global
             };
-            x = layer.forward_rows(&x, &layout, &self.hp, rope)?;
+            // SAFETY: the caller's contract.
+            x = unsafe { layer.forward_rows(&x, layout, &self.hp, rope)? };
         }
         let rows = layout.logit_rows();
         let logits = if rows.is_empty() {
