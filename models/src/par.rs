@@ -208,7 +208,9 @@ impl SharedCells {
 
 impl Clone for SharedCells {
     fn clone(&self) -> Self {
-        // SAFETY: `&self` for the whole copy: no job of a split step is running.
+        // SAFETY: values are only written by the jobs of a split step, which run while
+        // their owner (a decoder in `forward_batch`) is borrowed mutably: no one else
+        // holds it to clone it then.
         Self::new(unsafe { self.slice(0, self.len()) }.to_vec())
     }
 }

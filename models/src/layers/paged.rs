@@ -248,7 +248,6 @@ impl PagedKv {
         let scaling = (p.scale as f32, p.softcap.map(|c| c as f32));
         let mut grouped = vec![0f32; heads * t * d];
         let work: usize = layout.position.iter().map(|p| p + 1).sum::<usize>() * heads * d;
-        let this = self;
         // Unit `g * t + i` is token `i`'s queries of kv group `g`'s heads; it writes their
         // rows, `[n_rep][d]`, which go to `[heads][t][d]` below.
         par_chunks_mut(
@@ -266,8 +265,8 @@ impl PagedKv {
                     // caller's contract no other thread writes this sequence's blocks.
                     let (keys, values) = unsafe {
                         (
-                            this.key_tiles(table, first, pos + 1, g),
-                            this.value_spans(table, first, pos + 1, g),
+                            self.key_tiles(table, first, pos + 1, g),
+                            self.value_spans(table, first, pos + 1, g),
                         )
                     };
                     attend_group(
