@@ -222,8 +222,7 @@ impl BatchedLM for GemmaDecoder {
     /// decoder's batched forward.
     fn forward_batch(&mut self, chunks: &[SeqChunk<'_>]) -> Result<Vec<Tensor>> {
         let block_size = self.layers.first().map_or(0, |l| l.paged.block_size());
-        let groups = split::plan(chunks, crate::par::threads(), &self.step_cost(), block_size)
-            .unwrap_or_else(|| std::iter::once(0..chunks.len()).collect());
+        let groups = split::groups(chunks, &self.step_cost(), block_size);
         // Each group's rows of both rotary tables.
         let mut parts = Vec::with_capacity(groups.len());
         for g in groups {
@@ -233,20 +232,11 @@ impl BatchedLM for GemmaDecoder {
             parts.push((layout, local, global));
         }
         let this = &*self;
-        if let [(layout, local, global)] = parts.as_slice() {
-            // SAFETY: `&mut self`: no other thread touches the block stores.
-            return unsafe { this.step(layout, (local, global)) };
-        }
-        // SAFETY: `split::plan` made groups that touch none of each other's blocks.
-        let jobs = parts
-            .iter()
-            .map(|(layout, local, global)| move || unsafe { this.step(layout, (local, global)) })
-            .collect();
-        let mut out = Vec::with_capacity(chunks.len());
-        for logits in crate::par::on_threads(jobs) {
-            out.extend(logits?);
-        }
-        Ok(out)
+        // SAFETY: one group while `&mut self` is held, or `split::plan`'s groups, which
+        // touch none of each other's blocks.
+        split::run(&parts, |(layout, local, global)| unsafe {
+            this.step(layout, (local, global))
+        })
     }
 }
 

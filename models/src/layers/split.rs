@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use candle_core::Tensor;
 use zoo_core::SeqChunk;
 
 /// The work of a step in one unit, for [`plan`]: a tile of activation rows against all
@@ -134,6 +135,34 @@ pub fn plan(
         return None;
     }
     disjoint(chunks, &groups, block_size).then_some(groups)
+}
+
+/// The groups a decoder's batched forward runs: [`plan`]'s for this machine's threads,
+/// or the whole step as one.
+pub fn groups(chunks: &[SeqChunk<'_>], cost: &StepCost, block_size: usize) -> Vec<Range<usize>> {
+    plan(chunks, crate::par::threads(), cost, block_size)
+        .unwrap_or_else(|| std::iter::once(0..chunks.len()).collect())
+}
+
+/// The logits of every chunk, in chunk order: `step` of each group's part (what the
+/// decoder prepared for it: its layout, its rotary rows), on this thread for a single
+/// group, else the groups side by side on threads of their own
+/// ([`crate::par::on_threads`]). `step` is where the block stores are written: the
+/// caller vouches that the parts' groups are [`groups`]'s.
+pub fn run<P: Sync>(
+    parts: &[P],
+    step: impl Fn(&P) -> zoo_core::Result<Vec<Tensor>> + Sync,
+) -> zoo_core::Result<Vec<Tensor>> {
+    if let [one] = parts {
+        return step(one);
+    }
+    let step = &step;
+    let jobs = parts.iter().map(|p| move || step(p)).collect();
+    let mut out = Vec::new();
+    for logits in crate::par::on_threads(jobs) {
+        out.extend(logits?);
+    }
+    Ok(out)
 }
 
 /// Whether no group writes a block that another group reads or writes: a chunk writes

@@ -41,10 +41,7 @@ impl BatchedLM for LlamaDecoder {
     }
 
     fn forward_batch(&mut self, chunks: &[SeqChunk<'_>]) -> Result<Vec<Tensor>> {
-        let groups = self
-            .block_size()
-            .and_then(|bs| split::plan(chunks, crate::par::threads(), &self.step_cost(), bs))
-            .unwrap_or_else(|| std::iter::once(0..chunks.len()).collect());
+        let groups = split::groups(chunks, &self.step_cost(), self.block_size());
         // Each group's rotary rows, the table grown to reach them.
         let mut parts = Vec::with_capacity(groups.len());
         for g in groups {
@@ -53,34 +50,19 @@ impl BatchedLM for LlamaDecoder {
             parts.push((layout, rope));
         }
         let this = &*self;
-        if let [(layout, rope)] = parts.as_slice() {
-            // SAFETY: `&mut self`: no other thread touches the block stores.
-            return unsafe { this.step(layout, rope) };
-        }
-        // SAFETY: `split::plan` made groups that touch none of each other's blocks.
-        let jobs = parts
-            .iter()
-            .map(|(layout, rope)| move || unsafe { this.step(layout, rope) })
-            .collect();
-        let mut out = Vec::with_capacity(chunks.len());
-        for logits in crate::par::on_threads(jobs) {
-            out.extend(logits?);
-        }
-        Ok(out)
+        // SAFETY: one group while `&mut self` is held, or `split::plan`'s groups, which
+        // touch none of each other's blocks.
+        split::run(&parts, |(layout, rope)| unsafe { this.step(layout, rope) })
     }
 }
 
 impl LlamaDecoder {
-    /// The block size the stores were allocated with (none yet: `None`).
-    fn block_size(&self) -> Option<usize> {
-        self.layers
-            .iter()
-            .map(|l| match &l.mixer {
-                Mixer::Attention(att) => att.paged.block_size(),
-                Mixer::Conv(conv) => conv.block_size(),
-            })
-            .next()
-            .filter(|&bs| bs > 0)
+    /// The block size the stores were allocated with (0 before).
+    fn block_size(&self) -> usize {
+        self.layers.first().map_or(0, |l| match &l.mixer {
+            Mixer::Attention(att) => att.paged.block_size(),
+            Mixer::Conv(conv) => conv.block_size(),
+        })
     }
 
     /// What a step's rows and positions cost, for [`split::plan`].
