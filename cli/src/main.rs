@@ -50,6 +50,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     // SAFETY: first thing in main, before any thread exists.
     unsafe { zoo::pin_thread_count() };
+    let kept = zoo::keep_freed_memory();
     let cli = Cli::parse();
     let filter = std::env::var("RUST_LOG").unwrap_or(cli.log);
     tracing_subscriber::fmt()
@@ -57,6 +58,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    tracing::debug!(kept, "large freed buffers kept in the heap");
     match cli.command {
         Command::Run(a) => commands::run(a),
         Command::Tokenize(a) => commands::tokenize(a),

@@ -139,22 +139,3 @@ fn release_freed_heap() {
         libc::malloc_trim(0);
     }
 }
-
-/// Fixes the number of CPU threads candle uses to the number it would pick, once.
-///
-/// Unless `RAYON_NUM_THREADS` is set, candle counts the physical cores anew on every
-/// f32 matrix product by reading and parsing `/proc/cpuinfo`: a few hundred reads per
-/// second in decoding (two attention products per layer per token), about 12 % of
-/// SmolLM2's decode time. With the variable set the lookup is an environment read.
-/// The `zoo` binary calls this first thing in `main`.
-///
-/// # Safety
-/// It may set an environment variable: call it before the program starts threads
-/// (see [`std::env::set_var`]).
-pub unsafe fn pin_thread_count() {
-    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        let n = candle_core::utils::get_num_threads();
-        // SAFETY: the caller guarantees no other thread reads the environment now.
-        unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
-    }
-}
