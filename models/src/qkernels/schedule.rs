@@ -76,9 +76,10 @@ impl UnitOut<'_> {
     /// Output rows `i0..` (those below `m`) from a tile's results, one array of
     /// [`TILE`] rows per weight row.
     pub(super) fn put_tile(&self, i0: usize, tile: &[[f32; TILE]]) {
-        for (r, t) in tile.iter().enumerate() {
-            for (di, &v) in t.iter().enumerate().take(self.m - i0) {
-                self.put(i0 + di, r, v);
+        // Row by row: each output row's columns are consecutive in memory.
+        for di in 0..TILE.min(self.m - i0) {
+            for (r, t) in tile.iter().enumerate() {
+                self.put(i0 + di, r, t[di]);
             }
         }
     }
