@@ -11,13 +11,14 @@
 //! computed by one thread, whole, as on the calling thread.
 //!
 //! [`on_threads`] is the other way to use the cores: whole jobs (a batched step's
-//! groups of sequences) side by side, one per thread, each computing [`alone`] (every
-//! `par_for` inside it runs inline), so that no thread waits on another between
-//! operations.
+//! groups of sequences) side by side, one per thread (the caller's and helper threads
+//! started once), each computing [`alone`] (every `par_for` inside it runs inline), so
+//! that no thread waits on another between operations.
 
 use std::cell::Cell;
 use std::marker::PhantomData;
 use std::ops::Range;
+use std::sync::{mpsc, OnceLock};
 
 thread_local! {
     /// Set while this thread runs a job of [`on_threads`]: work is not split further.
@@ -43,22 +44,94 @@ pub(crate) fn alone<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// Runs each job on a thread of its own (the first on the calling thread, the others
-/// on scoped threads), each [`alone`], and returns their results in order.
+/// on [`helpers`], threads started once that wait between calls), each [`alone`], and
+/// returns their results in order. Returns only once every job has ended (a panic in
+/// one is resumed here, after the others end).
 pub(crate) fn on_threads<T: Send, F: FnOnce() -> T + Send>(jobs: Vec<F>) -> Vec<T> {
+    if ALONE.with(|a| a.get()) {
+        // Inside a job already (a helper may be running it): one after the other.
+        return jobs.into_iter().map(|job| job()).collect();
+    }
     let mut jobs = jobs.into_iter();
     let Some(first) = jobs.next() else {
         return Vec::new();
     };
-    std::thread::scope(|s| {
-        let others: Vec<_> = jobs.map(|job| s.spawn(move || alone(job))).collect();
-        let mut out = vec![alone(first)];
-        for h in others {
-            match h.join() {
-                Ok(r) => out.push(r),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
+    let (tx, rx) = mpsc::channel::<(usize, std::thread::Result<T>)>();
+    let helpers = helpers();
+    let mut pending = Pending { rx, left: 0 };
+    for (i, job) in jobs.enumerate() {
+        let tx = tx.clone();
+        let run: Box<dyn FnOnce() + Send + '_> = Box::new(move || {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| alone(job)));
+            let _ = tx.send((i, r));
+        });
+        // SAFETY: the job borrows from this call's caller; `pending` waits for its
+        // result (sent as its last act) before this function returns or unwinds, so
+        // nothing it borrows is gone while it runs.
+        let run: Job = unsafe { std::mem::transmute::<Box<dyn FnOnce() + Send + '_>, Job>(run) };
+        helpers[i % helpers.len()]
+            .send(run)
+            .expect("the helper threads never stop");
+        pending.left += 1;
+    }
+    drop(tx);
+    let first = alone(first);
+    let mut rest: Vec<Option<T>> = (0..pending.left).map(|_| None).collect();
+    let mut panic = None;
+    while pending.left > 0 {
+        let (i, r) = pending.rx.recv().expect("every job sends its result");
+        pending.left -= 1;
+        match r {
+            Ok(v) => rest[i] = Some(v),
+            Err(p) => panic = Some(p),
         }
-        out
+    }
+    if let Some(p) = panic {
+        std::panic::resume_unwind(p);
+    }
+    std::iter::once(first)
+        .chain(rest.into_iter().map(|v| v.expect("each job answered once")))
+        .collect()
+}
+
+/// A job sent to a helper thread, its borrows' lifetime erased (see `on_threads`).
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// The results `on_threads` still waits for: waited for on drop too (a panic in the
+/// calling thread's own job), so that no job outlives what it borrows.
+struct Pending<T> {
+    rx: mpsc::Receiver<(usize, std::thread::Result<T>)>,
+    left: usize,
+}
+
+impl<T> Drop for Pending<T> {
+    fn drop(&mut self) {
+        while self.left > 0 && self.rx.recv().is_ok() {
+            self.left -= 1;
+        }
+    }
+}
+
+/// One thread per pool worker (`threads() - 1`), started on first use and parked on
+/// its queue between calls: a step's other groups start at once on a thread that
+/// stays where the scheduler put it, instead of on a thread made for each step.
+fn helpers() -> &'static [mpsc::Sender<Job>] {
+    static HELPERS: OnceLock<Vec<mpsc::Sender<Job>>> = OnceLock::new();
+    HELPERS.get_or_init(|| {
+        (0..threads().saturating_sub(1).max(1))
+            .map(|i| {
+                let (tx, rx) = mpsc::channel::<Job>();
+                std::thread::Builder::new()
+                    .name(format!("zoo-group-{i}"))
+                    .spawn(move || {
+                        for job in rx {
+                            job();
+                        }
+                    })
+                    .expect("starting a helper thread");
+                tx
+            })
+            .collect()
     })
 }
 
@@ -256,6 +329,63 @@ mod tests {
             });
             let want: Vec<usize> = (1..=len).map(|i| if chunk == 0 { 0 } else { i }).collect();
             assert_eq!(v, want, "{len} values in chunks of {chunk}");
+        }
+    }
+
+    /// Results in job order, each job alone, borrowing the caller's data; repeated
+    /// calls reuse the helpers; a call from inside a job runs its jobs in turn.
+    #[test]
+    fn on_threads_runs_every_job_alone_and_in_order() {
+        let data: Vec<usize> = (0..1000).collect();
+        for round in 0..50 {
+            let jobs: Vec<_> = (0..3)
+                .map(|j| {
+                    let data = &data;
+                    move || {
+                        assert!(ALONE.with(|a| a.get()), "job {j} not alone");
+                        let nested = on_threads(vec![|| 1usize, || 2]);
+                        (j, data.iter().sum::<usize>() + round, nested)
+                    }
+                })
+                .collect();
+            let out = on_threads(jobs);
+            assert_eq!(
+                out,
+                (0..3)
+                    .map(|j| (j, 499_500 + round, vec![1, 2]))
+                    .collect::<Vec<_>>()
+            );
+            assert!(!ALONE.with(|a| a.get()), "the flag is put back");
+        }
+    }
+
+    /// A job's panic reaches the caller, only after the other jobs have ended (they
+    /// borrow the caller's stack).
+    #[test]
+    fn on_threads_resumes_a_panic_after_every_job_ends() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        for panicking in [0usize, 1] {
+            let slow_done = AtomicBool::new(false);
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let slow_done = &slow_done;
+                let jobs: Vec<Box<dyn FnOnce() + Send + '_>> = (0..2usize)
+                    .map(|j| -> Box<dyn FnOnce() + Send + '_> {
+                        Box::new(move || {
+                            if j == panicking {
+                                panic!("job {j}");
+                            }
+                            std::thread::sleep(std::time::Duration::from_millis(300));
+                            slow_done.store(true, Ordering::SeqCst);
+                        })
+                    })
+                    .collect();
+                on_threads(jobs)
+            }));
+            assert!(r.is_err(), "job {panicking}'s panic was resumed");
+            assert!(
+                slow_done.load(Ordering::SeqCst),
+                "the other job ended first"
+            );
         }
     }
 
