@@ -22,6 +22,7 @@
 
 mod activation;
 mod attention;
+mod attn_math;
 mod group_attn;
 mod half;
 mod heads;
