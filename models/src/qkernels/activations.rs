@@ -31,6 +31,11 @@ pub struct ActTile {
     pub d: [[f32; TILE]; 2],
     /// The rows' `d * sum`.
     pub s: [f32; TILE],
+    /// 128 times the sum of each row's values in each half of the block, as the lanes
+    /// of the tile kernel's integer sums (`[g][i]`: row `4 * g + i % 4`, values 0-15
+    /// for `i < 4`, else 16-31): with VNNI, Q8_0's signed weights meet the rows as
+    /// unsigned bytes (+128) and this takes the excess back out, exactly.
+    pub hs: [[i32; TILE]; 2],
     /// `qt[2 * c + g]`: bytes `4 * i + t` (`i < 4`) are value `4 * c + t` of row
     /// `4 * g + i`; bytes `16 + 4 * i + t` are value `16 + 4 * c + t` of that row.
     pub qt: [[i8; QK]; 8],
@@ -40,9 +45,16 @@ impl ActTile {
     pub(super) fn new(rows: [&ActBlock; TILE]) -> ActTile {
         let qt = interleave(rows.map(|r| &r.qs[..]));
         let d = |g: usize| std::array::from_fn(|l| rows[4 * g + l % 4].d);
+        let hs = |g: usize| {
+            std::array::from_fn(|l| {
+                let half = &rows[4 * g + l % 4].qs[16 * (l / 4)..][..16];
+                128 * half.iter().map(|&q| q as i32).sum::<i32>()
+            })
+        };
         ActTile {
             d: [d(0), d(1)],
             s: rows.map(|a| a.s),
+            hs: [hs(0), hs(1)],
             qt,
         }
     }

@@ -50,6 +50,7 @@ pub(super) fn matmul_32(
         ActTile {
             d: [[0.0; TILE]; 2],
             s: [0.0; TILE],
+            hs: [[0; TILE]; 2],
             qt: [[0; QK]; 8],
         };
         groups * kb

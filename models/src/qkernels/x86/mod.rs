@@ -2,7 +2,9 @@
 //! in the integer dot product of 32 unsigned weight bytes with 32 signed activation
 //! bytes: `vpmaddubsw` + `vpmaddwd` on AVX2, one `vpdpbusd` with VNNI. Neither can
 //! saturate here: weights are at most 31 (Q4/Q5) or |128| (Q8_0, sign moved onto the
-//! activation), activations at most |127|, so a pair sums to at most 32 512.
+//! activation), activations at most |127|, so a pair sums to at most 32 512; VNNI's
+//! tile kernel takes Q8_0's weights + 128 (up to 255) instead, `vpdpbusd` summing
+//! into 32 bits.
 //!
 //! The kernels are written once, as macros stamped into one module per instruction set
 //! by `kernels!`: `tile32.rs` for the formats with blocks of 32 values, `kquants.rs`
@@ -221,11 +223,11 @@ macro_rules! wdot_vnni {
 /// One module `$name` of kernels compiled for `$features`, `$dot`, `$dacc` and `$wdot`
 /// being its integer dot products (the macros above).
 macro_rules! kernels {
-    ($name:ident, $features:literal, $dot:ident, $dacc:ident, $wdot:ident) => {
+    ($name:ident, $features:literal, $dot:ident, $dacc:ident, $wdot:ident, $q8_unsigned:literal) => {
         mod $name {
             use super::*;
 
-            kernels_32!($features, $dot, $dacc);
+            kernels_32!($features, $dot, $dacc, $q8_unsigned);
             kernels_k!($features, $dot, $dacc, $wdot);
 
             /// The integer dots of a decoded 32-value weight block with the [`TILE`]
@@ -283,11 +285,12 @@ macro_rules! kernels {
     };
 }
 
-kernels!(avx2, "avx2,fma,f16c", dot_avx2, dacc_avx2, wdot_avx2);
+kernels!(avx2, "avx2,fma,f16c", dot_avx2, dacc_avx2, wdot_avx2, false);
 kernels!(
     vnni,
     "avx2,fma,f16c,avx512vnni,avx512vl",
     dot_vnni,
     dacc_vnni,
-    wdot_vnni
+    wdot_vnni,
+    true
 );

@@ -6,7 +6,7 @@
 /// its integer dot product of 32 unsigned by 32 signed bytes (alone, and added to an
 /// accumulator). Expanded by `kernels!` inside each instruction set's module.
 macro_rules! kernels_32 {
-    ($features:literal, $dot:ident, $dacc:ident) => {
+    ($features:literal, $dot:ident, $dacc:ident, $q8_unsigned:literal) => {
         #[target_feature(enable = $features)]
         pub(super) unsafe fn dot_rows(
             format: Format,
@@ -99,7 +99,11 @@ macro_rules! kernels_32 {
             act: &[ActTile],
             dst: &mut [[f32; TILE]],
         ) {
-            let signed = F == Q8_0;
+            // Q8_0 with VNNI: the weight's bytes + 128 as unsigned values (`vpdpbusd`
+            // cannot saturate), the rows' sums times 128 taken back out after; with
+            // AVX2 (whose `vpmaddubsw` would), the sign moved onto the rows.
+            let unsigned_q8 = F == Q8_0 && $q8_unsigned;
+            let signed = F == Q8_0 && !unsigned_q8;
             let bb = block_bytes_32(F);
             let n = act.len();
             let ahead = prefetch_distance(row_bytes);
@@ -114,14 +118,25 @@ macro_rules! kernels_32 {
                     ($b:expr, $j:literal) => {
                         let t = &act[$b];
                         let (u, q, dw, offc) = decode::<F>(row.add($b * bb));
-                        let sums = tile_dots(u, q, signed, &t.qt);
+                        let sums = if unsigned_q8 {
+                            let u = _mm256_xor_si256(q, _mm256_set1_epi8(-128));
+                            let sums = tile_dots(u, q, false, &t.qt);
+                            let hs =
+                                |g: usize| _mm256_loadu_si256(t.hs[g].as_ptr() as *const __m256i);
+                            [
+                                _mm256_sub_epi32(sums[0], hs(0)),
+                                _mm256_sub_epi32(sums[1], hs(1)),
+                            ]
+                        } else {
+                            tile_dots(u, q, signed, &t.qt)
+                        };
                         let dw = _mm256_set1_ps(dw);
                         for g in 0..2 {
                             let scale = _mm256_mul_ps(dw, _mm256_load_ps(t.d[g].as_ptr()));
                             acc[$j][g] =
                                 _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums[g]), acc[$j][g]);
                         }
-                        if !signed {
+                        if F != Q8_0 {
                             off[$j] = _mm256_fmadd_ps(
                                 _mm256_set1_ps(offc),
                                 _mm256_load_ps(t.s.as_ptr()),
