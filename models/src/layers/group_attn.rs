@@ -86,6 +86,28 @@ pub(super) fn attend_group<'k>(
     scratch.clear();
     scratch.resize(heads * n, 0.0);
     let scores = &mut scratch[..];
+    // `$body` for the heads `$r..$r + $k` in turn, `$k` a constant: `$max` while more
+    // heads are left, else one of the listed counts (the register forms take the
+    // number of heads as a constant, one accumulator each).
+    macro_rules! by_heads {
+        ($max:literal; $($k:literal)*; |$r:ident, $K:ident| $body:block) => {{
+            let mut $r = 0;
+            while $r < heads {
+                match heads - $r {
+                    $($k => {
+                        const $K: usize = $k;
+                        $body
+                        $r += $k;
+                    })*
+                    _ => {
+                        const $K: usize = $max;
+                        $body
+                        $r += $max;
+                    }
+                }
+            }
+        }};
+    }
     let mut j = 0;
     let mut keys = keys.peekable();
     while let Some(tile) = keys.next() {
@@ -100,31 +122,12 @@ pub(super) fn attend_group<'k>(
                         .copy_from_slice(&s[1][lanes2.clone()]);
                 };
                 let pair = (tile.data, next.data);
-                let mut r = 0;
-                macro_rules! heads2 {
-                    ($($k:literal)*) => {
-                        while r < heads {
-                            let q = &q[r * stride..];
-                            match heads - r {
-                                $($k => {
-                                    let [s0, s1] = tile16_scores2::<$k>(q, stride, d, pair);
-                                    for i in 0..$k {
-                                        put(r + i, &[s0[i], s1[i]]);
-                                    }
-                                    r += $k;
-                                })*
-                                _ => {
-                                    let [s0, s1] = tile16_scores2::<4>(q, stride, d, pair);
-                                    for i in 0..4 {
-                                        put(r + i, &[s0[i], s1[i]]);
-                                    }
-                                    r += 4;
-                                }
-                            }
-                        }
-                    };
-                }
-                heads2!(1 2 3);
+                by_heads!(4; 1 2 3; |r, K| {
+                    let [s0, s1] = tile16_scores2::<K>(&q[r * stride..], stride, d, pair);
+                    for i in 0..K {
+                        put(r + i, &[s0[i], s1[i]]);
+                    }
+                });
                 j += lanes.len() + lanes2.len();
                 continue;
             }
@@ -132,31 +135,14 @@ pub(super) fn attend_group<'k>(
         let mut put = |r: usize, s: &[f32]| {
             scores[r * n + j..][..lanes.len()].copy_from_slice(&s[lanes.clone()]);
         };
-        let mut r = 0;
         if tile.width == TILE {
             // Eight heads at a time: eight independent chains of multiply-adds.
-            macro_rules! heads {
-                ($($k:literal)*) => {
-                    while r < heads {
-                        let q = &q[r * stride..];
-                        match heads - r {
-                            $($k => {
-                                for (i, s) in tile16_scores::<$k>(q, stride, d, tile.data).iter().enumerate() {
-                                    put(r + i, s);
-                                }
-                                r += $k;
-                            })*
-                            _ => {
-                                for (i, s) in tile16_scores::<8>(q, stride, d, tile.data).iter().enumerate() {
-                                    put(r + i, s);
-                                }
-                                r += 8;
-                            }
-                        }
-                    }
-                };
-            }
-            heads!(1 2 3 4 5 6 7);
+            by_heads!(8; 1 2 3 4 5 6 7; |r, K| {
+                let rows = tile16_scores::<K>(&q[r * stride..], stride, d, tile.data);
+                for (i, s) in rows.iter().enumerate() {
+                    put(r + i, s);
+                }
+            });
         } else {
             let w = tile.width;
             let mut s = vec![0f32; w];
