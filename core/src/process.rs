@@ -33,8 +33,8 @@ const KEEP_BUFFERS_UP_TO: libc::c_int = 1 << 30;
 /// 2048 x 4864 f32 activations are 40 MiB), so each came back as fresh pages, faulted
 /// in and zeroed one by one, with the other threads' TLBs flushed at every unmap.
 /// With the mmap and trim thresholds raised to 1 GiB those buffers are taken from,
-/// and given back to, the heap: Qwen2.5 `zoo bench -p 2048` 134-144 -> 156-166 tok/s
-/// (runs alternating), the same peak RSS. The price: between prompts the resident
+/// and given back to, the heap: Qwen2.5 `zoo bench -p 2048` 126.4 / 150.6 -> 159.8 /
+/// 170.5 tok/s (builds alternating), the same peak RSS. The price: between prompts the resident
 /// memory stays near its peak instead of falling back (loading still trims its own
 /// garbage, `malloc_trim`, which these settings do not stop).
 pub fn keep_freed_memory() -> bool {

@@ -3,7 +3,7 @@
 //! as it is read and multiplied with the f32 activations, summed in f32 (transformers'
 //! CPU path also accumulates its bf16 products in f32). A row's result does not depend
 //! on the other rows: each output is one dot product in a fixed order
-//! ([`super::attention::dot`]), whatever the number of rows (the batched forward).
+//! ([`super::group_attn::dot`]), whatever the number of rows (the batched forward).
 
 use candle_core::quantized::GgmlDType;
 #[cfg(test)]

@@ -1,9 +1,10 @@
-//! The batched forward of [`LlamaDecoder`] ([`BatchedLM`]): a step's chunks as one
-//! sequence of rows, every product row by row ([`crate::layers::QLinear::forward_rows`]),
-//! rotations at each token's position, and attention (or LFM2's convolution) over each
-//! sequence's blocks. A step runs whole, each operation split over the pool, or as
-//! groups of sequences side by side, one per thread, when they come out even
-//! ([`crate::layers::split`]); a sequence's bits are the same either way.
+//! The batched forward of [`LlamaDecoder`](super::LlamaDecoder) ([`BatchedLM`]): a
+//! step's chunks as one sequence of rows, every product row by row
+//! ([`crate::layers::QLinear::forward_rows`]), rotations at each token's position, and
+//! attention (or LFM2's convolution) over each sequence's blocks. A step runs whole,
+//! each operation split over the pool, or as groups of sequences side by side, one per
+//! thread, when they come out even ([`crate::layers::split`]); a sequence's bits are
+//! the same either way.
 
 use candle_core::{DType, Module, Tensor};
 use zoo_core::{BatchedLM, KvShape, Result, SeqChunk};

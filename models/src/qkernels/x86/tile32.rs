@@ -88,10 +88,10 @@ macro_rules! kernels_32 {
 
         /// [`TILE`] activation rows against `dst.len()` weight rows of format `F`
         /// (blocks of 32 values): each decoded block's integer dots with the rows at
-        /// once ([`tile_dots`]). Two accumulators hold rows 0-3 and 4-7 (each row
-        /// twice, once per half),
-        /// scaled by the rows' scales in one multiply each: no per-row broadcast and
-        /// one horizontal step per weight row.
+        /// once ([`tile_dots`]; Q8_0 with VNNI: its bytes + 128, less
+        /// [`ActTile::hs`]). Two accumulators hold rows 0-3 and 4-7 (each row twice,
+        /// once per half), scaled by the rows' scales in one multiply each: no per-row
+        /// broadcast and one horizontal step per weight row.
         #[target_feature(enable = $features)]
         unsafe fn rows_tile<const F: u8>(
             w: *const u8,
