@@ -6,7 +6,9 @@
 //! `xtask/refgen/serve_load.py` (streamed `/v1/completions`, see its docstring for what
 //! is measured and how), run with the Python of the end-to-end server test (the openai
 //! package's httpx). Its JSON lines go to stdout; the side-by-side table and progress go
-//! to stderr.
+//! to stderr. With `--baseline REV`, `zoo serve` as built at that revision runs first
+//! under the same load (baseline.rs), and the table adds its column and today's ratio
+//! to it.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -17,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 
-use crate::{cargo, refgen::cache_dir, root};
+use crate::{baseline, cargo, refgen::cache_dir, root};
 
 /// Requests served at once by each server: `zoo serve --parallel` and llama-server `-np`.
 const SLOTS: usize = 16;
@@ -39,6 +41,8 @@ struct Options {
     threads: usize,
     zoo: bool,
     llama: bool,
+    /// A git revision whose `zoo serve` runs too (`--baseline`).
+    baseline: Option<String>,
 }
 
 impl Options {
@@ -57,6 +61,7 @@ impl Options {
             "--threads",
             "--zoo-only",
             "--llama-only",
+            "--baseline",
         ];
         let mut rest = args.iter();
         while let Some(a) = rest.next() {
@@ -95,6 +100,7 @@ impl Options {
             threads: number("--threads", cores)?,
             zoo: !has("--llama-only"),
             llama: !has("--zoo-only"),
+            baseline: value("--baseline").map(str::to_string),
         })
     }
 }
@@ -122,6 +128,23 @@ pub fn bench_serve(args: &[String]) -> Result<()> {
         o.new_tokens,
         o.threads
     );
+    // Built before any server starts, so that no build shares the cores with a run.
+    let baseline = o.baseline.as_deref().map(baseline::zoo_at).transpose()?;
+    let mut baseline_records = Vec::new();
+    if let Some(bin) = baseline {
+        let port = free_port()?;
+        let mut c = Command::new(bin);
+        // Only the flags every `zoo serve` has had: the revision may predate the rest.
+        c.arg("serve")
+            .arg("--model")
+            .arg(&model)
+            .args(["--port", &port.to_string()])
+            .args(["--queue-depth", &queue_depth(&o).to_string()])
+            .args(["--timeout-s", &LEVEL_TIMEOUT_S.to_string()])
+            .env("RAYON_NUM_THREADS", o.threads.to_string());
+        let server = Server::start("zoo-baseline", c, port)?;
+        baseline_records = drive(&python, &server, &o)?;
+    }
     let mut zoo_records = Vec::new();
     if let Some(zoo) = zoo.filter(|_| o.zoo) {
         let port = free_port()?;
@@ -131,11 +154,7 @@ pub fn bench_serve(args: &[String]) -> Result<()> {
             .arg(&model)
             .args(["--port", &port.to_string()])
             .args(["--parallel", &SLOTS.to_string()])
-            // Enough room that the largest level is never refused with 429.
-            .args([
-                "--queue-depth",
-                &o.levels.iter().max().unwrap_or(&1).to_string(),
-            ])
+            .args(["--queue-depth", &queue_depth(&o).to_string()])
             .args(["--timeout-s", &LEVEL_TIMEOUT_S.to_string()])
             // zoo's thread pool is rayon's (candle's), sized by this variable.
             .env("RAYON_NUM_THREADS", o.threads.to_string());
@@ -160,8 +179,13 @@ pub fn bench_serve(args: &[String]) -> Result<()> {
         let server = Server::start("llama.cpp", c, port)?;
         llama_records = drive(&python, &server, &o)?;
     }
-    table(&o, &zoo_records, &llama_records);
+    table(&o, &zoo_records, &llama_records, &baseline_records);
     Ok(())
+}
+
+/// Enough room in zoo's queue that the largest level is never refused with 429.
+fn queue_depth(o: &Options) -> usize {
+    o.levels.iter().copied().max().unwrap_or(1)
 }
 
 /// The 1-minute load average, printed as each server starts: other work on the cores
@@ -329,8 +353,9 @@ fn drive(python: &Path, server: &Server, o: &Options) -> Result<Vec<Value>> {
 }
 
 /// The side-by-side table on stderr: per level and metric, zoo, llama.cpp and their
-/// ratio (a missing side prints `-`).
-fn table(o: &Options, zoo: &[Value], llama: &[Value]) {
+/// ratio, then with a baseline its figure and zoo's ratio to it (a missing side prints
+/// `-`).
+fn table(o: &Options, zoo: &[Value], llama: &[Value], baseline: &[Value]) {
     let at = |records: &[Value], level: usize| -> Option<Value> {
         records.iter().find(|r| r["level"] == level).cloned()
     };
@@ -343,29 +368,43 @@ fn table(o: &Options, zoo: &[Value], llama: &[Value]) {
         ("errors", &["errors"], 1.0),
     ];
     let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+    let rev = o.baseline.as_deref().filter(|_| !baseline.is_empty());
     eprintln!(
         "\nmodel: {}  new tokens: {}  threads: {}  slots: {SLOTS}",
         o.model, o.new_tokens, o.threads
     );
-    eprintln!("| level | metric | zoo | llama.cpp | zoo / llama.cpp |");
-    eprintln!("| ---: | --- | ---: | ---: | ---: |");
+    match rev {
+        Some(rev) => {
+            eprintln!("| level | metric | zoo | llama.cpp | zoo / llama.cpp | zoo at {rev} | zoo / {rev} |");
+            eprintln!("| ---: | --- | ---: | ---: | ---: | ---: | ---: |");
+        }
+        None => {
+            eprintln!("| level | metric | zoo | llama.cpp | zoo / llama.cpp |");
+            eprintln!("| ---: | --- | ---: | ---: | ---: |");
+        }
+    }
     for &level in &o.levels {
-        let (z, l) = (at(zoo, level), at(llama, level));
+        let (z, l, b) = (at(zoo, level), at(llama, level), at(baseline, level));
         for (label, path, scale) in metrics {
             let get = |r: &Option<Value>| {
                 let v = path.iter().fold(r.as_ref()?, |v, k| &v[*k]);
                 v.as_f64().map(|v| v * scale)
             };
-            let (zv, lv) = (get(&z), get(&l));
-            let ratio = match (zv, lv) {
+            let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
                 (Some(a), Some(b)) if b != 0.0 && label != "errors" => format!("{:.2}x", a / b),
                 _ => "-".into(),
             };
-            eprintln!(
-                "| {level} | {label} | {} | {} | {ratio} |",
+            let (zv, lv, bv) = (get(&z), get(&l), get(&b));
+            let mut row = format!(
+                "| {level} | {label} | {} | {} | {} |",
                 cell(zv),
-                cell(lv)
+                cell(lv),
+                ratio(zv, lv)
             );
+            if rev.is_some() {
+                row += &format!(" {} | {} |", cell(bv), ratio(zv, bv));
+            }
+            eprintln!("{row}");
         }
     }
 }

@@ -5,8 +5,9 @@
 //!   (release build), side by side with llama.cpp; `bench --dispatch`: the registry's
 //!   cost per decode step against calling the candle model directly;
 //!   `bench --serve --model PATH_OR_NAME [--levels 1,4,16,64] [--new-tokens 128]
-//!   [--threads N] [--zoo-only | --llama-only]`: HTTP load on `zoo serve` and on
-//!   llama.cpp's `llama-server`, in turn, side by side (bench_serve.rs).
+//!   [--threads N] [--zoo-only | --llama-only] [--baseline REV]`: HTTP load on `zoo serve`
+//!   and on llama.cpp's `llama-server`, in turn, side by side (bench_serve.rs); with
+//!   `--baseline`, also on `zoo serve` as built at a git revision (baseline.rs).
 //! - `fixtures [NAME...]`: write the conformance fixtures (tests/fixtures) with transformers
 //!   and llama.cpp.
 //! - `refgen [NAME...]`: record the reference logits next to them (docs/conformance.md);
@@ -27,6 +28,7 @@
 //!   binaries with `--features cuda` for the GPU proof, in target/gpu-check;
 //!   `gpu-check --dry-run`: its script, xtask/gpu-check.sh, on this CPU (gpu_check.rs).
 
+mod baseline;
 mod bench_serve;
 mod codegen;
 mod cuda;
@@ -67,7 +69,7 @@ fn main() -> Result<()> {
         "gpu-check" => gpu_check::gpu_check(rest),
         _ => {
             eprintln!(
-                "usage: cargo xtask <codegen [--check] | bench --model PATH [-p N -n N -r N] [--llama-cpp] | bench --dispatch | bench --serve --model PATH_OR_NAME [--levels 1,4,16,64] [--new-tokens N] [--threads N] [--zoo-only|--llama-only] | new-arch NAME ... | fixtures [NAME...] | refgen [NAME...] | refgen --real-models | llama-cpp | soak [--model M] [--requests N] | fuzz [TARGET...] [--runs N | --time S] | --list | ci | cuda-check [--full] | gpu-build [--device cpu] [--models NAME,...] | gpu-check --dry-run>"
+                "usage: cargo xtask <codegen [--check] | bench --model PATH [-p N -n N -r N] [--llama-cpp] | bench --dispatch | bench --serve --model PATH_OR_NAME [--levels 1,4,16,64] [--new-tokens N] [--threads N] [--zoo-only|--llama-only] [--baseline REV] | new-arch NAME ... | fixtures [NAME...] | refgen [NAME...] | refgen --real-models | llama-cpp | soak [--model M] [--requests N] | fuzz [TARGET...] [--runs N | --time S] | --list | ci | cuda-check [--full] | gpu-build [--device cpu] [--models NAME,...] | gpu-check --dry-run>"
             );
             if task == "help" || task == "--help" {
                 Ok(())
