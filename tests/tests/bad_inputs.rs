@@ -205,12 +205,11 @@ fn every_bad_input_is_a_typed_error_within_time_and_memory() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// The bodies of the `gguf_header` and `safetensors_header` fuzz targets (compiled
-/// here from their files), run in process on every file of the corpus: none panics.
-#[path = "../src/fuzz/gguf_header.rs"]
-mod fuzz_gguf_header;
-#[path = "../src/fuzz/safetensors_header.rs"]
-mod fuzz_safetensors_header;
+/// The bodies of the `gguf_header` and `safetensors_header` fuzz targets, run in
+/// process on every file of the corpus: none panics.
+use zoo_tests::fuzz::{
+    gguf_header as fuzz_gguf_header, safetensors_header as fuzz_safetensors_header,
+};
 
 #[test]
 fn the_header_fuzz_bodies_take_every_bad_input() {
@@ -238,4 +237,5 @@ fn the_header_fuzz_bodies_take_every_bad_input() {
     let valid = hostile::gguf_cases::valid().unwrap().bytes();
     assert!(zoo::GgufSource::from_bytes(&valid).is_ok());
     fuzz_gguf_header::run(&valid);
+    zoo_tests::fuzz::remove_scratch_dir();
 }

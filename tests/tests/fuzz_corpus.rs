@@ -110,6 +110,8 @@ fn smoke(t: &Target) -> Result<(), Failed> {
             }
         }
     }
+    // The files the targets wrote for this thread go with it.
+    zoo_tests::fuzz::remove_scratch_dir();
     eprintln!(
         "{}: {} seeds and {mutants} mutants, slowest input {slowest:?}",
         t.name,

@@ -158,6 +158,10 @@ fn run_target(root: &Path, target: &str, limit: &[String], asan: bool) -> Result
     ] {
         c.env_remove(v);
     }
+    // The targets' scratch files (zoo_tests::fuzz::scratch_dir) in a directory of this
+    // run, removed after it.
+    let scratch = work.with_file_name(format!("{target}.scratch"));
+    c.env("ZOO_FUZZ_SCRATCH", &scratch);
     c.args(["+nightly", "fuzz", "run", "--fuzz-dir", "fuzz"])
         .args(["--target-dir", &target_dir])
         .args(["--codegen-units", "16"])
@@ -201,6 +205,7 @@ fn run_target(root: &Path, target: &str, limit: &[String], asan: bool) -> Result
     }
     let status = child.wait()?;
     let seconds = start.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&scratch);
     let mut crashes = Vec::new();
     for e in std::fs::read_dir(&artifacts)?.flatten() {
         if before.contains(&e.file_name()) {

@@ -79,12 +79,27 @@ pub fn scratch_file(name: &str, bytes: &[u8]) -> PathBuf {
 
 /// The scratch directory of this process and thread (created on first use), for
 /// targets that need a directory of files: they rewrite the files they use on every
-/// call.
+/// call. It lies under `$ZOO_FUZZ_SCRATCH` (set by `cargo xtask fuzz`, which removes it
+/// after the run), else the system's temporary directory; the corpus replay removes it
+/// after each target ([`remove_scratch_dir`]).
 pub fn scratch_dir() -> PathBuf {
-    let thread = format!("{:?}", std::thread::current().id());
-    let thread: String = thread.chars().filter(|c| c.is_ascii_digit()).collect();
-    let dir = std::env::temp_dir().join(format!("zoo-fuzz-{}-{thread}", std::process::id()));
+    let dir = scratch_path();
     std::fs::create_dir_all(&dir)
         .unwrap_or_else(|e| panic!("creating the scratch directory {}: {e}", dir.display()));
     dir
+}
+
+/// Removes this process and thread's scratch directory, if there is one: a later call
+/// of [`scratch_dir`] makes it afresh.
+pub fn remove_scratch_dir() {
+    let _ = std::fs::remove_dir_all(scratch_path());
+}
+
+fn scratch_path() -> PathBuf {
+    let thread = format!("{:?}", std::thread::current().id());
+    let thread: String = thread.chars().filter(|c| c.is_ascii_digit()).collect();
+    let parent = std::env::var_os("ZOO_FUZZ_SCRATCH")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    parent.join(format!("zoo-fuzz-{}-{thread}", std::process::id()))
 }

@@ -8,8 +8,6 @@
 //! Never panics; what the reader accepts must hold: every tensor's bytes inside the
 //! input.
 
-use std::path::PathBuf;
-
 /// config.json of a small Llama, so that the directory is claimed.
 const CONFIG: &str = r#"{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4, "num_hidden_layers": 1, "num_key_value_heads": 2, "vocab_size": 32, "max_position_embeddings": 64, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "eos_token_id": 2, "bos_token_id": 1}"#;
 
@@ -37,19 +35,8 @@ pub fn run(data: &[u8]) {
     );
 }
 
-/// A directory of this process and thread, for the index case.
-fn scratch() -> Option<PathBuf> {
-    let dir = std::env::temp_dir().join(format!(
-        "zoo-fuzz-st-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    std::fs::create_dir_all(&dir).ok()?;
-    Some(dir)
-}
-
 fn index(data: &[u8]) {
-    let Some(dir) = scratch() else { return };
+    let dir = super::scratch_dir();
     let header = br#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#;
     let mut shard = (header.len() as u64).to_le_bytes().to_vec();
     shard.extend(header);
