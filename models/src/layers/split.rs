@@ -140,8 +140,15 @@ pub fn plan(
 /// The groups a decoder's batched forward runs: [`plan`]'s for this machine's threads,
 /// or the whole step as one.
 pub fn groups(chunks: &[SeqChunk<'_>], cost: &StepCost, block_size: usize) -> Vec<Range<usize>> {
-    plan(chunks, crate::par::threads(), cost, block_size)
-        .unwrap_or_else(|| std::iter::once(0..chunks.len()).collect())
+    let groups = plan(chunks, crate::par::threads(), cost, block_size)
+        .unwrap_or_else(|| std::iter::once(0..chunks.len()).collect());
+    tracing::trace!(
+        chunks = chunks.len(),
+        rows = chunks.iter().map(|c| c.tokens.len()).sum::<usize>(),
+        groups = groups.len(),
+        "batched step"
+    );
+    groups
 }
 
 /// The logits of every chunk, in chunk order: `step` of each group's part (what the
