@@ -132,32 +132,15 @@ pub fn bench_serve(args: &[String]) -> Result<()> {
     let baseline = o.baseline.as_deref().map(baseline::zoo_at).transpose()?;
     let mut baseline_records = Vec::new();
     if let Some(bin) = baseline {
-        let port = free_port()?;
-        let mut c = Command::new(bin);
         // Only the flags every `zoo serve` has had: the revision may predate the rest.
-        c.arg("serve")
-            .arg("--model")
-            .arg(&model)
-            .args(["--port", &port.to_string()])
-            .args(["--queue-depth", &queue_depth(&o).to_string()])
-            .args(["--timeout-s", &LEVEL_TIMEOUT_S.to_string()])
-            .env("RAYON_NUM_THREADS", o.threads.to_string());
+        let (c, port) = zoo_serve(&bin, &model, &o)?;
         let server = Server::start("zoo-baseline", c, port)?;
         baseline_records = drive(&python, &server, &o)?;
     }
     let mut zoo_records = Vec::new();
     if let Some(zoo) = zoo.filter(|_| o.zoo) {
-        let port = free_port()?;
-        let mut c = Command::new(zoo);
-        c.arg("serve")
-            .arg("--model")
-            .arg(&model)
-            .args(["--port", &port.to_string()])
-            .args(["--parallel", &SLOTS.to_string()])
-            .args(["--queue-depth", &queue_depth(&o).to_string()])
-            .args(["--timeout-s", &LEVEL_TIMEOUT_S.to_string()])
-            // zoo's thread pool is rayon's (candle's), sized by this variable.
-            .env("RAYON_NUM_THREADS", o.threads.to_string());
+        let (mut c, port) = zoo_serve(&zoo, &model, &o)?;
+        c.args(["--parallel", &SLOTS.to_string()]);
         let server = Server::start("zoo", c, port)?;
         zoo_records = drive(&python, &server, &o)?;
     }
@@ -183,9 +166,22 @@ pub fn bench_serve(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Enough room in zoo's queue that the largest level is never refused with 429.
-fn queue_depth(o: &Options) -> usize {
-    o.levels.iter().copied().max().unwrap_or(1)
+/// `zoo serve` of `bin` on `model` and a free port, with the flags every version has
+/// had: a queue deep enough that the largest level is never refused with 429, the
+/// level's timeout, and `o.threads` threads (zoo's pool is rayon's, candle's, sized by
+/// `RAYON_NUM_THREADS`).
+fn zoo_serve(bin: &Path, model: &Path, o: &Options) -> Result<(Command, u16)> {
+    let port = free_port()?;
+    let queue_depth = o.levels.iter().copied().max().unwrap_or(1);
+    let mut c = Command::new(bin);
+    c.arg("serve")
+        .arg("--model")
+        .arg(model)
+        .args(["--port", &port.to_string()])
+        .args(["--queue-depth", &queue_depth.to_string()])
+        .args(["--timeout-s", &LEVEL_TIMEOUT_S.to_string()])
+        .env("RAYON_NUM_THREADS", o.threads.to_string());
+    Ok((c, port))
 }
 
 /// The 1-minute load average, printed as each server starts: other work on the cores
