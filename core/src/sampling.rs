@@ -7,7 +7,14 @@ use candle_transformers::generation::{LogitsProcessor, Sampling};
 
 use crate::{Error, Result};
 
-/// How to pick tokens. `temperature <= 0` (the default) is greedy (argmax).
+/// Temperatures below this sample greedily, as 0 does (vLLM's convention, its
+/// `_SAMPLING_EPS`): dividing logits by a smaller one can overflow f32 (1e-40 makes every
+/// logit infinite, and the softmax NaN), and what it asks for is the most likely token
+/// anyway: at 1e-5, a logit 0.001 below the largest has e^-100 of its weight.
+pub const GREEDY_BELOW: f64 = 1e-5;
+
+/// How to pick tokens. A `temperature` below [`GREEDY_BELOW`] (the default, 0) is
+/// greedy (argmax).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplingParams {
     pub temperature: f64,
@@ -52,6 +59,11 @@ impl SamplingParams {
     /// Greedy decoding: always the most likely token.
     pub fn greedy() -> Self {
         Self::default()
+    }
+
+    /// Whether these parameters pick the most likely token (after any penalty).
+    pub fn is_greedy(&self) -> bool {
+        self.temperature < GREEDY_BELOW
     }
 
     /// Checks the values, saying which is out of range.
@@ -107,7 +119,7 @@ impl Sampler {
     pub fn new(params: SamplingParams) -> Result<Self> {
         params.validate()?;
         let t = params.temperature;
-        let sampling = if t <= 0.0 {
+        let sampling = if params.is_greedy() {
             Sampling::ArgMax
         } else {
             match (params.top_k, params.top_p) {
@@ -137,7 +149,7 @@ impl Sampler {
         let p = &self.params;
         let plain =
             p.repeat_penalty == 1.0 && p.presence_penalty == 0.0 && p.frequency_penalty == 0.0;
-        if p.temperature <= 0.0 && plain && !row.is_empty() {
+        if p.is_greedy() && plain && !row.is_empty() {
             let next = argmax(row);
             *self.counts.entry(next).or_default() += 1;
             return Ok(next);
@@ -162,7 +174,7 @@ impl Sampler {
         let p = &self.params;
         let adjust = !self.counts.is_empty()
             && (p.presence_penalty != 0.0 || p.frequency_penalty != 0.0)
-            || p.min_p.is_some_and(|m| m > 0.0) && p.temperature > 0.0;
+            || p.min_p.is_some_and(|m| m > 0.0) && !p.is_greedy();
         let logits = if adjust {
             let mut v = logits.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
             for (&t, &n) in &self.counts {
@@ -170,7 +182,7 @@ impl Sampler {
                     *x -= p.presence_penalty + p.frequency_penalty * n as f32;
                 }
             }
-            if let Some(m) = p.min_p.filter(|&m| m > 0.0 && p.temperature > 0.0) {
+            if let Some(m) = p.min_p.filter(|&m| m > 0.0 && !p.is_greedy()) {
                 // p_i >= m * p_max  <=>  x_i >= x_max + ln(m) (temperature-scaled).
                 let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let floor = max + (m.ln() * p.temperature) as f32;
@@ -388,5 +400,35 @@ mod tests {
         assert!((lp as f64 - (1.0 - z)).abs() < 1e-6);
         assert_eq!(top.iter().map(|t| t.0).collect::<Vec<_>>(), vec![2, 1]);
         assert!(top.iter().map(|t| (t.1 as f64).exp()).sum::<f64>() < 1.0);
+    }
+
+    /// A temperature too small to divide by in f32 samples greedily (it used to make
+    /// every logit infinite and the sampler fail on a NaN softmax); one above the
+    /// threshold still samples.
+    #[test]
+    fn tiny_temperatures_are_greedy() {
+        let row = [0.1f32, 3.0, 2.9, -1.0];
+        for t in [1e-40, 1e-20, GREEDY_BELOW / 2.0] {
+            let params = SamplingParams {
+                temperature: t,
+                min_p: Some(0.1),
+                ..Default::default()
+            };
+            assert!(params.is_greedy(), "{t}");
+            let mut s = Sampler::new(params.clone()).unwrap();
+            assert_eq!(s.sample_row(&row, &[]).unwrap(), 1, "{t}");
+            // With a penalty the row goes through the tensor path: greedy there too.
+            let mut s = Sampler::new(SamplingParams {
+                presence_penalty: 0.5,
+                ..params
+            })
+            .unwrap();
+            assert_eq!(s.sample_row(&row, &[]).unwrap(), 1, "{t}");
+        }
+        assert!(!SamplingParams {
+            temperature: 0.7,
+            ..Default::default()
+        }
+        .is_greedy());
     }
 }

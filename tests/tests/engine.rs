@@ -123,13 +123,17 @@ fn concurrent_requests_equal_each_alone_bit_for_bit() -> Result<()> {
             .into_iter()
             .map(|r| {
                 let e = e.clone();
-                std::thread::spawn(move || collect(e.submit(r)?).map(|o| o.0))
+                std::thread::spawn(move || collect(e.submit(r)?))
             })
             .collect();
         for (i, (h, want)) in handles.into_iter().zip(&want).enumerate() {
-            let got = h.join().expect("thread")?;
+            let (got, finished) = h.join().expect("thread")?;
             assert_eq!(&got, want, "request {i} under {config:?}");
+            // No two prompts share a first token: nothing comes from the cache, also
+            // not a preempted sequence's own blocks when it is recomputed.
+            assert_eq!(finished.cached_tokens, 0, "request {i} under {config:?}");
         }
+        assert_eq!(zoo::EngineStats::get(&e.stats().prefix_hit_tokens), 0);
         if config.kv_budget != KvBudget::Auto {
             assert!(
                 e.stats()
@@ -287,5 +291,81 @@ fn a_model_that_does_not_batch_runs_one_at_a_time_like_generate() -> Result<()> 
         }
         assert_eq!(ids, want_ids);
     }
+    Ok(())
+}
+
+/// A request whose sampling fails (a repeat penalty so small that a repeated token's
+/// logit overflows to infinity, and the softmax to NaN) ends with its own error; the
+/// request running beside it ends as it would alone.
+#[test]
+fn a_failing_sequence_ends_alone() -> Result<()> {
+    let e = engine(EngineConfig {
+        block_size: 4,
+        ..Default::default()
+    })?;
+    let good = requests().remove(0);
+    let want = alone(&good)?;
+    let mut bad = Request::new((1..41).collect(), 8);
+    bad.sampling = SamplingParams {
+        temperature: 1.0,
+        repeat_penalty: f32::MIN_POSITIVE,
+        ..Default::default()
+    };
+    let good_events = e.submit(good)?;
+    let bad_events = e.submit(bad)?;
+    let failed = bad_events
+        .blocking()
+        .find_map(|ev| match ev {
+            Event::Error(e) => Some(e.to_string()),
+            _ => None,
+        })
+        .expect("the bad request ends with an error");
+    assert!(failed.contains("weight"), "{failed}");
+    assert_eq!(collect(good_events)?.0, want);
+    assert_eq!(zoo::EngineStats::get(&e.stats().running), 0);
+    Ok(())
+}
+
+/// A sequence preempted after it grew past the whole KV store can never come back: it
+/// ends (`ContextFull`) instead of blocking the queue while the engine spins.
+///
+/// Store: 12 blocks of 4. W puts prompt P's two full blocks in the prefix cache. Z
+/// decodes one token a step (the whole step budget), so Y, admitted with its prompt
+/// still to compute, holds no block, while X (P again, all but one token from the
+/// cache) decodes too and grows to the whole store; then X is the one preempted, with
+/// 49 tokens: 13 blocks.
+#[test]
+fn a_sequence_grown_past_the_store_ends_instead_of_waiting_forever() -> Result<()> {
+    let e = engine(EngineConfig {
+        max_sequences: 3,
+        step_tokens: 1,
+        block_size: 4,
+        kv_budget: KvBudget::Tokens(48),
+        ..Default::default()
+    })?;
+    let p: Vec<u32> = (11..20).collect();
+    collect(e.submit(Request::new(p.clone(), 1))?)?;
+    let mut z = Request::new(vec![200, 201], 20);
+    z.ignore_eos = true;
+    let mut z = e.submit(z)?.blocking();
+    assert!(matches!(z.next(), Some(Event::Token { .. })));
+    let mut y = Request::new(vec![100, 101, 102, 103, 104], 2);
+    y.ignore_eos = true;
+    let y = e.submit(y)?;
+    let mut x = Request::new(p, 54);
+    x.ignore_eos = true;
+    let x = e.submit(x)?;
+    for _ in z {}
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(collect(x).map(|o| o.0.reason));
+    });
+    collect(y)?;
+    let x = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("X never ended")?;
+    assert_eq!(x, StopReason::ContextFull);
+    assert!(zoo::EngineStats::get(&e.stats().preemptions) > 0);
+    assert_eq!(zoo::EngineStats::get(&e.stats().waiting), 0);
     Ok(())
 }

@@ -37,6 +37,12 @@ fn available_memory() -> usize {
         .unwrap_or(4 << 30)
 }
 
+/// How a sequence ended in a step.
+enum Ended {
+    Stop(StopReason),
+    Failed(crate::Error),
+}
+
 pub(super) struct Runner<M> {
     model: M,
     tokenizer: Arc<Tokenizer>,
@@ -159,6 +165,14 @@ impl<M: CausalLM> Runner<M> {
                 let (hit, idle) = bm.peek(&hashes);
                 let need = bm.blocks_for(front.tokens.len()) - hit;
                 if bm.available() - idle < need {
+                    if self.running.is_empty() {
+                        // Nothing holds a block, and it still does not fit: it never
+                        // will (a preempted sequence that grew past the whole store).
+                        let s = self.waiting.pop_front().expect("front exists");
+                        self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
+                        self.end(s, StopReason::ContextFull);
+                        continue;
+                    }
                     break;
                 }
                 let mut s = self.waiting.pop_front().expect("front exists");
@@ -166,13 +180,18 @@ impl<M: CausalLM> Runner<M> {
                 s.computed = hit * bs;
                 s.named = hit;
                 s.last_name = if hit > 0 { hashes[hit - 1] } else { 0 };
-                s.cached_tokens = s.computed;
-                self.stats
-                    .prefix_lookup_tokens
-                    .fetch_add(s.tokens.len(), Ordering::Relaxed);
-                self.stats
-                    .prefix_hit_tokens
-                    .fetch_add(s.computed, Ordering::Relaxed);
+                if !s.admitted {
+                    // A preempted sequence coming back recomputes its own blocks: only
+                    // a first admission counts its prompt against the cache.
+                    s.admitted = true;
+                    s.cached_tokens = s.computed;
+                    self.stats
+                        .prefix_lookup_tokens
+                        .fetch_add(s.tokens.len(), Ordering::Relaxed);
+                    self.stats
+                        .prefix_hit_tokens
+                        .fetch_add(s.computed, Ordering::Relaxed);
+                }
                 self.running.push(s);
             } else {
                 let s = self.waiting.pop_front().expect("front exists");
@@ -224,11 +243,17 @@ impl<M: CausalLM> Runner<M> {
                 self.end(s, StopReason::ContextFull);
                 return Ok(());
             }
-            let freed = s.evicted();
-            self.blocks.as_mut().expect("batched").release(&freed);
-            self.waiting.push_front(s);
-            self.stats.waiting.fetch_add(1, Ordering::Relaxed);
             self.stats.preemptions.fetch_add(1, Ordering::Relaxed);
+            let bm = self.blocks.as_mut().expect("batched");
+            if bm.blocks_for(s.tokens.len()) > bm.total() {
+                // Its tokens alone outgrow the whole store: it could never come back.
+                self.end(s, StopReason::ContextFull);
+            } else {
+                let freed = s.evicted();
+                bm.release(&freed);
+                self.waiting.push_front(s);
+                self.stats.waiting.fetch_add(1, Ordering::Relaxed);
+            }
             plan = self.plan();
         }
         let bm = self.blocks.as_mut().expect("batched");
@@ -272,8 +297,8 @@ impl<M: CausalLM> Runner<M> {
                 bm.register(block, name);
             }
             if rows.dim(0)? == 1 {
-                if let Some(reason) = self.sample(i, &rows)? {
-                    ended.push((i, reason));
+                if let Some(end) = self.sample(i, &rows) {
+                    ended.push((i, end));
                 }
             }
         }
@@ -294,28 +319,46 @@ impl<M: CausalLM> Runner<M> {
             .store(s.pending(), Ordering::Relaxed);
         let logits = self.model.forward(&input, offset)?;
         self.running[0].computed = self.running[0].tokens.len();
-        if let Some(reason) = self.sample(0, &logits)? {
-            self.remove_ended(vec![(0, reason)]);
+        if let Some(end) = self.sample(0, &logits) {
+            self.remove_ended(vec![(0, end)]);
         }
         Ok(())
     }
 
-    /// Samples sequence `i`'s next token from its one row of logits.
-    fn sample(&mut self, i: usize, rows: &Tensor) -> Result<Option<StopReason>> {
-        let row: Vec<f32> = rows.flatten_all()?.to_vec1()?;
+    /// Samples sequence `i`'s next token from its one row of logits: how it ended, if
+    /// it did. An error here (its sampler's, its detokenizer's) is the sequence's own
+    /// and ends only it; the others of the step go on.
+    fn sample(&mut self, i: usize, rows: &Tensor) -> Option<Ended> {
         let shared = Shared {
             tokenizer: &self.tokenizer,
             eos: &self.eos,
             context_length: self.context_length,
         };
-        self.running[i].on_logits(&row, &shared)
+        let sampled = rows
+            .flatten_all()
+            .and_then(|r| r.to_vec1::<f32>())
+            .map_err(crate::Error::from)
+            .and_then(|row| self.running[i].on_logits(&row, &shared));
+        match sampled {
+            Ok(reason) => reason.map(Ended::Stop),
+            Err(e) => Some(Ended::Failed(e)),
+        }
     }
 
-    fn remove_ended(&mut self, mut ended: Vec<(usize, StopReason)>) {
+    fn remove_ended(&mut self, mut ended: Vec<(usize, Ended)>) {
         ended.sort_by_key(|e| std::cmp::Reverse(e.0));
-        for (i, reason) in ended {
+        for (i, end) in ended {
             let s = self.running.remove(i);
-            self.end(s, reason);
+            match end {
+                Ended::Stop(reason) => self.end(s, reason),
+                Ended::Failed(e) => {
+                    tracing::warn!(error = %e, "a sequence failed; the others go on");
+                    if let Some(bm) = self.blocks.as_mut() {
+                        bm.release(&s.blocks);
+                    }
+                    s.fail(e);
+                }
+            }
         }
     }
 

@@ -27,6 +27,8 @@ pub(super) struct Seq {
     detok: Detokenizer,
     generated: usize,
     pub cached_tokens: usize,
+    /// Whether it was ever admitted (a preempted sequence comes back admitted).
+    pub admitted: bool,
     submitted: Instant,
     first_token: Option<Instant>,
 }
@@ -52,6 +54,7 @@ impl Seq {
             detok: Detokenizer::after(&s.request.prompt_ids, s.request.skip_special),
             generated: 0,
             cached_tokens: 0,
+            admitted: false,
             submitted: s.at,
             first_token: None,
             tx: s.tx,
