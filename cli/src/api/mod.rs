@@ -5,8 +5,10 @@
 //!
 //! - [`request`]: the bodies of `/v1/completions` and `/v1/chat/completions`;
 //! - [`params`]: the fields both share and their validation;
+//! - [`unsupported`]: OpenAI's fields zoo refuses when they ask for something;
 //! - [`error`]: OpenAI error responses.
 
 pub mod error;
 pub mod params;
 pub mod request;
+pub mod unsupported;

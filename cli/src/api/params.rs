@@ -2,7 +2,9 @@
 //! `logprobs`, `stream`, `stream_options`) and their validation into
 //! [`GenerateOptions`] and the rest of a [`Generation`].
 //!
-//! Each field is checked in a fixed order with its own message and a 400 naming it;
+//! The fields OpenAI defines and zoo does not implement are looked at first
+//! ([`super::unsupported`]). Each field is checked in a fixed order with its own
+//! message and a 400 naming it;
 //! the first refusal wins. `logprobs` is an integer (0-5 alternatives) on
 //! completions and a boolean with `top_logprobs` (0-20) on chat completions, as in
 //! OpenAI's API.
@@ -12,6 +14,7 @@ use zoo::{GenerateOptions, SamplingParams};
 
 use super::error::ApiError;
 use super::request::{Field, Generation};
+use super::unsupported::Unsupported;
 
 /// Without `max_tokens`.
 const DEFAULT_MAX_TOKENS: usize = 256;
@@ -66,6 +69,9 @@ pub struct Params {
     /// Not OpenAI's: go on past the end-of-sequence token (llama.cpp's and vLLM's
     /// `ignore_eos`, for benchmarks).
     ignore_eos: Field<bool>,
+    /// OpenAI's fields that zoo refuses when they ask for something.
+    #[serde(flatten)]
+    unsupported: Unsupported,
 }
 
 /// A non-negative integer field at most `max`.
@@ -88,6 +94,7 @@ fn count(
 impl Params {
     /// Checks the fields against a model with a context of `ctx` tokens.
     pub fn validate(self, ctx: usize, api: Api) -> Result<Generation<()>, ApiError> {
+        self.unsupported.check(api)?;
         let temperature = self.temperature.number("temperature")?.unwrap_or(1.0);
         if !(0.0..=2.0).contains(&temperature) {
             return Err(ApiError::bad_request(

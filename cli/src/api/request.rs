@@ -2,7 +2,8 @@
 //! validation into a [`Generation`].
 //!
 //! Unknown fields are accepted and ignored, as OpenAI clients expect (they send
-//! `model`, `user` and more). A field of the wrong JSON type is not a serde error:
+//! `model`, `user` and more); OpenAI's own fields that zoo does not implement are
+//! refused when they ask for something ([`super::unsupported`]). A field of the wrong JSON type is not a serde error:
 //! [`Field`] keeps it, and validation reports it with the field's own message, in a
 //! fixed order (the sampling fields, then the prompt), whatever order the client
 //! wrote the fields in.

@@ -18,7 +18,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use super::error::ApiError;
 use super::reply;
 use super::request::{self, ChatRequest, CompletionRequest, Generation};
-use super::response::{now_s, ChatChoice, ChatDelta, Choice, TextChoice};
+use super::response::{response_id, ChatChoice, ChatDelta, Choice, TextChoice};
 use super::worker::{Out, TokenLp};
 use super::AppState;
 
@@ -200,7 +200,7 @@ pub async fn handle<E: Endpoint>(State(state): State<Arc<AppState>>, body: Body)
         Ok(admitted) => admitted,
         Err(e) => return e.into_response(),
     };
-    let id = format!("{}-{}", E::ID_PREFIX, now_s());
+    let id = response_id(E::ID_PREFIX);
     if shape.stream {
         Sse::new(reply::sse::<E>(rx, shape, id, state.model_id.clone())).into_response()
     } else {

@@ -176,6 +176,14 @@ pub fn now_s() -> u64 {
         .unwrap_or(0)
 }
 
+/// A response's `id`: `PREFIX-<unix seconds>-<n>`, `n` counting this process's
+/// responses, so that two requests of the same second do not share one.
+pub fn response_id(prefix: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}-{}-{n}", now_s())
+}
+
 /// OpenAI's `finish_reason` for a stop.
 pub fn finish_reason(stop: StopReason) -> &'static str {
     match stop {
@@ -220,6 +228,15 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
+
+    /// Two responses of the same second get different ids.
+    #[test]
+    fn response_ids_are_unique() {
+        let ids: std::collections::HashSet<String> =
+            (0..100).map(|_| response_id("cmpl")).collect();
+        assert_eq!(ids.len(), 100);
+        assert!(ids.iter().all(|id| id.starts_with("cmpl-")));
+    }
 
     fn same(ours: impl Serialize, theirs: Value) {
         assert_eq!(serde_json::to_string(&ours).unwrap(), theirs.to_string());
