@@ -109,6 +109,34 @@ for param, values in WRONG.items():
 for bad_messages in (5, [], [{"role": "user"}], [{"role": 5, "content": "x"}], [{"role": "user", "content": 5}], "hi"):
     expect("wrong messages", 400, client.post("/v1/chat/completions", json={"messages": bad_messages, "max_tokens": 1}))
 expect("prompt past the context", 400, client.post("/v1/completions", json={"prompt": "word " * 20000, "max_tokens": 1}))
+# More choices than the queue ever holds (16 here): a 400 naming `n`, not a 429 that
+# invites a retry as sure to fail.
+r = client.post("/v1/completions", json={"prompt": ["a", "b", "c"], "n": 8, "max_tokens": 1})
+expect("choices past the queue", 400, r)
+assert r.json()["error"]["param"] == "n", r.text
+# OpenAI fields zoo does not implement: a 400 naming them, never an answer that ignores them.
+for path, field, value in [
+    ("/v1/completions", "echo", True),
+    ("/v1/completions", "best_of", 3),
+    ("/v1/completions", "logit_bias", {"1": 5}),
+    ("/v1/chat/completions", "tools", [{"type": "function", "function": {"name": "f"}}]),
+    ("/v1/chat/completions", "response_format", {"type": "json_object"}),
+]:
+    body = {"prompt": "Hi", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1, field: value}
+    r = client.post(path, json=body)
+    expect(f"unsupported {field}", 400, r)
+    assert r.json()["error"]["param"] == field, r.text
+# A temperature too small to divide by samples greedily, and a stream beside it goes on.
+with httpx.stream("POST", base + "/v1/completions", timeout=120,
+                  json={"prompt": "Once upon a time", "max_tokens": 24, "temperature": 0,
+                        "stream": True, "ignore_eos": True}) as beside:
+    lines = beside.iter_lines()
+    assert any(line.startswith("data:") for line in lines)
+    tiny = client.post("/v1/completions", json={"prompt": "Once upon a time", "max_tokens": 4, "temperature": 1e-38})
+    expect("tiny temperature", 200, tiny)
+    rest = [line for line in lines if line.startswith("data:")]
+    assert rest[-1] == "data: [DONE]" and not any('"error"' in line for line in rest), rest[-3:]
+    assert '"finish_reason":"length"' in rest[-2].replace(" ", ""), rest[-2:]
 alive()
 
 section("parameters")
@@ -168,6 +196,25 @@ while metric("zoo_sequences_running") + metric("zoo_sequences_waiting") > 0:
     assert time.time() - t < 60, "vanished clients' sequences were not freed"
     time.sleep(0.1)
 counts["vanished clients"] = len(socks)
+alive()
+# Choices still queued when their client vanishes are cancelled in the queue, never
+# admitted: 16 choices, 8 slots, the client gone after its first chunk. Every first
+# admission looks the prompt up in the prefix cache, so the lookups count admissions.
+plen = client.post("/v1/completions", json={"prompt": "A queue of tales", "max_tokens": 1}).json()["usage"]["prompt_tokens"]
+lookups = metric("zoo_prefix_cache_lookup_tokens_total")
+body = json.dumps({"prompt": ["A queue of tales", "A queue of tales"], "n": 8, "max_tokens": 2000,
+                   "stream": True, "ignore_eos": True}).encode()
+s = socket.create_connection((host, port), timeout=60)
+s.sendall(post_bytes("/v1/completions", body))
+s.recv(256)
+s.close()
+t = time.time()
+while metric("zoo_sequences_running") + metric("zoo_sequences_waiting") > 0:
+    assert time.time() - t < 60, "the vanished client's choices were not freed"
+    time.sleep(0.1)
+admitted = (metric("zoo_prefix_cache_lookup_tokens_total") - lookups) // plen
+assert admitted <= 8, f"{admitted} of 16 choices were admitted after their client had gone"
+counts["vanished queued choices"] = 16 - admitted
 alive()
 
 section("vanished clients")

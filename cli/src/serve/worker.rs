@@ -3,8 +3,8 @@
 //! `seed + j`) and returns one receiver of their merged output ([`Out`]), fed by a
 //! task per choice. The engine ([`zoo::Engine`]) runs them with the other requests in
 //! continuous batches; a receiver dropped (the client went away) drops the choices'
-//! events, which cancels them at the engine's next step. A choice that runs past the
-//! timeout, counted from submission, ends with an error.
+//! events at once, queued or running, which cancels them at the engine's next step. A
+//! choice that runs past the timeout, counted from submission, ends with an error.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,6 +47,8 @@ pub struct Queue {
     engine: Engine,
     tokenizer: Arc<zoo::Tokenizer>,
     context_length: usize,
+    /// The most choices the engine queues at once (`--queue-depth`).
+    max_waiting: usize,
     timeout: Duration,
     metrics: Arc<Metrics>,
 }
@@ -60,9 +62,11 @@ impl Queue {
         metrics: Arc<Metrics>,
     ) -> zoo::Result<Self> {
         let tokenizer = Arc::new(loaded.tokenizer);
+        let max_waiting = config.max_waiting;
         let engine = Engine::start(loaded.model, tokenizer.clone(), config)?;
         Ok(Self {
             context_length: engine.context_length(),
+            max_waiting,
             engine,
             tokenizer,
             timeout,
@@ -81,7 +85,8 @@ impl Queue {
     }
 
     /// Queues `n` choices per prompt: 400 if a prompt and `max_tokens` do not fit the
-    /// context or the KV budget, 429 if the engine's queue is full.
+    /// context or the KV budget, or if the choices outnumber what the queue ever holds;
+    /// 429 if the engine's queue is full.
     pub fn submit(
         &self,
         prompts: Vec<Vec<u32>>,
@@ -91,6 +96,20 @@ impl Queue {
         ignore_eos: bool,
     ) -> Result<mpsc::UnboundedReceiver<Out>, ApiError> {
         self.metrics.request();
+        let choices = prompts.len() * n;
+        if choices > self.max_waiting {
+            // Each choice waits in the queue until admitted: past its depth, a retry
+            // would be refused as surely as this request.
+            return Err(ApiError::bad_request(
+                format!(
+                    "{choices} choices ({} prompts x n = {n}) are more than the {} the server \
+                     queues at once (--queue-depth): lower `n` or send fewer prompts",
+                    prompts.len(),
+                    self.max_waiting
+                ),
+                Some("n"),
+            ));
+        }
         for p in &prompts {
             if p.len() + options.max_tokens > self.context_length {
                 return Err(ApiError::bad_request(
@@ -136,7 +155,14 @@ impl Queue {
                 let mut last = start;
                 let mut first = true;
                 loop {
-                    let event = match tokio::time::timeout_at(deadline, events.next()).await {
+                    let next = tokio::select! {
+                        biased;
+                        // The client went away (its receiver dropped): dropping `events`
+                        // cancels the choice, also one still waiting in the queue.
+                        () = tx.closed() => return,
+                        next = tokio::time::timeout_at(deadline, events.next()) => next,
+                    };
+                    let event = match next {
                         Ok(Some(e)) => e,
                         Ok(None) => {
                             let _ = tx.send(Out::Error("the engine stopped".into()));
