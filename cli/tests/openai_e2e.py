@@ -117,6 +117,29 @@ content = chat_lp.choices[0].logprobs.content
 assert len(content) == 5 and all(len(t.top_logprobs) == 3 for t in content), content
 # Greedy: the chosen token is the most likely one.
 assert all(abs(t.logprob - t.top_logprobs[0].logprob) < 1e-6 for t in content), content
+# Tokens join to the text and text_offset indexes it (in characters), streamed or not,
+# also where a character spans several tokens. Past the tokens, the text may hold only
+# the U+FFFD of a character cut off by max_tokens (its bytes flushed at the end).
+def joins(tokens, text):
+    joined = "".join(tokens)
+    return text.startswith(joined) and set(text[len(joined):]) <= {"\ufffd"}
+
+
+wide = dict(model="zoo", prompt="Chinese: 你好，世界。我喜欢", max_tokens=12, temperature=0, logprobs=1)
+whole = client.completions.create(**wide).choices[0]
+assert any(ord(ch) > 0x7FF for ch in whole.text), whole.text  # characters of 3 UTF-8 bytes
+assert joins(whole.logprobs.tokens, whole.text), (whole.logprobs.tokens, whole.text)
+for tok, off in zip(whole.logprobs.tokens, whole.logprobs.text_offset):
+    assert off <= len(whole.text) and whole.text[off:].startswith(tok), (tok, off, whole.text)
+streamed = [c.choices[0].logprobs for c in client.completions.create(**wide, stream=True)
+            if c.choices and c.choices[0].logprobs]
+assert [o for lp in streamed for o in lp.text_offset] == whole.logprobs.text_offset, streamed
+chat_wide = client.chat.completions.create(model="zoo", messages=[{"role": "user", "content": "Say hello in Chinese."}],
+                                           max_tokens=12, temperature=0, logprobs=True)
+answer = chat_wide.choices[0]
+assert any(ord(ch) > 0x7FF for ch in answer.message.content), answer
+assert joins([t.token for t in answer.logprobs.content], answer.message.content), answer
+assert all(bytes(t.bytes) == t.token.encode() for t in answer.logprobs.content), answer
 listed = client.completions.create(model="zoo", prompt=["The capital of France is", "One, two,"],
                                    max_tokens=8, temperature=0)
 assert listed.choices[0].text == first.choices[0].text and len(listed.choices) == 2, listed

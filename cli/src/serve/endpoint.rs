@@ -85,14 +85,15 @@ impl Endpoint for Completions {
     }
 
     /// The legacy completions shape: parallel lists of tokens, their log-probabilities,
-    /// the alternatives (token to log-probability) and each token's text offset.
+    /// the alternatives (token to log-probability) and each token's text offset, in
+    /// characters of the answer (as vLLM counts them).
     fn logprobs(tokens: &[TokenLp], offset: usize) -> serde_json::Value {
         let mut at = offset;
         let offsets: Vec<usize> = tokens
             .iter()
             .map(|t| {
                 let o = at;
-                at += t.token.len();
+                at += t.token.chars().count();
                 o
             })
             .collect();

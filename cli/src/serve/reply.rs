@@ -145,7 +145,7 @@ struct Streaming {
     model: String,
     /// Events to send before reading more.
     queued: VecDeque<Event>,
-    /// Bytes of each choice's text sent so far (completions' `text_offset`).
+    /// Characters of each choice's text sent so far (completions' `text_offset`).
     offsets: Vec<usize>,
     done: usize,
     tally: Tally,
@@ -190,7 +190,7 @@ impl Streaming {
                     .shape
                     .logprobs
                     .then(|| E::logprobs(&logprobs, self.offsets[index]));
-                self.offsets[index] += text.len();
+                self.offsets[index] += text.chars().count();
                 Some(event(self, E::piece(text).at(index).with_logprobs(lp)))
             }
             Some(Out::Done {

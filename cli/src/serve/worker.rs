@@ -20,6 +20,9 @@ use super::metrics::Metrics;
 /// A generated token's log-probability and the most likely alternatives, as text.
 #[derive(Debug, Clone)]
 pub struct TokenLp {
+    /// The text the token added to the answer (what the stream sent for it), so that
+    /// the tokens join to the text: a character split over several tokens comes with
+    /// the last of them (decoded alone, each part would be U+FFFD).
     pub token: String,
     pub logprob: f32,
     pub top: Vec<(String, f32)>,
@@ -178,7 +181,7 @@ impl Queue {
                         }
                     };
                     let out = match event {
-                        Event::Token { id, text, logprob } => {
+                        Event::Token { text, logprob, .. } => {
                             let now = Instant::now();
                             metrics.token(first, now - last);
                             (first, last) = (false, now);
@@ -187,7 +190,7 @@ impl Queue {
                                     let piece =
                                         |t: u32| tokenizer.decode(&[t], false).unwrap_or_default();
                                     vec![TokenLp {
-                                        token: piece(id),
+                                        token: text.clone(),
                                         logprob: lp.logprob,
                                         top: lp.top.iter().map(|&(t, l)| (piece(t), l)).collect(),
                                     }]
