@@ -137,6 +137,7 @@ impl Params {
         }
         let max_tokens = self.max_tokens.number("max_tokens")?;
         let max_completion_tokens = self.max_completion_tokens.number("max_completion_tokens")?;
+        let max_tokens_sent = max_tokens.or(max_completion_tokens).is_some();
         let max_tokens = match max_tokens.or(max_completion_tokens) {
             None => DEFAULT_MAX_TOKENS,
             Some(m) if m >= 1.0 && m.fract() == 0.0 => m as usize,
@@ -147,7 +148,8 @@ impl Params {
                 ))
             }
         };
-        if max_tokens >= ctx {
+        // A default too large for a small model's context is shortened per prompt later.
+        if max_tokens_sent && max_tokens >= ctx {
             return Err(ApiError::bad_request(
                 format!(
                     "`max_tokens` {max_tokens} does not fit the model's context of {ctx} tokens"
@@ -240,6 +242,7 @@ impl Params {
             n,
             logprobs,
             include_usage,
+            max_tokens_sent,
         })
     }
 }

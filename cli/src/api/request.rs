@@ -122,6 +122,9 @@ pub struct Generation<P> {
     /// A last streamed chunk with the usage.
     pub include_usage: bool,
     pub ignore_eos: bool,
+    /// Whether the client sent `max_tokens`: the default (256) is shortened to the
+    /// context a prompt leaves, where a value sent is refused if it does not fit.
+    pub max_tokens_sent: bool,
 }
 
 impl<P> Generation<P> {
@@ -135,6 +138,7 @@ impl<P> Generation<P> {
             logprobs: self.logprobs,
             include_usage: self.include_usage,
             ignore_eos: self.ignore_eos,
+            max_tokens_sent: self.max_tokens_sent,
         }
     }
 }

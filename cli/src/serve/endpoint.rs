@@ -269,8 +269,12 @@ fn admit<E: Endpoint>(
         logprobs: g.logprobs.is_some(),
         include_usage: g.include_usage,
     };
-    let rx = state
-        .queue
-        .submit(g.prompt, &g.options, g.n, g.logprobs, g.ignore_eos)?;
+    let rx = state.queue.submit(
+        g.prompt,
+        &g.options,
+        g.n,
+        g.logprobs,
+        (g.ignore_eos, g.max_tokens_sent),
+    )?;
     Ok((rx, shape))
 }

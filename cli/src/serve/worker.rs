@@ -88,15 +88,16 @@ impl Queue {
     }
 
     /// Queues `n` choices per prompt: 400 if a prompt and `max_tokens` do not fit the
-    /// context or the KV budget, or if the choices outnumber what the queue ever holds;
-    /// 429 if the engine's queue is full.
+    /// context (`max_tokens` not sent: if the prompt leaves no room, the default being
+    /// shortened to the room left) or the KV budget, or if the choices outnumber what
+    /// the queue ever holds; 429 if the engine's queue is full.
     pub fn submit(
         &self,
         prompts: Vec<Vec<u32>>,
         options: &GenerateOptions,
         n: usize,
         logprobs: Option<usize>,
-        ignore_eos: bool,
+        (ignore_eos, max_tokens_sent): (bool, bool),
     ) -> Result<mpsc::UnboundedReceiver<Out>, ApiError> {
         self.metrics.request();
         let choices = prompts.len() * n;
@@ -113,8 +114,20 @@ impl Queue {
                 Some("n"),
             ));
         }
+        let mut budgets = Vec::with_capacity(prompts.len());
         for p in &prompts {
-            if p.len() + options.max_tokens > self.context_length {
+            let room = self.context_length.saturating_sub(p.len());
+            if room == 0 {
+                return Err(ApiError::bad_request(
+                    format!(
+                        "the prompt has {} tokens, which fills the model's context of {} tokens: shorten it",
+                        p.len(),
+                        self.context_length
+                    ),
+                    None,
+                ));
+            }
+            if max_tokens_sent && options.max_tokens > room {
                 return Err(ApiError::bad_request(
                     format!(
                         "the prompt has {} tokens; with max_tokens {} that exceeds the model's context of {} tokens",
@@ -125,16 +138,17 @@ impl Queue {
                     Some("max_tokens"),
                 ));
             }
+            budgets.push(options.max_tokens.min(room));
         }
         let mut choices = Vec::new();
-        for (i, prompt) in prompts.into_iter().enumerate() {
+        for (i, (prompt, max_tokens)) in prompts.into_iter().zip(budgets).enumerate() {
             for j in 0..n {
                 let mut sampling = options.sampling.clone();
                 sampling.seed = sampling.seed.wrapping_add(j as u64);
                 let request = Request {
                     prompt_ids: prompt.clone(),
                     sampling,
-                    max_tokens: options.max_tokens,
+                    max_tokens,
                     stop: options.stop.clone(),
                     logprobs,
                     skip_special: options.skip_special,
