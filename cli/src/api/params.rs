@@ -58,7 +58,8 @@ pub struct Params {
     /// The newer name of `max_tokens`; `max_tokens` wins if both are given.
     max_completion_tokens: Field<f64>,
     n: Field<f64>,
-    seed: Field<f64>,
+    /// A JSON number read as u64 where it is one, so that seeds past 2^53 stay exact.
+    seed: Field<serde_json::Number>,
     stop: Field<Stop>,
     stream: Field<bool>,
     top_k: Field<f64>,
@@ -158,10 +159,18 @@ impl Params {
             ));
         }
         let n = count(self.n, "n", 1, MAX_N)?.unwrap_or(1);
-        let seed = match self.seed.number("seed")? {
+        let seed = match self.seed.get("seed", "`seed` must be a number")? {
             None => DEFAULT_SEED,
-            // Below 2^64: a larger number would saturate to u64::MAX, silently.
-            Some(s) if s >= 0.0 && s.fract() == 0.0 && s < 18_446_744_073_709_551_616.0 => s as u64,
+            Some(s) if s.as_u64().is_some() => s.as_u64().expect("checked"),
+            // An integer written as a float (`7.0`); below 2^64: a larger number would
+            // saturate to u64::MAX, silently.
+            Some(s)
+                if s.as_f64().is_some_and(|s| {
+                    s >= 0.0 && s.fract() == 0.0 && s < 18_446_744_073_709_551_616.0
+                }) =>
+            {
+                s.as_f64().expect("checked") as u64
+            }
             Some(_) => {
                 return Err(ApiError::bad_request(
                     "`seed` must be a non-negative integer below 2^64",
@@ -207,8 +216,14 @@ impl Params {
         };
         let options = self
             .stream_options
-            .get("stream_options", "`stream_options` must be an object")?
-            .unwrap_or_default();
+            .get("stream_options", "`stream_options` must be an object")?;
+        if options.is_some() && stream != Some(true) {
+            return Err(ApiError::bad_request(
+                "`stream_options` needs `stream`: true",
+                Some("stream_options"),
+            ));
+        }
+        let options = options.unwrap_or_default();
         let include_usage = options
             .include_usage
             .get(
@@ -276,6 +291,19 @@ mod tests {
         );
         assert_eq!(o.sampling.seed, 299792458);
         assert!(o.skip_special && o.stop.is_empty());
+    }
+
+    /// Seeds past 2^53 (where an f64 loses integers) stay exact, up to u64::MAX.
+    #[test]
+    fn large_seeds_are_exact() {
+        for seed in [9_007_199_254_740_993u64, u64::MAX] {
+            let g = params(json!({ "seed": seed })).unwrap();
+            assert_eq!(g.options.sampling.seed, seed);
+        }
+        assert_eq!(
+            params(json!({"seed": 7.0})).unwrap().options.sampling.seed,
+            7
+        );
     }
 
     #[test]
@@ -371,6 +399,12 @@ mod tests {
                 "seed",
                 json!(18_446_744_073_709_551_616.0f64),
                 "`seed` must be a non-negative integer below 2^64".into(),
+            ),
+            ("seed", json!("7"), "`seed` must be a number".into()),
+            (
+                "stream_options",
+                json!({"include_usage": true}),
+                "`stream_options` needs `stream`: true".into(),
             ),
             ("stop", json!(["a", "b", "c", "d", "e"]), stop.into()),
             ("stop", json!([1]), stop.into()),
