@@ -321,13 +321,17 @@ impl Engine {
                 blocks: self.max_blocks_per_request,
             });
         }
-        if EngineStats::get(&self.stats.waiting) >= self.max_waiting {
-            return Err(Error::EngineBusy {
+        // Counted in the same atomic step as the check, so that submitters racing for
+        // the last places cannot queue past the limit.
+        self.stats
+            .waiting
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
+                (w < self.max_waiting).then_some(w + 1)
+            })
+            .map_err(|_| Error::EngineBusy {
                 waiting: self.max_waiting,
-            });
-        }
+            })?;
         let (tx, rx) = fmpsc::unbounded();
-        self.stats.waiting.fetch_add(1, Ordering::Relaxed);
         self.tx
             .send(Submitted {
                 request,

@@ -120,10 +120,14 @@ impl<M: CausalLM> Runner<M> {
     }
 
     fn enqueue(&mut self, s: Submitted) {
+        let tx = s.tx.clone();
         match Seq::new(s) {
             Ok(seq) => self.waiting.push_back(seq),
-            Err(_) => {
+            Err(e) => {
+                // `submit` validated the request, so this is not expected; if it
+                // happens, the request still ends with its error, not in silence.
                 self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
+                let _ = tx.unbounded_send(super::Event::Error(e));
             }
         }
     }
