@@ -19,7 +19,10 @@
 //! blocks of its prompt are free. When a running sequence needs a block and none is
 //! free, the most recently admitted other sequence is preempted: its blocks are
 //! released and it goes back to the front of the queue, to be recomputed (bit for bit
-//! the same) when there is room. A request that could never fit is refused at submit.
+//! the same) when there is room. A request that could never fit is refused at submit;
+//! one preempted after its tokens outgrew the whole store ends (`ContextFull`). An error
+//! of one sequence's own (its sampling, its detokenizing) ends only that sequence; an
+//! error of the step's forward ends every sequence of the step.
 //!
 //! **Prefix cache**: a prompt whose leading full blocks were computed by an earlier
 //! request takes those blocks instead of computing them; cached blocks no sequence holds
