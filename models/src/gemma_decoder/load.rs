@@ -87,6 +87,17 @@ fn gguf_hparams(
     let blocks = g.u64(&key("block_count"))? as usize;
     let head_dim = g.u64(&key("attention.key_length"))? as usize;
     let softcap = |s: &str| -> Result<Option<f64>> { Ok(g.f64_opt(&key(s))?.filter(|c| *c > 0.0)) };
+    let local = local_layers(blocks, default_pattern);
+    let window = g.u64_opt(&key("attention.sliding_window"))?.unwrap_or(0) as usize;
+    if window == 0 && local.iter().any(|&l| l) {
+        return Err(Error::GgufMetadata {
+            path: g.path.clone(),
+            key: key("attention.sliding_window"),
+            problem: "is missing or 0, but this model's local layers attend over a sliding \
+                      window: expected a window of at least 1 position"
+                .into(),
+        });
+    }
     Ok(Hparams {
         heads: g.u64(&key("attention.head_count"))? as usize,
         kv_heads: g.u64(&key("attention.head_count_kv"))? as usize,
@@ -94,8 +105,8 @@ fn gguf_hparams(
         eps: g.f64(&key("attention.layer_norm_rms_epsilon"))?,
         blocks,
         hidden: g.u64(&key("embedding_length"))? as usize,
-        window: g.u64_opt(&key("attention.sliding_window"))?.unwrap_or(0) as usize,
-        local: local_layers(blocks, default_pattern),
+        window,
+        local,
         rope_base: g
             .f64_opt(&key("rope.freq_base"))?
             .unwrap_or(default_rope_base),
@@ -186,7 +197,14 @@ impl GemmaDecoder {
             eps: float("rms_norm_eps")?,
             blocks,
             hidden: int("hidden_size")?,
-            window: if any_local { int("sliding_window")? } else { 0 },
+            window: if any_local {
+                // Local layers attend over the window: 0 would leave them nothing.
+                Some(int("sliding_window")?)
+                    .filter(|&w| w > 0)
+                    .ok_or_else(|| missing("sliding_window (at least 1 for sliding layers)"))?
+            } else {
+                0
+            },
             local,
             rope_base,
             rope_base_local: config["rope_local_base_freq"]

@@ -61,6 +61,8 @@ impl ShortConv {
     /// Replaces the block store with `blocks` blocks of `block_size` positions.
     pub fn allocate(&mut self, blocks: usize, block_size: usize) -> Result<()> {
         self.store = SharedCells::default(); // the old store goes before the new comes
+                                             // No blocks until the new store exists: a failed allocation leaves none to use.
+        (self.blocks, self.block_size) = (0, 0);
         self.store = SharedCells::new(zeroed(
             blocks
                 .checked_mul(block_size * self.hidden)

@@ -54,15 +54,18 @@ pub(super) struct UnitOut<'a> {
     m: usize,
     n: usize,
     start: usize,
+    /// One past the unit's last column.
+    end: usize,
 }
 
 impl UnitOut<'_> {
     /// Output row `i`, column `start + r`.
     #[inline]
     pub(super) fn put(&self, i: usize, r: usize, v: f32) {
-        assert!(i < self.m && self.start + r < self.n);
-        // SAFETY: in bounds (above, and `for_each_unit` checks that `out` holds m x n
-        // values); every (i, column) is written by exactly one unit.
+        assert!(i < self.m && self.start + r < self.end);
+        // SAFETY: in bounds (above; `end <= n`, and `for_each_unit` checks that `out`
+        // holds m x n values); every (i, column) is written by exactly one unit, whose
+        // columns `start..end` no other unit has (the assertion keeps it so).
         unsafe { self.out.write(i * self.n + self.start + r, v) };
     }
 
@@ -130,7 +133,7 @@ pub(super) fn for_each_unit(
     parallel: bool,
     unit: impl Fn(std::ops::Range<usize>, &UnitOut<'_>) + Sync,
 ) {
-    assert!(out.len() >= m * n);
+    assert!(m.checked_mul(n).is_some_and(|mn| out.len() >= mn));
     let out = SendPtr::new(out);
     let units = n.div_ceil(UNIT_ROWS);
     par_for(units, parallel, |range| {
@@ -141,6 +144,7 @@ pub(super) fn for_each_unit(
                 m,
                 n,
                 start: rows.start,
+                end: rows.end,
             };
             unit(rows, &out);
         }

@@ -222,6 +222,19 @@ pub fn write_all(dir: &Path) -> anyhow::Result<Vec<Case>> {
     );
     tensor_cases(&mut w);
     metadata_cases(&mut w);
+    // A Gemma 3 file whose sliding window is 0: its local layers would attend over no
+    // position (the attention panicked on it). Only loading the model sees it.
+    let mut gemma = GgufParts::read(&fixtures().join("quantized-gemma3/q8_0/model.gguf"))?;
+    gemma.set("gemma3.attention.sliding_window", Val::u32(0));
+    w.bytes(
+        "gemma3-sliding-window-0",
+        GgufMetadata,
+        "`gemma3.attention.sliding_window` is missing or 0",
+        gemma.bytes(),
+    );
+    if let Some(case) = w.cases.last_mut() {
+        case.inspect_sees = false;
+    }
     Ok(w.cases)
 }
 
