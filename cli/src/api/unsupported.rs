@@ -39,6 +39,12 @@ impl Unsupported {
             _ => false,
         };
         let none_or_auto = |v: &Value| v.is_null() || v == "none" || v == "auto";
+        let logit_bias = (
+            "logit_bias",
+            &self.logit_bias,
+            self.logit_bias.iter().all(empty),
+            "logits are not biased",
+        );
         let fields: Vec<(&'static str, &Option<Value>, bool, &str)> = match api {
             Api::Completions => vec![
                 (
@@ -59,20 +65,10 @@ impl Unsupported {
                     self.suffix.iter().all(empty),
                     "there is no fill-in-the-middle",
                 ),
-                (
-                    "logit_bias",
-                    &self.logit_bias,
-                    self.logit_bias.iter().all(empty),
-                    "logits are not biased",
-                ),
+                logit_bias,
             ],
             Api::Chat => vec![
-                (
-                    "logit_bias",
-                    &self.logit_bias,
-                    self.logit_bias.iter().all(empty),
-                    "logits are not biased",
-                ),
+                logit_bias,
                 (
                     "response_format",
                     &self.response_format,
