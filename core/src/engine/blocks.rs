@@ -2,16 +2,29 @@
 //! the prefix cache (full blocks of earlier requests, found again by their tokens).
 //!
 //! A full block is named by its tokens and the name of the block before it (a chain,
-//! so a block is only ever matched after the same whole prefix). Blocks a sequence
+//! so a block is only ever matched after the same whole prefix). Names are SipHash with
+//! keys drawn at random once per process: with the fixed keys of `DefaultHasher::new()`
+//! anyone could compute two prompts whose names collide offline, and a request would
+//! then reuse the KV of another client's different text (vLLM's prefix cache had a
+//! flaw of this kind). Keyed, a collision is left to chance: about one in 2^64 per
+//! cached block looked at. Blocks a sequence
 //! holds are counted; when the count falls to zero a named block stays in the cache,
 //! evictable least-recently-used, and an unnamed one goes back to the free list.
 
+use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::OnceLock;
+
+/// The process's hash keys for block names (random, drawn once).
+fn keys() -> &'static RandomState {
+    static KEYS: OnceLock<RandomState> = OnceLock::new();
+    KEYS.get_or_init(RandomState::new)
+}
 
 /// The name of a full block: the hash of its prefix's name and its tokens.
 pub fn chain_hash(parent: u64, tokens: &[u32]) -> u64 {
-    let mut h = DefaultHasher::new();
+    let mut h = keys().build_hasher();
     parent.hash(&mut h);
     tokens.hash(&mut h);
     h.finish()
@@ -155,6 +168,23 @@ impl BlockManager {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Names are keyed: not what the public fixed-key hasher gives for the same input,
+    /// so no one can compute colliding prompts in advance; within the process they are
+    /// stable, so a prompt finds its blocks again.
+    #[test]
+    fn block_names_are_keyed_and_stable() {
+        let unkeyed = |parent: u64, tokens: &[u32]| {
+            let mut h = std::hash::DefaultHasher::new();
+            parent.hash(&mut h);
+            tokens.hash(&mut h);
+            h.finish()
+        };
+        let tokens = [1u32, 2, 3, 4];
+        assert_ne!(chain_hash(0, &tokens), unkeyed(0, &tokens));
+        assert_eq!(chain_hash(0, &tokens), chain_hash(0, &tokens));
+        assert_eq!(block_hashes(&tokens, 2), block_hashes(&tokens, 2));
+    }
 
     #[test]
     fn a_released_prefix_is_found_again_and_evicted_last_used_first() {
