@@ -161,22 +161,23 @@ impl Params {
         let n = count(self.n, "n", 1, MAX_N)?.unwrap_or(1);
         let seed = match self.seed.get("seed", "`seed` must be a number")? {
             None => DEFAULT_SEED,
-            Some(s) if s.as_u64().is_some() => s.as_u64().expect("checked"),
-            // An integer written as a float (`7.0`); below 2^64: a larger number would
-            // saturate to u64::MAX, silently.
-            Some(s)
-                if s.as_f64().is_some_and(|s| {
-                    s >= 0.0 && s.fract() == 0.0 && s < 18_446_744_073_709_551_616.0
-                }) =>
-            {
-                s.as_f64().expect("checked") as u64
-            }
-            Some(_) => {
-                return Err(ApiError::bad_request(
-                    "`seed` must be a non-negative integer below 2^64",
-                    Some("seed"),
-                ))
-            }
+            // An integer, or one written as a float (`7.0`) below 2^64: a larger float
+            // would saturate to u64::MAX, silently.
+            Some(s) => s
+                .as_u64()
+                .or_else(|| {
+                    s.as_f64()
+                        .filter(|f| {
+                            *f >= 0.0 && f.fract() == 0.0 && *f < 18_446_744_073_709_551_616.0
+                        })
+                        .map(|f| f as u64)
+                })
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "`seed` must be a non-negative integer below 2^64",
+                        Some("seed"),
+                    )
+                })?,
         };
         let stop_error = "`stop` must be a string or up to 4 strings";
         let stop = match self.stop.get("stop", stop_error)? {

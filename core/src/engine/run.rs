@@ -105,11 +105,8 @@ impl<M: CausalLM> Runner<M> {
             };
             if let Err(e) = result {
                 tracing::error!(error = %e, "engine step failed; its sequences end with the error");
-                for s in self.running.drain(..) {
-                    if let Some(b) = self.blocks.as_mut() {
-                        b.release(&s.blocks);
-                    }
-                    s.fail(crate::Error::Engine(format!("a step failed: {e}")));
+                for s in std::mem::take(&mut self.running) {
+                    self.fail(s, crate::Error::Engine(format!("a step failed: {e}")));
                 }
                 if self.blocks.is_none() {
                     let _ = self.model.reset_cache();
@@ -357,13 +354,18 @@ impl<M: CausalLM> Runner<M> {
                 Ended::Stop(reason) => self.end(s, reason),
                 Ended::Failed(e) => {
                     tracing::warn!(error = %e, "a sequence failed; the others go on");
-                    if let Some(bm) = self.blocks.as_mut() {
-                        bm.release(&s.blocks);
-                    }
-                    s.fail(e);
+                    self.fail(s, e);
                 }
             }
         }
+    }
+
+    /// Ends `s` with an error, its blocks released.
+    fn fail(&mut self, s: Seq, e: crate::Error) {
+        if let Some(bm) = self.blocks.as_mut() {
+            bm.release(&s.blocks);
+        }
+        s.fail(e);
     }
 
     fn end(&mut self, s: Seq, reason: StopReason) {
